@@ -1,0 +1,27 @@
+# mq: PGXS build.  `make && make install`, then CREATE EXTENSION mq.
+EXTENSION = mq
+EXTVERSION = 0.1.0
+
+MODULE_big = mq
+OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+
+# sql/mq.sql is the single source of the current version (pgvector's DATA_built).
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA = $(filter-out sql/$(EXTENSION).sql $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
+
+# pg_regress: test/sql/NAME.sql against expected/NAME.out
+REGRESS = $(sort $(basename $(notdir $(wildcard test/sql/*.sql))))
+REGRESS_OPTS = --inputdir=test --load-extension=pgtap
+
+# isolationtester: test/specs/NAME.spec against expected/NAME.out
+ISOLATION = $(sort $(basename $(notdir $(wildcard test/specs/*.spec))))
+ISOLATION_OPTS = --inputdir=test --outputdir=.
+
+EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql results output_iso regression.diffs regression.out tmp_check
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
+	cp $< $@
