@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# test/run.sh: run every mq test on a throwaway PostgreSQL 15 cluster.
+#
+#   test/run.sh                  # setup (packages, build, install), then tests
+#   MQ_SKIP_SETUP=1 test/run.sh  # tests only; mq must be installed already
+#
+# Runs, in order:
+#   1. test/setup.sh (unless MQ_SKIP_SETUP=1)
+#   2. a private cluster: initdb in a temporary directory, settings from
+#      test/mq.conf, Unix socket only (no TCP), run by the `postgres` OS user
+#      when we are root
+#   3. `make installcheck` against it: pg_regress (test/sql/*.sql) and then
+#      isolationtester (test/specs/*.spec), each run even if the other fails
+#   4. every TAP test test/t/*.pl with prove (PostgreSQL::Test::Cluster makes
+#      its own nodes; as root the tests run as `postgres` from a copy)
+# and ends with one line `N passed, N failed` counting regression tests,
+# isolation tests and TAP files.  Exits non-zero if anything failed.
+# The cluster is stopped and removed on every exit.  On failure the diffs are
+# printed and kept in regression.diffs; TAP and server logs go to tmp_check/.
+#
+# Environment: MQ_SKIP_SETUP=1, MQ_TEST_PORT (default 55400 + pid % 100),
+# MQ_TEST_KEEP=1 keeps the temporary directory.
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_MAJOR=15
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PG_CONFIG=$PG_BIN/pg_config
+PGXS_TEST=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test
+
+say() { printf 'run.sh: %s\n' "$*"; }
+
+if [ "${MQ_SKIP_SETUP:-0}" != 1 ]; then
+	"$REPO/test/setup.sh" || { say "test/setup.sh failed"; echo "0 passed, 1 failed"; exit 1; }
+fi
+
+for f in "$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PGXS_TEST/regress/pg_regress" \
+		"$PGXS_TEST/isolation/pg_isolation_regress"; do
+	if [ ! -x "$f" ]; then
+		say "$f missing: run test/setup.sh first"
+		echo "0 passed, 1 failed"
+		exit 1
+	fi
+done
+
+# As root the server and the TAP tests run as `postgres` (initdb refuses root).
+if [ "$(id -u)" -eq 0 ]; then
+	RUN_USER=postgres
+	AS_PG=(runuser -u postgres --)
+else
+	RUN_USER=$(id -un)
+	AS_PG=()
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/mq-test.XXXXXX")
+chmod 755 "$WORK"
+[ "$(id -u)" -eq 0 ] && chown "$RUN_USER": "$WORK"
+DATA=$WORK/data
+PORT=${MQ_TEST_PORT:-$((55400 + $$ % 100))}
+server_started=0
+
+cleanup() {
+	if [ "$server_started" = 1 ]; then
+		"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null 2>&1 ||
+			"${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1
+		server_started=0
+	fi
+	if [ "${MQ_TEST_KEEP:-0}" = 1 ]; then
+		say "kept $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+passed=0
+failed=0
+failures=()
+
+# Tests write results/, regression.diffs and tmp_check/ where they run: the
+# checkout, or a copy of it when we cannot write there.
+if [ -w "$REPO" ]; then
+	TESTROOT=$REPO
+else
+	TESTROOT=$WORK/src
+	cp -a "$REPO" "$TESTROOT"
+	say "$REPO is not writable: running from a copy"
+fi
+rm -rf "$TESTROOT/results" "$TESTROOT/output_iso" "$TESTROOT/tmp_check"
+rm -f "$TESTROOT/regression.diffs" "$TESTROOT/regression.out"
+
+# ---- the cluster -----------------------------------------------------------
+if ! "${AS_PG[@]}" "$PG_BIN/initdb" -D "$DATA" -U postgres -A trust \
+		--no-locale -E UTF8 --no-sync >"$WORK/initdb.log" 2>&1; then
+	cat "$WORK/initdb.log"
+	say "initdb failed"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+{
+	echo
+	echo "# test/run.sh"
+	echo "port = $PORT"
+	echo "listen_addresses = ''"
+	echo "unix_socket_directories = '$WORK'"
+	if [ -f "$REPO/test/mq.conf" ]; then
+		echo "# from test/mq.conf"
+		cat "$REPO/test/mq.conf"
+	fi
+} >"$WORK/extra.conf"
+# the postgres user may not be able to read the checkout: copy, don't include
+"${AS_PG[@]}" sh -c "cat '$WORK/extra.conf' >> '$DATA/postgresql.conf'"
+[ -f "$REPO/test/mq.conf" ] && cp "$REPO/test/mq.conf" "$WORK/mq.conf" && chmod 644 "$WORK/mq.conf"
+
+say "starting a PostgreSQL $PG_MAJOR cluster in $DATA, port $PORT"
+if ! "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$DATA" -l "$WORK/server.log" -w -t 120 start >/dev/null; then
+	cat "$WORK/server.log"
+	say "the server did not start"
+	echo "0 passed, 1 failed"
+	exit 1
+fi
+server_started=1
+
+export PGHOST=$WORK PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
+unset PGSERVICE PGPASSWORD PGOPTIONS
+
+# ---- pg_regress and isolation ----------------------------------------------
+# Count "... ok" / "... FAILED" lines of one pg_regress log.  Echoes "P F".
+count_regress() {
+	local log=$1 rc=$2 p f
+	p=$(grep -cE '\.\.\. +ok( |$)|\.\.\. +failed \(ignored\)' "$log")
+	f=$(grep -cE '\.\.\. +FAILED' "$log")
+	# pg_regress failed before running a test (no database, no pgtap...)
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1
+	fi
+	echo "$p $f"
+}
+
+all_diffs=$WORK/all.diffs
+: >"$all_diffs"
+
+run_suite() {
+	local name=$1 log=$WORK/$1.log rc p f
+	shift
+	say "make installcheck ($name)"
+	(cd "$TESTROOT" && make -s --no-print-directory PG_CONFIG="$PG_CONFIG" installcheck "$@") 2>&1 | tee "$log"
+	rc=${PIPESTATUS[0]}
+	read -r p f < <(count_regress "$log" "$rc")
+	passed=$((passed + p))
+	failed=$((failed + f))
+	if [ "$f" -ne 0 ]; then
+		failures+=("$name")
+		[ -f "$TESTROOT/regression.diffs" ] && cat "$TESTROOT/regression.diffs" >>"$all_diffs"
+	fi
+}
+
+# Two runs so that a failing regression test does not skip the isolation
+# tests (PGXS stops at the first failing command).  An empty list runs nothing.
+if ls "$REPO"/test/sql/*.sql >/dev/null 2>&1; then
+	run_suite regress ISOLATION=
+fi
+if ls "$REPO"/test/specs/*.spec >/dev/null 2>&1; then
+	run_suite isolation REGRESS=
+fi
+
+if [ -s "$all_diffs" ]; then
+	cp "$all_diffs" "$TESTROOT/regression.diffs"
+fi
+if [ "$failed" -ne 0 ]; then
+	mkdir -p "$TESTROOT/tmp_check"
+	cp "$WORK/server.log" "$TESTROOT/tmp_check/server.log" 2>/dev/null
+fi
+
+# ---- TAP -------------------------------------------------------------------
+shopt -s nullglob
+tap_files=("$REPO"/test/t/*.pl)
+if [ ${#tap_files[@]} -gt 0 ]; then
+	TAPDIR=$WORK/tap
+	mkdir -p "$TAPDIR"
+	cp -r "$REPO/test/t" "$TAPDIR/t"
+	[ "$(id -u)" -eq 0 ] && chown -R "$RUN_USER": "$TAPDIR"
+	tap_env=(
+		PATH="$PG_BIN:$PATH"
+		PERL5LIB="$PGXS_TEST/perl${PERL5LIB:+:$PERL5LIB}"
+		PG_REGRESS="$PGXS_TEST/regress/pg_regress"
+		TESTDIR="$TAPDIR"
+		HOME="$TAPDIR"
+	)
+	[ -f "$WORK/mq.conf" ] && tap_env+=(TEMP_CONFIG="$WORK/mq.conf")
+	for t in "${tap_files[@]}"; do
+		name=t/$(basename "$t")
+		say "prove $name"
+		(cd "$TAPDIR" && "${AS_PG[@]}" env "${tap_env[@]}" prove -I "$PGXS_TEST/perl" "$name") 2>&1 |
+			tee "$WORK/tap.log"
+		if [ "${PIPESTATUS[0]}" -eq 0 ] && grep -q '^Result: PASS' "$WORK/tap.log"; then
+			passed=$((passed + 1))
+		else
+			failed=$((failed + 1))
+			failures+=("$name")
+		fi
+	done
+	if [ -d "$TAPDIR/tmp_check/log" ]; then
+		mkdir -p "$TESTROOT/tmp_check"
+		cp -r "$TAPDIR/tmp_check/log" "$TESTROOT/tmp_check/" 2>/dev/null
+	fi
+fi
+
+# ---- summary ---------------------------------------------------------------
+if [ "$failed" -ne 0 ]; then
+	if [ -s "$all_diffs" ]; then
+		echo "======================== regression diffs ========================"
+		cat "$all_diffs"
+		echo "=================================================================="
+		say "diffs kept in $TESTROOT/regression.diffs"
+	fi
+	say "failed: ${failures[*]}; logs in $TESTROOT/tmp_check/"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# test/setup.sh: make a Debian 12 machine ready for mq and install it.
+#
+#   test/setup.sh            # as root, or as a user with sudo
+#
+# 1. Installs the Debian packages mq needs to build and test (skipped when
+#    they are all installed already, so a second run is fast and offline).
+# 2. Builds and installs the extension (`make && make install` at the top)
+#    and the signup example when it has a Makefile.
+# Safe to run again at any time.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_MAJOR=15
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PG_CONFIG=$PG_BIN/pg_config
+
+PACKAGES=(
+	postgresql-$PG_MAJOR            # server, initdb, pg_ctl
+	postgresql-server-dev-$PG_MAJOR # PGXS, pg_regress, isolationtester, TAP modules
+	postgresql-$PG_MAJOR-pgtap      # pgTAP, loaded by the regression tests
+	libpq-dev
+	libipc-run-perl                 # needed by PostgreSQL::Test::Cluster
+	perl                            # prove
+	build-essential
+	make
+)
+
+say() { printf 'setup: %s\n' "$*"; }
+
+# Run a command as root: directly, through sudo, or not at all.
+as_root() {
+	if [ "$(id -u)" -eq 0 ]; then
+		"$@"
+	elif command -v sudo >/dev/null 2>&1; then
+		sudo "$@"
+	else
+		return 127
+	fi
+}
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		missing+=("$p")
+	fi
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+	say "installing packages: ${missing[*]}"
+	if ! command -v apt-get >/dev/null 2>&1; then
+		say "apt-get not found: this script supports Debian 12; install ${missing[*]} by hand" >&2
+		exit 1
+	fi
+	if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+		say "not root and no sudo: as root run" >&2
+		say "  apt-get update && apt-get install -y ${missing[*]}" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+		"${missing[@]}"
+else
+	say "packages already installed"
+fi
+
+if [ ! -x "$PG_CONFIG" ]; then
+	say "$PG_CONFIG missing after install" >&2
+	exit 1
+fi
+
+# Build as the invoking user; install into the PostgreSQL directories, which
+# need root unless they are writable.
+install_dirs_writable() {
+	[ -w "$("$PG_CONFIG" --sharedir)/extension" ] && [ -w "$("$PG_CONFIG" --pkglibdir)" ]
+}
+
+build_and_install() {
+	local dir=$1
+	say "building $dir"
+	make -C "$dir" PG_CONFIG="$PG_CONFIG"
+	if [ "$(id -u)" -eq 0 ] || install_dirs_writable; then
+		make -C "$dir" PG_CONFIG="$PG_CONFIG" install
+	elif command -v sudo >/dev/null 2>&1; then
+		sudo make -C "$dir" PG_CONFIG="$PG_CONFIG" install
+	else
+		say "cannot install: run as root: make -C $dir PG_CONFIG=$PG_CONFIG install" >&2
+		exit 1
+	fi
+}
+
+build_and_install "$REPO"
+if [ -f "$REPO/examples/signup/Makefile" ]; then
+	build_and_install "$REPO/examples/signup"
+fi
+say "mq installed ($("$PG_CONFIG" --version))"
