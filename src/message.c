@@ -1,0 +1,318 @@
+/*-------------------------------------------------------------------------
+ *
+ * message.c
+ *	  SQL entry points of work queues: send, send_batch, read, ack, nack,
+ *	  extend, archive, maintain.
+ *
+ * Each entry point checks its arguments (22004 for a NULL that makes no
+ * sense, 22023 for a value out of range) before touching anything, then
+ * opens the queue (queue.c) and calls the storage layer (storage.c).  The
+ * SQL reference with units and SQLSTATEs is docs/reference.md.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "queue.h"
+#include "storage.h"
+
+PG_FUNCTION_INFO_V1(mq_send);
+PG_FUNCTION_INFO_V1(mq_send_batch);
+PG_FUNCTION_INFO_V1(mq_read);
+PG_FUNCTION_INFO_V1(mq_ack);
+PG_FUNCTION_INFO_V1(mq_ack_batch);
+PG_FUNCTION_INFO_V1(mq_nack);
+PG_FUNCTION_INFO_V1(mq_extend);
+PG_FUNCTION_INFO_V1(mq_archive);
+PG_FUNCTION_INFO_V1(mq_maintain);
+
+#define MAX_READ_QTY 10000
+#define MAX_BATCH 100000
+/* SQS caps visibility timeouts at 12 hours; delays here may reach a year. */
+#define MAX_VT_SECS (12.0 * SECS_PER_HOUR)
+#define MAX_DELAY_SECS (365.0 * SECS_PER_DAY)
+
+static void
+require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", name)));
+}
+
+static MqNullable
+optional_arg(FunctionCallInfo fcinfo, int argno)
+{
+	MqNullable	v;
+
+	v.isnull = PG_ARGISNULL(argno);
+	v.value = v.isnull ? (Datum) 0 : PG_GETARG_DATUM(argno);
+	return v;
+}
+
+/* Interval argument checked against [0, max_secs]; months count as 30 days. */
+static Interval *
+interval_arg(FunctionCallInfo fcinfo, int argno, const char *name, double max_secs)
+{
+	Interval   *iv;
+	double		secs;
+
+	require_arg(fcinfo, argno, name);
+	iv = PG_GETARG_INTERVAL_P(argno);
+	secs = iv->time / (double) USECS_PER_SEC +
+		(iv->day + (double) iv->month * DAYS_PER_MONTH) * SECS_PER_DAY;
+	if (secs < 0 || secs > max_secs)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be between 0 and %.0f seconds", name, max_secs),
+				 errdetail("The value given was %s.",
+						   DatumGetCString(DirectFunctionCall1(interval_out,
+															   IntervalPGetDatum(iv))))));
+	return iv;
+}
+
+/* A one-dimensional array argument; NULL elements rejected when asked. */
+static ArrayType *
+array_arg(FunctionCallInfo fcinfo, int argno, const char *name, bool no_nulls)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(argno);
+
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a one-dimensional array", name)));
+	if (no_nulls && array_contains_nulls(arr))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not contain NULL elements", name)));
+	return arr;
+}
+
+static int
+array_length_1d(ArrayType *arr)
+{
+	return ARR_NDIM(arr) == 0 ? 0 : ARR_DIMS(arr)[0];
+}
+
+/*
+ * mq.send(queue_name text, payload jsonb, key text, headers jsonb,
+ *		   delay interval) RETURNS bigint
+ */
+Datum
+mq_send(PG_FUNCTION_ARGS)
+{
+	MqSession	session;
+	MqQueue    *q;
+	Interval   *delay;
+	int64		msg_id;
+
+	require_arg(fcinfo, 0, "queue_name");
+	require_arg(fcinfo, 1, "payload");
+	delay = interval_arg(fcinfo, 4, "delay", MAX_DELAY_SECS);
+
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	msg_id = MqStorageSend(q, PG_GETARG_DATUM(1), optional_arg(fcinfo, 2),
+						   optional_arg(fcinfo, 3), delay);
+	MqQueueClose(&session);
+	PG_RETURN_INT64(msg_id);
+}
+
+/*
+ * mq.send_batch(queue_name text, payloads jsonb[], keys text[],
+ *				 headers jsonb[], delay interval) RETURNS SETOF bigint
+ */
+Datum
+mq_send_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MqSession	session;
+	MqQueue    *q;
+	ArrayType  *payloads;
+	ArrayType  *keys = NULL;
+	ArrayType  *headers = NULL;
+	Interval   *delay;
+	int			n;
+
+	require_arg(fcinfo, 0, "queue_name");
+	require_arg(fcinfo, 1, "payloads");
+	payloads = array_arg(fcinfo, 1, "payloads", true);
+	n = array_length_1d(payloads);
+	if (n > MAX_BATCH)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cannot send more than %d messages in one batch", MAX_BATCH)));
+	if (!PG_ARGISNULL(2))
+		keys = array_arg(fcinfo, 2, "keys", false);
+	if (!PG_ARGISNULL(3))
+		headers = array_arg(fcinfo, 3, "headers", false);
+	if ((keys && array_length_1d(keys) != n) ||
+		(headers && array_length_1d(headers) != n))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("keys and headers must have as many elements as payloads"),
+				 errdetail("payloads has %d elements, keys %d, headers %d.", n,
+						   keys ? array_length_1d(keys) : n,
+						   headers ? array_length_1d(headers) : n)));
+	delay = interval_arg(fcinfo, 4, "delay", MAX_DELAY_SECS);
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	if (n > 0)
+		MqStorageSendBatch(q, payloads, keys, headers, delay, rsinfo);
+	MqQueueClose(&session);
+	return (Datum) 0;
+}
+
+/*
+ * mq.read(queue_name text, qty integer, visibility_timeout interval)
+ *		RETURNS SETOF mq.message
+ */
+Datum
+mq_read(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	MqSession	session;
+	MqQueue    *q;
+	Interval   *vt = NULL;
+	int32		qty;
+
+	require_arg(fcinfo, 0, "queue_name");
+	require_arg(fcinfo, 1, "qty");
+	qty = PG_GETARG_INT32(1);
+	if (qty < 1 || qty > MAX_READ_QTY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("qty must be between 1 and %d", MAX_READ_QTY),
+				 errdetail("The value given was %d.", qty)));
+	if (!PG_ARGISNULL(2))
+		vt = interval_arg(fcinfo, 2, "visibility_timeout", MAX_VT_SECS);
+
+	InitMaterializedSRF(fcinfo, 0);
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	MqStorageClaim(q, qty, vt ? vt : &q->visibility_timeout, rsinfo);
+	MqQueueClose(&session);
+	return (Datum) 0;
+}
+
+static bool
+ack_common(FunctionCallInfo fcinfo, bool archive)
+{
+	MqSession	session;
+	MqQueue    *q;
+	bool		done;
+
+	require_arg(fcinfo, 0, "queue_name");
+	require_arg(fcinfo, 1, "msg_id");
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	done = MqStorageAck(q, PG_GETARG_INT64(1), optional_arg(fcinfo, 2), archive);
+	MqQueueClose(&session);
+	return done;
+}
+
+/* mq.ack(queue_name text, msg_id bigint, receipt bigint) RETURNS boolean */
+Datum
+mq_ack(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(ack_common(fcinfo, false));
+}
+
+/* mq.archive(queue_name text, msg_id bigint, receipt bigint) RETURNS boolean */
+Datum
+mq_archive(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(ack_common(fcinfo, true));
+}
+
+/* mq.ack(queue_name text, msg_ids bigint[]) RETURNS bigint */
+Datum
+mq_ack_batch(PG_FUNCTION_ARGS)
+{
+	MqSession	session;
+	MqQueue    *q;
+	ArrayType  *ids;
+	int64		n;
+
+	require_arg(fcinfo, 0, "queue_name");
+	require_arg(fcinfo, 1, "msg_ids");
+	ids = array_arg(fcinfo, 1, "msg_ids", true);
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	n = array_length_1d(ids) > 0 ? MqStorageAckBatch(q, ids) : 0;
+	MqQueueClose(&session);
+	PG_RETURN_INT64(n);
+}
+
+/*
+ * mq.nack(queue_name text, msg_id bigint, receipt bigint, delay interval,
+ *		   error text) RETURNS boolean
+ */
+Datum
+mq_nack(PG_FUNCTION_ARGS)
+{
+	MqSession	session;
+	MqQueue    *q;
+	Interval   *delay = NULL;
+	bool		done;
+
+	require_arg(fcinfo, 0, "queue_name");
+	require_arg(fcinfo, 1, "msg_id");
+	if (!PG_ARGISNULL(3))
+		delay = interval_arg(fcinfo, 3, "delay", MAX_DELAY_SECS);
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	done = MqStorageRelease(q, PG_GETARG_INT64(1), optional_arg(fcinfo, 2), delay,
+							optional_arg(fcinfo, 4));
+	MqQueueClose(&session);
+	PG_RETURN_BOOL(done);
+}
+
+/*
+ * mq.extend(queue_name text, msg_id bigint, visibility_timeout interval,
+ *			 receipt bigint) RETURNS timestamptz
+ */
+Datum
+mq_extend(PG_FUNCTION_ARGS)
+{
+	MqSession	session;
+	MqQueue    *q;
+	Interval   *vt;
+	TimestampTz visible_at;
+	bool		done;
+
+	require_arg(fcinfo, 0, "queue_name");
+	require_arg(fcinfo, 1, "msg_id");
+	vt = interval_arg(fcinfo, 2, "visibility_timeout", MAX_VT_SECS);
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	done = MqStorageExtend(q, PG_GETARG_INT64(1), optional_arg(fcinfo, 3), vt,
+						   &visible_at);
+	MqQueueClose(&session);
+	if (!done)
+		PG_RETURN_NULL();
+	PG_RETURN_TIMESTAMPTZ(visible_at);
+}
+
+/* mq.maintain() RETURNS bigint: dead-letter lapsed last attempts everywhere */
+Datum
+mq_maintain(PG_FUNCTION_ARGS)
+{
+	List	   *names = MqQueueNames();
+	ListCell   *lc;
+	int64		total = 0;
+
+	foreach(lc, names)
+	{
+		MqSession	session;
+		MqQueue    *q = MqQueueOpenByName((char *) lfirst(lc), &session);
+
+		total += MqStorageDeadLetterExpired(q);
+		MqQueueClose(&session);
+	}
+	PG_RETURN_INT64(total);
+}

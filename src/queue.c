@@ -1,0 +1,325 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.c
+ *	  Per-backend cache of queue definitions, queue name rules, and the
+ *	  owner-rights session in which the hot paths run their statements.
+ *
+ * Every hot path starts with MqQueueOpen(): it finds the queue in a hash
+ * table keyed by name (loading it from mq.queue on a miss), switches the
+ * current user to the owner of schema mq and connects to SPI.  The caller has
+ * already passed PostgreSQL's EXECUTE check, which is how the mq_producer /
+ * mq_consumer / mq_admin roles are enforced; switching to the owner is what
+ * lets callers use queues without any right on mq's tables (the same effect
+ * as SECURITY DEFINER, without a per-call GUC save and restore).
+ *
+ * Each entry also holds the queue's kept SPI plans (see storage.c).  The
+ * admin functions call mq._invalidate(), which queues a relcache
+ * invalidation of mq.queue; our callback marks the whole cache stale and the
+ * next MqQueueOpen() frees it.  Freeing happens there, not in the callback,
+ * because the callback can fire while one of our plans is executing.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "queue.h"
+
+PG_FUNCTION_INFO_V1(mq_check_queue_name);
+PG_FUNCTION_INFO_V1(mq_invalidate);
+
+static HTAB *queue_cache = NULL;
+static bool cache_stale = false;
+static Oid	mq_namespace = InvalidOid;
+static Oid	catalog_relid = InvalidOid;	/* mq.queue */
+static Oid	owner_id = InvalidOid;	/* owner of schema mq */
+
+static void
+relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == catalog_relid)
+		cache_stale = true;
+}
+
+void
+MqQueueCacheInit(void)
+{
+	CacheRegisterRelcacheCallback(relcache_callback, (Datum) 0);
+}
+
+static void
+cache_reset(void)
+{
+	if (queue_cache != NULL)
+	{
+		HASH_SEQ_STATUS status;
+		MqQueue    *q;
+
+		hash_seq_init(&status, queue_cache);
+		while ((q = hash_seq_search(&status)) != NULL)
+		{
+			for (int i = 0; i < MQ_MAX_PLANS; i++)
+				if (q->plans[i] != NULL)
+					SPI_freeplan(q->plans[i]);
+		}
+		hash_destroy(queue_cache);
+		queue_cache = NULL;
+	}
+	mq_namespace = catalog_relid = owner_id = InvalidOid;
+	cache_stale = false;
+}
+
+static void
+cache_ensure(void)
+{
+	HASHCTL		ctl;
+	HeapTuple	tup;
+
+	if (cache_stale)
+		cache_reset();
+	if (queue_cache != NULL)
+		return;
+
+	mq_namespace = get_namespace_oid("mq", true);
+	if (!OidIsValid(mq_namespace))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_SCHEMA),
+				 errmsg("schema \"mq\" does not exist"),
+				 errhint("Run CREATE EXTENSION mq.")));
+	catalog_relid = get_relname_relid("queue", mq_namespace);
+	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(mq_namespace));
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for namespace %u", mq_namespace);
+	owner_id = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+
+	ctl.keysize = NAMEDATALEN;
+	ctl.entrysize = sizeof(MqQueue);
+	ctl.hcxt = CacheMemoryContext;
+	queue_cache = hash_create("mq queue cache", 64, &ctl,
+							  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+}
+
+/*
+ * Raise the proper error unless name is a valid queue name.  The rule keeps
+ * every derived name (NOTIFY channels, log lines) within identifier limits
+ * and free of quoting surprises.
+ */
+void
+MqCheckQueueName(const char *name)
+{
+	size_t		len = strlen(name);
+
+	if (len == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("queue name must not be empty")));
+	if (len > MQ_QUEUE_NAME_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_NAME_TOO_LONG),
+				 errmsg("queue name \"%s\" is too long", name),
+				 errdetail("Queue names are at most %d bytes; this one has %zu.",
+						   MQ_QUEUE_NAME_MAX, len)));
+	for (size_t i = 0; i < len; i++)
+	{
+		char		c = name[i];
+		bool		alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			(c >= '0' && c <= '9');
+
+		if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '-')))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid queue name \"%s\"", name),
+					 errdetail("Queue names consist of ASCII letters, digits, \"_\", \".\" and \"-\", and start with a letter or digit.")));
+	}
+}
+
+static void
+session_begin(MqSession *session)
+{
+	GetUserIdAndSecContext(&session->save_userid, &session->save_sec_context);
+	SetUserIdAndSecContext(owner_id,
+						   session->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+void
+MqQueueClose(MqSession *session)
+{
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	SetUserIdAndSecContext(session->save_userid, session->save_sec_context);
+}
+
+static Interval *
+interval_col(HeapTuple tup, TupleDesc desc, int col)
+{
+	bool		isnull;
+
+	return DatumGetIntervalP(SPI_getbinval(tup, desc, col, &isnull));
+}
+
+/* Read one queue's row from mq.queue; we are connected to SPI as owner. */
+static bool
+load_queue(const char *key, MqQueue *q)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		values[1] = {CStringGetTextDatum(key)};
+	HeapTuple	tup;
+	TupleDesc	desc;
+	bool		isnull;
+	int			ret;
+
+	ret = SPI_execute_with_args(
+								"SELECT queue_id, visibility_timeout, max_attempts,"
+								" COALESCE(dead_letter_queue_id, 0),"
+								" retry_delay, retry_backoff, retry_delay_max"
+								" FROM mq.queue WHERE queue_name OPERATOR(pg_catalog.=) $1",
+								1, argtypes, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read mq.queue: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return false;
+
+	tup = SPI_tuptable->vals[0];
+	desc = SPI_tuptable->tupdesc;
+	memset(q, 0, sizeof(MqQueue));
+	strlcpy(q->name, key, NAMEDATALEN);
+	q->queue_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	q->visibility_timeout = *interval_col(tup, desc, 2);
+	q->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+	q->dlq_id = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	q->retry_delay = *interval_col(tup, desc, 5);
+	q->retry_backoff = DatumGetFloat8(SPI_getbinval(tup, desc, 6, &isnull));
+	q->retry_delay_max = *interval_col(tup, desc, 7);
+	q->acked_seq = get_relname_relid(psprintf("q_%d_acked", q->queue_id),
+									 mq_namespace);
+	if (!OidIsValid(q->acked_seq))
+		elog(ERROR, "counter sequence of queue \"%s\" is missing", key);
+	return true;
+}
+
+/*
+ * Find a queue, switch to the owner and connect to SPI.  Raises 42704 when
+ * there is no such queue.  Pair with MqQueueClose(); on error, transaction
+ * abort restores the user and SPI state.  The returned entry is valid until
+ * the next MqQueueOpen() call.
+ */
+MqQueue *
+MqQueueOpenByName(const char *queue_name, MqSession *session)
+{
+	char		key[NAMEDATALEN];
+	MqQueue    *q;
+	MqQueue		loaded;
+
+	cache_ensure();
+	if (strlen(queue_name) > MQ_QUEUE_NAME_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queue \"%s\" does not exist", queue_name)));
+	memset(key, 0, sizeof(key));
+	strlcpy(key, queue_name, sizeof(key));
+
+	q = hash_search(queue_cache, key, HASH_FIND, NULL);
+	session_begin(session);
+	if (q != NULL)
+		return q;
+
+	if (!load_queue(key, &loaded))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queue \"%s\" does not exist", queue_name)));
+	/* loading may have run invalidations; only a fresh table is safe */
+	if (cache_stale)
+	{
+		/* entries may still be in use by nobody: reset is safe here */
+		cache_reset();
+		cache_ensure();
+	}
+	q = hash_search(queue_cache, key, HASH_ENTER, NULL);
+	memcpy(q, &loaded, sizeof(MqQueue));
+	return q;
+}
+
+MqQueue *
+MqQueueOpen(text *queue_name, MqSession *session)
+{
+	return MqQueueOpenByName(text_to_cstring(queue_name), session);
+}
+
+/* Names of all queues, in creation order, allocated in the caller's context. */
+List *
+MqQueueNames(void)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MqSession	session;
+	List	   *names = NIL;
+	int			ret;
+
+	cache_ensure();
+	session_begin(&session);
+	ret = SPI_execute("SELECT queue_name FROM mq.queue ORDER BY queue_id", true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read mq.queue: %s", SPI_result_code_string(ret));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		names = lappend(names, MemoryContextStrdup(caller, name));
+	}
+	/* the list cells live in the SPI context: copy the list out */
+	{
+		MemoryContext old = MemoryContextSwitchTo(caller);
+
+		names = list_copy(names);
+		MemoryContextSwitchTo(old);
+	}
+	MqQueueClose(&session);
+	return names;
+}
+
+/*
+ * mq._check_queue_name(queue_name text) RETURNS void
+ *	  Raises 22004 for NULL, 22023 for an empty name or bad characters, 42622
+ *	  for more than MQ_QUEUE_NAME_MAX bytes.
+ */
+Datum
+mq_check_queue_name(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("queue_name must not be NULL")));
+	MqCheckQueueName(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
+}
+
+/*
+ * mq._invalidate() RETURNS void
+ *	  Queues a relcache invalidation of mq.queue: at commit every backend
+ *	  drops its cached queues and plans (this backend at the next command).
+ */
+Datum
+mq_invalidate(PG_FUNCTION_ARGS)
+{
+	Oid			nsp = get_namespace_oid("mq", false);
+	Oid			relid = get_relname_relid("queue", nsp);
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "table mq.queue is missing");
+	CacheInvalidateRelcacheByRelid(relid);
+	PG_RETURN_VOID();
+}

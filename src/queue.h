@@ -1,0 +1,52 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.h
+ *	  Queue catalog cache and the owner-rights session around hot paths.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef MQ_QUEUE_H
+#define MQ_QUEUE_H
+
+#include "executor/spi.h"
+#include "utils/timestamp.h"
+
+/* Queue names: 1..48 bytes of [A-Za-z0-9_.-], first a letter or digit. */
+#define MQ_QUEUE_NAME_MAX 48
+
+/* Room for the kept plans of one queue; storage.c numbers them. */
+#define MQ_MAX_PLANS 16
+
+/*
+ * One queue's definition, as cached per backend.  Entries (and their plans)
+ * are dropped when mq.queue changes; see queue.c.
+ */
+typedef struct MqQueue
+{
+	char		name[NAMEDATALEN];	/* hash key, NUL-padded */
+	int32		queue_id;		/* tables are mq.q_<id>, mq.a_<id> */
+	Interval	visibility_timeout;
+	int32		max_attempts;
+	int32		dlq_id;			/* dead-letter queue id, 0 when none */
+	Interval	retry_delay;
+	float8		retry_backoff;
+	Interval	retry_delay_max;
+	Oid			acked_seq;		/* counter of acked messages */
+	SPIPlanPtr	plans[MQ_MAX_PLANS];
+} MqQueue;
+
+/* Saved identity while a hot path runs as the owner of schema mq. */
+typedef struct MqSession
+{
+	Oid			save_userid;
+	int			save_sec_context;
+} MqSession;
+
+extern void MqQueueCacheInit(void);
+extern void MqCheckQueueName(const char *name);
+extern MqQueue *MqQueueOpen(text *queue_name, MqSession *session);
+extern MqQueue *MqQueueOpenByName(const char *queue_name, MqSession *session);
+extern void MqQueueClose(MqSession *session);
+extern List *MqQueueNames(void);
+
+#endif							/* MQ_QUEUE_H */

@@ -1,0 +1,486 @@
+/*-------------------------------------------------------------------------
+ *
+ * storage.c
+ *	  Message storage and the claim path of work queues.
+ *
+ * Layout: one heap table per queue, mq.q_<queue_id>, whose only index is the
+ * primary key on msg_id.  A claim (mq.read) changes vt, attempts and claimed,
+ * none of them indexed, so with the table's fillfactor it is a HOT update
+ * that adds no index entry; an ack deletes the row.  A reader walks the
+ * primary key from the oldest msg_id and takes the first rows whose vt has
+ * passed with FOR NO KEY UPDATE SKIP LOCKED, so concurrent readers never
+ * wait on or receive one another's messages.
+ *
+ * The receipt of a delivery is its attempt number: every claim increments
+ * attempts, so a receipt from an earlier delivery no longer matches.
+ *
+ * Messages that have used their last attempt are moved to the dead-letter
+ * queue (or discarded) by whoever meets them first: a nack, a claim that
+ * reaches them after their visibility timeout lapsed, or mq.maintain().
+ *
+ * All statements are prepared once per queue and kept (SPI_keepplan) in the
+ * queue's cache entry; they name objects schema-qualified and call only
+ * pg_catalog functions and operators, so the caller's search_path cannot
+ * redirect them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/sequence.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "storage.h"
+
+typedef enum PlanKind
+{
+	PLAN_SEND,
+	PLAN_SEND_BATCH,
+	PLAN_CLAIM,
+	PLAN_ACK,
+	PLAN_ACK_BATCH,
+	PLAN_ARCHIVE,
+	PLAN_RELEASE,
+	PLAN_EXTEND,
+	PLAN_DEAD_LETTER,
+	PLAN_COUNT_DEAD,
+	PLAN_EXPIRED,
+	PLAN_COUNT
+}			PlanKind;
+
+StaticAssertDecl(PLAN_COUNT <= MQ_MAX_PLANS, "too many plans per queue");
+
+#define MAX_ARGS 8
+
+typedef struct PlanDef
+{
+	const char *sql;			/* %1$d: queue id; %2$d: dead-letter queue id */
+	int			nargs;
+	Oid			argtypes[MAX_ARGS];
+} PlanDef;
+
+#define OP(o) "OPERATOR(pg_catalog." o ")"
+#define NOW "pg_catalog.clock_timestamp()"
+#define RECEIPT_MATCHES "($2 IS NULL OR attempts " OP("=") " $2)"
+
+static const PlanDef plan_defs[PLAN_COUNT] = {
+	[PLAN_SEND] = {
+		"INSERT INTO mq.q_%1$d (vt, key, payload, headers)"
+		" VALUES (" NOW " " OP("+") " $4, $2, $1, $3) RETURNING msg_id",
+		4, {JSONBOID, TEXTOID, JSONBOID, INTERVALOID}
+	},
+	[PLAN_SEND_BATCH] = {
+		"INSERT INTO mq.q_%1$d (vt, key, payload, headers)"
+		" SELECT " NOW " " OP("+") " $4, u.k, u.p, u.h"
+		" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+		" pg_catalog.unnest($3)) AS u(p, k, h) RETURNING msg_id",
+		4, {JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INTERVALOID}
+	},
+
+	/*
+	 * The CTE takes the oldest visible rows; the UPDATE claims those with
+	 * attempts left and marks the exhausted ones (vt = -infinity, claimed
+	 * false) for the caller to dead-letter while it still holds their locks.
+	 */
+	[PLAN_CLAIM] = {
+		"WITH c AS MATERIALIZED ("
+		" SELECT msg_id FROM mq.q_%1$d WHERE vt " OP("<=") " " NOW
+		" ORDER BY msg_id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED)"
+		" UPDATE mq.q_%1$d AS m SET"
+		" vt = CASE WHEN m.attempts " OP("<") " $3 THEN " NOW " " OP("+") " $2"
+		" ELSE '-infinity'::pg_catalog.timestamptz END,"
+		" attempts = CASE WHEN m.attempts " OP("<") " $3"
+		" THEN m.attempts " OP("+") " 1 ELSE m.attempts END,"
+		" claimed = m.attempts " OP("<") " $3"
+		" FROM c WHERE m.msg_id " OP("=") " c.msg_id"
+		" RETURNING m.msg_id, m.attempts, m.key, m.payload, m.headers,"
+		" m.enqueued_at, m.vt, m.last_error, m.dead_letter, m.claimed",
+		3, {INT4OID, INTERVALOID, INT4OID}
+	},
+	[PLAN_ACK] = {
+		"DELETE FROM mq.q_%1$d WHERE msg_id " OP("=") " $1 AND " RECEIPT_MATCHES,
+		2, {INT8OID, INT8OID}
+	},
+	[PLAN_ACK_BATCH] = {
+		"DELETE FROM mq.q_%1$d WHERE msg_id " OP("=") " ANY ($1)",
+		1, {INT8ARRAYOID}
+	},
+	[PLAN_ARCHIVE] = {
+		"WITH d AS (DELETE FROM mq.q_%1$d WHERE msg_id " OP("=") " $1 AND "
+		RECEIPT_MATCHES " RETURNING *)"
+		" INSERT INTO mq.a_%1$d (msg_id, vt, enqueued_at, attempts, claimed,"
+		" key, payload, headers, last_error, dead_letter)"
+		" SELECT msg_id, vt, enqueued_at, attempts, claimed,"
+		" key, payload, headers, last_error, dead_letter FROM d",
+		2, {INT8OID, INT8OID}
+	},
+
+	/*
+	 * Backoff in seconds: retry_delay * retry_backoff^(attempts-1), capped;
+	 * the exponent is capped too so the power cannot overflow.
+	 */
+	[PLAN_RELEASE] = {
+		"UPDATE mq.q_%1$d SET vt = " NOW " " OP("+") " COALESCE($3,"
+		" pg_catalog.make_interval(secs => LEAST($5 " OP("*") " pg_catalog.power($6,"
+		" LEAST(GREATEST(attempts " OP("-") " 1, 0), 100)::pg_catalog.float8), $7))),"
+		" claimed = false, last_error = COALESCE($4, last_error)"
+		" WHERE msg_id " OP("=") " $1 AND " RECEIPT_MATCHES
+		" AND attempts " OP("<") " $8",
+		8, {INT8OID, INT8OID, INTERVALOID, TEXTOID, FLOAT8OID, FLOAT8OID, FLOAT8OID, INT4OID}
+	},
+	[PLAN_EXTEND] = {
+		"UPDATE mq.q_%1$d SET vt = " NOW " " OP("+") " $3"
+		" WHERE msg_id " OP("=") " $1 AND claimed AND " RECEIPT_MATCHES
+		" RETURNING vt",
+		3, {INT8OID, INT8OID, INTERVALOID}
+	},
+	/* SQL chosen in plan_sql(): with or without a dead-letter queue */
+	[PLAN_DEAD_LETTER] = {
+		NULL,
+		6, {INT8ARRAYOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID}
+	},
+	[PLAN_COUNT_DEAD] = {
+		"UPDATE mq.queue SET dead_lettered = dead_lettered " OP("+") " $1"
+		" WHERE queue_id " OP("=") " %1$d",
+		1, {INT8OID}
+	},
+	[PLAN_EXPIRED] = {
+		"SELECT msg_id FROM mq.q_%1$d WHERE vt " OP("<=") " " NOW
+		" AND attempts " OP(">=") " $1 ORDER BY msg_id LIMIT 1000"
+		" FOR UPDATE SKIP LOCKED",
+		1, {INT4OID}
+	},
+};
+
+#define DEAD_LETTER_WHERE \
+	"msg_id " OP("=") " ANY ($1) AND " RECEIPT_MATCHES " AND attempts " OP(">=") " $3"
+
+static const char *dead_letter_move_sql =
+"WITH d AS (DELETE FROM mq.q_%1$d WHERE " DEAD_LETTER_WHERE " RETURNING *)"
+" INSERT INTO mq.q_%2$d (vt, key, payload, headers, dead_letter)"
+" SELECT " NOW ", d.key, d.payload, d.headers,"
+" pg_catalog.jsonb_build_object('queue', $4, 'msg_id', d.msg_id,"
+" 'attempts', d.attempts, 'error', COALESCE($5, d.last_error), 'reason', $6,"
+" 'enqueued_at', d.enqueued_at, 'dead_lettered_at', " NOW ")"
+" FROM d ORDER BY d.msg_id";
+
+static const char *dead_letter_discard_sql =
+"DELETE FROM mq.q_%1$d WHERE " DEAD_LETTER_WHERE;
+
+static SPIPlanPtr
+get_plan(MqQueue *q, PlanKind kind)
+{
+	const PlanDef *def = &plan_defs[kind];
+	SPIPlanPtr	plan;
+	char	   *sql;
+
+	if (q->plans[kind] != NULL)
+		return q->plans[kind];
+
+	if (kind != PLAN_DEAD_LETTER)
+		sql = psprintf(def->sql, q->queue_id);
+	else if (q->dlq_id != 0)
+		sql = psprintf(dead_letter_move_sql, q->queue_id, q->dlq_id);
+	else
+		sql = psprintf(dead_letter_discard_sql, q->queue_id);
+
+	plan = SPI_prepare(sql, def->nargs, (Oid *) def->argtypes);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep plan \"%s\"", sql);
+	q->plans[kind] = plan;
+	return plan;
+}
+
+/* Execute a kept plan; any result but `expected` is a bug, not user error. */
+static uint64
+run_plan(MqQueue *q, PlanKind kind, Datum *values, const char *nulls, int expected)
+{
+	int			ret = SPI_execute_plan(get_plan(q, kind), values, nulls, false, 0);
+
+	if (ret != expected)
+		elog(ERROR, "statement %d on queue \"%s\" failed: %s",
+			 (int) kind, q->name, SPI_result_code_string(ret));
+	return SPI_processed;
+}
+
+static inline char
+null_flag(bool isnull)
+{
+	return isnull ? 'n' : ' ';
+}
+
+static void
+count_acked(MqQueue *q, uint64 n)
+{
+	for (uint64 i = 0; i < n; i++)
+		(void) nextval_internal(q->acked_seq, false);
+}
+
+/* Move (or discard) exhausted messages among ids; returns how many. */
+static uint64
+dead_letter(MqQueue *q, ArrayType *ids, MqNullable receipt, MqNullable error,
+			const char *reason)
+{
+	Datum		values[6];
+	char		nulls[6] = {' ', null_flag(receipt.isnull), ' ', ' ',
+	null_flag(error.isnull), ' '};
+	uint64		n;
+
+	values[0] = PointerGetDatum(ids);
+	values[1] = receipt.value;
+	values[2] = Int32GetDatum(q->max_attempts);
+	values[3] = CStringGetTextDatum(q->name);
+	values[4] = error.value;
+	values[5] = CStringGetTextDatum(reason);
+	n = run_plan(q, PLAN_DEAD_LETTER, values, nulls,
+				 q->dlq_id != 0 ? SPI_OK_INSERT : SPI_OK_DELETE);
+	if (n > 0)
+	{
+		Datum		count = Int64GetDatum((int64) n);
+
+		run_plan(q, PLAN_COUNT_DEAD, &count, " ", SPI_OK_UPDATE);
+	}
+	return n;
+}
+
+static ArrayType *
+int8_array(int64 *ids, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	return construct_array_builtin(elems, n, INT8OID);
+}
+
+int64
+MqStorageSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers,
+			  Interval *delay)
+{
+	Datum		values[4] = {payload, key.value, headers.value, PointerGetDatum(delay)};
+	char		nulls[4] = {' ', null_flag(key.isnull), null_flag(headers.isnull), ' '};
+	bool		isnull;
+
+	run_plan(q, PLAN_SEND, values, nulls, SPI_OK_INSERT_RETURNING);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+									   SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+void
+MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
+				   ArrayType *headers, Interval *delay, ReturnSetInfo *rsinfo)
+{
+	Datum		values[4] = {PointerGetDatum(payloads), PointerGetDatum(keys),
+	PointerGetDatum(headers), PointerGetDatum(delay)};
+	char		nulls[4] = {' ', null_flag(keys == NULL), null_flag(headers == NULL), ' '};
+	uint64		n;
+
+	n = run_plan(q, PLAN_SEND_BATCH, values, nulls, SPI_OK_INSERT_RETURNING);
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[i],
+									   SPI_tuptable->tupdesc, 1, &isnull);
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+	}
+}
+
+/* Claimed rows, sorted by msg_id so the caller gets oldest first. */
+typedef struct ClaimedRow
+{
+	int64		msg_id;
+	HeapTuple	tuple;
+}			ClaimedRow;
+
+static int
+claimed_row_cmp(const void *a, const void *b)
+{
+	int64		x = ((const ClaimedRow *) a)->msg_id;
+	int64		y = ((const ClaimedRow *) b)->msg_id;
+
+	return (x > y) - (x < y);
+}
+
+/* Columns of PLAN_CLAIM's RETURNING list. */
+enum
+{
+	C_MSG_ID = 1, C_ATTEMPTS, C_KEY, C_PAYLOAD, C_HEADERS, C_ENQUEUED_AT,
+	C_VT, C_LAST_ERROR, C_DEAD_LETTER, C_CLAIMED
+};
+
+/* Emit one claimed row as an mq.message. */
+static void
+put_message(ReturnSetInfo *rsinfo, HeapTuple tup, TupleDesc desc)
+{
+	static const int from[10] = {C_MSG_ID, C_ATTEMPTS, C_KEY, C_PAYLOAD, C_HEADERS,
+	C_ATTEMPTS, C_ENQUEUED_AT, C_VT, C_LAST_ERROR, C_DEAD_LETTER};
+	Datum		values[10];
+	bool		nulls[10];
+
+	for (int i = 0; i < 10; i++)
+		values[i] = SPI_getbinval(tup, desc, from[i], &nulls[i]);
+	/* the receipt is the attempt number, as bigint */
+	values[1] = Int64GetDatum((int64) DatumGetInt32(values[1]));
+	tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+}
+
+/*
+ * Claim up to qty messages into rsinfo's tuplestore; returns how many.
+ * Exhausted messages met on the way are dead-lettered and the claim is
+ * repeated for the shortfall, so they never hide live messages.
+ */
+uint64
+MqStorageClaim(MqQueue *q, int qty, Interval *vt, ReturnSetInfo *rsinfo)
+{
+	uint64		total = 0;
+
+	while (total < (uint64) qty)
+	{
+		Datum		values[3] = {Int32GetDatum(qty - (int) total), PointerGetDatum(vt),
+		Int32GetDatum(q->max_attempts)};
+		uint64		n = run_plan(q, PLAN_CLAIM, values, "   ", SPI_OK_UPDATE_RETURNING);
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		ClaimedRow *rows = palloc(sizeof(ClaimedRow) * Max(n, 1));
+		int64	   *exhausted = palloc(sizeof(int64) * Max(n, 1));
+		int			nrows = 0,
+					nexhausted = 0;
+
+		for (uint64 i = 0; i < n; i++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[i];
+			bool		isnull;
+			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, C_MSG_ID, &isnull));
+
+			if (DatumGetBool(SPI_getbinval(tup, desc, C_CLAIMED, &isnull)))
+			{
+				rows[nrows].msg_id = id;
+				rows[nrows++].tuple = tup;
+			}
+			else
+				exhausted[nexhausted++] = id;
+		}
+		qsort(rows, nrows, sizeof(ClaimedRow), claimed_row_cmp);
+		for (int i = 0; i < nrows; i++)
+			put_message(rsinfo, rows[i].tuple, desc);
+		total += nrows;
+
+		if (nexhausted == 0)
+			break;				/* a short claim means nothing else is visible */
+		{
+			MqNullable	none = {(Datum) 0, true};
+
+			dead_letter(q, int8_array(exhausted, nexhausted), none, none,
+						"visibility timeout lapsed on the last attempt");
+		}
+	}
+	return total;
+}
+
+bool
+MqStorageAck(MqQueue *q, int64 msg_id, MqNullable receipt, bool archive)
+{
+	Datum		values[2] = {Int64GetDatum(msg_id), receipt.value};
+	char		nulls[2] = {' ', null_flag(receipt.isnull)};
+	uint64		n;
+
+	if (archive)
+		n = run_plan(q, PLAN_ARCHIVE, values, nulls, SPI_OK_INSERT);
+	else
+		n = run_plan(q, PLAN_ACK, values, nulls, SPI_OK_DELETE);
+	count_acked(q, n);
+	return n > 0;
+}
+
+int64
+MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids)
+{
+	Datum		value = PointerGetDatum(msg_ids);
+	uint64		n = run_plan(q, PLAN_ACK_BATCH, &value, " ", SPI_OK_DELETE);
+
+	count_acked(q, n);
+	return (int64) n;
+}
+
+static double
+interval_seconds(Interval *iv)
+{
+	return iv->time / (double) USECS_PER_SEC +
+		(iv->day + (double) iv->month * DAYS_PER_MONTH) * SECS_PER_DAY;
+}
+
+/*
+ * Release a message for another attempt after delay (NULL: the queue's
+ * backoff); at its last attempt, dead-letter it instead.  False when there
+ * is no such message or the receipt is stale.
+ */
+bool
+MqStorageRelease(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *delay,
+				 MqNullable error)
+{
+	Datum		values[8] = {
+		Int64GetDatum(msg_id), receipt.value, PointerGetDatum(delay), error.value,
+		Float8GetDatum(interval_seconds(&q->retry_delay)),
+		Float8GetDatum(q->retry_backoff),
+		Float8GetDatum(interval_seconds(&q->retry_delay_max)),
+		Int32GetDatum(q->max_attempts)
+	};
+	char		nulls[8] = {' ', null_flag(receipt.isnull), null_flag(delay == NULL),
+	null_flag(error.isnull), ' ', ' ', ' ', ' '};
+
+	if (run_plan(q, PLAN_RELEASE, values, nulls, SPI_OK_UPDATE) > 0)
+		return true;
+	return dead_letter(q, int8_array(&msg_id, 1), receipt, error,
+					   "nack on the last attempt") > 0;
+}
+
+bool
+MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *vt,
+				TimestampTz *visible_at)
+{
+	Datum		values[3] = {Int64GetDatum(msg_id), receipt.value, PointerGetDatum(vt)};
+	char		nulls[3] = {' ', null_flag(receipt.isnull), ' '};
+	bool		isnull;
+
+	if (run_plan(q, PLAN_EXTEND, values, nulls, SPI_OK_UPDATE_RETURNING) == 0)
+		return false;
+	*visible_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+													SPI_tuptable->tupdesc, 1, &isnull));
+	return true;
+}
+
+/* Dead-letter every message whose last attempt's visibility lapsed. */
+int64
+MqStorageDeadLetterExpired(MqQueue *q)
+{
+	int64		total = 0;
+	MqNullable	none = {(Datum) 0, true};
+
+	for (;;)
+	{
+		Datum		max_attempts = Int32GetDatum(q->max_attempts);
+		uint64		n = run_plan(q, PLAN_EXPIRED, &max_attempts, " ", SPI_OK_SELECT);
+		int64	   *ids;
+
+		if (n == 0)
+			break;
+		ids = palloc(sizeof(int64) * n);
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
+
+			ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+												 SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		total += dead_letter(q, int8_array(ids, (int) n), none, none,
+							 "visibility timeout lapsed on the last attempt");
+		if (n < 1000)
+			break;
+	}
+	return total;
+}
