@@ -40,6 +40,7 @@ CREATE TABLE mq.queue (
     retry_delay interval NOT NULL,
     retry_backoff double precision NOT NULL,
     retry_delay_max interval NOT NULL,
+    ordering text NOT NULL DEFAULT 'none' CHECK (ordering IN ('none', 'key')),
     dead_lettered bigint NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
@@ -76,7 +77,7 @@ COMMENT ON FUNCTION mq._invalidate() IS
 -- Admin functions: PL/pgSQL, SECURITY DEFINER with a pinned search_path.
 -- Who may call them is decided by EXECUTE grants (mq_admin).
 
-CREATE FUNCTION mq._create_queue_tables(p_queue_id integer) RETURNS void
+CREATE FUNCTION mq._create_queue_tables(p_queue_id integer, p_keyed boolean) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -93,8 +94,19 @@ BEGIN
             payload jsonb NOT NULL,
             headers jsonb,
             last_error text,
-            dead_letter jsonb
+            dead_letter jsonb,
+            blocked boolean NOT NULL DEFAULT false
         ) WITH (fillfactor = 70)$ddl$, 'q_' || p_queue_id);
+    IF p_keyed THEN
+        -- Keyed ordering: only the oldest message of each key is unblocked.
+        -- The first index finds a key's oldest message, the second lets a
+        -- read walk only unblocked messages.  A claim changes neither key nor
+        -- blocked, so it stays a HOT update.
+        EXECUTE format('CREATE INDEX %I ON mq.%I (key, msg_id) WHERE key IS NOT NULL',
+                       'q_' || p_queue_id || '_key', 'q_' || p_queue_id);
+        EXECUTE format('CREATE INDEX %I ON mq.%I (msg_id) WHERE NOT blocked',
+                       'q_' || p_queue_id || '_ready', 'q_' || p_queue_id);
+    END IF;
     EXECUTE format($ddl$
         CREATE TABLE mq.%1$I (
             LIKE mq.%2$I,
@@ -104,7 +116,7 @@ BEGIN
     EXECUTE format('CREATE SEQUENCE mq.%I', 'q_' || p_queue_id || '_acked');
 END
 $$;
-COMMENT ON FUNCTION mq._create_queue_tables(integer) IS 'mq internal: creates the tables of one queue';
+COMMENT ON FUNCTION mq._create_queue_tables(integer, boolean) IS 'mq internal: creates the tables of one queue';
 
 CREATE FUNCTION mq._interval_check(p_name text, p_value interval, p_min interval, p_max interval)
 RETURNS void
@@ -130,20 +142,26 @@ CREATE FUNCTION mq.create_queue(
     dead_letter_queue text DEFAULT NULL,
     retry_delay interval DEFAULT '1 second',
     retry_backoff double precision DEFAULT 2.0,
-    retry_delay_max interval DEFAULT '15 minutes')
+    retry_delay_max interval DEFAULT '15 minutes',
+    ordering text DEFAULT 'none')
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_queue_id integer;
     v_dlq_id integer;
+    v_dlq_ordering text;
 BEGIN
     PERFORM mq._check_queue_name(create_queue.queue_name);
     PERFORM mq._interval_check('visibility_timeout', create_queue.visibility_timeout, '0', '12 hours');
     PERFORM mq._interval_check('retry_delay', create_queue.retry_delay, '0', '7 days');
     PERFORM mq._interval_check('retry_delay_max', create_queue.retry_delay_max, create_queue.retry_delay, '7 days');
-    IF create_queue.max_attempts IS NULL OR create_queue.retry_backoff IS NULL THEN
-        RAISE EXCEPTION 'max_attempts and retry_backoff must not be NULL' USING ERRCODE = '22004';
+    IF create_queue.max_attempts IS NULL OR create_queue.retry_backoff IS NULL OR create_queue.ordering IS NULL THEN
+        RAISE EXCEPTION 'max_attempts, retry_backoff and ordering must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF create_queue.ordering NOT IN ('none', 'key') THEN
+        RAISE EXCEPTION 'invalid ordering "%"', create_queue.ordering
+            USING ERRCODE = '22023', HINT = 'Use ''none'' or ''key''.';
     END IF;
     IF create_queue.max_attempts NOT BETWEEN 1 AND 1000 THEN
         RAISE EXCEPTION 'max_attempts must be between 1 and 1000' USING ERRCODE = '22023';
@@ -155,29 +173,37 @@ BEGIN
         IF create_queue.dead_letter_queue = create_queue.queue_name THEN
             RAISE EXCEPTION 'a queue cannot be its own dead-letter queue' USING ERRCODE = '22023';
         END IF;
-        SELECT q.queue_id INTO v_dlq_id FROM mq.queue q WHERE q.queue_name = create_queue.dead_letter_queue;
+        SELECT q.queue_id, q.ordering INTO v_dlq_id, v_dlq_ordering
+          FROM mq.queue q WHERE q.queue_name = create_queue.dead_letter_queue;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'dead-letter queue "%" does not exist', create_queue.dead_letter_queue
                 USING ERRCODE = '42704', HINT = 'Create the dead-letter queue first.';
         END IF;
+        -- Dead letters arrive out of their keys' order, so a keyed queue
+        -- cannot receive them without breaking its own guarantee.
+        IF v_dlq_ordering = 'key' THEN
+            RAISE EXCEPTION 'queue "%" has keyed ordering and cannot be a dead-letter queue', create_queue.dead_letter_queue
+                USING ERRCODE = '22023', HINT = 'Use a queue created with ordering => ''none''.';
+        END IF;
     END IF;
 
     INSERT INTO mq.queue AS q (queue_name, visibility_timeout, max_attempts, dead_letter_queue_id,
-                               retry_delay, retry_backoff, retry_delay_max)
+                               retry_delay, retry_backoff, retry_delay_max, ordering)
     VALUES (create_queue.queue_name, create_queue.visibility_timeout, create_queue.max_attempts, v_dlq_id,
-            create_queue.retry_delay, create_queue.retry_backoff, create_queue.retry_delay_max)
+            create_queue.retry_delay, create_queue.retry_backoff, create_queue.retry_delay_max,
+            create_queue.ordering)
     ON CONFLICT ON CONSTRAINT queue_queue_name_key DO NOTHING
     RETURNING q.queue_id INTO v_queue_id;
     IF v_queue_id IS NULL THEN
         RAISE EXCEPTION 'queue "%" already exists', create_queue.queue_name USING ERRCODE = '42710';
     END IF;
 
-    PERFORM mq._create_queue_tables(v_queue_id);
+    PERFORM mq._create_queue_tables(v_queue_id, create_queue.ordering = 'key');
     PERFORM mq._invalidate();
 END
 $$;
-COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval) IS
-'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max. Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 42501 not mq_admin.';
+COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text) IS
+'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed). Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 42501 not mq_admin.';
 
 CREATE FUNCTION mq._queue_id(p_queue_name text) RETURNS integer
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -245,7 +271,7 @@ COMMENT ON FUNCTION mq.purge(text) IS
 
 CREATE FUNCTION mq._metrics(p_queue_name text)
 RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
-               oldest_age_s double precision, total_sent bigint, total_acked bigint)
+               oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -253,13 +279,14 @@ DECLARE
 BEGIN
     RETURN QUERY EXECUTE format($q$
         SELECT $1,
-               count(*) FILTER (WHERE m.vt <= v.now),
+               count(*) FILTER (WHERE m.vt <= v.now AND NOT m.blocked),
                count(*) FILTER (WHERE m.vt > v.now AND m.claimed),
-               count(*) FILTER (WHERE m.vt > v.now AND NOT m.claimed),
+               count(*) FILTER (WHERE m.vt > v.now AND NOT m.claimed AND NOT m.blocked),
                (SELECT q.dead_lettered FROM mq.queue q WHERE q.queue_id = $2),
-               coalesce(extract(epoch FROM v.now - min(m.enqueued_at) FILTER (WHERE m.vt <= v.now))::double precision, 0),
+               coalesce(extract(epoch FROM v.now - min(m.enqueued_at) FILTER (WHERE m.vt <= v.now AND NOT m.blocked))::double precision, 0),
                (SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM %2$s s),
-               (SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM mq.%3$I s)
+               (SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM mq.%3$I s),
+               count(*) FILTER (WHERE m.blocked)
           FROM (SELECT clock_timestamp() AS now) v LEFT JOIN mq.%1$I m ON true
          GROUP BY v.now$q$,
         'q_' || v_queue_id, pg_get_serial_sequence(format('mq.%I', 'q_' || v_queue_id), 'msg_id'),
@@ -273,15 +300,15 @@ COMMENT ON FUNCTION mq._metrics(text) IS 'mq internal: body of mq.metrics';
 -- parameter both named queue_name.
 CREATE FUNCTION mq.metrics(queue_name text)
 RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
-               oldest_age_s double precision, total_sent bigint, total_acked bigint)
+               oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 AS $$ SELECT * FROM mq._metrics($1) $$;
 COMMENT ON FUNCTION mq.metrics(text) IS
-'Queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*): depth = visible messages, in_flight = claimed and within their visibility timeout, delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back). Errors: 22004 NULL, 42704 no such queue, 42501 not mq_consumer.';
+'Queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*): depth = visible messages, in_flight = claimed and within their visibility timeout, delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back), blocked = messages of a keyed queue waiting behind an earlier message of their key. Errors: 22004 NULL, 42704 no such queue, 42501 not mq_consumer.';
 
 CREATE VIEW mq.queues AS
 SELECT q.queue_name, q.visibility_timeout, q.max_attempts, d.queue_name AS dead_letter_queue,
-       q.retry_delay, q.retry_backoff, q.retry_delay_max, q.created_at
+       q.retry_delay, q.retry_backoff, q.retry_delay_max, q.ordering, q.created_at
   FROM mq.queue q LEFT JOIN mq.queue d ON d.queue_id OPERATOR(pg_catalog.=) q.dead_letter_queue_id;
 COMMENT ON VIEW mq.queues IS 'One row per queue with its settings (as SQS ListQueues + GetQueueAttributes)';
 
@@ -353,7 +380,7 @@ GRANT EXECUTE ON FUNCTION mq.read(text, integer, interval),
                           mq.metrics(text),
                           mq._metrics(text)
     TO mq_consumer;
-GRANT EXECUTE ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval),
+GRANT EXECUTE ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text),
                           mq.drop_queue(text),
                           mq.purge(text),
                           mq.maintain()

@@ -311,7 +311,7 @@ mq_maintain(PG_FUNCTION_ARGS)
 		MqSession	session;
 		MqQueue    *q = MqQueueOpenByName((char *) lfirst(lc), &session);
 
-		total += MqStorageDeadLetterExpired(q);
+		total += MqStorageMaintain(q);
 		MqQueueClose(&session);
 	}
 	PG_RETURN_INT64(total);

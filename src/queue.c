@@ -186,7 +186,8 @@ load_queue(const char *key, MqQueue *q)
 	ret = SPI_execute_with_args(
 								"SELECT queue_id, visibility_timeout, max_attempts,"
 								" COALESCE(dead_letter_queue_id, 0),"
-								" retry_delay, retry_backoff, retry_delay_max"
+								" retry_delay, retry_backoff, retry_delay_max,"
+								" ordering OPERATOR(pg_catalog.=) 'key'"
 								" FROM mq.queue WHERE queue_name OPERATOR(pg_catalog.=) $1",
 								1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -205,6 +206,7 @@ load_queue(const char *key, MqQueue *q)
 	q->retry_delay = *interval_col(tup, desc, 5);
 	q->retry_backoff = DatumGetFloat8(SPI_getbinval(tup, desc, 6, &isnull));
 	q->retry_delay_max = *interval_col(tup, desc, 7);
+	q->keyed = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 	q->acked_seq = get_relname_relid(psprintf("q_%d_acked", q->queue_id),
 									 mq_namespace);
 	if (!OidIsValid(q->acked_seq))

@@ -27,6 +27,7 @@ typedef struct MqQueue
 	int32		queue_id;		/* tables are mq.q_<id>, mq.a_<id> */
 	Interval	visibility_timeout;
 	int32		max_attempts;
+	bool		keyed;			/* ordering = 'key' */
 	int32		dlq_id;			/* dead-letter queue id, 0 when none */
 	Interval	retry_delay;
 	float8		retry_backoff;

@@ -18,6 +18,19 @@
  * queue (or discarded) by whoever meets them first: a nack, a claim that
  * reaches them after their visibility timeout lapsed, or mq.maintain().
  *
+ * Keyed ordering (ordering = 'key'): of the messages sharing a key, only the
+ * oldest has blocked = false; a read takes only unblocked messages, through
+ * a partial index on msg_id WHERE NOT blocked, so its cost does not grow with
+ * the number of waiting messages or keys.  Whoever removes a keyed message
+ * (ack, archive, dead-lettering) unblocks the key's new oldest message; a
+ * send inserts blocked when its key already has a message.  Both take a
+ * per-(queue, key) transaction lock first, so a send and a removal of the
+ * same key serialize and the statement after the lock sees the other's
+ * committed rows (READ COMMITTED).  That lock also makes msg_ids increase in
+ * send order within a key.  A nack or a lapsed visibility timeout leaves the
+ * oldest message where it is, so the key stays blocked until it is acked or
+ * dead-lettered.
+ *
  * All statements are prepared once per queue and kept (SPI_keepplan) in the
  * queue's cache entry; they name objects schema-qualified and call only
  * pg_catalog functions and operators, so the caller's search_path cannot
@@ -30,6 +43,9 @@
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "utils/builtins.h"
+#include "common/hashfn.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/lsyscache.h"
 
 #include "storage.h"
@@ -47,6 +63,10 @@ typedef enum PlanKind
 	PLAN_DEAD_LETTER,
 	PLAN_COUNT_DEAD,
 	PLAN_EXPIRED,
+	PLAN_SEND_KEYED,
+	PLAN_SEND_BATCH_KEYED,
+	PLAN_UNBLOCK,
+	PLAN_REPAIR_KEYS,
 	PLAN_COUNT
 }			PlanKind;
 
@@ -87,7 +107,7 @@ static const PlanDef plan_defs[PLAN_COUNT] = {
 	[PLAN_CLAIM] = {
 		"WITH c AS MATERIALIZED ("
 		" SELECT msg_id FROM mq.q_%1$d WHERE vt " OP("<=") " " NOW
-		" ORDER BY msg_id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED)"
+		" AND NOT blocked ORDER BY msg_id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED)"
 		" UPDATE mq.q_%1$d AS m SET"
 		" vt = CASE WHEN m.attempts " OP("<") " $3 THEN " NOW " " OP("+") " $2"
 		" ELSE '-infinity'::pg_catalog.timestamptz END,"
@@ -100,20 +120,22 @@ static const PlanDef plan_defs[PLAN_COUNT] = {
 		3, {INT4OID, INTERVALOID, INT4OID}
 	},
 	[PLAN_ACK] = {
-		"DELETE FROM mq.q_%1$d WHERE msg_id " OP("=") " $1 AND " RECEIPT_MATCHES,
+		"DELETE FROM mq.q_%1$d WHERE msg_id " OP("=") " $1 AND " RECEIPT_MATCHES
+		" RETURNING key",
 		2, {INT8OID, INT8OID}
 	},
 	[PLAN_ACK_BATCH] = {
-		"DELETE FROM mq.q_%1$d WHERE msg_id " OP("=") " ANY ($1)",
+		"DELETE FROM mq.q_%1$d WHERE msg_id " OP("=") " ANY ($1) RETURNING key",
 		1, {INT8ARRAYOID}
 	},
 	[PLAN_ARCHIVE] = {
 		"WITH d AS (DELETE FROM mq.q_%1$d WHERE msg_id " OP("=") " $1 AND "
 		RECEIPT_MATCHES " RETURNING *)"
 		" INSERT INTO mq.a_%1$d (msg_id, vt, enqueued_at, attempts, claimed,"
-		" key, payload, headers, last_error, dead_letter)"
+		" key, payload, headers, last_error, dead_letter, blocked)"
 		" SELECT msg_id, vt, enqueued_at, attempts, claimed,"
-		" key, payload, headers, last_error, dead_letter FROM d",
+		" key, payload, headers, last_error, dead_letter, blocked FROM d"
+		" RETURNING key",
 		2, {INT8OID, INT8OID}
 	},
 
@@ -152,6 +174,36 @@ static const PlanDef plan_defs[PLAN_COUNT] = {
 		" FOR UPDATE SKIP LOCKED",
 		1, {INT4OID}
 	},
+	[PLAN_SEND_KEYED] = {
+		"INSERT INTO mq.q_%1$d (vt, key, payload, headers, blocked)"
+		" VALUES (" NOW " " OP("+") " $4, $2, $1, $3,"
+		" EXISTS (SELECT FROM mq.q_%1$d WHERE key " OP("=") " $2)) RETURNING msg_id",
+		4, {JSONBOID, TEXTOID, JSONBOID, INTERVALOID}
+	},
+	/* a message is blocked by an older one in the table or in the batch */
+	[PLAN_SEND_BATCH_KEYED] = {
+		"INSERT INTO mq.q_%1$d (vt, key, payload, headers, blocked)"
+		" SELECT " NOW " " OP("+") " $4, u.k, u.p, u.h,"
+		" u.k IS NOT NULL AND (pg_catalog.row_number() OVER (PARTITION BY u.k ORDER BY u.n)"
+		" " OP(">") " 1 OR EXISTS (SELECT FROM mq.q_%1$d x WHERE x.key " OP("=") " u.k))"
+		" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+		" pg_catalog.unnest($3)) WITH ORDINALITY AS u(p, k, h, n)"
+		" ORDER BY u.n RETURNING msg_id",
+		4, {JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INTERVALOID}
+	},
+	[PLAN_UNBLOCK] = {
+		"UPDATE mq.q_%1$d SET blocked = false WHERE msg_id " OP("=")
+		" (SELECT msg_id FROM mq.q_%1$d WHERE key " OP("=") " $1"
+		" ORDER BY msg_id LIMIT 1) AND blocked",
+		1, {TEXTOID}
+	},
+	/* maintenance: a key whose messages are all blocked lost its unblock */
+	[PLAN_REPAIR_KEYS] = {
+		"UPDATE mq.q_%1$d SET blocked = false WHERE msg_id " OP("=") " ANY (ARRAY("
+		" SELECT pg_catalog.min(msg_id) FROM mq.q_%1$d WHERE key IS NOT NULL"
+		" GROUP BY key HAVING pg_catalog.bool_and(blocked)))",
+		0, {}
+	},
 };
 
 #define DEAD_LETTER_WHERE \
@@ -164,10 +216,10 @@ static const char *dead_letter_move_sql =
 " pg_catalog.jsonb_build_object('queue', $4, 'msg_id', d.msg_id,"
 " 'attempts', d.attempts, 'error', COALESCE($5, d.last_error), 'reason', $6,"
 " 'enqueued_at', d.enqueued_at, 'dead_lettered_at', " NOW ")"
-" FROM d ORDER BY d.msg_id";
+" FROM d ORDER BY d.msg_id RETURNING key";
 
 static const char *dead_letter_discard_sql =
-"DELETE FROM mq.q_%1$d WHERE " DEAD_LETTER_WHERE;
+"DELETE FROM mq.q_%1$d WHERE " DEAD_LETTER_WHERE " RETURNING key";
 
 static SPIPlanPtr
 get_plan(MqQueue *q, PlanKind kind)
@@ -221,6 +273,74 @@ count_acked(MqQueue *q, uint64 n)
 		(void) nextval_internal(q->acked_seq, false);
 }
 
+/*
+ * Serialize sends and removals of one key of a keyed queue until the end of
+ * the transaction.  An advisory lock tag with field4 = 'mq' keeps it apart
+ * from user advisory locks (which use 1 and 2).
+ */
+static void
+lock_key(MqQueue *q, const char *key)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) q->queue_id,
+						 hash_bytes((const unsigned char *) key, strlen(key)),
+						 0x6d71);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+static int
+cstring_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Lock the distinct keys, in sorted order so two batches cannot deadlock. */
+static int
+lock_keys(MqQueue *q, char **keys, int n)
+{
+	int			nunique = 0;
+
+	qsort(keys, n, sizeof(char *), cstring_cmp);
+	for (int i = 0; i < n; i++)
+	{
+		if (nunique > 0 && strcmp(keys[nunique - 1], keys[i]) == 0)
+			continue;
+		keys[nunique++] = keys[i];
+		lock_key(q, keys[i]);
+	}
+	return nunique;
+}
+
+/*
+ * After a statement that removed messages and returned their keys: unblock
+ * the new oldest message of each key.  A no-op for unkeyed queues.
+ */
+static void
+unblock_removed_keys(MqQueue *q)
+{
+	char	  **keys;
+	int			n = 0;
+
+	if (!q->keyed || SPI_processed == 0)
+		return;
+	keys = palloc(sizeof(char *) * SPI_processed);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *key = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+
+		if (key != NULL)
+			keys[n++] = key;
+	}
+	n = lock_keys(q, keys, n);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		value = CStringGetTextDatum(keys[i]);
+
+		run_plan(q, PLAN_UNBLOCK, &value, " ", SPI_OK_UPDATE);
+	}
+}
+
 /* Move (or discard) exhausted messages among ids; returns how many. */
 static uint64
 dead_letter(MqQueue *q, ArrayType *ids, MqNullable receipt, MqNullable error,
@@ -238,7 +358,8 @@ dead_letter(MqQueue *q, ArrayType *ids, MqNullable receipt, MqNullable error,
 	values[4] = error.value;
 	values[5] = CStringGetTextDatum(reason);
 	n = run_plan(q, PLAN_DEAD_LETTER, values, nulls,
-				 q->dlq_id != 0 ? SPI_OK_INSERT : SPI_OK_DELETE);
+				 q->dlq_id != 0 ? SPI_OK_INSERT_RETURNING : SPI_OK_DELETE_RETURNING);
+	unblock_removed_keys(q);
 	if (n > 0)
 	{
 		Datum		count = Int64GetDatum((int64) n);
@@ -266,7 +387,13 @@ MqStorageSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers,
 	char		nulls[4] = {' ', null_flag(key.isnull), null_flag(headers.isnull), ' '};
 	bool		isnull;
 
-	run_plan(q, PLAN_SEND, values, nulls, SPI_OK_INSERT_RETURNING);
+	if (q->keyed && !key.isnull)
+	{
+		lock_key(q, TextDatumGetCString(key.value));
+		run_plan(q, PLAN_SEND_KEYED, values, nulls, SPI_OK_INSERT_RETURNING);
+	}
+	else
+		run_plan(q, PLAN_SEND, values, nulls, SPI_OK_INSERT_RETURNING);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 1, &isnull));
 }
@@ -280,7 +407,24 @@ MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 	char		nulls[4] = {' ', null_flag(keys == NULL), null_flag(headers == NULL), ' '};
 	uint64		n;
 
-	n = run_plan(q, PLAN_SEND_BATCH, values, nulls, SPI_OK_INSERT_RETURNING);
+	if (q->keyed && keys != NULL)
+	{
+		Datum	   *elems;
+		bool	   *elem_nulls;
+		char	  **strs;
+		int			nelems,
+					nkeys = 0;
+
+		deconstruct_array_builtin(keys, TEXTOID, &elems, &elem_nulls, &nelems);
+		strs = palloc(sizeof(char *) * Max(nelems, 1));
+		for (int i = 0; i < nelems; i++)
+			if (!elem_nulls[i])
+				strs[nkeys++] = TextDatumGetCString(elems[i]);
+		lock_keys(q, strs, nkeys);
+		n = run_plan(q, PLAN_SEND_BATCH_KEYED, values, nulls, SPI_OK_INSERT_RETURNING);
+	}
+	else
+		n = run_plan(q, PLAN_SEND_BATCH, values, nulls, SPI_OK_INSERT_RETURNING);
 	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;
@@ -390,9 +534,10 @@ MqStorageAck(MqQueue *q, int64 msg_id, MqNullable receipt, bool archive)
 	uint64		n;
 
 	if (archive)
-		n = run_plan(q, PLAN_ARCHIVE, values, nulls, SPI_OK_INSERT);
+		n = run_plan(q, PLAN_ARCHIVE, values, nulls, SPI_OK_INSERT_RETURNING);
 	else
-		n = run_plan(q, PLAN_ACK, values, nulls, SPI_OK_DELETE);
+		n = run_plan(q, PLAN_ACK, values, nulls, SPI_OK_DELETE_RETURNING);
+	unblock_removed_keys(q);
 	count_acked(q, n);
 	return n > 0;
 }
@@ -401,8 +546,9 @@ int64
 MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids)
 {
 	Datum		value = PointerGetDatum(msg_ids);
-	uint64		n = run_plan(q, PLAN_ACK_BATCH, &value, " ", SPI_OK_DELETE);
+	uint64		n = run_plan(q, PLAN_ACK_BATCH, &value, " ", SPI_OK_DELETE_RETURNING);
 
+	unblock_removed_keys(q);
 	count_acked(q, n);
 	return (int64) n;
 }
@@ -454,12 +600,20 @@ MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *vt,
 	return true;
 }
 
-/* Dead-letter every message whose last attempt's visibility lapsed. */
+/*
+ * Maintenance of one queue: dead-letter every message whose last attempt's
+ * visibility lapsed, and, for keyed queues, unblock keys that lost their
+ * unblocking (a removal and a send racing under REPEATABLE READ, where the
+ * send's snapshot predates the removal).
+ */
 int64
-MqStorageDeadLetterExpired(MqQueue *q)
+MqStorageMaintain(MqQueue *q)
 {
 	int64		total = 0;
 	MqNullable	none = {(Datum) 0, true};
+
+	if (q->keyed)
+		run_plan(q, PLAN_REPAIR_KEYS, NULL, NULL, SPI_OK_UPDATE);
 
 	for (;;)
 	{
