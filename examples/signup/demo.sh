@@ -59,7 +59,7 @@ done
 
 if [ "$SHORT" = 1 ]; then
 	# The provider keeps up with the signups: the queue stays short.
-	SIGNUP_SECONDS=10 SIGNUP_RATE=40 PROVIDER_RATE=60 DRAIN_TIMEOUT=45
+	SIGNUP_SECONDS=12 SIGNUP_RATE=40 PROVIDER_RATE=60 DRAIN_TIMEOUT=45
 else
 	# Signups outrun the provider: the queue absorbs the backlog while the
 	# signup transactions stay fast, and drains after the rush.
