@@ -1,0 +1,191 @@
+-- privileges: who may send, read/ack, and administer.  mq_producer sends,
+-- mq_consumer reads/acks/nacks/extends/archives and sees metrics, mq_admin
+-- (member of both) also creates, drops, purges and runs maintain.  Nobody
+-- needs, or gets, rights on mq's tables and sequences.  Roles are created
+-- and dropped here.
+CREATE EXTENSION mq;
+\set VERBOSITY terse
+SET client_min_messages = warning;
+CREATE ROLE regress_mq_nobody;
+CREATE ROLE regress_mq_producer IN ROLE mq_producer;
+CREATE ROLE regress_mq_consumer IN ROLE mq_consumer;
+CREATE ROLE regress_mq_admin IN ROLE mq_admin;
+-- a role with USAGE on the schema but no EXECUTE: refused by the function grants
+CREATE ROLE regress_mq_usage_only;
+GRANT USAGE ON SCHEMA mq TO regress_mq_usage_only;
+RESET client_min_messages;
+
+SELECT mq.create_queue('priv');
+SELECT mq.send('priv', '{"n": 1}') AS m1 \gset
+SELECT 'mq.q_' || queue_id AS qtable, 'mq.a_' || queue_id AS atable, 'mq.q_' || queue_id || '_acked' AS aseq
+  FROM mq.queue WHERE queue_name = 'priv' \gset
+CREATE TEMP TABLE before AS SELECT depth, in_flight, delayed, total_sent, total_acked FROM mq.metrics('priv');
+GRANT SELECT ON before TO PUBLIC;
+
+-- ---- a role without rights: 42501 everywhere ------------------------------
+SET ROLE regress_mq_nobody;
+SELECT mq.send('priv', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.send_batch('priv', ARRAY['{}']::jsonb[]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM mq.read('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.ack('priv', :m1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.purge('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.drop_queue('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.create_queue('priv2');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM mq.queues;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+SET ROLE regress_mq_usage_only;
+SELECT mq.send('priv', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM mq.read('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.ack('priv', :m1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.ack('priv', ARRAY[:m1]::bigint[]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.nack('priv', :m1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.extend('priv', :m1, '1 minute');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.archive('priv', :m1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.purge('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.drop_queue('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.create_queue('priv2');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.maintain();
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM mq.metrics('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM mq.queues;
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM mq.queue;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT m = b AS unchanged FROM (SELECT depth, in_flight, delayed, total_sent, total_acked FROM mq.metrics('priv')) m, before b;
+SELECT count(*) AS queues FROM mq.queues;
+
+-- ---- mq_producer: may send, not read, ack or administer -------------------
+SET ROLE regress_mq_producer;
+SELECT mq.send('priv', '{"n": 2}') - :m1 AS rel_id;
+SELECT count(*) FROM mq.send_batch('priv', ARRAY['{"n": 3}', '{"n": 4}']::jsonb[]);
+SELECT queue_name FROM mq.queues;
+SELECT * FROM mq.read('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.ack('priv', :m1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.nack('priv', :m1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM mq.metrics('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.purge('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.drop_queue('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.create_queue('priv2');
+\echo :LAST_ERROR_SQLSTATE
+-- no rights on the tables that hold the messages
+SELECT count(*) FROM mq.queue;
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM :qtable;
+\echo :LAST_ERROR_SQLSTATE
+INSERT INTO :qtable (vt, payload) VALUES (now(), '{"forged": true}');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+-- ---- mq_consumer: may read, ack, nack, extend, archive, see metrics -------
+SET ROLE regress_mq_consumer;
+SELECT msg_id - :m1 AS rel_id, payload, attempts FROM mq.read('priv', 1);
+SELECT mq.ack('priv', :m1);
+SELECT msg_id - :m1 AS rel_id, payload FROM mq.read('priv', 1) \gset c_
+SELECT mq.nack('priv', :m1 + :c_rel_id, delay => '0', error => 'retry me');
+SELECT msg_id - :m1 AS rel_id, attempts, last_error, receipt AS c_receipt FROM mq.read('priv', 1) \gset
+SELECT :rel_id AS rel_id, :attempts AS attempts, :'last_error' AS last_error;
+SELECT mq.extend('priv', :m1 + :rel_id, '1 minute', :c_receipt) IS NOT NULL AS extended;
+SELECT mq.archive('priv', :m1 + :rel_id, :c_receipt);
+SELECT mq.ack('priv', ARRAY(SELECT msg_id FROM mq.read('priv', 10)));
+SELECT depth, in_flight, delayed, total_sent, total_acked FROM mq.metrics('priv');
+SELECT queue_name FROM mq.queues;
+-- may not send, purge or administer
+SELECT mq.send('priv', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.send_batch('priv', ARRAY['{}']::jsonb[]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.purge('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.drop_queue('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.create_queue('priv2');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.maintain();
+\echo :LAST_ERROR_SQLSTATE
+-- no rights on mq's tables, sequences or internal functions
+SELECT count(*) FROM mq.queue;
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM :qtable;
+\echo :LAST_ERROR_SQLSTATE
+DELETE FROM :qtable;
+\echo :LAST_ERROR_SQLSTATE
+UPDATE :qtable SET vt = now();
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM :atable;
+\echo :LAST_ERROR_SQLSTATE
+SELECT nextval(:'aseq');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq._queue_id('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq._invalidate();
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq._check_queue_name('x');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+-- ---- mq_admin: everything through the functions, still no table rights ---
+SET ROLE regress_mq_admin;
+SELECT mq.create_queue('priv2', dead_letter_queue => 'priv');
+SELECT mq.send('priv2', '{"n": 5}') IS NOT NULL AS sent;
+SELECT payload FROM mq.read('priv2');
+SELECT mq.maintain();
+SELECT mq.purge('priv2');
+SELECT mq.drop_queue('priv2');
+SELECT count(*) FROM mq.queue;
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM :qtable;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+
+-- the whole matrix: which mq functions each role may execute (internal
+-- helpers included: only _metrics, called by mq.metrics, is granted)
+SELECT r.rolname, p.oid::regprocedure AS may_execute
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ CROSS JOIN (VALUES ('regress_mq_nobody'), ('regress_mq_usage_only'), ('regress_mq_producer'),
+                    ('regress_mq_consumer'), ('regress_mq_admin')) r(rolname)
+ WHERE n.nspname = 'mq' AND has_function_privilege(r.rolname, p.oid, 'EXECUTE')
+ ORDER BY 1, p.oid::regprocedure::text COLLATE "C";
+-- and nobody has any right on a table or sequence of mq except the view
+SELECT r.rolname, c.relname
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ CROSS JOIN (VALUES ('regress_mq_producer'), ('regress_mq_consumer'), ('regress_mq_admin')) r(rolname)
+ WHERE n.nspname = 'mq' AND c.relkind IN ('r', 'S', 'v', 'p')
+   AND (has_table_privilege(r.rolname, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE')
+        OR (c.relkind = 'S' AND has_sequence_privilege(r.rolname, c.oid, 'USAGE, SELECT, UPDATE')))
+ ORDER BY 1, 2;
+
+-- the admin's queue was owned by nobody but mq: no object depends on the roles
+SELECT mq.drop_queue('priv');
+SET client_min_messages = warning;
+REVOKE USAGE ON SCHEMA mq FROM regress_mq_usage_only;
+DROP ROLE regress_mq_nobody, regress_mq_producer, regress_mq_consumer, regress_mq_admin, regress_mq_usage_only;
+RESET client_min_messages;
+SELECT count(*) AS leftover_roles FROM pg_roles WHERE rolname LIKE 'regress_mq_%';
+DROP EXTENSION mq;
