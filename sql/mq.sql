@@ -46,6 +46,8 @@ CREATE TABLE mq.queue (
 );
 COMMENT ON TABLE mq.queue IS 'mq internal: one row per queue; use the view mq.queues';
 SELECT pg_catalog.pg_extension_config_dump('mq.queue', '');
+-- and its id sequence, or a restored database would hand out used ids
+SELECT pg_catalog.pg_extension_config_dump('mq.queue_queue_id_seq', '');
 
 CREATE TYPE mq.message AS (
     msg_id bigint,
@@ -329,10 +331,11 @@ RETURNS SETOF bigint AS 'MODULE_PATHNAME', 'mq_send_batch' LANGUAGE C VOLATILE P
 COMMENT ON FUNCTION mq.send_batch(text, jsonb[], text[], jsonb[], interval) IS
 'Sends many messages in one statement, all or nothing (as SQS SendMessageBatch, without its 10-message cap: at most 100000); returns the msg_ids in array order. keys and headers, when given, must have as many elements as payloads. Errors: 22004 NULL queue_name, payloads, delay or a NULL payload element; 22023 arrays of different lengths, multidimensional arrays, too many messages or delay out of range; 42704 no such queue; 42501 not mq_producer.';
 
-CREATE FUNCTION mq.read(queue_name text, qty integer DEFAULT 1, visibility_timeout interval DEFAULT NULL)
+CREATE FUNCTION mq.read(queue_name text, qty integer DEFAULT 1, visibility_timeout interval DEFAULT NULL,
+                        wait interval DEFAULT '0')
 RETURNS SETOF mq.message AS 'MODULE_PATHNAME', 'mq_read' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10;
-COMMENT ON FUNCTION mq.read(text, integer, interval) IS
-'Claims up to qty (1 to 10000) visible messages, oldest first, with FOR UPDATE SKIP LOCKED so concurrent readers never get the same message (as SQS ReceiveMessage). Each becomes invisible for visibility_timeout (0 to 12 hours; NULL: the queue default) and its attempts grows by one. A visible message that already used its last attempt is moved to the dead-letter queue instead of being returned. Errors: 22004 NULL queue_name or qty; 22023 qty or visibility_timeout out of range; 42704 no such queue; 42501 not mq_consumer.';
+COMMENT ON FUNCTION mq.read(text, integer, interval, interval) IS
+'Claims up to qty (1 to 10000) visible messages, oldest first, with FOR UPDATE SKIP LOCKED so concurrent readers never get the same message (as SQS ReceiveMessage). Each becomes invisible for visibility_timeout (0 to 12 hours; NULL: the queue default) and its attempts grows by one. A visible message that already used its last attempt is moved to the dead-letter queue instead of being returned. wait (0 to 15 minutes) is long polling, as SQS WaitTimeSeconds: when nothing is visible the read sleeps until a send commits or wait passes, and returns as soon as it has at least one message; it is woken at once when mq is in shared_preload_libraries, and otherwise re-checks every 10 ms backing off to 200 ms. Query cancel and statement_timeout end a wait, and a cancelled read claims nothing. Errors: 22004 NULL queue_name, qty or wait; 22023 qty, visibility_timeout or wait out of range; 42704 no such queue; 42501 not mq_consumer.';
 
 CREATE FUNCTION mq.ack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_ack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -348,7 +351,7 @@ CREATE FUNCTION mq.nack(queue_name text, msg_id bigint, receipt bigint DEFAULT N
                         delay interval DEFAULT NULL, error text DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_nack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.nack(text, bigint, bigint, interval, text) IS
-'Releases a claimed message for another attempt after delay (0 to 365 days; NULL: the queue backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max), keeping error as last_error (as SQS ChangeMessageVisibility with a retry policy). At its last attempt the message goes to the dead-letter queue (or is discarded when the queue has none). Returns false when there is no such message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 22023 delay out of range; 42704 no such queue; 42501 not mq_consumer.';
+'Releases a claimed message (one that was read and not since released) for another attempt after delay (0 to 365 days; NULL: the queue backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max), keeping error as last_error (as SQS ChangeMessageVisibility with a retry policy). At its last attempt the message goes to the dead-letter queue (or is discarded when the queue has none). Returns false when there is no such claimed message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 22023 delay out of range; 42704 no such queue; 42501 not mq_consumer.';
 
 CREATE FUNCTION mq.extend(queue_name text, msg_id bigint, visibility_timeout interval, receipt bigint DEFAULT NULL)
 RETURNS timestamptz AS 'MODULE_PATHNAME', 'mq_extend' LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -371,7 +374,7 @@ REVOKE ALL ON ALL TABLES IN SCHEMA mq FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.send(text, jsonb, text, jsonb, interval),
                           mq.send_batch(text, jsonb[], text[], jsonb[], interval)
     TO mq_producer;
-GRANT EXECUTE ON FUNCTION mq.read(text, integer, interval),
+GRANT EXECUTE ON FUNCTION mq.read(text, integer, interval, interval),
                           mq.ack(text, bigint, bigint),
                           mq.ack(text, bigint[]),
                           mq.nack(text, bigint, bigint, interval, text),

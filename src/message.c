@@ -23,6 +23,7 @@
 
 #include "queue.h"
 #include "storage.h"
+#include "wait.h"
 
 PG_FUNCTION_INFO_V1(mq_send);
 PG_FUNCTION_INFO_V1(mq_send_batch);
@@ -39,6 +40,8 @@ PG_FUNCTION_INFO_V1(mq_maintain);
 /* SQS caps visibility timeouts at 12 hours; delays here may reach a year. */
 #define MAX_VT_SECS (12.0 * SECS_PER_HOUR)
 #define MAX_DELAY_SECS (365.0 * SECS_PER_DAY)
+/* SQS long polls for at most 20 s; a server-side wait holds a backend. */
+#define MAX_WAIT_SECS (15.0 * SECS_PER_MINUTE)
 
 static void
 require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
@@ -59,7 +62,15 @@ optional_arg(FunctionCallInfo fcinfo, int argno)
 	return v;
 }
 
-/* Interval argument checked against [0, max_secs]; months count as 30 days. */
+/* An interval in seconds; months count as 30 days. */
+static double
+interval_secs(Interval *iv)
+{
+	return iv->time / (double) USECS_PER_SEC +
+		(iv->day + (double) iv->month * DAYS_PER_MONTH) * SECS_PER_DAY;
+}
+
+/* Interval argument checked against [0, max_secs]. */
 static Interval *
 interval_arg(FunctionCallInfo fcinfo, int argno, const char *name, double max_secs)
 {
@@ -68,8 +79,7 @@ interval_arg(FunctionCallInfo fcinfo, int argno, const char *name, double max_se
 
 	require_arg(fcinfo, argno, name);
 	iv = PG_GETARG_INTERVAL_P(argno);
-	secs = iv->time / (double) USECS_PER_SEC +
-		(iv->day + (double) iv->month * DAYS_PER_MONTH) * SECS_PER_DAY;
+	secs = interval_secs(iv);
 	if (secs < 0 || secs > max_secs)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -173,8 +183,13 @@ mq_send_batch(PG_FUNCTION_ARGS)
 }
 
 /*
- * mq.read(queue_name text, qty integer, visibility_timeout interval)
- *		RETURNS SETOF mq.message
+ * mq.read(queue_name text, qty integer, visibility_timeout interval,
+ *		   wait interval) RETURNS SETOF mq.message
+ *
+ * With a wait, an empty claim sleeps (wait.c) and tries again until it gets
+ * a message or the wait has passed, as SQS ReceiveMessage long polling.
+ * Each try is a new statement with a new snapshot, so it sees messages
+ * committed after the read began (under READ COMMITTED).
  */
 Datum
 mq_read(PG_FUNCTION_ARGS)
@@ -183,6 +198,9 @@ mq_read(PG_FUNCTION_ARGS)
 	MqSession	session;
 	MqQueue    *q;
 	Interval   *vt = NULL;
+	Interval   *wait;
+	TimestampTz deadline;
+	int			fallback_ms = 0;
 	int32		qty;
 
 	require_arg(fcinfo, 0, "queue_name");
@@ -195,11 +213,26 @@ mq_read(PG_FUNCTION_ARGS)
 				 errdetail("The value given was %d.", qty)));
 	if (!PG_ARGISNULL(2))
 		vt = interval_arg(fcinfo, 2, "visibility_timeout", MAX_VT_SECS);
+	wait = interval_arg(fcinfo, 3, "wait", MAX_WAIT_SECS);
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										   (int64) (interval_secs(wait) * 1000.0));
 
 	InitMaterializedSRF(fcinfo, 0);
-	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
-	MqStorageClaim(q, qty, vt ? vt : &q->visibility_timeout, rsinfo);
-	MqQueueClose(&session);
+	for (;;)
+	{
+		uint64		claimed;
+		uint64		seen;
+		int32		queue_id;
+
+		q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+		queue_id = q->queue_id;
+		seen = MqWaitSendCount(queue_id);
+		claimed = MqStorageClaim(q, qty, vt ? vt : &q->visibility_timeout, rsinfo);
+		MqQueueClose(&session);
+		if (claimed > 0 || GetCurrentTimestamp() >= deadline)
+			break;
+		MqWaitForSend(queue_id, seen, deadline, &fallback_ms);
+	}
 	return (Datum) 0;
 }
 

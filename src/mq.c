@@ -13,6 +13,7 @@
 #include "fmgr.h"
 
 #include "queue.h"
+#include "wait.h"
 
 PG_MODULE_MAGIC;
 
@@ -22,4 +23,5 @@ void
 _PG_init(void)
 {
 	MqQueueCacheInit();
+	MqWaitInit();
 }

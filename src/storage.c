@@ -49,6 +49,7 @@
 #include "utils/lsyscache.h"
 
 #include "storage.h"
+#include "wait.h"
 
 typedef enum PlanKind
 {
@@ -100,21 +101,24 @@ static const PlanDef plan_defs[PLAN_COUNT] = {
 	},
 
 	/*
-	 * The CTE takes the oldest visible rows; the UPDATE claims those with
-	 * attempts left and marks the exhausted ones (vt = -infinity, claimed
-	 * false) for the caller to dead-letter while it still holds their locks.
+	 * The sub-select takes the oldest visible rows; the UPDATE claims those
+	 * with attempts left and marks the exhausted ones (vt = -infinity,
+	 * claimed false) for the caller to dead-letter while it still holds
+	 * their locks.  "= ANY (ARRAY(...))" rather than a join keeps the
+	 * generic plan an index scan whatever LIMIT $1 is, so the plan is made
+	 * once and reused (a join's generic plan hashes the whole table, and
+	 * the plan cache would then re-plan every call).
 	 */
 	[PLAN_CLAIM] = {
-		"WITH c AS MATERIALIZED ("
-		" SELECT msg_id FROM mq.q_%1$d WHERE vt " OP("<=") " " NOW
-		" AND NOT blocked ORDER BY msg_id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED)"
-		" UPDATE mq.q_%1$d AS m SET"
+		"UPDATE mq.q_%1$d AS m SET"
 		" vt = CASE WHEN m.attempts " OP("<") " $3 THEN " NOW " " OP("+") " $2"
 		" ELSE '-infinity'::pg_catalog.timestamptz END,"
 		" attempts = CASE WHEN m.attempts " OP("<") " $3"
 		" THEN m.attempts " OP("+") " 1 ELSE m.attempts END,"
 		" claimed = m.attempts " OP("<") " $3"
-		" FROM c WHERE m.msg_id " OP("=") " c.msg_id"
+		" WHERE m.msg_id " OP("=") " ANY (ARRAY("
+		" SELECT msg_id FROM mq.q_%1$d WHERE vt " OP("<=") " " NOW
+		" AND NOT blocked ORDER BY msg_id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED))"
 		" RETURNING m.msg_id, m.attempts, m.key, m.payload, m.headers,"
 		" m.enqueued_at, m.vt, m.last_error, m.dead_letter, m.claimed",
 		3, {INT4OID, INTERVALOID, INT4OID}
@@ -148,7 +152,7 @@ static const PlanDef plan_defs[PLAN_COUNT] = {
 		" pg_catalog.make_interval(secs => LEAST($5 " OP("*") " pg_catalog.power($6,"
 		" LEAST(GREATEST(attempts " OP("-") " 1, 0), 100)::pg_catalog.float8), $7))),"
 		" claimed = false, last_error = COALESCE($4, last_error)"
-		" WHERE msg_id " OP("=") " $1 AND " RECEIPT_MATCHES
+		" WHERE msg_id " OP("=") " $1 AND claimed AND " RECEIPT_MATCHES
 		" AND attempts " OP("<") " $8",
 		8, {INT8OID, INT8OID, INTERVALOID, TEXTOID, FLOAT8OID, FLOAT8OID, FLOAT8OID, INT4OID}
 	},
@@ -161,7 +165,7 @@ static const PlanDef plan_defs[PLAN_COUNT] = {
 	/* SQL chosen in plan_sql(): with or without a dead-letter queue */
 	[PLAN_DEAD_LETTER] = {
 		NULL,
-		6, {INT8ARRAYOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID}
+		7, {INT8ARRAYOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, BOOLOID}
 	},
 	[PLAN_COUNT_DEAD] = {
 		"UPDATE mq.queue SET dead_lettered = dead_lettered " OP("+") " $1"
@@ -206,8 +210,10 @@ static const PlanDef plan_defs[PLAN_COUNT] = {
 	},
 };
 
+/* $7: only claimed messages (a nack), else any (a claim or maintenance) */
 #define DEAD_LETTER_WHERE \
-	"msg_id " OP("=") " ANY ($1) AND " RECEIPT_MATCHES " AND attempts " OP(">=") " $3"
+	"msg_id " OP("=") " ANY ($1) AND " RECEIPT_MATCHES " AND attempts " OP(">=") " $3" \
+	" AND (claimed OR NOT $7)"
 
 static const char *dead_letter_move_sql =
 "WITH d AS (DELETE FROM mq.q_%1$d WHERE " DEAD_LETTER_WHERE " RETURNING *)"
@@ -238,7 +244,13 @@ get_plan(MqQueue *q, PlanKind kind)
 	else
 		sql = psprintf(dead_letter_discard_sql, q->queue_id);
 
-	plan = SPI_prepare(sql, def->nargs, (Oid *) def->argtypes);
+	/*
+	 * Force the generic plan: every statement here is shaped to plan well
+	 * without knowing its parameters, and re-planning per call would cost
+	 * more than the statement.
+	 */
+	plan = SPI_prepare_cursor(sql, def->nargs, (Oid *) def->argtypes,
+							  CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare \"%s\": %s", sql,
 			 SPI_result_code_string(SPI_result));
@@ -337,18 +349,19 @@ unblock_removed_keys(MqQueue *q)
 	{
 		Datum		value = CStringGetTextDatum(keys[i]);
 
-		run_plan(q, PLAN_UNBLOCK, &value, " ", SPI_OK_UPDATE);
+		if (run_plan(q, PLAN_UNBLOCK, &value, " ", SPI_OK_UPDATE) > 0)
+			MqWaitNoteSend(q->queue_id);
 	}
 }
 
 /* Move (or discard) exhausted messages among ids; returns how many. */
 static uint64
 dead_letter(MqQueue *q, ArrayType *ids, MqNullable receipt, MqNullable error,
-			const char *reason)
+			const char *reason, bool only_claimed)
 {
-	Datum		values[6];
-	char		nulls[6] = {' ', null_flag(receipt.isnull), ' ', ' ',
-	null_flag(error.isnull), ' '};
+	Datum		values[7];
+	char		nulls[7] = {' ', null_flag(receipt.isnull), ' ', ' ',
+	null_flag(error.isnull), ' ', ' '};
 	uint64		n;
 
 	values[0] = PointerGetDatum(ids);
@@ -357,9 +370,12 @@ dead_letter(MqQueue *q, ArrayType *ids, MqNullable receipt, MqNullable error,
 	values[3] = CStringGetTextDatum(q->name);
 	values[4] = error.value;
 	values[5] = CStringGetTextDatum(reason);
+	values[6] = BoolGetDatum(only_claimed);
 	n = run_plan(q, PLAN_DEAD_LETTER, values, nulls,
 				 q->dlq_id != 0 ? SPI_OK_INSERT_RETURNING : SPI_OK_DELETE_RETURNING);
 	unblock_removed_keys(q);
+	if (n > 0 && q->dlq_id != 0)
+		MqWaitNoteSend(q->dlq_id);
 	if (n > 0)
 	{
 		Datum		count = Int64GetDatum((int64) n);
@@ -394,6 +410,7 @@ MqStorageSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers,
 	}
 	else
 		run_plan(q, PLAN_SEND, values, nulls, SPI_OK_INSERT_RETURNING);
+	MqWaitNoteSend(q->queue_id);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 1, &isnull));
 }
@@ -425,6 +442,7 @@ MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 	}
 	else
 		n = run_plan(q, PLAN_SEND_BATCH, values, nulls, SPI_OK_INSERT_RETURNING);
+	MqWaitNoteSend(q->queue_id);
 	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;
@@ -520,7 +538,7 @@ MqStorageClaim(MqQueue *q, int qty, Interval *vt, ReturnSetInfo *rsinfo)
 			MqNullable	none = {(Datum) 0, true};
 
 			dead_letter(q, int8_array(exhausted, nexhausted), none, none,
-						"visibility timeout lapsed on the last attempt");
+						"visibility timeout lapsed on the last attempt", false);
 		}
 	}
 	return total;
@@ -580,9 +598,12 @@ MqStorageRelease(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *delay,
 	null_flag(error.isnull), ' ', ' ', ' ', ' '};
 
 	if (run_plan(q, PLAN_RELEASE, values, nulls, SPI_OK_UPDATE) > 0)
+	{
+		MqWaitNoteSend(q->queue_id);
 		return true;
+	}
 	return dead_letter(q, int8_array(&msg_id, 1), receipt, error,
-					   "nack on the last attempt") > 0;
+					   "nack on the last attempt", true) > 0;
 }
 
 bool
@@ -632,7 +653,7 @@ MqStorageMaintain(MqQueue *q)
 												 SPI_tuptable->tupdesc, 1, &isnull));
 		}
 		total += dead_letter(q, int8_array(ids, (int) n), none, none,
-							 "visibility timeout lapsed on the last attempt");
+							 "visibility timeout lapsed on the last attempt", false);
 		if (n < 1000)
 			break;
 	}

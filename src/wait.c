@@ -1,0 +1,215 @@
+/*-------------------------------------------------------------------------
+ *
+ * wait.c
+ *	  Long polling: a waiting mq.read sleeps until a transaction that made
+ *	  a message of its queue visible commits, or its wait runs out.
+ *
+ * With shared_preload_libraries = 'mq', shared memory holds, per wake slot
+ * (queue_id modulo MQ_WAIT_SLOTS), a counter of commits that made messages
+ * visible and a condition variable.  A backend that sends (or nacks, or
+ * unblocks a key, or dead-letters into a queue) marks the slot in a
+ * backend-local bitmap; at XACT_EVENT_COMMIT, which runs after the
+ * transaction became visible to others, it bumps the counters and
+ * broadcasts.  A reader samples the counter before its claim statement
+ * takes its snapshot, so a commit it could not see changes the counter and
+ * it does not sleep.  Slots are shared by queues that collide modulo the
+ * slot count: a wake-up for another queue only costs a retry.
+ *
+ * Messages also become visible by the passing of time (delay, retry backoff,
+ * a lapsed visibility timeout) with no commit to announce them, so a
+ * preloaded reader re-checks at least every MQ_WAIT_RECHECK_MS.
+ *
+ * Locking: the counters are atomics and the condition variables need no
+ * lock; the bitmap is backend-local.
+ *
+ * Without preloading there is no shared memory: a waiting read re-checks
+ * after a latch sleep of 10 ms, doubling up to MQ_WAIT_FALLBACK_MAX_MS.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/wait_event.h"
+
+#include "wait.h"
+
+#define MQ_WAIT_SLOTS 1024
+#define MQ_WAIT_RECHECK_MS 1000
+#define MQ_WAIT_FALLBACK_MIN_MS 10
+#define MQ_WAIT_FALLBACK_MAX_MS 200
+
+typedef struct MqWaitShared
+{
+	pg_atomic_uint64 commits[MQ_WAIT_SLOTS];
+	ConditionVariable cv[MQ_WAIT_SLOTS];
+} MqWaitShared;
+
+static MqWaitShared *wait_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* slots this transaction must wake at commit */
+static uint64 pending[MQ_WAIT_SLOTS / 64];
+static bool any_pending = false;
+
+static inline int
+wait_slot(int32 queue_id)
+{
+	return (uint32) queue_id % MQ_WAIT_SLOTS;
+}
+
+static void
+wait_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(MqWaitShared)));
+}
+
+static void
+wait_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	wait_shared = ShmemInitStruct("mq wait", sizeof(MqWaitShared), &found);
+	if (!found)
+	{
+		for (int i = 0; i < MQ_WAIT_SLOTS; i++)
+		{
+			pg_atomic_init_u64(&wait_shared->commits[i], 0);
+			ConditionVariableInit(&wait_shared->cv[i]);
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static void
+wait_xact_callback(XactEvent event, void *arg)
+{
+	if (!any_pending)
+		return;
+	if (event == XACT_EVENT_COMMIT && wait_shared != NULL)
+	{
+		for (int w = 0; w < MQ_WAIT_SLOTS / 64; w++)
+		{
+			for (int b = 0; pending[w] != 0 && b < 64; b++)
+			{
+				if (pending[w] & ((uint64) 1 << b))
+				{
+					pg_atomic_fetch_add_u64(&wait_shared->commits[w * 64 + b], 1);
+					ConditionVariableBroadcast(&wait_shared->cv[w * 64 + b]);
+				}
+			}
+		}
+	}
+
+	/*
+	 * Forget the marks when the transaction ends any way.  A prepared
+	 * transaction wakes nobody when it is committed later: its readers
+	 * notice at their next re-check.
+	 */
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PARALLEL_ABORT)
+	{
+		memset(pending, 0, sizeof(pending));
+		any_pending = false;
+	}
+}
+
+/* Called from _PG_init. */
+void
+MqWaitInit(void)
+{
+	RegisterXactCallback(wait_xact_callback, NULL);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = wait_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = wait_shmem_startup;
+}
+
+/* This transaction made messages of queue_id visible (once it commits). */
+void
+MqWaitNoteSend(int32 queue_id)
+{
+	int			slot = wait_slot(queue_id);
+
+	if (wait_shared == NULL)
+		return;
+	pending[slot / 64] |= (uint64) 1 << (slot % 64);
+	any_pending = true;
+}
+
+/* Sample before a claim; pass to MqWaitForSend after an empty one. */
+uint64
+MqWaitSendCount(int32 queue_id)
+{
+	if (wait_shared == NULL)
+		return 0;
+	return pg_atomic_read_u64(&wait_shared->commits[wait_slot(queue_id)]);
+}
+
+static long
+ms_until(TimestampTz deadline)
+{
+	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+}
+
+/*
+ * Sleep until a commit that made messages of queue_id visible (counter moved
+ * past seen), the re-check interval, or the deadline.  Query cancel and
+ * statement_timeout interrupt the sleep with an error as usual.
+ */
+void
+MqWaitForSend(int32 queue_id, uint64 seen, TimestampTz deadline, int *fallback_ms)
+{
+	if (wait_shared != NULL)
+	{
+		int			slot = wait_slot(queue_id);
+		ConditionVariable *cv = &wait_shared->cv[slot];
+		TimestampTz recheck = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														  MQ_WAIT_RECHECK_MS);
+
+		if (recheck < deadline)
+			deadline = recheck;
+		ConditionVariablePrepareToSleep(cv);
+		while (pg_atomic_read_u64(&wait_shared->commits[slot]) == seen)
+		{
+			long		timeout = ms_until(deadline);
+
+			if (timeout <= 0 ||
+				ConditionVariableTimedSleep(cv, timeout, PG_WAIT_EXTENSION))
+				break;
+		}
+		ConditionVariableCancelSleep();
+	}
+	else
+	{
+		long		timeout;
+
+		*fallback_ms = Max(*fallback_ms, MQ_WAIT_FALLBACK_MIN_MS);
+		timeout = Min(ms_until(deadline), *fallback_ms);
+
+		if (timeout > 0)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 timeout, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		*fallback_ms = Min(*fallback_ms * 2, MQ_WAIT_FALLBACK_MAX_MS);
+	}
+	CHECK_FOR_INTERRUPTS();
+}
