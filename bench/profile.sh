@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/profile.sh -- where does mq spend its time? (for investigating a missed target)
 #
-# usage: bench/profile.sh [--seconds S] [1|2|2b|3|4]...   (default: 1 2 3, 10 s each)
+# usage: bench/profile.sh [--seconds S] [1|2|2b|3|4|b1|b2|b3|b4]...   (default: 1 2 3, 10 s each)
 #
 # Starts a throwaway cluster like run.sh, but with pg_stat_statements
 # (track = all, so the SQL that mq runs internally through SPI is counted too)
@@ -10,7 +10,9 @@
 # statements that took the most time, then runs the operation a few times in
 # one session with auto_explain on and prints the plans of the nested
 # statements from the server log.  Workload 4 profiles workload 2 while a
-# REPEATABLE READ snapshot is held.  Needs `make install` like run.sh.
+# REPEATABLE READ snapshot is held.  b1..b4 profile the baseline (plain
+# table) script of the same workload, for comparison (blocks per call etc.).
+# Needs `make install` like run.sh.
 # Output is kept in bench/results/profile-<UTC timestamp>/.
 set -eu -o pipefail
 shopt -s inherit_errexit
@@ -45,8 +47,16 @@ cluster_start "shared_preload_libraries = 'pg_stat_statements,auto_explain'" \
     "auto_explain.log_min_duration = -1"
 q -c "CREATE EXTENSION pg_stat_statements"
 q -c "CREATE EXTENSION mq"
+q -c "CREATE TABLE baseline(id bigserial primary key, payload jsonb not null,
+                            created_at timestamptz not null default clock_timestamp())"
 
 prefill() {
+    if [ "$2" = baseline ]; then
+        q -c "TRUNCATE baseline RESTART IDENTITY"
+        q -v payload="$PAYLOAD" -v n="$1" <<<"INSERT INTO baseline(payload) SELECT :'payload'::jsonb FROM generate_series(1, :n)"
+        q -c "VACUUM ANALYZE"
+        return
+    fi
     q -c "SELECT mq.drop_queue('bench')" >/dev/null
     q -c "SELECT mq.create_queue('bench')" >/dev/null
     q -v payload="$PAYLOAD" -v n="$1" <<'SQL'
@@ -95,14 +105,17 @@ for w in "${WORKLOADS[@]}"; do
         2|4) script=read1_mq.sql; n=$(( SECS * 30000 )); op="SELECT mq.ack('bench', m.msg_id) FROM mq.read('bench', 1) m" ;;
         2b) script=read1_mq_2stmt.sql; n=$(( SECS * 30000 )); op="SELECT mq.ack('bench', m.msg_id) FROM mq.read('bench', 1) m" ;;
         3) script=read100_mq.sql; n=$(( SECS * 250000 )); op="SELECT mq.ack('bench', array_agg(m.msg_id)) FROM mq.read('bench', 100) m" ;;
+        b1) script=send_baseline.sql; n=0; op="INSERT INTO baseline(payload) VALUES ('$PAYLOAD'::jsonb)" ;;
+        b2|b4) script=read1_baseline.sql; n=$(( SECS * 30000 )); op=$(grep -v '^--' "$HERE/$script" | tr '\n' ' ' | sed 's/; *$//') ;;
+        b3) script=read100_baseline.sql; n=$(( SECS * 250000 )); op=$(grep -v '^--' "$HERE/$script" | tr '\n' ' ' | sed 's/; *$//') ;;
         *) echo "unknown workload $w" >&2; exit 2 ;;
     esac
     {
         echo "=== workload $w: $script, ${SECS}s, 8 clients"
-        prefill "$n"
-        if [ "$w" = 4 ]; then
+        case "$w" in b*) prefill "$n" baseline ;; *) prefill "$n" mq ;; esac
+        if [ "$w" = 4 ] || [ "$w" = b4 ]; then
             PGAPPNAME=mq-bench-holder "$PGBIN/psql" -h "$SOCK_DIR" -p "$PORT" -U postgres -d bench -X -q \
-                -c "BEGIN ISOLATION LEVEL REPEATABLE READ" -c "SELECT 1 FROM mq.queue LIMIT 1" \
+                -c "BEGIN ISOLATION LEVEL REPEATABLE READ" -c "SELECT 1 FROM baseline LIMIT 1" \
                 -c "SELECT pg_sleep($((SECS + 30)))" >/dev/null 2>&1 &
             HOLDER_PID=$!
             sleep 1
