@@ -42,9 +42,42 @@ CREATE TABLE mq.queue (
     retry_delay_max interval NOT NULL,
     ordering text NOT NULL DEFAULT 'none' CHECK (ordering IN ('none', 'key')),
     dead_lettered bigint NOT NULL DEFAULT 0,
-    created_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- partitioned queues (partitions IS NOT NULL): the log's settings and
+    -- which of its three segment tables takes new messages since when
+    partitions integer,
+    retention interval,
+    session_timeout interval,
+    segment integer NOT NULL DEFAULT 0,
+    segment_since timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
 COMMENT ON TABLE mq.queue IS 'mq internal: one row per queue; use the view mq.queues';
+
+-- Consumer groups of partitioned queues: per partition, the committed
+-- offset (processed through), the position the owning member has read
+-- through, and the owner's lease.  Claims and polls update these rows in
+-- place (no indexed column changes, so the updates are HOT).
+CREATE TABLE mq.group_partition (
+    queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
+    consumer_group text NOT NULL,
+    partition integer NOT NULL,
+    committed bigint NOT NULL,
+    position bigint NOT NULL,
+    member text,
+    lease_until timestamptz,
+    PRIMARY KEY (queue_id, consumer_group, partition)
+) WITH (fillfactor = 50);
+COMMENT ON TABLE mq.group_partition IS 'mq internal: offsets and leases of consumer groups; use the view mq.consumer_groups';
+SELECT pg_catalog.pg_extension_config_dump('mq.group_partition', '');
+
+CREATE TABLE mq.group_member (
+    queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
+    consumer_group text NOT NULL,
+    member text NOT NULL,
+    last_seen timestamptz NOT NULL,
+    PRIMARY KEY (queue_id, consumer_group, member)
+) WITH (fillfactor = 50);
+COMMENT ON TABLE mq.group_member IS 'mq internal: members of consumer groups and when each last polled or heartbeat';
 SELECT pg_catalog.pg_extension_config_dump('mq.queue', '');
 -- and its id sequence, or a restored database would hand out used ids
 SELECT pg_catalog.pg_extension_config_dump('mq.queue_queue_id_seq', '');
@@ -120,6 +153,38 @@ END
 $$;
 COMMENT ON FUNCTION mq._create_queue_tables(integer, boolean) IS 'mq internal: creates the tables of one queue';
 
+CREATE FUNCTION mq._require_preload() RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_require_preload' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION mq._require_preload() IS 'mq internal: raises 55000 unless mq is in shared_preload_libraries';
+
+-- A partitioned queue is a log: a parent table mq.p_<id> that readers query,
+-- three segment tables mq.p_<id>_0..2 that inherit it (one takes new
+-- messages; mq.maintain() truncates the oldest and moves on, so retention
+-- leaves no dead tuples), and one offset sequence per partition.
+CREATE FUNCTION mq._create_log_tables(p_queue_id integer, p_partitions integer) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format($ddl$
+        CREATE TABLE mq.%1$I (
+            partition integer NOT NULL,
+            "offset" bigint NOT NULL,
+            key text,
+            payload jsonb NOT NULL,
+            headers jsonb,
+            enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
+        )$ddl$, 'p_' || p_queue_id);
+    FOR v_segment IN 0..2 LOOP
+        EXECUTE format('CREATE TABLE mq.%1$I (PRIMARY KEY (partition, "offset")) INHERITS (mq.%2$I)',
+                       'p_' || p_queue_id || '_' || v_segment, 'p_' || p_queue_id);
+    END LOOP;
+    FOR v_partition IN 0..p_partitions - 1 LOOP
+        EXECUTE format('CREATE SEQUENCE mq.%I', 'p_' || p_queue_id || '_o' || v_partition);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION mq._create_log_tables(integer, integer) IS 'mq internal: creates the tables and offset sequences of one partitioned queue';
+
 CREATE FUNCTION mq._interval_check(p_name text, p_value interval, p_min interval, p_max interval)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
@@ -145,7 +210,10 @@ CREATE FUNCTION mq.create_queue(
     retry_delay interval DEFAULT '1 second',
     retry_backoff double precision DEFAULT 2.0,
     retry_delay_max interval DEFAULT '15 minutes',
-    ordering text DEFAULT 'none')
+    ordering text DEFAULT 'none',
+    partitions integer DEFAULT NULL,
+    retention interval DEFAULT '7 days',
+    session_timeout interval DEFAULT '30 seconds')
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -171,11 +239,25 @@ BEGIN
     IF NOT create_queue.retry_backoff BETWEEN 1.0 AND 10.0 THEN
         RAISE EXCEPTION 'retry_backoff must be between 1 and 10' USING ERRCODE = '22023';
     END IF;
+    IF create_queue.partitions IS NOT NULL THEN
+        IF create_queue.partitions NOT BETWEEN 1 AND 256 THEN
+            RAISE EXCEPTION 'partitions must be between 1 and 256' USING ERRCODE = '22023';
+        END IF;
+        IF create_queue.ordering <> 'none' OR create_queue.dead_letter_queue IS NOT NULL THEN
+            RAISE EXCEPTION 'a partitioned queue takes neither ordering nor a dead-letter queue'
+                USING ERRCODE = '22023',
+                      DETAIL = 'A partitioned queue keeps each partition in offset order and has no per-message attempts.';
+        END IF;
+        PERFORM mq._interval_check('retention', create_queue.retention, '1 minute', '3650 days');
+        PERFORM mq._interval_check('session_timeout', create_queue.session_timeout, '1 second', '1 hour');
+        PERFORM mq._require_preload();
+    END IF;
     IF create_queue.dead_letter_queue IS NOT NULL THEN
         IF create_queue.dead_letter_queue = create_queue.queue_name THEN
             RAISE EXCEPTION 'a queue cannot be its own dead-letter queue' USING ERRCODE = '22023';
         END IF;
-        SELECT q.queue_id, q.ordering INTO v_dlq_id, v_dlq_ordering
+        SELECT q.queue_id, CASE WHEN q.partitions IS NULL THEN q.ordering ELSE 'partitioned' END
+          INTO v_dlq_id, v_dlq_ordering
           FROM mq.queue q WHERE q.queue_name = create_queue.dead_letter_queue;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'dead-letter queue "%" does not exist', create_queue.dead_letter_queue
@@ -183,29 +265,37 @@ BEGIN
         END IF;
         -- Dead letters arrive out of their keys' order, so a keyed queue
         -- cannot receive them without breaking its own guarantee.
-        IF v_dlq_ordering = 'key' THEN
-            RAISE EXCEPTION 'queue "%" has keyed ordering and cannot be a dead-letter queue', create_queue.dead_letter_queue
-                USING ERRCODE = '22023', HINT = 'Use a queue created with ordering => ''none''.';
+        IF v_dlq_ordering <> 'none' THEN
+            RAISE EXCEPTION 'queue "%" is % and cannot be a dead-letter queue', create_queue.dead_letter_queue,
+                    CASE v_dlq_ordering WHEN 'key' THEN 'keyed' ELSE 'partitioned' END
+                USING ERRCODE = '22023', HINT = 'Use an unkeyed work queue.';
         END IF;
     END IF;
 
     INSERT INTO mq.queue AS q (queue_name, visibility_timeout, max_attempts, dead_letter_queue_id,
-                               retry_delay, retry_backoff, retry_delay_max, ordering)
+                               retry_delay, retry_backoff, retry_delay_max, ordering,
+                               partitions, retention, session_timeout)
     VALUES (create_queue.queue_name, create_queue.visibility_timeout, create_queue.max_attempts, v_dlq_id,
             create_queue.retry_delay, create_queue.retry_backoff, create_queue.retry_delay_max,
-            create_queue.ordering)
+            create_queue.ordering, create_queue.partitions,
+            CASE WHEN create_queue.partitions IS NOT NULL THEN create_queue.retention END,
+            CASE WHEN create_queue.partitions IS NOT NULL THEN create_queue.session_timeout END)
     ON CONFLICT ON CONSTRAINT queue_queue_name_key DO NOTHING
     RETURNING q.queue_id INTO v_queue_id;
     IF v_queue_id IS NULL THEN
         RAISE EXCEPTION 'queue "%" already exists', create_queue.queue_name USING ERRCODE = '42710';
     END IF;
 
-    PERFORM mq._create_queue_tables(v_queue_id, create_queue.ordering = 'key');
+    IF create_queue.partitions IS NULL THEN
+        PERFORM mq._create_queue_tables(v_queue_id, create_queue.ordering = 'key');
+    ELSE
+        PERFORM mq._create_log_tables(v_queue_id, create_queue.partitions);
+    END IF;
     PERFORM mq._invalidate();
 END
 $$;
-COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text) IS
-'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed). Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 42501 not mq_admin.';
+COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval) IS
+'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions). Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitioned queue without mq preloaded, 42501 not mq_admin.';
 
 CREATE FUNCTION mq._queue_id(p_queue_name text) RETURNS integer
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -231,6 +321,7 @@ AS $$
 DECLARE
     v_queue_id integer;
     v_user text;
+    v_partitions integer;
 BEGIN
     IF drop_queue.queue_name IS NULL THEN
         RAISE EXCEPTION 'queue_name must not be NULL' USING ERRCODE = '22004';
@@ -247,9 +338,17 @@ BEGIN
         RAISE EXCEPTION 'cannot drop queue "%" because it is the dead-letter queue of %', drop_queue.queue_name, v_user
             USING ERRCODE = '2BP01', HINT = 'Drop those queues first.';
     END IF;
+    SELECT q.partitions INTO v_partitions FROM mq.queue q WHERE q.queue_id = v_queue_id;
     DELETE FROM mq.queue q WHERE q.queue_id = v_queue_id;
-    EXECUTE format('DROP TABLE mq.%I, mq.%I', 'q_' || v_queue_id, 'a_' || v_queue_id);
-    EXECUTE format('DROP SEQUENCE mq.%I', 'q_' || v_queue_id || '_acked');
+    IF v_partitions IS NULL THEN
+        EXECUTE format('DROP TABLE mq.%I, mq.%I', 'q_' || v_queue_id, 'a_' || v_queue_id);
+        EXECUTE format('DROP SEQUENCE mq.%I', 'q_' || v_queue_id || '_acked');
+    ELSE
+        EXECUTE format('DROP TABLE mq.%I CASCADE', 'p_' || v_queue_id);
+        FOR v_partition IN 0..v_partitions - 1 LOOP
+            EXECUTE format('DROP SEQUENCE mq.%I', 'p_' || v_queue_id || '_o' || v_partition);
+        END LOOP;
+    END IF;
     PERFORM mq._invalidate();
     RETURN true;
 END
@@ -262,14 +361,22 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_
 AS $$
 DECLARE
     v_count bigint;
+    v_queue_id integer := mq._queue_id(purge.queue_name);
 BEGIN
-    EXECUTE format('DELETE FROM mq.%I', 'q_' || mq._queue_id(purge.queue_name));
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) IS NULL THEN
+        EXECUTE format('DELETE FROM mq.%I', 'q_' || v_queue_id);
+        GET DIAGNOSTICS v_count = ROW_COUNT;
+    ELSE
+        -- offsets keep increasing: consumer groups stay valid
+        EXECUTE format('SELECT count(*) FROM mq.%I', 'p_' || v_queue_id) INTO v_count;
+        EXECUTE format('TRUNCATE mq.%I, mq.%I, mq.%I', 'p_' || v_queue_id || '_0',
+                       'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2');
+    END IF;
     RETURN v_count;
 END
 $$;
 COMMENT ON FUNCTION mq.purge(text) IS
-'Deletes every message of a queue, visible, in flight or delayed (as SQS PurgeQueue); the archive is kept. Returns the number deleted. Errors: 22004 NULL, 42704 no such queue, 42501 not mq_admin.';
+'Deletes every message of a queue, visible, in flight or delayed (as SQS PurgeQueue); the archive is kept. For a partitioned queue it empties the log (offsets keep increasing, consumer groups keep their offsets). Returns the number deleted. Errors: 22004 NULL, 42704 no such queue, 42501 not mq_admin.';
 
 CREATE FUNCTION mq._metrics(p_queue_name text)
 RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
@@ -278,7 +385,25 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_
 AS $$
 DECLARE
     v_queue_id integer := mq._queue_id(p_queue_name);
+    v_partitions integer := (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id);
+    v_sent bigint := 0;
+    v_last bigint;
 BEGIN
+    IF v_partitions IS NOT NULL THEN
+        -- a log: depth = retained messages; nothing is in flight or delayed
+        FOR v_partition IN 0..v_partitions - 1 LOOP
+            EXECUTE format('SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM mq.%I s',
+                           'p_' || v_queue_id || '_o' || v_partition) INTO v_last;
+            v_sent := v_sent + v_last;
+        END LOOP;
+        RETURN QUERY EXECUTE format($q$
+            SELECT $1, count(*), 0::bigint, 0::bigint, 0::bigint,
+                   coalesce(extract(epoch FROM clock_timestamp() - min(m.enqueued_at))::double precision, 0),
+                   $2, 0::bigint, 0::bigint
+              FROM mq.%1$I m$q$, 'p_' || v_queue_id)
+        USING p_queue_name, v_sent;
+        RETURN;
+    END IF;
     RETURN QUERY EXECUTE format($q$
         SELECT $1,
                count(*) FILTER (WHERE m.vt <= v.now AND NOT m.blocked),
@@ -306,11 +431,12 @@ RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, 
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
 AS $$ SELECT * FROM mq._metrics($1) $$;
 COMMENT ON FUNCTION mq.metrics(text) IS
-'Queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*): depth = visible messages, in_flight = claimed and within their visibility timeout, delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back), blocked = messages of a keyed queue waiting behind an earlier message of their key. Errors: 22004 NULL, 42704 no such queue, 42501 not mq_consumer.';
+'Queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*): depth = visible messages, in_flight = claimed and within their visibility timeout, delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back), blocked = messages of a keyed queue waiting behind an earlier message of their key. For a partitioned queue: depth = retained messages, oldest_age_s = age of the oldest retained one, total_sent = offsets issued over all partitions, the rest 0 (see mq.consumer_groups for lag). Errors: 22004 NULL, 42704 no such queue, 42501 not mq_consumer.';
 
 CREATE VIEW mq.queues AS
 SELECT q.queue_name, q.visibility_timeout, q.max_attempts, d.queue_name AS dead_letter_queue,
-       q.retry_delay, q.retry_backoff, q.retry_delay_max, q.ordering, q.created_at
+       q.retry_delay, q.retry_backoff, q.retry_delay_max, q.ordering,
+       q.partitions, q.retention, q.session_timeout, q.created_at
   FROM mq.queue q LEFT JOIN mq.queue d ON d.queue_id OPERATOR(pg_catalog.=) q.dead_letter_queue_id;
 COMMENT ON VIEW mq.queues IS 'One row per queue with its settings (as SQS ListQueues + GetQueueAttributes)';
 
@@ -363,10 +489,320 @@ RETURNS boolean AS 'MODULE_PATHNAME', 'mq_archive' LANGUAGE C VOLATILE PARALLEL 
 COMMENT ON FUNCTION mq.archive(text, bigint, bigint) IS
 'Acks a message by moving it to the queue''s archive instead of deleting it (as pgmq archive). Receipt rules as mq.ack. Returns false when there is no such message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42501 not mq_consumer.';
 
-CREATE FUNCTION mq.maintain() RETURNS bigint
+-- ---------------------------------------------------------------------------
+-- Partitioned queues: consumer groups, offsets, replay.
+
+CREATE FUNCTION mq._partition_end(queue_name text, partition integer) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_partition_end' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._partition_end(text, integer) IS
+'mq internal: the visible end of a partition: every offset below it belongs to a transaction that has ended';
+
+CREATE FUNCTION mq.poll(queue_name text, consumer_group text, member text,
+                        max_messages integer DEFAULT 100, wait interval DEFAULT '0')
+RETURNS TABLE (partition integer, "offset" bigint, key text, payload jsonb, headers jsonb, enqueued_at timestamptz)
+    AS 'MODULE_PATHNAME', 'mq_poll' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
+COMMENT ON FUNCTION mq.poll(text, text, text, integer, interval) IS
+'Reads the next messages of a partitioned queue for one member of a consumer group (as a Kafka consumer poll). Joins the group and heartbeats; the group leases each partition to one live member at a time and rebalances to a fair share when members come and go. Returns up to max_messages (1 to 10000) messages of the member''s partitions after its position, in offset order per partition, never past an offset whose sending transaction is still open. wait (0 to 15 minutes) is long polling. Nothing is written per message; the position moves per partition per poll; use mq.commit to record progress. consumer_group and member: 1 to 200 bytes. Errors: 22004 NULL argument; 22023 bad max_messages, wait, group or member; 42704 no such queue; 42809 not a partitioned queue; 55000 mq not preloaded; 42501 not mq_consumer.';
+
+CREATE FUNCTION mq._log_id(p_queue_name text, p_group text) RETURNS integer
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue_id integer := mq._queue_id(p_queue_name);
+BEGIN
+    IF (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) IS NULL THEN
+        RAISE EXCEPTION 'queue "%" is not a partitioned queue', p_queue_name USING ERRCODE = '42809';
+    END IF;
+    IF p_group IS NULL THEN
+        RAISE EXCEPTION 'consumer_group must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF octet_length(p_group) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'consumer_group must be 1 to 200 bytes long' USING ERRCODE = '22023';
+    END IF;
+    RETURN v_queue_id;
+END
+$$;
+COMMENT ON FUNCTION mq._log_id(text, text) IS 'mq internal: the id of a partitioned queue, checking the group name';
+
+CREATE FUNCTION mq._group_init(p_queue_id integer, p_group text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- a new group starts at the earliest retained message
+    IF NOT EXISTS (SELECT FROM mq.group_partition g
+                    WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group) THEN
+        INSERT INTO mq.group_partition (queue_id, consumer_group, partition, committed, position)
+        SELECT p_queue_id, p_group, p, 0, 0
+          FROM generate_series(0, (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = p_queue_id) - 1) p
+        ON CONFLICT DO NOTHING;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION mq._group_init(integer, text) IS 'mq internal: creates a consumer group''s rows on first use';
+
+-- Membership and leases: heartbeat, renew this member's leases, then give
+-- back partitions beyond a fair share or take free or expired ones up to
+-- it.  Taking uses FOR UPDATE SKIP LOCKED and re-checks that the partition
+-- is still free, so two members never hold one partition.
+CREATE FUNCTION mq._group_sync(p_queue_id integer, p_group text, p_member text)
+RETURNS TABLE (partition integer, "position" bigint)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_timeout interval;
+    v_partitions integer;
+    v_live integer;
+    v_mine integer;
+    v_target integer;
+BEGIN
+    IF p_member IS NULL THEN
+        RAISE EXCEPTION 'member must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF octet_length(p_member) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'member must be 1 to 200 bytes long' USING ERRCODE = '22023';
+    END IF;
+    SELECT q.session_timeout, q.partitions INTO v_timeout, v_partitions
+      FROM mq.queue q WHERE q.queue_id = p_queue_id;
+    PERFORM mq._group_init(p_queue_id, p_group);
+    INSERT INTO mq.group_member AS m (queue_id, consumer_group, member, last_seen)
+    VALUES (p_queue_id, p_group, p_member, v_now)
+    ON CONFLICT (queue_id, consumer_group, member) DO UPDATE SET last_seen = excluded.last_seen;
+
+    UPDATE mq.group_partition g SET lease_until = v_now + v_timeout
+     WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member;
+    GET DIAGNOSTICS v_mine = ROW_COUNT;
+    SELECT count(*) INTO v_live FROM mq.group_member m
+     WHERE m.queue_id = p_queue_id AND m.consumer_group = p_group AND m.last_seen > v_now - v_timeout;
+    v_target := ceil(v_partitions::numeric / greatest(v_live, 1));
+
+    IF v_mine > v_target THEN
+        UPDATE mq.group_partition g SET member = NULL, lease_until = NULL, position = g.committed
+         WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group
+           AND g.partition IN (SELECT g2.partition FROM mq.group_partition g2
+                                WHERE g2.queue_id = p_queue_id AND g2.consumer_group = p_group
+                                  AND g2.member = p_member
+                                ORDER BY g2.partition DESC LIMIT v_mine - v_target);
+    ELSIF v_mine < v_target THEN
+        UPDATE mq.group_partition g SET member = p_member, lease_until = v_now + v_timeout, position = g.committed
+         WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group
+           AND g.partition IN (SELECT g2.partition FROM mq.group_partition g2
+                                WHERE g2.queue_id = p_queue_id AND g2.consumer_group = p_group
+                                  AND (g2.member IS NULL OR g2.lease_until < v_now)
+                                ORDER BY g2.partition LIMIT v_target - v_mine
+                                FOR UPDATE SKIP LOCKED);
+    END IF;
+    RETURN QUERY SELECT g.partition, g.position FROM mq.group_partition g
+      WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member
+      ORDER BY g.partition;
+END
+$$;
+COMMENT ON FUNCTION mq._group_sync(integer, text, text) IS 'mq internal: heartbeat and rebalance of one consumer group member';
+
+CREATE FUNCTION mq.heartbeat(queue_name text, consumer_group text, member text) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT count(*) FROM mq._group_sync(mq._log_id(heartbeat.queue_name, heartbeat.consumer_group),
+                                                 heartbeat.consumer_group, heartbeat.member));
+END
+$$;
+COMMENT ON FUNCTION mq.heartbeat(text, text, text) IS
+'Keeps a consumer group member alive between polls (as a Kafka consumer heartbeat) and rebalances like mq.poll; returns how many partitions the member now holds. Errors: as mq.poll.';
+
+CREATE FUNCTION mq.commit(queue_name text, consumer_group text, partition integer, "offset" bigint,
+                          member text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue_id integer := mq._log_id(commit.queue_name, commit.consumer_group);
+BEGIN
+    IF commit.partition IS NULL OR commit."offset" IS NULL THEN
+        RAISE EXCEPTION 'partition and offset must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF commit.partition NOT BETWEEN 0 AND (SELECT q.partitions - 1 FROM mq.queue q WHERE q.queue_id = v_queue_id) THEN
+        RAISE EXCEPTION 'partition % does not exist', commit.partition USING ERRCODE = '22023';
+    END IF;
+    IF commit."offset" < 0 THEN
+        RAISE EXCEPTION 'offset must not be negative' USING ERRCODE = '22023';
+    END IF;
+    PERFORM mq._group_init(v_queue_id, commit.consumer_group);
+    UPDATE mq.group_partition g
+       SET committed = commit."offset", position = greatest(g.position, commit."offset")
+     WHERE g.queue_id = v_queue_id AND g.consumer_group = commit.consumer_group
+       AND g.partition = commit.partition
+       AND (commit.member IS NULL
+            OR (g.member = commit.member AND g.lease_until > clock_timestamp()));
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION mq.commit(text, text, integer, bigint, text) IS
+'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range or negative offset; 42704 no such queue; 42809 not partitioned; 42501 not mq_consumer.';
+
+CREATE FUNCTION mq._seek(p_queue_name text, p_group text, p_partition integer, p_how text,
+                         p_offset bigint, p_at timestamptz)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue_id integer := mq._log_id(p_queue_name, p_group);
+    v_partitions integer := (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id);
+    v_count integer := 0;
+    v_next bigint;
+BEGIN
+    IF p_partition IS NOT NULL AND p_partition NOT BETWEEN 0 AND v_partitions - 1 THEN
+        RAISE EXCEPTION 'partition % does not exist', p_partition USING ERRCODE = '22023';
+    END IF;
+    PERFORM mq._group_init(v_queue_id, p_group);
+    FOR v_p IN 0..v_partitions - 1 LOOP
+        CONTINUE WHEN p_partition IS NOT NULL AND v_p <> p_partition;
+        -- v_next: the first offset the group will read
+        IF p_how = 'offset' THEN
+            v_next := p_offset;
+        ELSIF p_how = 'latest' THEN
+            v_next := mq._partition_end(p_queue_name, v_p);
+        ELSE
+            EXECUTE format('SELECT min("offset") FROM mq.%I WHERE partition = $1 AND ($2::timestamptz IS NULL OR enqueued_at >= $2)',
+                           'p_' || v_queue_id)
+               INTO v_next USING v_p, p_at;
+            v_next := coalesce(v_next, mq._partition_end(p_queue_name, v_p));
+        END IF;
+        UPDATE mq.group_partition g SET committed = v_next - 1, position = v_next - 1
+         WHERE g.queue_id = v_queue_id AND g.consumer_group = p_group AND g.partition = v_p;
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION mq._seek(text, text, integer, text, bigint, timestamptz) IS 'mq internal: body of mq.seek';
+
+CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, "offset" bigint) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF seek."offset" IS NULL OR seek."offset" < 1 THEN
+        RAISE EXCEPTION 'offset must be 1 or more' USING ERRCODE = '22023';
+    END IF;
+    RETURN mq._seek(seek.queue_name, seek.consumer_group, seek.partition, 'offset', seek."offset", NULL);
+END
+$$;
+COMMENT ON FUNCTION mq.seek(text, text, integer, bigint) IS
+'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset. Returns the number of partitions moved. Errors: 22023 offset below 1 or partition out of range; 42704 no such queue; 42809 not partitioned; 42501 not mq_consumer.';
+
+CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF seek.seek_to IS NULL OR seek.seek_to NOT IN ('earliest', 'latest') THEN
+        RAISE EXCEPTION 'seek_to must be ''earliest'' or ''latest''' USING ERRCODE = '22023';
+    END IF;
+    RETURN mq._seek(seek.queue_name, seek.consumer_group, seek.partition, seek.seek_to, NULL, NULL);
+END
+$$;
+COMMENT ON FUNCTION mq.seek(text, text, integer, text) IS
+'seek_to ''earliest'' or ''latest'': moves the group to the earliest retained message or to the latest end (as Kafka seekToBeginning / seekToEnd) of partition (NULL: every partition). Returns the number of partitions moved. Errors: 22023 other seek_to or partition out of range; 42704; 42809; 42501.';
+
+CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, at timestamptz) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF seek.at IS NULL THEN
+        RAISE EXCEPTION 'at must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    RETURN mq._seek(seek.queue_name, seek.consumer_group, seek.partition, 'time', NULL, seek.at);
+END
+$$;
+COMMENT ON FUNCTION mq.seek(text, text, integer, timestamptz) IS
+'Moves the group to the first retained message sent at or after at (as Kafka offsetsForTimes + seek), or to the end when there is none, on partition (NULL: every partition). Returns the number of partitions moved. Errors: 22004 NULL at; 22023 partition out of range; 42704; 42809; 42501.';
+
+CREATE FUNCTION mq.leave(queue_name text, consumer_group text, member text) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue_id integer := mq._log_id(leave.queue_name, leave.consumer_group);
+    v_count integer;
+BEGIN
+    UPDATE mq.group_partition g SET member = NULL, lease_until = NULL, position = g.committed
+     WHERE g.queue_id = v_queue_id AND g.consumer_group = leave.consumer_group AND g.member = leave.member;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    DELETE FROM mq.group_member m
+     WHERE m.queue_id = v_queue_id AND m.consumer_group = leave.consumer_group AND m.member = leave.member;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION mq.leave(text, text, text) IS
+'A member leaves its consumer group at once (as a Kafka LeaveGroup) instead of after its session timeout: its partitions are free for the others, who resume after the committed offsets. Returns the number of partitions released. Errors: 42704; 42809; 42501.';
+
+CREATE VIEW mq.consumer_groups AS
+SELECT q.queue_name, g.consumer_group, g.partition, g.member, g.lease_until,
+       g.committed AS committed_offset, e.end_offset,
+       GREATEST(e.end_offset OPERATOR(pg_catalog.-) g.committed, 0) AS lag
+  FROM mq.group_partition g
+  JOIN mq.queue q ON q.queue_id OPERATOR(pg_catalog.=) g.queue_id
+  CROSS JOIN LATERAL (SELECT mq._partition_end(q.queue_name, g.partition) OPERATOR(pg_catalog.-) 1 AS end_offset) e;
+COMMENT ON VIEW mq.consumer_groups IS
+'One row per consumer group and partition: the member holding the lease and until when, the committed offset, the last visible offset of the partition (end_offset) and lag = end_offset - committed_offset (offsets of rolled-back sends count in it).';
+
+-- ---------------------------------------------------------------------------
+-- Maintenance.
+
+CREATE FUNCTION mq._maintain_work_queues() RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_maintain' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._maintain_work_queues() IS 'mq internal: the work-queue part of mq.maintain';
+
+-- Retention: every retention/2 the oldest of a log's three segments is
+-- truncated (only if it holds nothing younger than the retention, which
+-- also protects a very late commit) and becomes the one taking messages.
+-- The lock is taken with a short lock_timeout so that maintenance never
+-- queues readers behind it; a busy segment is rotated next time.
+CREATE FUNCTION mq._rotate_segments() RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_q record;
+    v_segment text;
+    v_young bigint;
+    v_count bigint;
+    v_removed bigint := 0;
+    v_lock_timeout text := current_setting('lock_timeout');
+BEGIN
+    FOR v_q IN SELECT q.queue_id, q.segment, q.retention FROM mq.queue q
+                WHERE q.partitions IS NOT NULL AND q.segment_since < clock_timestamp() - q.retention / 2
+                FOR UPDATE SKIP LOCKED LOOP
+        v_segment := 'p_' || v_q.queue_id || '_' || (v_q.segment + 1) % 3;
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            EXECUTE format('LOCK TABLE mq.%I IN ACCESS EXCLUSIVE MODE', v_segment);
+            EXECUTE format('SELECT count(*) FILTER (WHERE enqueued_at >= $1), count(*) FROM mq.%I', v_segment)
+               INTO v_young, v_count USING clock_timestamp() - v_q.retention;
+            IF v_young = 0 THEN
+                EXECUTE format('TRUNCATE mq.%I', v_segment);
+                UPDATE mq.queue q SET segment = (v_q.segment + 1) % 3, segment_since = clock_timestamp()
+                 WHERE q.queue_id = v_q.queue_id;
+                v_removed := v_removed + v_count;
+                PERFORM mq._invalidate();
+            END IF;
+        EXCEPTION WHEN lock_not_available THEN
+            NULL;
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', v_lock_timeout, true);
+    RETURN v_removed;
+END
+$$;
+COMMENT ON FUNCTION mq._rotate_segments() IS 'mq internal: retention of partitioned queues';
+
+CREATE FUNCTION mq.maintain() RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN mq._maintain_work_queues() + mq._rotate_segments();
+END
+$$;
 COMMENT ON FUNCTION mq.maintain() IS
-'Moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it), in all queues; returns how many. mq.read does the same lazily for the messages it meets; call this from a scheduler (pg_cron) so metrics stay exact on idle queues. Errors: 42501 not mq_admin.';
+'Periodic maintenance, returns how many messages it removed: in work queues, moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it; mq.read does the same lazily for the messages it meets) and repairs keys of keyed queues left blocked; in partitioned queues, applies retention by truncating whole segments. Call it every few seconds from a scheduler (pg_cron). Errors: 42501 not mq_admin.';
 
 -- Privileges.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mq FROM PUBLIC;
@@ -381,11 +817,20 @@ GRANT EXECUTE ON FUNCTION mq.read(text, integer, interval, interval),
                           mq.extend(text, bigint, interval, bigint),
                           mq.archive(text, bigint, bigint),
                           mq.metrics(text),
-                          mq._metrics(text)
+                          mq._metrics(text),
+                          mq.poll(text, text, text, integer, interval),
+                          mq.heartbeat(text, text, text),
+                          mq.commit(text, text, integer, bigint, text),
+                          mq.seek(text, text, integer, bigint),
+                          mq.seek(text, text, integer, text),
+                          mq.seek(text, text, integer, timestamptz),
+                          mq.leave(text, text, text),
+                          mq._partition_end(text, integer)
     TO mq_consumer;
-GRANT EXECUTE ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text),
+GRANT EXECUTE ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval),
                           mq.drop_queue(text),
                           mq.purge(text),
                           mq.maintain()
     TO mq_admin;
 GRANT SELECT ON mq.queues TO mq_producer, mq_consumer, mq_admin;
+GRANT SELECT ON mq.consumer_groups TO mq_consumer, mq_admin;

@@ -22,6 +22,7 @@
 #include "utils/timestamp.h"
 
 #include "queue.h"
+#include "partition.h"
 #include "storage.h"
 #include "wait.h"
 
@@ -40,8 +41,6 @@ PG_FUNCTION_INFO_V1(mq_maintain);
 /* SQS caps visibility timeouts at 12 hours; delays here may reach a year. */
 #define MAX_VT_SECS (12.0 * SECS_PER_HOUR)
 #define MAX_DELAY_SECS (365.0 * SECS_PER_DAY)
-/* SQS long polls for at most 20 s; a server-side wait holds a backend. */
-#define MAX_WAIT_SECS (15.0 * SECS_PER_MINUTE)
 
 static void
 require_arg(FunctionCallInfo fcinfo, int argno, const char *name)
@@ -60,6 +59,16 @@ optional_arg(FunctionCallInfo fcinfo, int argno)
 	v.isnull = PG_ARGISNULL(argno);
 	v.value = v.isnull ? (Datum) 0 : PG_GETARG_DATUM(argno);
 	return v;
+}
+
+/* A partitioned queue keeps offset order: no message may wait. */
+static void
+require_no_delay(MqQueue *q, Interval *delay)
+{
+	if (delay->time != 0 || delay->day != 0 || delay->month != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("queue \"%s\" is a partitioned queue and takes no delay", q->name)));
 }
 
 /* An interval in seconds; months count as 30 days. */
@@ -130,8 +139,15 @@ mq_send(PG_FUNCTION_ARGS)
 	delay = interval_arg(fcinfo, 4, "delay", MAX_DELAY_SECS);
 
 	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
-	msg_id = MqStorageSend(q, PG_GETARG_DATUM(1), optional_arg(fcinfo, 2),
-						   optional_arg(fcinfo, 3), delay);
+	if (q->partitions > 0)
+	{
+		require_no_delay(q, delay);
+		msg_id = MqPartitionSend(q, PG_GETARG_DATUM(1), optional_arg(fcinfo, 2),
+								 optional_arg(fcinfo, 3));
+	}
+	else
+		msg_id = MqStorageSend(q, PG_GETARG_DATUM(1), optional_arg(fcinfo, 2),
+							   optional_arg(fcinfo, 3), delay);
 	MqQueueClose(&session);
 	PG_RETURN_INT64(msg_id);
 }
@@ -176,7 +192,11 @@ mq_send_batch(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
-	if (n > 0)
+	if (q->partitions > 0)
+		require_no_delay(q, delay);
+	if (n > 0 && q->partitions > 0)
+		MqPartitionSendBatch(q, payloads, keys, headers, rsinfo);
+	else if (n > 0)
 		MqStorageSendBatch(q, payloads, keys, headers, delay, rsinfo);
 	MqQueueClose(&session);
 	return (Datum) 0;
@@ -198,7 +218,6 @@ mq_read(PG_FUNCTION_ARGS)
 	MqSession	session;
 	MqQueue    *q;
 	Interval   *vt = NULL;
-	Interval   *wait;
 	TimestampTz deadline;
 	int			fallback_ms = 0;
 	int32		qty;
@@ -213,9 +232,8 @@ mq_read(PG_FUNCTION_ARGS)
 				 errdetail("The value given was %d.", qty)));
 	if (!PG_ARGISNULL(2))
 		vt = interval_arg(fcinfo, 2, "visibility_timeout", MAX_VT_SECS);
-	wait = interval_arg(fcinfo, 3, "wait", MAX_WAIT_SECS);
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										   (int64) (interval_secs(wait) * 1000.0));
+	require_arg(fcinfo, 3, "wait");
+	deadline = MqWaitDeadline(PG_GETARG_INTERVAL_P(3));
 
 	InitMaterializedSRF(fcinfo, 0);
 	for (;;)
@@ -225,6 +243,7 @@ mq_read(PG_FUNCTION_ARGS)
 		int32		queue_id;
 
 		q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+		MqRequireWorkQueue(q);
 		queue_id = q->queue_id;
 		seen = MqWaitSendCount(queue_id);
 		claimed = MqStorageClaim(q, qty, vt ? vt : &q->visibility_timeout, rsinfo);
@@ -246,6 +265,7 @@ ack_common(FunctionCallInfo fcinfo, bool archive)
 	require_arg(fcinfo, 0, "queue_name");
 	require_arg(fcinfo, 1, "msg_id");
 	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	MqRequireWorkQueue(q);
 	done = MqStorageAck(q, PG_GETARG_INT64(1), optional_arg(fcinfo, 2), archive);
 	MqQueueClose(&session);
 	return done;
@@ -278,6 +298,7 @@ mq_ack_batch(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 1, "msg_ids");
 	ids = array_arg(fcinfo, 1, "msg_ids", true);
 	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	MqRequireWorkQueue(q);
 	n = array_length_1d(ids) > 0 ? MqStorageAckBatch(q, ids) : 0;
 	MqQueueClose(&session);
 	PG_RETURN_INT64(n);
@@ -300,6 +321,7 @@ mq_nack(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(3))
 		delay = interval_arg(fcinfo, 3, "delay", MAX_DELAY_SECS);
 	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	MqRequireWorkQueue(q);
 	done = MqStorageRelease(q, PG_GETARG_INT64(1), optional_arg(fcinfo, 2), delay,
 							optional_arg(fcinfo, 4));
 	MqQueueClose(&session);
@@ -323,6 +345,7 @@ mq_extend(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 1, "msg_id");
 	vt = interval_arg(fcinfo, 2, "visibility_timeout", MAX_VT_SECS);
 	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	MqRequireWorkQueue(q);
 	done = MqStorageExtend(q, PG_GETARG_INT64(1), optional_arg(fcinfo, 3), vt,
 						   &visible_at);
 	MqQueueClose(&session);
@@ -331,7 +354,10 @@ mq_extend(PG_FUNCTION_ARGS)
 	PG_RETURN_TIMESTAMPTZ(visible_at);
 }
 
-/* mq.maintain() RETURNS bigint: dead-letter lapsed last attempts everywhere */
+/*
+ * mq._maintain_work_queues() RETURNS bigint: dead-letter lapsed last
+ * attempts and repair keys in every work queue (mq.maintain calls it)
+ */
 Datum
 mq_maintain(PG_FUNCTION_ARGS)
 {
@@ -344,7 +370,8 @@ mq_maintain(PG_FUNCTION_ARGS)
 		MqSession	session;
 		MqQueue    *q = MqQueueOpenByName((char *) lfirst(lc), &session);
 
-		total += MqStorageMaintain(q);
+		if (q->partitions == 0)
+			total += MqStorageMaintain(q);
 		MqQueueClose(&session);
 	}
 	PG_RETURN_INT64(total);

@@ -13,6 +13,7 @@
 #include "fmgr.h"
 
 #include "queue.h"
+#include "offsets.h"
 #include "wait.h"
 
 PG_MODULE_MAGIC;
@@ -24,4 +25,5 @@ _PG_init(void)
 {
 	MqQueueCacheInit();
 	MqWaitInit();
+	MqOffsetsInit();
 }

@@ -73,6 +73,8 @@ cache_reset(void)
 			for (int i = 0; i < MQ_MAX_PLANS; i++)
 				if (q->plans[i] != NULL)
 					SPI_freeplan(q->plans[i]);
+			if (q->offset_seqs != NULL)
+				pfree(q->offset_seqs);
 		}
 		hash_destroy(queue_cache);
 		queue_cache = NULL;
@@ -187,7 +189,8 @@ load_queue(const char *key, MqQueue *q)
 								"SELECT queue_id, visibility_timeout, max_attempts,"
 								" COALESCE(dead_letter_queue_id, 0),"
 								" retry_delay, retry_backoff, retry_delay_max,"
-								" ordering OPERATOR(pg_catalog.=) 'key'"
+								" ordering OPERATOR(pg_catalog.=) 'key',"
+								" COALESCE(partitions, 0), segment"
 								" FROM mq.queue WHERE queue_name OPERATOR(pg_catalog.=) $1",
 								1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -207,6 +210,21 @@ load_queue(const char *key, MqQueue *q)
 	q->retry_backoff = DatumGetFloat8(SPI_getbinval(tup, desc, 6, &isnull));
 	q->retry_delay_max = *interval_col(tup, desc, 7);
 	q->keyed = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+	q->partitions = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
+	q->segment = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
+	if (q->partitions > 0)
+	{
+		q->offset_seqs = MemoryContextAlloc(CacheMemoryContext,
+											sizeof(Oid) * q->partitions);
+		for (int p = 0; p < q->partitions; p++)
+		{
+			q->offset_seqs[p] = get_relname_relid(psprintf("p_%d_o%d", q->queue_id, p),
+												  mq_namespace);
+			if (!OidIsValid(q->offset_seqs[p]))
+				elog(ERROR, "offset sequence %d of queue \"%s\" is missing", p, key);
+		}
+		return true;
+	}
 	q->acked_seq = get_relname_relid(psprintf("q_%d_acked", q->queue_id),
 									 mq_namespace);
 	if (!OidIsValid(q->acked_seq))
@@ -291,6 +309,61 @@ MqQueueNames(void)
 	}
 	MqQueueClose(&session);
 	return names;
+}
+
+void
+MqRequireWorkQueue(MqQueue *q)
+{
+	if (q->partitions > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("queue \"%s\" is a partitioned queue", q->name),
+				 errhint("Read partitioned queues with mq.poll.")));
+}
+
+void
+MqRequirePartitioned(MqQueue *q)
+{
+	if (q->partitions == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("queue \"%s\" is not a partitioned queue", q->name),
+				 errhint("Read work queues with mq.read.")));
+}
+
+/*
+ * The kept plan in slot, prepared on first use.  Plans are forced generic:
+ * every statement of mq is shaped to plan well without knowing its
+ * parameters, and re-planning per call would cost more than the statement.
+ */
+SPIPlanPtr
+MqQueuePlan(MqQueue *q, int slot, const char *sql, int nargs, const Oid *argtypes)
+{
+	SPIPlanPtr	plan;
+
+	Assert(slot >= 0 && slot < MQ_MAX_PLANS);
+	if (q->plans[slot] != NULL)
+		return q->plans[slot];
+	plan = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes, CURSOR_OPT_GENERIC_PLAN);
+	if (plan == NULL)
+		elog(ERROR, "could not prepare \"%s\": %s", sql,
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep plan \"%s\"", sql);
+	q->plans[slot] = plan;
+	return plan;
+}
+
+/* Execute a kept plan; any result but `expected` is a bug, not user error. */
+uint64
+MqQueueRun(MqQueue *q, SPIPlanPtr plan, Datum *values, const char *nulls, int expected)
+{
+	int			ret = SPI_execute_plan(plan, values, nulls, false, 0);
+
+	if (ret != expected)
+		elog(ERROR, "statement on queue \"%s\" failed: %s",
+			 q->name, SPI_result_code_string(ret));
+	return SPI_processed;
 }
 
 /*

@@ -14,8 +14,13 @@
 /* Queue names: 1..48 bytes of [A-Za-z0-9_.-], first a letter or digit. */
 #define MQ_QUEUE_NAME_MAX 48
 
-/* Room for the kept plans of one queue; storage.c numbers them. */
-#define MQ_MAX_PLANS 16
+/*
+ * Room for the kept plans of one queue: storage.c numbers the work-queue
+ * plans from 0, partition.c the partitioned-queue plans from
+ * MQ_PARTITION_PLAN_BASE.
+ */
+#define MQ_MAX_PLANS 24
+#define MQ_PARTITION_PLAN_BASE 16
 
 /*
  * One queue's definition, as cached per backend.  Entries (and their plans)
@@ -33,6 +38,9 @@ typedef struct MqQueue
 	float8		retry_backoff;
 	Interval	retry_delay_max;
 	Oid			acked_seq;		/* counter of acked messages */
+	int32		partitions;		/* 0: work queue; else a partitioned queue */
+	int32		segment;		/* segment table taking new messages */
+	Oid		   *offset_seqs;	/* [partitions], in CacheMemoryContext */
 	SPIPlanPtr	plans[MQ_MAX_PLANS];
 } MqQueue;
 
@@ -49,5 +57,11 @@ extern MqQueue *MqQueueOpen(text *queue_name, MqSession *session);
 extern MqQueue *MqQueueOpenByName(const char *queue_name, MqSession *session);
 extern void MqQueueClose(MqSession *session);
 extern List *MqQueueNames(void);
+extern void MqRequireWorkQueue(MqQueue *q);
+extern void MqRequirePartitioned(MqQueue *q);
+extern SPIPlanPtr MqQueuePlan(MqQueue *q, int slot, const char *sql,
+							  int nargs, const Oid *argtypes);
+extern uint64 MqQueueRun(MqQueue *q, SPIPlanPtr plan, Datum *values,
+						 const char *nulls, int expected);
 
 #endif							/* MQ_QUEUE_H */

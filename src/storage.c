@@ -71,7 +71,7 @@ typedef enum PlanKind
 	PLAN_COUNT
 }			PlanKind;
 
-StaticAssertDecl(PLAN_COUNT <= MQ_MAX_PLANS, "too many plans per queue");
+StaticAssertDecl(PLAN_COUNT <= MQ_PARTITION_PLAN_BASE, "too many plans per queue");
 
 #define MAX_ARGS 8
 
@@ -231,45 +231,23 @@ static SPIPlanPtr
 get_plan(MqQueue *q, PlanKind kind)
 {
 	const PlanDef *def = &plan_defs[kind];
-	SPIPlanPtr	plan;
 	char	   *sql;
 
 	if (q->plans[kind] != NULL)
 		return q->plans[kind];
-
 	if (kind != PLAN_DEAD_LETTER)
 		sql = psprintf(def->sql, q->queue_id);
 	else if (q->dlq_id != 0)
 		sql = psprintf(dead_letter_move_sql, q->queue_id, q->dlq_id);
 	else
 		sql = psprintf(dead_letter_discard_sql, q->queue_id);
-
-	/*
-	 * Force the generic plan: every statement here is shaped to plan well
-	 * without knowing its parameters, and re-planning per call would cost
-	 * more than the statement.
-	 */
-	plan = SPI_prepare_cursor(sql, def->nargs, (Oid *) def->argtypes,
-							  CURSOR_OPT_GENERIC_PLAN);
-	if (plan == NULL)
-		elog(ERROR, "could not prepare \"%s\": %s", sql,
-			 SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "could not keep plan \"%s\"", sql);
-	q->plans[kind] = plan;
-	return plan;
+	return MqQueuePlan(q, kind, sql, def->nargs, def->argtypes);
 }
 
-/* Execute a kept plan; any result but `expected` is a bug, not user error. */
 static uint64
 run_plan(MqQueue *q, PlanKind kind, Datum *values, const char *nulls, int expected)
 {
-	int			ret = SPI_execute_plan(get_plan(q, kind), values, nulls, false, 0);
-
-	if (ret != expected)
-		elog(ERROR, "statement %d on queue \"%s\" failed: %s",
-			 (int) kind, q->name, SPI_result_code_string(ret));
-	return SPI_processed;
+	return MqQueueRun(q, get_plan(q, kind), values, nulls, expected);
 }
 
 static inline char

@@ -141,6 +141,23 @@ MqWaitInit(void)
 	shmem_startup_hook = wait_shmem_startup;
 }
 
+/* SQS long polls for at most 20 s; a server-side wait holds a backend. */
+#define MQ_WAIT_MAX_SECS (15 * SECS_PER_MINUTE)
+
+/* When a wait of the given length, checked to be 0 to 15 minutes, ends. */
+TimestampTz
+MqWaitDeadline(Interval *wait)
+{
+	double		secs = wait->time / (double) USECS_PER_SEC +
+		(wait->day + (double) wait->month * DAYS_PER_MONTH) * SECS_PER_DAY;
+
+	if (secs < 0 || secs > MQ_WAIT_MAX_SECS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wait must be between 0 and %d seconds", MQ_WAIT_MAX_SECS)));
+	return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), (int64) (secs * 1000.0));
+}
+
 /* This transaction made messages of queue_id visible (once it commits). */
 void
 MqWaitNoteSend(int32 queue_id)

@@ -11,6 +11,7 @@
 #include "utils/timestamp.h"
 
 extern void MqWaitInit(void);
+extern TimestampTz MqWaitDeadline(Interval *wait);
 extern void MqWaitNoteSend(int32 queue_id);
 extern uint64 MqWaitSendCount(int32 queue_id);
 extern void MqWaitForSend(int32 queue_id, uint64 seen, TimestampTz deadline,

@@ -4,7 +4,8 @@
 # wait_event_type 'Extension', never by sleeping), then:
 #   - a send committed by another session is returned to the waiting reader;
 #   - a rolled-back send is never returned, the next committed one is;
-#   - a cancelled waiting read fails with 57014 and claims nothing.
+#   - a cancelled waiting read fails with 57014 and claims nothing;
+# and without preloading, partitioned queues are refused (55000).
 # The wait is 300 s, far longer than the test, so a read that returns did so
 # because of the send, not because its wait ran out.
 use strict;
@@ -68,6 +69,13 @@ foreach my $preload ('mq', '')
 	is($node->safe_psql('postgres', q{SELECT payload->>'n', attempts FROM mq.read('lp', 10)}),
 		'4|1', "$mode: the cancelled read claimed nothing");
 
+	if (!$preload)
+	{
+		my ($ret, $stdout, $stderr) = $node->psql('postgres',
+			"SELECT mq.create_queue('log', partitions => 2)");
+		like($stderr, qr/partitioned queues need mq to be preloaded/,
+			'not preloaded: a partitioned queue is refused with a hint');
+	}
 	$node->stop;
 }
 

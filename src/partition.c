@@ -1,0 +1,347 @@
+/*-------------------------------------------------------------------------
+ *
+ * partition.c
+ *	  Partitioned queues (logs, like Kafka topics): send, and mq.poll for
+ *	  the members of consumer groups.
+ *
+ * A message with a key goes to partition hash(key) mod partitions, always
+ * the same one for a key; a message without a key goes to the next
+ * partition of a per-session round robin.  Its offset is the next value of
+ * the partition's sequence, taken through offsets.c so that readers never
+ * pass it while the sending transaction runs.  Rows go to the current
+ * segment table mq.p_<id>_<segment>; readers query the parent mq.p_<id>.
+ *
+ * mq.poll heartbeats and rebalances the member (mq._group_sync, PL/pgSQL),
+ * then reads each of the member's partitions from its position up to the
+ * partition's visible end.  Nothing is written per message: the position
+ * moves once per partition per poll.  A partition with nothing new below
+ * its visible end is not queried at all, so an idle long poll touches no
+ * segment table and never holds up retention's TRUNCATE.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "offsets.h"
+#include "partition.h"
+#include "wait.h"
+
+PG_FUNCTION_INFO_V1(mq_poll);
+PG_FUNCTION_INFO_V1(mq_partition_end);
+PG_FUNCTION_INFO_V1(mq_require_preload);
+
+enum
+{
+	PPLAN_INSERT = MQ_PARTITION_PLAN_BASE,
+	PPLAN_SYNC,
+	PPLAN_FETCH,
+	PPLAN_POSITION,
+	PPLAN_END
+};
+
+StaticAssertDecl(PPLAN_END <= MQ_MAX_PLANS, "too many plans per queue");
+
+#define OP(o) "OPERATOR(pg_catalog." o ")"
+
+#define MAX_POLL 10000
+
+static SPIPlanPtr
+insert_plan(MqQueue *q)
+{
+	static const Oid argtypes[5] = {INT4OID, INT8OID, TEXTOID, JSONBOID, JSONBOID};
+
+	if (q->plans[PPLAN_INSERT] != NULL)
+		return q->plans[PPLAN_INSERT];
+	return MqQueuePlan(q, PPLAN_INSERT,
+					   psprintf("INSERT INTO mq.p_%d_%d (partition, \"offset\", key, payload, headers)"
+								" VALUES ($1, $2, $3, $4, $5)", q->queue_id, q->segment),
+					   5, argtypes);
+}
+
+/* hash(key) mod partitions; keyless: a per-session round robin */
+static int32
+partition_of(MqQueue *q, const char *key)
+{
+	static uint32 next_keyless = 0;
+
+	if (key != NULL)
+		return hash_bytes((const unsigned char *) key, strlen(key)) % q->partitions;
+	if (next_keyless == 0)
+		next_keyless = (uint32) MyProcPid;
+	return next_keyless++ % q->partitions;
+}
+
+static int64
+send_one(MqQueue *q, Datum payload, MqNullable key, MqNullable headers)
+{
+	char	   *keystr = key.isnull ? NULL : TextDatumGetCString(key.value);
+	int32		partition = partition_of(q, keystr);
+	int64		offset = MqOffsetAllocate(q->queue_id, partition,
+										  q->offset_seqs[partition]);
+	Datum		values[5] = {Int32GetDatum(partition), Int64GetDatum(offset),
+	key.value, payload, headers.value};
+	char		nulls[5] = {' ', ' ', key.isnull ? 'n' : ' ', ' ', headers.isnull ? 'n' : ' '};
+
+	MqQueueRun(q, insert_plan(q), values, nulls, SPI_OK_INSERT);
+	return offset;
+}
+
+/* Send one message; returns its offset in its partition. */
+int64
+MqPartitionSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers)
+{
+	int64		offset = send_one(q, payload, key, headers);
+
+	MqWaitNoteSend(q->queue_id);
+	return offset;
+}
+
+/* Send a batch; emits the offsets in array order. */
+void
+MqPartitionSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
+					 ArrayType *headers, ReturnSetInfo *rsinfo)
+{
+	Datum	   *p_elems,
+			   *k_elems = NULL,
+			   *h_elems = NULL;
+	bool	   *p_nulls,
+			   *k_nulls = NULL,
+			   *h_nulls = NULL;
+	int			n;
+
+	/* jsonb: varlena, not by value, int alignment */
+	deconstruct_array(payloads, JSONBOID, -1, false, TYPALIGN_INT, &p_elems, &p_nulls, &n);
+	if (keys != NULL)
+		deconstruct_array_builtin(keys, TEXTOID, &k_elems, &k_nulls, &n);
+	if (headers != NULL)
+		deconstruct_array(headers, JSONBOID, -1, false, TYPALIGN_INT, &h_elems, &h_nulls, &n);
+	for (int i = 0; i < n; i++)
+	{
+		MqNullable	key = {keys ? k_elems[i] : (Datum) 0, keys ? k_nulls[i] : true};
+		MqNullable	hdr = {headers ? h_elems[i] : (Datum) 0, headers ? h_nulls[i] : true};
+		Datum		offset = Int64GetDatum(send_one(q, p_elems[i], key, hdr));
+		bool		isnull = false;
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &offset, &isnull);
+	}
+	MqWaitNoteSend(q->queue_id);
+}
+
+/* A member's partition and how far it has read it. */
+typedef struct Owned
+{
+	int32		partition;
+	int64		position;
+}			Owned;
+
+/* Heartbeat and rebalance; returns the member's partitions. */
+static int
+group_sync(MqQueue *q, text *group, text *member, Owned **owned)
+{
+	static const Oid argtypes[3] = {INT4OID, TEXTOID, TEXTOID};
+	SPIPlanPtr	plan = q->plans[PPLAN_SYNC];
+	Datum		values[3] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
+	PointerGetDatum(member)};
+	uint64		n;
+
+	if (plan == NULL)
+		plan = MqQueuePlan(q, PPLAN_SYNC,
+						   "SELECT partition, position FROM mq._group_sync($1, $2, $3)",
+						   3, argtypes);
+	n = MqQueueRun(q, plan, values, NULL, SPI_OK_SELECT);
+	*owned = palloc(sizeof(Owned) * Max(n, 1));
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+
+		(*owned)[i].partition = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+															SPI_tuptable->tupdesc, 1, &isnull));
+		(*owned)[i].position = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	return (int) n;
+}
+
+/* Read one partition from its position below end; returns rows emitted. */
+static uint64
+fetch_partition(MqQueue *q, Owned *o, int64 end, int limit, ReturnSetInfo *rsinfo)
+{
+	static const Oid argtypes[4] = {INT4OID, INT8OID, INT8OID, INT4OID};
+	SPIPlanPtr	plan = q->plans[PPLAN_FETCH];
+	Datum		values[4] = {Int32GetDatum(o->partition), Int64GetDatum(o->position),
+	Int64GetDatum(end), Int32GetDatum(limit)};
+	uint64		n;
+
+	if (plan == NULL)
+		plan = MqQueuePlan(q, PPLAN_FETCH,
+						   psprintf("SELECT partition, \"offset\", key, payload, headers, enqueued_at"
+									" FROM mq.p_%d WHERE partition " OP("=") " $1"
+									" AND \"offset\" " OP(">") " $2 AND \"offset\" " OP("<") " $3"
+									" ORDER BY \"offset\" LIMIT $4", q->queue_id),
+						   4, argtypes);
+	n = MqQueueRun(q, plan, values, NULL, SPI_OK_SELECT);
+	for (uint64 i = 0; i < n; i++)
+	{
+		Datum		row[6];
+		bool		nulls[6];
+
+		for (int c = 0; c < 6; c++)
+			row[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c + 1, &nulls[c]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
+		o->position = DatumGetInt64(row[1]);
+	}
+	return n;
+}
+
+static void
+save_position(MqQueue *q, text *group, text *member, Owned *o)
+{
+	static const Oid argtypes[5] = {INT4OID, TEXTOID, INT4OID, INT8OID, TEXTOID};
+	SPIPlanPtr	plan = q->plans[PPLAN_POSITION];
+	Datum		values[5] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
+		Int32GetDatum(o->partition), Int64GetDatum(o->position),
+	PointerGetDatum(member)};
+
+	if (plan == NULL)
+		plan = MqQueuePlan(q, PPLAN_POSITION,
+						   "UPDATE mq.group_partition SET position = $4"
+						   " WHERE queue_id " OP("=") " $1 AND consumer_group " OP("=") " $2"
+						   " AND partition " OP("=") " $3 AND member " OP("=") " $5",
+						   5, argtypes);
+	MqQueueRun(q, plan, values, NULL, SPI_OK_UPDATE);
+}
+
+/* One pass over the member's partitions; returns messages emitted. */
+static uint64
+poll_once(MqQueue *q, text *group, text *member, int max, ReturnSetInfo *rsinfo)
+{
+	static uint32 start = 0;	/* rotate so no partition starves */
+	Owned	   *owned;
+	int			nowned = group_sync(q, group, member, &owned);
+	uint64		total = 0;
+
+	start++;
+	for (int i = 0; i < nowned && total < (uint64) max; i++)
+	{
+		Owned	   *o = &owned[(start + i) % nowned];
+		int64		end = MqOffsetVisibleEnd(q->queue_id, o->partition,
+											 q->offset_seqs[o->partition]);
+		uint64		n;
+
+		if (end - 1 <= o->position)
+			continue;			/* nothing new: do not touch the segments */
+		n = fetch_partition(q, o, end, max - (int) total, rsinfo);
+		if (n > 0)
+		{
+			total += n;
+			save_position(q, group, member, o);
+		}
+
+	}
+	return total;
+}
+
+static text *
+required_text(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be NULL", name)));
+	return PG_GETARG_TEXT_PP(argno);
+}
+
+/*
+ * mq.poll(queue_name text, consumer_group text, member text,
+ *		   max_messages integer, wait interval)
+ *		RETURNS TABLE (partition, "offset", key, payload, headers, enqueued_at)
+ */
+Datum
+mq_poll(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	text	   *queue_name = required_text(fcinfo, 0, "queue_name");
+	text	   *group = required_text(fcinfo, 1, "consumer_group");
+	text	   *member = required_text(fcinfo, 2, "member");
+	int32		max;
+	Interval   *wait;
+	TimestampTz deadline;
+	int			fallback_ms = 0;
+
+	if (PG_ARGISNULL(3) || PG_ARGISNULL(4))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("max_messages and wait must not be NULL")));
+	max = PG_GETARG_INT32(3);
+	if (max < 1 || max > MAX_POLL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_messages must be between 1 and %d", MAX_POLL)));
+	if (VARSIZE_ANY_EXHDR(group) < 1 || VARSIZE_ANY_EXHDR(group) > 200 ||
+		VARSIZE_ANY_EXHDR(member) < 1 || VARSIZE_ANY_EXHDR(member) > 200)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("consumer_group and member must be 1 to 200 bytes long")));
+	wait = PG_GETARG_INTERVAL_P(4);
+	deadline = MqWaitDeadline(wait);
+
+	MqOffsetsRequire();
+	InitMaterializedSRF(fcinfo, 0);
+	for (;;)
+	{
+		MqSession	session;
+		MqQueue    *q = MqQueueOpen(queue_name, &session);
+		int32		queue_id = q->queue_id;
+		uint64		seen = MqWaitSendCount(queue_id);
+		uint64		n;
+
+		MqRequirePartitioned(q);
+		n = poll_once(q, group, member, max, rsinfo);
+		MqQueueClose(&session);
+		if (n > 0 || GetCurrentTimestamp() >= deadline)
+			break;
+		MqWaitForSend(queue_id, seen, deadline, &fallback_ms);
+	}
+	return (Datum) 0;
+}
+
+/* mq._partition_end(queue_name text, partition integer) RETURNS bigint */
+Datum
+mq_partition_end(PG_FUNCTION_ARGS)
+{
+	text	   *queue_name = required_text(fcinfo, 0, "queue_name");
+	MqSession	session;
+	MqQueue    *q;
+	int32		partition;
+	int64		end;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("partition must not be NULL")));
+	partition = PG_GETARG_INT32(1);
+	q = MqQueueOpen(queue_name, &session);
+	MqRequirePartitioned(q);
+	if (partition < 0 || partition >= q->partitions)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("partition %d does not exist", partition)));
+	end = MqOffsetVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]);
+	MqQueueClose(&session);
+	PG_RETURN_INT64(end);
+}
+
+/* mq._require_preload() RETURNS void: 55000 unless mq is preloaded */
+Datum
+mq_require_preload(PG_FUNCTION_ARGS)
+{
+	MqOffsetsRequire();
+	PG_RETURN_VOID();
+}

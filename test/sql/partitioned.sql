@@ -1,0 +1,103 @@
+-- Partitioned queues: creation rules, keyed placement, poll, commit, seek,
+-- leave, metrics, retention by segment rotation, and bad input.
+\set VERBOSITY terse
+CREATE EXTENSION mq;
+
+-- creation rules
+SELECT mq.create_queue('p', partitions => 0);
+SELECT mq.create_queue('p', partitions => 257);
+SELECT mq.create_queue('p', partitions => 2, ordering => 'key');
+SELECT mq.create_queue('dlq');
+SELECT mq.create_queue('p', partitions => 2, dead_letter_queue => 'dlq');
+SELECT mq.create_queue('p', partitions => 2, retention => '1 second');
+SELECT mq.create_queue('p', partitions => 2, session_timeout => '0');
+SELECT mq.create_queue('p', partitions => 4, retention => '1 day', session_timeout => '1 minute');
+SELECT mq.create_queue('x', dead_letter_queue => 'p');
+SELECT queue_name, partitions, retention, session_timeout FROM mq.queues WHERE queue_name = 'p';
+
+-- a key always lands in the same partition; keyless messages spread out
+SELECT count(*) FILTER (WHERE mq.send('p', jsonb_build_object('i', i), 'k' || (i % 5)) > 0) AS sent
+  FROM generate_series(1, 40) i;
+SELECT count(*) FROM mq.send_batch('p', array_fill('{}'::jsonb, ARRAY[8]));
+SELECT key, count(DISTINCT partition) AS partitions FROM mq.poll('p', 'g', 'm1', 1000)
+ GROUP BY key ORDER BY key;
+-- per partition, offsets are 1..n without holes (nothing rolled back)
+SELECT bool_and(o = n) AS dense FROM (
+  SELECT "offset" AS o, row_number() OVER (PARTITION BY partition ORDER BY "offset") AS n
+    FROM mq.poll('p', 'g2', 'm1', 1000)) s;
+SELECT (SELECT count(*) FROM mq.poll('p', 'g2', 'm1', 1000)) AS nothing_more;
+
+-- commit and resume; lag
+SELECT mq.commit('p', 'g2', 0, 3);
+SELECT partition, committed_offset FROM mq.consumer_groups
+ WHERE consumer_group = 'g2' ORDER BY partition;
+SELECT sum(lag) = 48 - 3 AS lag_ok FROM mq.consumer_groups WHERE consumer_group = 'g2';
+SELECT mq.leave('p', 'g2', 'm1');
+SELECT count(*) AS redelivered_after_commit FROM mq.poll('p', 'g2', 'm9', 1000);
+-- a member that lost its lease cannot commit (fenced)
+SELECT mq.commit('p', 'g2', 0, 4, 'm1') AS fenced_commit;
+SELECT mq.commit('p', 'g2', 0, 4, 'm9') AS owner_commit;
+
+-- seek: to an offset, earliest, latest, a time
+SELECT mq.seek('p', 'g2', NULL, 'latest');
+SELECT count(*) FROM mq.poll('p', 'g2', 'm9', 1000);
+SELECT mq.seek('p', 'g2', 0, 2::bigint);
+SELECT min("offset") FROM mq.poll('p', 'g2', 'm9', 1000);
+SELECT mq.seek('p', 'g2', NULL, 'earliest');
+SELECT count(*) FROM mq.poll('p', 'g2', 'm9', 1000);
+SELECT mq.seek('p', 'g2', NULL, now() + interval '1 hour');
+SELECT count(*) FROM mq.poll('p', 'g2', 'm9', 1000);
+SELECT mq.seek('p', 'g2', NULL, now() - interval '1 hour');
+SELECT count(*) FROM mq.poll('p', 'g2', 'm9', 1000);
+SELECT mq.heartbeat('p', 'g2', 'm9');
+
+-- metrics of a log
+SELECT depth, in_flight, delayed, total_sent FROM mq.metrics('p');
+
+-- retention: maintenance truncates the oldest segment once it is old enough
+SELECT format('mq.p_%s', queue_id) AS log FROM mq.queue WHERE queue_name = 'p' \gset
+SELECT mq.maintain();
+SELECT count(*) FROM :log;
+UPDATE mq.queue SET segment_since = now() - interval '13 hours' WHERE queue_name = 'p';
+SELECT mq.maintain();                      -- next segment is empty: rotate
+SELECT segment FROM mq.queue WHERE queue_name = 'p';
+SELECT mq.send('p', '{"after": "rotation"}', 'k1') > 0 AS sent;
+UPDATE mq.queue SET segment_since = now() - interval '13 hours' WHERE queue_name = 'p';
+SELECT mq.maintain();                      -- segment 2 is empty too
+UPDATE mq.queue SET segment_since = now() - interval '13 hours' WHERE queue_name = 'p';
+SELECT mq.maintain();                      -- segment 0 holds young messages: kept
+SELECT segment FROM mq.queue WHERE queue_name = 'p';
+UPDATE :log SET enqueued_at = enqueued_at - interval '2 days';
+SELECT mq.maintain();                      -- now old: segment 0 truncated
+SELECT count(*), min(payload->>'after') FROM :log;
+SELECT mq.seek('p', 'g3', NULL, 'earliest');
+SELECT payload FROM mq.poll('p', 'g3', 'm', 100);
+
+-- bad input
+SELECT mq.send('p', '{}', delay => '1 second');
+SELECT * FROM mq.read('p');
+SELECT mq.ack('p', 1);
+SELECT * FROM mq.poll('dlq', 'g', 'm');
+SELECT * FROM mq.poll('p', NULL, 'm');
+SELECT * FROM mq.poll('p', 'g', NULL);
+SELECT * FROM mq.poll('p', '', 'm');
+SELECT * FROM mq.poll('p', 'g', repeat('m', 201));
+SELECT * FROM mq.poll('p', 'g', 'm', 0);
+SELECT * FROM mq.poll('p', 'g', 'm', 10001);
+SELECT * FROM mq.poll('p', 'g', 'm', 1, '-1 second');
+SELECT * FROM mq.poll('p', 'g', 'm', 1, '1 hour');
+SELECT * FROM mq.poll('p', 'g', 'm', NULL);
+SELECT mq.commit('p', 'g', 4, 1);
+SELECT mq.commit('p', 'g', 0, -1);
+SELECT mq.commit('p', 'g', NULL, 1);
+SELECT mq.seek('p', 'g', 0, 'middle');
+SELECT mq.seek('p', 'g', 0, 0::bigint);
+SELECT mq.seek('p', 'g', 9, 'earliest');
+SELECT mq.seek('nope', 'g', 0, 'earliest');
+BEGIN;
+SELECT mq.send('p', '{}') > 0 AS sent;
+PREPARE TRANSACTION 'mq_test';
+
+SELECT mq.drop_queue('p');
+SELECT count(*) AS group_rows_left FROM mq.group_partition;
+DROP EXTENSION mq CASCADE;
