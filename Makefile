@@ -25,3 +25,7 @@ include $(PGXS)
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@
+
+# PGXS tracks no header dependencies: rebuild every object when a header
+# changes, or objects disagree on struct layouts.
+$(OBJS): $(wildcard src/*.h)

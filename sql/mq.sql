@@ -49,7 +49,8 @@ CREATE TABLE mq.queue (
     retention interval,
     session_timeout interval,
     segment integer NOT NULL DEFAULT 0,
-    segment_since timestamptz NOT NULL DEFAULT pg_catalog.now()
+    segment_since timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    notify boolean NOT NULL DEFAULT true
 );
 COMMENT ON TABLE mq.queue IS 'mq internal: one row per queue; use the view mq.queues';
 
@@ -202,6 +203,35 @@ $$;
 COMMENT ON FUNCTION mq._interval_check(text, interval, interval, interval) IS
 'mq internal: raises 22004 when the interval is NULL and 22023 when it is outside [p_min, p_max]';
 
+CREATE FUNCTION mq._check_settings(
+    p_visibility_timeout interval, p_max_attempts integer, p_retry_delay interval,
+    p_retry_backoff double precision, p_retry_delay_max interval, p_notify boolean,
+    p_retention interval, p_session_timeout interval, p_partitioned boolean)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM mq._interval_check('visibility_timeout', p_visibility_timeout, '0', '12 hours');
+    PERFORM mq._interval_check('retry_delay', p_retry_delay, '0', '7 days');
+    PERFORM mq._interval_check('retry_delay_max', p_retry_delay_max, p_retry_delay, '7 days');
+    IF p_max_attempts IS NULL OR p_retry_backoff IS NULL OR p_notify IS NULL THEN
+        RAISE EXCEPTION 'max_attempts, retry_backoff and notify must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF p_max_attempts NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and 1000' USING ERRCODE = '22023';
+    END IF;
+    IF NOT p_retry_backoff BETWEEN 1.0 AND 10.0 THEN
+        RAISE EXCEPTION 'retry_backoff must be between 1 and 10' USING ERRCODE = '22023';
+    END IF;
+    IF p_partitioned THEN
+        PERFORM mq._interval_check('retention', p_retention, '1 minute', '3650 days');
+        PERFORM mq._interval_check('session_timeout', p_session_timeout, '1 second', '1 hour');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION mq._check_settings(interval, integer, interval, double precision, interval, boolean, interval, interval, boolean) IS
+'mq internal: the range checks shared by create_queue and alter_queue (22004, 22023)';
+
 CREATE FUNCTION mq.create_queue(
     queue_name text,
     visibility_timeout interval DEFAULT '30 seconds',
@@ -213,7 +243,8 @@ CREATE FUNCTION mq.create_queue(
     ordering text DEFAULT 'none',
     partitions integer DEFAULT NULL,
     retention interval DEFAULT '7 days',
-    session_timeout interval DEFAULT '30 seconds')
+    session_timeout interval DEFAULT '30 seconds',
+    notify boolean DEFAULT true)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -223,21 +254,17 @@ DECLARE
     v_dlq_ordering text;
 BEGIN
     PERFORM mq._check_queue_name(create_queue.queue_name);
-    PERFORM mq._interval_check('visibility_timeout', create_queue.visibility_timeout, '0', '12 hours');
-    PERFORM mq._interval_check('retry_delay', create_queue.retry_delay, '0', '7 days');
-    PERFORM mq._interval_check('retry_delay_max', create_queue.retry_delay_max, create_queue.retry_delay, '7 days');
-    IF create_queue.max_attempts IS NULL OR create_queue.retry_backoff IS NULL OR create_queue.ordering IS NULL THEN
-        RAISE EXCEPTION 'max_attempts, retry_backoff and ordering must not be NULL' USING ERRCODE = '22004';
+    PERFORM mq._check_settings(create_queue.visibility_timeout, create_queue.max_attempts,
+                               create_queue.retry_delay, create_queue.retry_backoff,
+                               create_queue.retry_delay_max, create_queue.notify,
+                               create_queue.retention, create_queue.session_timeout,
+                               create_queue.partitions IS NOT NULL);
+    IF create_queue.ordering IS NULL THEN
+        RAISE EXCEPTION 'ordering must not be NULL' USING ERRCODE = '22004';
     END IF;
     IF create_queue.ordering NOT IN ('none', 'key') THEN
         RAISE EXCEPTION 'invalid ordering "%"', create_queue.ordering
             USING ERRCODE = '22023', HINT = 'Use ''none'' or ''key''.';
-    END IF;
-    IF create_queue.max_attempts NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'max_attempts must be between 1 and 1000' USING ERRCODE = '22023';
-    END IF;
-    IF NOT create_queue.retry_backoff BETWEEN 1.0 AND 10.0 THEN
-        RAISE EXCEPTION 'retry_backoff must be between 1 and 10' USING ERRCODE = '22023';
     END IF;
     IF create_queue.partitions IS NOT NULL THEN
         IF create_queue.partitions NOT BETWEEN 1 AND 256 THEN
@@ -248,8 +275,6 @@ BEGIN
                 USING ERRCODE = '22023',
                       DETAIL = 'A partitioned queue keeps each partition in offset order and has no per-message attempts.';
         END IF;
-        PERFORM mq._interval_check('retention', create_queue.retention, '1 minute', '3650 days');
-        PERFORM mq._interval_check('session_timeout', create_queue.session_timeout, '1 second', '1 hour');
         PERFORM mq._require_preload();
     END IF;
     IF create_queue.dead_letter_queue IS NOT NULL THEN
@@ -274,12 +299,13 @@ BEGIN
 
     INSERT INTO mq.queue AS q (queue_name, visibility_timeout, max_attempts, dead_letter_queue_id,
                                retry_delay, retry_backoff, retry_delay_max, ordering,
-                               partitions, retention, session_timeout)
+                               partitions, retention, session_timeout, notify)
     VALUES (create_queue.queue_name, create_queue.visibility_timeout, create_queue.max_attempts, v_dlq_id,
             create_queue.retry_delay, create_queue.retry_backoff, create_queue.retry_delay_max,
             create_queue.ordering, create_queue.partitions,
             CASE WHEN create_queue.partitions IS NOT NULL THEN create_queue.retention END,
-            CASE WHEN create_queue.partitions IS NOT NULL THEN create_queue.session_timeout END)
+            CASE WHEN create_queue.partitions IS NOT NULL THEN create_queue.session_timeout END,
+            create_queue.notify)
     ON CONFLICT ON CONSTRAINT queue_queue_name_key DO NOTHING
     RETURNING q.queue_id INTO v_queue_id;
     IF v_queue_id IS NULL THEN
@@ -294,8 +320,51 @@ BEGIN
     PERFORM mq._invalidate();
 END
 $$;
-COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval) IS
-'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions). Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitioned queue without mq preloaded, 42501 not mq_admin.';
+COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean) IS
+'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue does NOTIFY "mq.<queue_name>" at commit (once per queue per transaction). Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitioned queue without mq preloaded, 42501 not mq_admin.';
+
+CREATE FUNCTION mq.alter_queue(
+    queue_name text,
+    visibility_timeout interval DEFAULT NULL,
+    max_attempts integer DEFAULT NULL,
+    retry_delay interval DEFAULT NULL,
+    retry_backoff double precision DEFAULT NULL,
+    retry_delay_max interval DEFAULT NULL,
+    notify boolean DEFAULT NULL,
+    retention interval DEFAULT NULL,
+    session_timeout interval DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v mq.queue;
+BEGIN
+    SELECT * INTO v FROM mq.queue q WHERE q.queue_id = mq._queue_id(alter_queue.queue_name) FOR UPDATE;
+    IF v.partitions IS NULL AND (alter_queue.retention IS NOT NULL OR alter_queue.session_timeout IS NOT NULL) THEN
+        RAISE EXCEPTION 'retention and session_timeout apply only to partitioned queues' USING ERRCODE = '22023';
+    END IF;
+    v.visibility_timeout := coalesce(alter_queue.visibility_timeout, v.visibility_timeout);
+    v.max_attempts := coalesce(alter_queue.max_attempts, v.max_attempts);
+    v.retry_delay := coalesce(alter_queue.retry_delay, v.retry_delay);
+    v.retry_backoff := coalesce(alter_queue.retry_backoff, v.retry_backoff);
+    v.retry_delay_max := coalesce(alter_queue.retry_delay_max, v.retry_delay_max);
+    v.notify := coalesce(alter_queue.notify, v.notify);
+    v.retention := coalesce(alter_queue.retention, v.retention);
+    v.session_timeout := coalesce(alter_queue.session_timeout, v.session_timeout);
+    PERFORM mq._check_settings(v.visibility_timeout, v.max_attempts, v.retry_delay, v.retry_backoff,
+                               v.retry_delay_max, v.notify, v.retention, v.session_timeout,
+                               v.partitions IS NOT NULL);
+    UPDATE mq.queue q
+       SET visibility_timeout = v.visibility_timeout, max_attempts = v.max_attempts,
+           retry_delay = v.retry_delay, retry_backoff = v.retry_backoff,
+           retry_delay_max = v.retry_delay_max, notify = v.notify,
+           retention = v.retention, session_timeout = v.session_timeout
+     WHERE q.queue_id = v.queue_id;
+    PERFORM mq._invalidate();
+END
+$$;
+COMMENT ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval) IS
+'Changes settings of a queue (as SQS SetQueueAttributes); a NULL argument leaves that setting as it is. Units and ranges as mq.create_queue. New values apply to the next operation of every session (messages already claimed keep their visibility). Errors: 22023 bad value, or retention/session_timeout for a work queue; 42704 no such queue; 42501 not mq_admin.';
 
 CREATE FUNCTION mq._queue_id(p_queue_name text) RETURNS integer
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -436,7 +505,7 @@ COMMENT ON FUNCTION mq.metrics(text) IS
 CREATE VIEW mq.queues AS
 SELECT q.queue_name, q.visibility_timeout, q.max_attempts, d.queue_name AS dead_letter_queue,
        q.retry_delay, q.retry_backoff, q.retry_delay_max, q.ordering,
-       q.partitions, q.retention, q.session_timeout, q.created_at
+       q.partitions, q.retention, q.session_timeout, q.notify, q.created_at
   FROM mq.queue q LEFT JOIN mq.queue d ON d.queue_id OPERATOR(pg_catalog.=) q.dead_letter_queue_id;
 COMMENT ON VIEW mq.queues IS 'One row per queue with its settings (as SQS ListQueues + GetQueueAttributes)';
 
@@ -827,7 +896,8 @@ GRANT EXECUTE ON FUNCTION mq.read(text, integer, interval, interval),
                           mq.leave(text, text, text),
                           mq._partition_end(text, integer)
     TO mq_consumer;
-GRANT EXECUTE ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval),
+GRANT EXECUTE ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean),
+                          mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval),
                           mq.drop_queue(text),
                           mq.purge(text),
                           mq.maintain()

@@ -29,6 +29,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "notify.h"
 #include "offsets.h"
 #include "partition.h"
 #include "wait.h"
@@ -100,6 +101,7 @@ MqPartitionSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers)
 	int64		offset = send_one(q, payload, key, headers);
 
 	MqWaitNoteSend(q->queue_id);
+	MqNotifySend(q);
 	return offset;
 }
 
@@ -132,6 +134,7 @@ MqPartitionSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &offset, &isnull);
 	}
 	MqWaitNoteSend(q->queue_id);
+	MqNotifySend(q);
 }
 
 /* A member's partition and how far it has read it. */

@@ -190,7 +190,7 @@ load_queue(const char *key, MqQueue *q)
 								" COALESCE(dead_letter_queue_id, 0),"
 								" retry_delay, retry_backoff, retry_delay_max,"
 								" ordering OPERATOR(pg_catalog.=) 'key',"
-								" COALESCE(partitions, 0), segment"
+								" COALESCE(partitions, 0), segment, notify"
 								" FROM mq.queue WHERE queue_name OPERATOR(pg_catalog.=) $1",
 								1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -212,6 +212,8 @@ load_queue(const char *key, MqQueue *q)
 	q->keyed = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 	q->partitions = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
 	q->segment = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
+	q->notify = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
+	snprintf(q->channel, NAMEDATALEN, "mq.%s", key);
 	if (q->partitions > 0)
 	{
 		q->offset_seqs = MemoryContextAlloc(CacheMemoryContext,

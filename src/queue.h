@@ -38,6 +38,8 @@ typedef struct MqQueue
 	float8		retry_backoff;
 	Interval	retry_delay_max;
 	Oid			acked_seq;		/* counter of acked messages */
+	bool		notify;			/* NOTIFY channel on send */
+	char		channel[NAMEDATALEN];	/* "mq.<queue_name>" */
 	int32		partitions;		/* 0: work queue; else a partitioned queue */
 	int32		segment;		/* segment table taking new messages */
 	Oid		   *offset_seqs;	/* [partitions], in CacheMemoryContext */

@@ -48,6 +48,7 @@
 #include "storage/lock.h"
 #include "utils/lsyscache.h"
 
+#include "notify.h"
 #include "storage.h"
 #include "wait.h"
 
@@ -389,6 +390,7 @@ MqStorageSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers,
 	else
 		run_plan(q, PLAN_SEND, values, nulls, SPI_OK_INSERT_RETURNING);
 	MqWaitNoteSend(q->queue_id);
+	MqNotifySend(q);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
 									   SPI_tuptable->tupdesc, 1, &isnull));
 }
@@ -421,6 +423,7 @@ MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 	else
 		n = run_plan(q, PLAN_SEND_BATCH, values, nulls, SPI_OK_INSERT_RETURNING);
 	MqWaitNoteSend(q->queue_id);
+	MqNotifySend(q);
 	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;

@@ -1,0 +1,27 @@
+-- mq.alter_queue: change settings, NULL keeps a setting, checks as create.
+\set VERBOSITY terse
+CREATE EXTENSION mq;
+SELECT mq.create_queue('a');
+SELECT mq.create_queue('log', partitions => 2);
+
+SELECT mq.alter_queue('a', visibility_timeout => '1 minute', max_attempts => 9, notify => false);
+SELECT visibility_timeout, max_attempts, retry_delay, notify FROM mq.queues WHERE queue_name = 'a';
+-- the new default visibility timeout applies to the next read at once
+SELECT mq.send('a', '{}') > 0 AS sent;
+SELECT visible_at - clock_timestamp() BETWEEN '55 seconds' AND '60 seconds' AS one_minute
+  FROM mq.read('a');
+SELECT mq.alter_queue('a');                                  -- nothing changes
+SELECT visibility_timeout, max_attempts, notify FROM mq.queues WHERE queue_name = 'a';
+SELECT mq.alter_queue('log', retention => '2 days', session_timeout => '10 seconds');
+SELECT retention, session_timeout FROM mq.queues WHERE queue_name = 'log';
+
+-- bad input changes nothing
+SELECT mq.alter_queue('a', max_attempts => 0);
+SELECT mq.alter_queue('a', visibility_timeout => '13 hours');
+SELECT mq.alter_queue('a', retry_delay => '1 hour', retry_delay_max => '1 minute');
+SELECT mq.alter_queue('a', retention => '1 day');
+SELECT mq.alter_queue('nope', notify => true);
+SELECT mq.alter_queue(NULL);
+SELECT visibility_timeout, max_attempts, notify FROM mq.queues WHERE queue_name = 'a';
+
+DROP EXTENSION mq CASCADE;
