@@ -6,7 +6,7 @@
 #   --quick          5 s per measured run (workload 4: 20 s) instead of 15 s (60 s)
 #   --only N         run only workload N (1..4); a comma list is fine: --only 2,3
 #   --rounds R       measured runs per side and workload, interleaved baseline, mq,
-#                    baseline, mq, ... (default 2; the table shows the median)
+#                    baseline, mq, ... (default 3; the table shows the median)
 #   --baseline-only  skip everything that needs mq (checks the harness itself)
 #
 # It installs nothing: build and install the extension first
@@ -25,7 +25,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 QUICK=0
 ONLY=1,2,3,4
-ROUNDS=2
+ROUNDS=3
 BASELINE_ONLY=0
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -67,6 +67,19 @@ if [ $BASELINE_ONLY = 0 ] && [ ! -f "$SHAREDIR/extension/mq.control" ]; then
     exit 1
 fi
 
+# The extension may be reinstalled under us by a concurrent `make install`;
+# then the server mixes old SQL objects with a new mq.so. Stop rather than
+# report figures from two builds.
+SO_FILE=$("$PGBIN/pg_config" --pkglibdir)/mq.so
+so_stamp() { stat -c %Y "$SO_FILE" 2>/dev/null || echo none; }
+SO_STAMP=$(so_stamp)
+check_build() {
+    if [ "$(so_stamp)" != "$SO_STAMP" ]; then
+        echo "mq.so was reinstalled during the benchmark; figures would mix two builds. Run again." >&2
+        exit 3
+    fi
+}
+
 HOLDER_PID=
 on_exit() {
     if [ -n "$HOLDER_PID" ]; then kill "$HOLDER_PID" 2>/dev/null || true; fi
@@ -94,6 +107,7 @@ fi
 # messages in it, VACUUM ANALYZE and CHECKPOINT so every run starts alike.
 reset() {
     local side=$1 n=$2
+    check_build
     if [ "$side" = baseline ]; then
         q -c "TRUNCATE baseline RESTART IDENTITY"
         if [ "$n" -gt 0 ]; then
@@ -192,7 +206,7 @@ consume_run() {
 # ---------------------------------------------------------------- header
 {
     echo "mq bench $(date -u '+%Y-%m-%d %H:%M UTC'), host $(hostname), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "$("$PGBIN/postgres" --version); mq commit $(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$HERE/.." diff --quiet HEAD -- . ':!bench' 2>/dev/null || echo '+dirty')"
+    echo "$("$PGBIN/postgres" --version); installed mq.so $(date -u -r "$("$PGBIN/pg_config" --pkglibdir)/mq.so" '+%H:%M:%S UTC' 2>/dev/null || echo '?'); repo commit $(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$HERE/.." diff --quiet HEAD -- . ':!bench' 2>/dev/null || echo '+dirty')"
     echo "pgbench -M prepared -n -c $CLIENTS -j $THREADS; ${DUR}s per run (workload 4: ${LONG_DUR}s), $ROUNDS interleaved rounds, median shown"
     echo "shared_buffers=256MB, fsync=on, synchronous_commit=on, autovacuum default; payload ${#PAYLOAD} bytes"
 } | tee "$SUMMARY" >&2
@@ -331,6 +345,7 @@ if want 4; then
 fi
 
 # ---------------------------------------------------------------- report
+check_build
 {
     echo
     printf '%-44s %12s %12s %8s %8s  %s\n' workload baseline mq mq/base target verdict
