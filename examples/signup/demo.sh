@@ -2,15 +2,18 @@
 # examples/signup/demo.sh: the signup demo, end to end, with its own checks.
 #
 #   examples/signup/demo.sh            # about a minute
-#   examples/signup/demo.sh --short    # about 15-20 s (CI)
+#   examples/signup/demo.sh --short    # about 20-25 s (CI)
 #
-# pgbench plays the web application: each signup inserts a user and sends
-# the welcome email to queue `emails` in one transaction; one in ten signups
-# rolls back.  mq-signup-worker processes drain the queue at the email
-# provider's rate limit, with transient failures (retried with backoff) and
-# bad addresses (dead-lettered to `emails_dlq` after 4 attempts).  When the
-# queue is drained the demo checks that every committed signup got exactly
-# one outcome, no one was emailed twice, and rolled-back signups got nothing.
+# pgbench plays the web application: each signup inserts a user, sends the
+# welcome email to queue `emails` and the onboarding SMS sequence (welcome,
+# product tour, check-in) to the keyed queue `sms` (key = user id), all in
+# one transaction; one in ten signups rolls back.  mq-signup-worker
+# processes drain both queues with long polling, with transient failures
+# (retried with backoff) and bad addresses or phone numbers (dead-lettered
+# after 4 attempts).  When the queues are drained the demo checks that every
+# committed signup got exactly one email outcome and three SMS outcomes, no
+# one got a message twice, rolled-back signups got nothing, and every user's
+# SMS went out in step order (order violations = 0).
 # It prints each check as PASS/FAIL and exits non-zero if any failed.
 # See README.md for the options and the environment.
 set -euo pipefail
@@ -24,29 +27,40 @@ WORKER_BIN=$HERE/mq-signup-worker
 SHORT=0
 KEEP=${MQ_DEMO_KEEP:-0}
 WORKERS=${MQ_DEMO_WORKERS:-4}
+SMS_WORKERS=${MQ_DEMO_SMS_WORKERS:-4}
 CLIENTS=4
-TRANSIENT_FAIL=0.1      # share of provider calls that fail with a 503
+TRANSIENT_FAIL=0.1      # share of email provider calls that fail with a 503
 PERMANENT_FAIL=0.01     # share of addresses that always fail (by user_id hash)
+SMS_TRANSIENT_FAIL=0.15 # share of SMS provider calls that fail with a 503
+SMS_PERMANENT_FAIL=0.01 # share of phone numbers that always fail (other end of the hash)
+CHECKIN_DELAY=2         # seconds; the check-in SMS is sent with this delay
+WAIT=5                  # long polling: how long a worker's mq.read waits on an empty queue
 
 usage() {
 	sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
 	cat <<'EOF'
 
 Options:
-  --short               short run (CI): about 15-20 s
-  --workers N           number of worker processes (default 4)
+  --short               short run (CI): about 20-25 s
+  --workers N           number of email worker processes (default 4)
+  --sms-workers N       number of SMS worker processes (default 4)
   --seconds N           how long pgbench signs users up
   --signup-rate N       signups per second offered by pgbench (incl. rollbacks)
-  --provider-rate N     email provider limit, emails per second, shared by all workers
+  --provider-rate N     email provider limit, emails per second, shared by the email workers
+  --sms-rate N          SMS provider limit, SMS per second, shared by the SMS workers
+  --checkin-delay S     delay of the check-in SMS, seconds (default 2; 0 for none)
   --keep                keep the temporary cluster and the logs
 EOF
 }
 
-SECONDS_OPT='' SIGNUP_RATE_OPT='' PROVIDER_RATE_OPT=''
+SECONDS_OPT='' SIGNUP_RATE_OPT='' PROVIDER_RATE_OPT='' SMS_RATE_OPT=''
 while [ $# -gt 0 ]; do
 	case $1 in
 		--short) SHORT=1 ;;
 		--workers) WORKERS=$2; shift ;;
+		--sms-workers) SMS_WORKERS=$2; shift ;;
+		--sms-rate) SMS_RATE_OPT=$2; shift ;;
+		--checkin-delay) CHECKIN_DELAY=$2; shift ;;
 		--seconds) SECONDS_OPT=$2; shift ;;
 		--signup-rate) SIGNUP_RATE_OPT=$2; shift ;;
 		--provider-rate) PROVIDER_RATE_OPT=$2; shift ;;
@@ -58,18 +72,24 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$SHORT" = 1 ]; then
-	# The provider keeps up with the signups: the queue stays short.
-	SIGNUP_SECONDS=12 SIGNUP_RATE=40 PROVIDER_RATE=60 DRAIN_TIMEOUT=45
+	# The providers keep up with the signups: the queues stay short.
+	SIGNUP_SECONDS=12 SIGNUP_RATE=40 PROVIDER_RATE=60 SMS_RATE=200 DRAIN_TIMEOUT=45
 else
-	# Signups outrun the provider: the queue absorbs the backlog while the
-	# signup transactions stay fast, and drains after the rush.
-	SIGNUP_SECONDS=30 SIGNUP_RATE=60 PROVIDER_RATE=40 DRAIN_TIMEOUT=120
+	# Signups outrun the email provider: the queue absorbs the backlog while
+	# the signup transactions stay fast, and drains after the rush.  The
+	# SMS provider keeps up (3 SMS per signup).
+	SIGNUP_SECONDS=30 SIGNUP_RATE=60 PROVIDER_RATE=40 SMS_RATE=240 DRAIN_TIMEOUT=120
 fi
 SIGNUP_SECONDS=${SECONDS_OPT:-$SIGNUP_SECONDS}
 SIGNUP_RATE=${SIGNUP_RATE_OPT:-$SIGNUP_RATE}
 PROVIDER_RATE=${PROVIDER_RATE_OPT:-$PROVIDER_RATE}
-# The provider's limit is split evenly: each worker has its own token bucket.
+SMS_RATE=${SMS_RATE_OPT:-$SMS_RATE}
+# A provider's limit is split evenly: each worker has its own token bucket.
 WORKER_RATE=$(awk -v r="$PROVIDER_RATE" -v w="$WORKERS" 'BEGIN { printf "%.3f", r / w }')
+SMS_WORKER_RATE=$(awk -v r="$SMS_RATE" -v w="$SMS_WORKERS" 'BEGIN { printf "%.3f", r / w }')
+# The bad-phone-number rule of worker.c (--mode sms), as an integer bound:
+#   bad(user_id) := (user_id * 2654435761) % 1000000 >= SMS_BAD_FROM
+SMS_BAD_FROM=$(awk -v p="$SMS_PERMANENT_FAIL" 'BEGIN { printf "%d", 1000000 - int(p * 1e6 + 0.5) }')
 
 say() { printf '== %s\n' "$*"; }
 
@@ -172,7 +192,7 @@ fi
 psql_v() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 
 # ---- 3. schema: the extension, the queues, the application tables ------------
-say "CREATE EXTENSION mq; queues emails and emails_dlq; tables users, deliveries"
+say "CREATE EXTENSION mq; queues emails, emails_dlq, sms (keyed), sms_dlq; tables users, deliveries, sms_*"
 "$PG_BIN/psql" -X -q -o /dev/null -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION mq;
 SELECT mq.create_queue('emails_dlq');
@@ -182,6 +202,18 @@ SELECT mq.create_queue('emails',
                        dead_letter_queue => 'emails_dlq',
                        retry_delay => '200 ms',
                        retry_backoff => 2);
+-- The onboarding SMS: keyed by user id, so a user's steps go out in order.
+SELECT mq.create_queue('sms_dlq');
+-- max_attempts 3: a bad phone number is given up after 0.2 s + 0.4 s of
+-- backoff per step, and now and then a message fails 3 times transiently
+-- (0.15^3), is dead-lettered, and its user's later steps go out anyway.
+SELECT mq.create_queue('sms',
+                       visibility_timeout => '10 seconds',
+                       max_attempts => 3,
+                       dead_letter_queue => 'sms_dlq',
+                       retry_delay => '200 ms',
+                       retry_backoff => 2,
+                       ordering => 'key');
 
 CREATE TABLE users (
     id         bigserial PRIMARY KEY,
@@ -200,39 +232,92 @@ CREATE TABLE deliveries (
 -- Rolled-back signups leave no row; they count themselves here
 -- (sequences are not transactional).
 CREATE SEQUENCE signup_rollbacks;
+
+-- The SMS workers' records, ordered by one global sequence (timestamps
+-- from different sessions are not a reliable order):
+--   sms_claims        every hand-out of an SMS message, logged by the
+--                     claiming statement; claim_seq is taken after mq.read
+--                     returned
+--   sms_deliveries    one row per SMS sent, written in the ack transaction
+--   sms_dead_letters  one row per SMS given up, written in the transaction
+--                     of the nack that dead-lettered it
+-- seq in the last two is taken inside the outcome's transaction, before its
+-- commit, and that commit is what lets the key's next step be handed out.
+CREATE SEQUENCE sms_seq;
+CREATE TABLE sms_claims (
+    claim_seq  bigint NOT NULL,
+    user_id    bigint NOT NULL,
+    step       int NOT NULL,
+    msg_id     bigint NOT NULL,
+    attempt    int NOT NULL,
+    worker     int NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE sms_deliveries (
+    seq          bigint NOT NULL DEFAULT nextval('sms_seq'),
+    user_id      bigint NOT NULL,
+    step         int NOT NULL,
+    msg_id       bigint NOT NULL,
+    claim_seq    bigint NOT NULL,
+    delivered_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    worker       int NOT NULL
+);
+CREATE TABLE sms_dead_letters (
+    seq              bigint NOT NULL DEFAULT nextval('sms_seq'),
+    user_id          bigint NOT NULL,
+    step             int NOT NULL,
+    msg_id           bigint NOT NULL,
+    claim_seq        bigint NOT NULL,
+    dead_lettered_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    worker           int NOT NULL,
+    error            text
+);
 SQL
 TRACK_COMMIT_TS=$(psql_v -c "SHOW track_commit_timestamp")
 
 # ---- 4. workers ----------------------------------------------------------------
-say "starting $WORKERS workers: provider limit $PROVIDER_RATE emails/s ($WORKER_RATE/s each), $TRANSIENT_FAIL transient failures, $PERMANENT_FAIL bad addresses"
+say "starting $WORKERS email workers: provider limit $PROVIDER_RATE emails/s ($WORKER_RATE/s each), $TRANSIENT_FAIL transient failures, $PERMANENT_FAIL bad addresses"
 for i in $(seq 1 "$WORKERS"); do
-	"$WORKER_BIN" --id "$i" --queue emails --batch 10 --vt 10 \
+	"$WORKER_BIN" --mode email --id "$i" --queue emails --batch 10 --vt 10 --wait "$WAIT" \
 		--rate "$WORKER_RATE/s" --work-ms 5 \
 		--transient-fail "$TRANSIENT_FAIL" --permanent-fail "$PERMANENT_FAIL" \
 		>"$WORK/worker$i.log" 2>&1 &
 	WORKER_PIDS+=($!)
 done
+say "starting $SMS_WORKERS SMS workers: provider limit $SMS_RATE SMS/s ($SMS_WORKER_RATE/s each), $SMS_TRANSIENT_FAIL transient failures, $SMS_PERMANENT_FAIL bad phone numbers"
+for i in $(seq 1 "$SMS_WORKERS"); do
+	"$WORKER_BIN" --mode sms --id "$i" --queue sms --batch 10 --vt 10 --wait "$WAIT" \
+		--rate "$SMS_WORKER_RATE/s" --work-ms 5 \
+		--transient-fail "$SMS_TRANSIENT_FAIL" --permanent-fail "$SMS_PERMANENT_FAIL" \
+		>"$WORK/sms-worker$i.log" 2>&1 &
+	WORKER_PIDS+=($!)
+done
 
 # ---- 5. signups ------------------------------------------------------------------
-say "pgbench: $CLIENTS clients, $SIGNUP_RATE signups/s for $SIGNUP_SECONDS s (9 in 10 commit, 1 in 10 rolls back)"
+say "pgbench: $CLIENTS clients, $SIGNUP_RATE signups/s for $SIGNUP_SECONDS s (9 in 10 commit, 1 in 10 rolls back); check-in SMS delayed ${CHECKIN_DELAY}s"
 "$PG_BIN/pgbench" -n -c "$CLIENTS" -j 2 -T "$SIGNUP_SECONDS" -R "$SIGNUP_RATE" \
+	-D checkin_delay="$CHECKIN_DELAY" \
 	-f "$HERE/signup.sql@9" -f "$HERE/signup_rollback.sql@1" \
 	>"$WORK/pgbench.log" 2>&1 &
 PGBENCH_PID=$!
 
-# ---- 6. watch until pgbench is done and the queue is drained -------------------
-# One line every 2 s.  mq.maintain() dead-letters messages whose last
+# ---- 6. watch until pgbench is done and the queues are drained -----------------
+# Two lines every 2 s.  mq.maintain() dead-letters messages whose last
 # attempt's visibility timeout lapsed (none expected here: no worker dies).
 STATUS_SQL="SELECT (SELECT count(*) FROM users),
        (SELECT count(*) FROM deliveries),
        m.depth, m.in_flight, m.delayed,
        (SELECT depth + in_flight + delayed FROM mq.metrics('emails_dlq')),
+       (SELECT count(*) FROM sms_deliveries),
+       s.depth, s.in_flight, s.delayed, s.blocked,
+       (SELECT depth + in_flight + delayed FROM mq.metrics('sms_dlq')),
        (SELECT mq.maintain())
-  FROM mq.metrics('emails') m"
+  FROM mq.metrics('emails') m, mq.metrics('sms') s"
 start=$(date +%s)
 pgbench_rc=
 drained=0
 max_backlog=0
+max_sms_backlog=0
 last_print=-2
 while :; do
 	now=$(($(date +%s) - start))
@@ -243,37 +328,40 @@ while :; do
 		say "pgbench finished after ${now}s (exit $pgbench_rc); draining the queue"
 	fi
 	n_users=
-	IFS='|' read -r n_users n_deliv depth in_flight delayed dlq _ < <(psql_v -c "$STATUS_SQL")
+	IFS='|' read -r n_users n_deliv depth in_flight delayed dlq \
+		n_sms s_depth s_in_flight s_delayed s_blocked s_dlq _ < <(psql_v -c "$STATUS_SQL")
 	if [ -z "$n_users" ]; then
 		echo "demo.sh: could not read the queue metrics" >&2
 		exit 1
 	fi
 	backlog=$((depth + in_flight + delayed))
 	[ "$backlog" -gt "$max_backlog" ] && max_backlog=$backlog
+	sms_backlog=$((s_depth + s_in_flight + s_delayed + s_blocked))
+	[ "$sms_backlog" -gt "$max_sms_backlog" ] && max_sms_backlog=$sms_backlog
 	if [ $((now - last_print)) -ge 2 ]; then
-		printf '   t=%3ds  signups=%-6s delivered=%-6s queue: ready=%-5s in_flight=%-4s delayed=%-4s dlq=%s\n' \
+		printf '   t=%3ds  signups=%-6s emails: delivered=%-6s ready=%-5s in_flight=%-4s delayed=%-4s             dlq=%s\n' \
 			"$now" "$n_users" "$n_deliv" "$depth" "$in_flight" "$delayed" "$dlq"
+		printf '                         sms:    delivered=%-6s ready=%-5s in_flight=%-4s delayed=%-4s blocked=%-5s dlq=%s\n' \
+			"$n_sms" "$s_depth" "$s_in_flight" "$s_delayed" "$s_blocked" "$s_dlq"
 		last_print=$now
 	fi
 	if [ -n "$pgbench_rc" ]; then
-		if [ "$backlog" -eq 0 ]; then
+		if [ "$backlog" -eq 0 ] && [ "$sms_backlog" -eq 0 ]; then
 			drained=1
 			break
 		fi
 		if [ $((now - pgbench_done_at)) -ge "$DRAIN_TIMEOUT" ]; then
-			say "queue not drained ${DRAIN_TIMEOUT}s after pgbench finished"
+			say "queues not drained ${DRAIN_TIMEOUT}s after pgbench finished"
 			break
 		fi
 	fi
-	alive=0
 	for pid in "${WORKER_PIDS[@]}"; do
-		kill -0 "$pid" 2>/dev/null && alive=$((alive + 1))
+		if ! kill -0 "$pid" 2>/dev/null; then
+			say "FAIL: a worker exited early:"
+			cat "$WORK"/*worker*.log
+			exit 1
+		fi
 	done
-	if [ "$alive" -eq 0 ]; then
-		say "FAIL: all workers exited early:"
-		cat "$WORK"/worker*.log
-		exit 1
-	fi
 	sleep 0.5
 done
 drain_s=$(($(date +%s) - start - ${pgbench_done_at:-0}))
@@ -290,6 +378,9 @@ done
 WORKER_PIDS=()
 for i in $(seq 1 "$WORKERS"); do
 	sed 's/^/   /' "$WORK/worker$i.log"
+done
+for i in $(seq 1 "$SMS_WORKERS"); do
+	sed 's/^/   /' "$WORK/sms-worker$i.log"
 done
 if [ "$pgbench_rc" != 0 ]; then
 	sed 's/^/   pgbench: /' "$WORK/pgbench.log"
@@ -353,6 +444,84 @@ UNION ALL SELECT 'dlq_errors', coalesce(string_agg(error || ': ' || n, ', ' ORDE
     FROM (SELECT coalesce(error, '?') AS error, count(*) AS n FROM dlq GROUP BY 1) e
 UNION ALL SELECT 'by_worker', string_agg('worker ' || worker || ': ' || n, ', ' ORDER BY worker)
     FROM (SELECT worker, count(*) AS n FROM deliveries GROUP BY worker) w;
+
+-- The onboarding SMS.
+CREATE TEMP TABLE sms_dlq AS
+    SELECT msg_id, (payload->>'user_id')::bigint AS user_id, (payload->>'step')::int AS step,
+           coalesce(dead_letter->>'error', last_error) AS error
+      FROM mq.read('sms_dlq', 10000, '1 minute');
+CREATE TEMP TABLE sms_bad AS
+    SELECT id FROM users WHERE (id * 2654435761) % 1000000 >= $SMS_BAD_FROM;
+-- every outcome (delivered or dead-lettered) in global order
+CREATE TEMP TABLE sms_outcome AS
+    SELECT user_id, step, seq, claim_seq FROM sms_deliveries
+    UNION ALL SELECT user_id, step, seq, claim_seq FROM sms_dead_letters;
+-- order violations, two kinds, counted by user:
+--  out_of_order: by seq, a user's outcomes are not in increasing step order
+--  early_claim:  a step was handed out (any attempt) before the outcome of
+--                an earlier step of the same user had been written
+CREATE TEMP TABLE sms_out_of_order AS
+    SELECT DISTINCT user_id FROM (
+        SELECT user_id, step, lag(step) OVER (PARTITION BY user_id ORDER BY seq) AS prev_step
+          FROM sms_outcome) o
+     WHERE step <= prev_step;
+CREATE TEMP TABLE sms_early_claim AS
+    SELECT DISTINCT c.user_id FROM sms_claims c
+      JOIN sms_outcome o ON o.user_id = c.user_id AND o.step < c.step AND o.seq > c.claim_seq;
+CREATE TEMP TABLE sms_user AS
+    SELECT u.id AS user_id,
+           (SELECT count(DISTINCT step) FROM sms_deliveries d WHERE d.user_id = u.id) AS delivered,
+           (SELECT count(*) FROM sms_dlq q WHERE q.user_id = u.id) AS dead
+      FROM users u;
+CREATE TEMP TABLE sms_latency AS
+    SELECT d.step, extract(epoch FROM d.delivered_at - $COMMIT_TIME) AS s
+      FROM sms_deliveries d JOIN users u ON u.id = d.user_id;
+SELECT 'sms_rows', count(*)::text FROM sms_deliveries
+UNION ALL SELECT 'sms_distinct', count(*)::text FROM (SELECT DISTINCT user_id, step FROM sms_deliveries) x
+UNION ALL SELECT 'sms_users', count(DISTINCT user_id)::text FROM sms_deliveries
+UNION ALL SELECT 'sms_by_step', coalesce(string_agg('step ' || step || ': ' || n, ', ' ORDER BY step), 'none')
+    FROM (SELECT step, count(*) AS n FROM sms_deliveries GROUP BY step) x
+UNION ALL SELECT 'sms_by_worker', coalesce(string_agg('worker ' || worker || ': ' || n, ', ' ORDER BY worker), 'none')
+    FROM (SELECT worker, count(*) AS n FROM sms_deliveries GROUP BY worker) w
+UNION ALL SELECT 'sms_dlq', count(*)::text FROM sms_dlq
+UNION ALL SELECT 'sms_dlq_distinct', count(*)::text FROM (SELECT DISTINCT user_id, step FROM sms_dlq) x
+UNION ALL SELECT 'sms_dlq_depth', (depth + in_flight + delayed)::text FROM mq.metrics('sms_dlq')
+UNION ALL SELECT 'sms_dlq_errors', coalesce(string_agg(error || ': ' || n, ', ' ORDER BY n DESC), 'none')
+    FROM (SELECT coalesce(error, '?') AS error, count(*) AS n FROM sms_dlq GROUP BY 1) e
+UNION ALL SELECT 'sms_dead_recorded', count(*)::text FROM sms_dead_letters
+UNION ALL SELECT 'sms_dead_unmatched', count(*)::text FROM (
+    (SELECT user_id, step FROM sms_dlq EXCEPT ALL SELECT user_id, step FROM sms_dead_letters)
+    UNION ALL
+    (SELECT user_id, step FROM sms_dead_letters EXCEPT ALL SELECT user_id, step FROM sms_dlq)) x
+UNION ALL SELECT 'sms_delivered_and_dlq', count(*)::text FROM sms_dlq q
+    WHERE EXISTS (SELECT FROM sms_deliveries d WHERE d.user_id = q.user_id AND d.step = q.step)
+UNION ALL SELECT 'sms_orphans', ((SELECT count(*) FROM sms_deliveries d
+                                   WHERE NOT EXISTS (SELECT FROM users u WHERE u.id = d.user_id))
+                                + (SELECT count(*) FROM sms_dlq q
+                                   WHERE NOT EXISTS (SELECT FROM users u WHERE u.id = q.user_id)))::text
+UNION ALL SELECT 'sms_complete', count(*)::text FROM sms_user WHERE delivered = 3
+UNION ALL SELECT 'sms_partial', count(*)::text FROM sms_user WHERE delivered BETWEEN 1 AND 2
+UNION ALL SELECT 'sms_none', count(*)::text FROM sms_user WHERE delivered = 0
+UNION ALL SELECT 'sms_3_outcomes', count(*)::text FROM sms_user WHERE delivered + dead = 3
+UNION ALL SELECT 'sms_bad', count(*)::text FROM sms_bad
+UNION ALL SELECT 'sms_bad_delivered', count(*)::text FROM sms_bad
+    WHERE EXISTS (SELECT FROM sms_deliveries d WHERE d.user_id = sms_bad.id)
+UNION ALL SELECT 'sms_bad_all_dlq', count(*)::text FROM sms_bad
+    WHERE (SELECT count(DISTINCT step) FROM sms_dlq q WHERE q.user_id = sms_bad.id) = 3
+UNION ALL SELECT 'sms_out_of_order', count(*)::text FROM sms_out_of_order
+UNION ALL SELECT 'sms_early_claim', count(*)::text FROM sms_early_claim
+UNION ALL SELECT 'sms_violations', count(*)::text FROM (SELECT user_id FROM sms_out_of_order
+                                                       UNION SELECT user_id FROM sms_early_claim) v
+UNION ALL SELECT 'sms_claims', count(*)::text FROM sms_claims
+UNION ALL SELECT 'sms_retried_claims', count(*)::text FROM sms_claims WHERE attempt > 1
+UNION ALL SELECT 'sms_span_s', round(extract(epoch FROM max(delivered_at) - min(delivered_at)), 1)::text FROM sms_deliveries
+UNION ALL SELECT 'sms_p50', round(percentile_cont(0.5) WITHIN GROUP (ORDER BY s)::numeric, 3)::text FROM sms_latency
+UNION ALL SELECT 'sms_p99', round(percentile_cont(0.99) WITHIN GROUP (ORDER BY s)::numeric, 3)::text FROM sms_latency
+UNION ALL SELECT 'sms_steps_latency', string_agg(format('step %s p50 %s s, p99 %s s', step, p50, p99), '; ' ORDER BY step)
+    FROM (SELECT step,
+                 round(percentile_cont(0.5) WITHIN GROUP (ORDER BY s)::numeric, 3) AS p50,
+                 round(percentile_cont(0.99) WITHIN GROUP (ORDER BY s)::numeric, 3) AS p99
+            FROM sms_latency GROUP BY step) x;
 ROLLBACK;
 "
 declare -A S=()
@@ -378,7 +547,19 @@ printf '   %-28s %s\n' \
 	"email throughput" "$(per_s "${S[deliveries]}" "${S[delivery_span_s]}") emails/s (over ${S[delivery_span_s]} s; provider limit $PROVIDER_RATE/s)" \
 	"signup -> email delivered" "p50 ${S[p50]} s, p99 ${S[p99]} s, max ${S[max]} s" \
 	"" "($COMMIT_TIME_SRC to deliveries.delivered_at)" \
-	"queue backlog" "max $max_backlog messages; drained ${drain_s}s after the signups stopped"
+	"email queue backlog" "max $max_backlog messages" \
+	"SMS delivered" "${S[sms_rows]} (${S[sms_by_step]}) to ${S[sms_users]} users; ${S[sms_by_worker]}" \
+	"SMS hand-outs" "${S[sms_claims]} claims, ${S[sms_retried_claims]} of them retries (attempt > 1)" \
+	"SMS dead-lettered" "${S[sms_dlq]} messages in sms_dlq (${S[sms_dlq_errors]})" \
+	"bad phone numbers (by hash)" "${S[sms_bad]} users, ${S[sms_bad_all_dlq]} with all 3 steps in the DLQ, ${S[sms_bad_delivered]} with an SMS delivered" \
+	"SMS sequences complete" "${S[sms_complete]} of ${S[users]} users got all 3 steps (${S[sms_partial]} some, ${S[sms_none]} none: their other steps are dead letters)" \
+	"SMS order violations" "${S[sms_violations]} users (${S[sms_out_of_order]} with outcomes out of step order, ${S[sms_early_claim]} with a step handed out before the previous one's outcome)" \
+	"SMS throughput" "$(per_s "${S[sms_rows]}" "${S[sms_span_s]}") SMS/s (over ${S[sms_span_s]} s; provider limit $SMS_RATE/s)" \
+	"signup -> SMS delivered" "p50 ${S[sms_p50]} s, p99 ${S[sms_p99]} s over all steps" \
+	"" "${S[sms_steps_latency]}" \
+	"" "(step N waits for step N-1; step 3 is sent with a ${CHECKIN_DELAY} s delay)" \
+	"SMS queue backlog" "max $max_sms_backlog messages (ready + in flight + delayed + blocked)" \
+	"drain" "both queues drained ${drain_s}s after the signups stopped"
 
 echo
 say "checks"
@@ -398,7 +579,7 @@ orphan_deliveries=${S[orphan_deliveries]} orphan_dlq=${S[orphan_dlq]}
 delivered_and_dlq=${S[delivered_and_dlq]} rollbacks=${S[rollbacks]} burned_ids=${S[burned_ids]}
 bad=${S[bad]} bad_delivered=${S[bad_delivered]} bad_in_dlq=${S[bad_in_dlq]}
 
-check "queue drained: depth + in_flight + delayed = 0 within ${DRAIN_TIMEOUT}s after the signups" \
+check "queues drained: emails and sms empty (nothing ready, in flight, delayed or blocked) within ${DRAIN_TIMEOUT}s after the signups" \
 	$((drained == 1))
 check "every committed signup has one outcome: $users users = $delivered_users delivered + $dlq dead-lettered" \
 	$((users == delivered_users + dlq && dlq == dlq_users && dlq == dlq_depth && delivered_and_dlq == 0))
@@ -414,6 +595,24 @@ check "every bad address was dead-lettered, never delivered ($bad_in_dlq of $bad
 	$((bad_delivered == 0 && bad_in_dlq == bad))
 check "pgbench ran without errors (exit ${pgbench_rc:-?}, ${pgbench_failed:-?} failed transactions)" \
 	$((${pgbench_rc:-1} == 0 && ${pgbench_failed:-0} == 0))
+sms_rows=${S[sms_rows]} sms_distinct=${S[sms_distinct]} sms_dlq=${S[sms_dlq]}
+sms_dlq_distinct=${S[sms_dlq_distinct]} sms_dlq_depth=${S[sms_dlq_depth]}
+sms_delivered_and_dlq=${S[sms_delivered_and_dlq]} sms_orphans=${S[sms_orphans]}
+sms_3_outcomes=${S[sms_3_outcomes]} sms_violations=${S[sms_violations]}
+sms_dead_recorded=${S[sms_dead_recorded]} sms_dead_unmatched=${S[sms_dead_unmatched]}
+sms_bad=${S[sms_bad]} sms_bad_all_dlq=${S[sms_bad_all_dlq]} sms_bad_delivered=${S[sms_bad_delivered]}
+check "every committed signup has 3 SMS outcomes: 3 x $users = $sms_distinct delivered + $sms_dlq dead-lettered; $sms_3_outcomes of $users users have one per step" \
+	$((3 * users == sms_distinct + sms_dlq && sms_3_outcomes == users && sms_dlq == sms_dlq_distinct && sms_dlq == sms_dlq_depth && sms_delivered_and_dlq == 0))
+check "no SMS sent twice: $sms_rows deliveries, $sms_distinct distinct (user, step)" \
+	$((sms_rows == sms_distinct))
+check "rolled-back signups got no SMS: every SMS delivery and dead letter has its user ($sms_orphans without one)" \
+	$((sms_orphans == 0 && rollbacks > 0 && rollbacks == burned_ids))
+check "SMS order violations = $sms_violations: each user's steps went out in order 1, 2, 3, none handed out before the previous step's outcome" \
+	$((sms_violations == 0))
+check "every SMS dead letter was recorded with its place in the order ($sms_dead_recorded recorded, $sms_dead_unmatched unmatched)" \
+	$((sms_dead_unmatched == 0))
+check "every bad phone number had all 3 steps dead-lettered, none delivered ($sms_bad_all_dlq of $sms_bad, $sms_bad_delivered delivered)" \
+	$((sms_bad_all_dlq == sms_bad && sms_bad_delivered == 0))
 check "workers exited 0 on SIGTERM" $((workers_ok == 1))
 
 echo
