@@ -17,6 +17,11 @@
 #   crash  - polls once more and ends without processing or committing that;
 #   stall  - once sleeps 2.5 s (past the session timeout) between a poll and
 #            its commit, so the commit is fenced; then goes on polling.
+# The run starts with one member alone, which stalls that way after its
+# first poll that returns messages: nobody takes its partitions while its
+# lease is lapsed, its commit is fenced, and when it polls again it must get
+# the messages it did not commit (it re-acquires the partitions from the
+# committed offset).  Two more members join 3.5 s in.
 # Each poll's messages are recorded (deliveries) in the poll's transaction;
 # then per partition the processing records (processed, batches) and
 # mq.commit(..., member) share one transaction, rolled back when the commit
@@ -37,7 +42,7 @@
 #     timestamps), fenced commits, changes of partition owner.
 # Duplicate deliveries (at-least-once after a crash or a lapsed lease) are
 # allowed and reported, as are duplicate processings.  Nothing here asserts
-# timings; the run is bounded (producers 12 s, drain at most 40 s).
+# timings; the run is bounded (producers 12 s, drain at most 25 s).
 use strict;
 use warnings;
 
@@ -54,7 +59,7 @@ note("seed $seed (set MQ_STRESS_SEED to repeat the member schedule)");
 my $nproducers = 4;
 my $produce_s = 12;
 my $nkeys = 200;
-my $drain_limit_s = 40;
+my $drain_limit_s = 25;
 
 my $node = PostgreSQL::Test::Cluster->new('stress_partitioned');
 $node->init;
@@ -120,12 +125,13 @@ $$;
 -- 'vanish' runs for p_run then ends its session without leaving (its lease
 -- must expire); 'crash' also polls once more and ends without committing
 -- what it got; 'stall' once sleeps past the session timeout between a poll
--- and its commit (so the commit is fenced); 'drain' runs until ctl.stop, then leaves.
+-- and its commit (so the commit is fenced), 'stall-first' does so after its
+-- first poll that returns messages; 'drain' runs until ctl.stop, then leaves.
 CREATE PROCEDURE member(p_member text, p_mode text, p_run interval)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_end timestamptz := clock_timestamp() + p_run;
-    v_stall_at timestamptz := clock_timestamp() + p_run * random();
+    v_stall_at timestamptz := clock_timestamp() + CASE WHEN p_mode = 'stall' THEN p_run * random() ELSE '0' END;
     v_stalled boolean := false;
     v_poll_ord bigint;
     v_polls int := 0;
@@ -154,7 +160,7 @@ BEGIN
         v_polls := v_polls + 1;
         COMMIT;
         CONTINUE WHEN v_n = 0;
-        IF p_mode = 'stall' AND NOT v_stalled AND clock_timestamp() >= v_stall_at THEN
+        IF p_mode IN ('stall', 'stall-first') AND NOT v_stalled AND clock_timestamp() >= v_stall_at THEN
             v_stalled := true;
             PERFORM pg_sleep(2.5);
         END IF;
@@ -217,8 +223,9 @@ foreach my $p (1 .. $nproducers)
 		"CALL producer($p, $nkeys, clock_timestamp() + interval '$produce_s seconds')");
 }
 
-# Members come and go while the producers run: three at once (one of them
-# stalls), then one more every second with a random end and run time.
+# Members come and go while the producers run: one alone that stalls after
+# its first poll, two more 3.5 s in, then one more every second with a
+# random end and run time.
 my @modes = qw(leave vanish crash stall);
 my $nmember = 0;
 sub start_member
@@ -229,8 +236,9 @@ sub start_member
 	start_client("member $name",
 		sprintf("CALL member('%s', '%s', interval '%.1f seconds')", $name, $mode, $run_s));
 }
+start_member('stall-first', 6);
+sleep(3.5);
 start_member('leave', 4);
-start_member('stall', 6);
 start_member('vanish', 3);
 while (time - $t0 < $produce_s - 1.5)
 {
