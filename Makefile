@@ -29,3 +29,12 @@ sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 # PGXS tracks no header dependencies: rebuild every object when a header
 # changes, or objects disagree on struct layouts.
 $(OBJS): $(wildcard src/*.h)
+
+# mq-worker (src/bin/mq-worker), a libpq program: PGXS's PROGRAM cannot be
+# combined with MODULE_big, so it has its own Makefile, run as a sub-make.
+all: mq-worker-all
+install: mq-worker-install
+clean: mq-worker-clean
+mq-worker-all mq-worker-install mq-worker-clean:
+	$(MAKE) -C src/bin/mq-worker PG_CONFIG='$(PG_CONFIG)' $(patsubst mq-worker-%,%,$@)
+.PHONY: mq-worker-all mq-worker-install mq-worker-clean
