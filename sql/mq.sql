@@ -76,6 +76,8 @@ CREATE TABLE mq.group_member (
     consumer_group text NOT NULL,
     member text NOT NULL,
     last_seen timestamptz NOT NULL,
+    session bigint,             -- token of the registered consumer polling as member
+
     PRIMARY KEY (queue_id, consumer_group, member)
 ) WITH (fillfactor = 50);
 COMMENT ON TABLE mq.group_member IS 'mq internal: members of consumer groups and when each last polled or heartbeat';
@@ -131,7 +133,8 @@ BEGIN
             headers jsonb,
             last_error text,
             dead_letter jsonb,
-            blocked boolean NOT NULL DEFAULT false
+            blocked boolean NOT NULL DEFAULT false,
+            consumer bigint     -- token of the registered consumer holding the claim
         ) WITH (fillfactor = 70)$ddl$, 'q_' || p_queue_id);
     IF p_keyed THEN
         -- Keyed ordering: only the oldest message of each key is unblocked.
@@ -613,7 +616,7 @@ COMMENT ON FUNCTION mq._group_init(integer, text) IS 'mq internal: creates a con
 -- back partitions beyond a fair share or take free or expired ones up to
 -- it.  Taking uses FOR UPDATE SKIP LOCKED and re-checks that the partition
 -- is still free, so two members never hold one partition.
-CREATE FUNCTION mq._group_sync(p_queue_id integer, p_group text, p_member text)
+CREATE FUNCTION mq._group_sync(p_queue_id integer, p_group text, p_member text, p_session bigint DEFAULT NULL)
 RETURNS TABLE (partition integer, "position" bigint)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -635,9 +638,10 @@ BEGIN
     SELECT q.session_timeout, q.partitions INTO v_timeout, v_partitions
       FROM mq.queue q WHERE q.queue_id = p_queue_id;
     PERFORM mq._group_init(p_queue_id, p_group);
-    INSERT INTO mq.group_member AS m (queue_id, consumer_group, member, last_seen)
-    VALUES (p_queue_id, p_group, p_member, v_now)
-    ON CONFLICT (queue_id, consumer_group, member) DO UPDATE SET last_seen = excluded.last_seen;
+    INSERT INTO mq.group_member AS m (queue_id, consumer_group, member, last_seen, session)
+    VALUES (p_queue_id, p_group, p_member, v_now, p_session)
+    ON CONFLICT (queue_id, consumer_group, member)
+    DO UPDATE SET last_seen = excluded.last_seen, session = excluded.session;
 
     UPDATE mq.group_partition g SET lease_until = v_now + v_timeout
      WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member;
@@ -667,7 +671,7 @@ BEGIN
       ORDER BY g.partition;
 END
 $$;
-COMMENT ON FUNCTION mq._group_sync(integer, text, text) IS 'mq internal: heartbeat and rebalance of one consumer group member';
+COMMENT ON FUNCTION mq._group_sync(integer, text, text, bigint) IS 'mq internal: heartbeat and rebalance of one consumer group member';
 
 CREATE FUNCTION mq.heartbeat(queue_name text, consumer_group text, member text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -863,15 +867,71 @@ END
 $$;
 COMMENT ON FUNCTION mq._rotate_segments() IS 'mq internal: retention of partitioned queues';
 
+-- ---------------------------------------------------------------------------
+-- Registered consumers and liveness (needs mq preloaded).
+
+CREATE FUNCTION mq.register_consumer(consumer_id text, heartbeat_timeout interval DEFAULT '30 seconds')
+RETURNS void AS 'MODULE_PATHNAME', 'mq_register_consumer' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.register_consumer(text, interval) IS
+'Registers this session as a consumer named consumer_id (1 to 127 bytes; calling again renames it or changes its timeout). From now on, the messages it reads and the partitions it holds are released at once (within mq.maintenance_interval) when the session ends - exit, crash, kill or dropped connection - or when it neither reads, polls nor calls mq.consumer_heartbeat for heartbeat_timeout (1 second to 1 hour); each such delivery still counts as an attempt. Do not register a session that reads messages which another session acks. Errors: 22004 NULL; 22023 bad consumer_id or timeout; 53400 too many consumers; 55000 mq not preloaded; 42501 not mq_consumer.';
+
+CREATE FUNCTION mq.consumer_heartbeat() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'mq_consumer_heartbeat' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.consumer_heartbeat() IS
+'Tells mq that this registered consumer is alive (reads and polls do so too); a consumer whose claims were released for a lapsed heartbeat is tracked again. Returns false when the session is not registered. Errors: 55000 mq not preloaded; 42501 not mq_consumer.';
+
+CREATE FUNCTION mq.unregister_consumer() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'mq_unregister_consumer' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.unregister_consumer() IS
+'Stops tracking this session; its current claims then lapse with their visibility timeouts. Returns false when it was not registered. Errors: 55000; 42501.';
+
+CREATE FUNCTION mq._consumers()
+RETURNS TABLE (consumer_id text, pid integer, token bigint, registered_at timestamptz,
+               last_heartbeat timestamptz, heartbeat_timeout_ms bigint, state text, queue_ids integer[])
+    AS 'MODULE_PATHNAME', 'mq_consumers' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._consumers() IS 'mq internal: the registered consumers of this database, from shared memory';
+
+CREATE FUNCTION mq._consumer_in_flight(p_token bigint, p_queue_ids integer[])
+RETURNS TABLE (queue_name text, in_flight bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_q record;
+BEGIN
+    FOR v_q IN SELECT q.queue_id, q.queue_name FROM mq.queue q
+                WHERE q.partitions IS NULL AND (p_queue_ids IS NULL OR q.queue_id = ANY (p_queue_ids))
+                ORDER BY q.queue_id LOOP
+        queue_name := v_q.queue_name;
+        EXECUTE format('SELECT count(*) FROM mq.%I WHERE consumer = $1 AND claimed AND vt > clock_timestamp()',
+                       'q_' || v_q.queue_id) INTO in_flight USING p_token;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION mq._consumer_in_flight(bigint, integer[]) IS 'mq internal: messages one registered consumer holds, per queue';
+
+CREATE VIEW mq.consumers AS
+SELECT c.consumer_id, c.pid, f.queue_name, c.state, c.registered_at, c.last_heartbeat,
+       c.heartbeat_timeout_ms * interval '1 millisecond' AS heartbeat_timeout, f.in_flight
+  FROM mq._consumers() c
+  LEFT JOIN LATERAL mq._consumer_in_flight(c.token, c.queue_ids) f ON true;
+COMMENT ON VIEW mq.consumers IS
+'Registered consumers of this database, one row per queue they read: state (alive; lapsed = heartbeat timed out, claims released; dead = session ended, release pending), last heartbeat, and messages in flight (claimed and within their visibility timeout).';
+
+CREATE FUNCTION mq._release_consumers() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_release_consumers' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._release_consumers() IS
+'mq internal: makes the claims of dead or lapsed registered consumers visible again and frees their partition leases';
+
 CREATE FUNCTION mq.maintain() RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN mq._maintain_work_queues() + mq._rotate_segments();
+    RETURN mq._release_consumers() + mq._maintain_work_queues() + mq._rotate_segments();
 END
 $$;
 COMMENT ON FUNCTION mq.maintain() IS
-'Periodic maintenance, returns how many messages it removed: in work queues, moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it; mq.read does the same lazily for the messages it meets) and repairs keys of keyed queues left blocked; in partitioned queues, applies retention by truncating whole segments. Call it every few seconds from a scheduler (pg_cron). Errors: 42501 not mq_admin.';
+'Periodic maintenance, run by mq''s background worker every mq.maintenance_interval when mq is preloaded. Returns how many messages it released or removed: releases the claims and partition leases of registered consumers that died or stopped heartbeating; in work queues, moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it; mq.read does the same lazily for the messages it meets) and repairs keys of keyed queues left blocked; in partitioned queues, applies retention by truncating whole segments. Without preloading, call it every few seconds from a scheduler (pg_cron). Errors: 42501 not mq_admin.';
 
 -- Privileges.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mq FROM PUBLIC;
@@ -894,7 +954,12 @@ GRANT EXECUTE ON FUNCTION mq.read(text, integer, interval, interval),
                           mq.seek(text, text, integer, text),
                           mq.seek(text, text, integer, timestamptz),
                           mq.leave(text, text, text),
-                          mq._partition_end(text, integer)
+                          mq._partition_end(text, integer),
+                          mq.register_consumer(text, interval),
+                          mq.consumer_heartbeat(),
+                          mq.unregister_consumer(),
+                          mq._consumers(),
+                          mq._consumer_in_flight(bigint, integer[])
     TO mq_consumer;
 GRANT EXECUTE ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean),
                           mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval),
@@ -903,4 +968,4 @@ GRANT EXECUTE ON FUNCTION mq.create_queue(text, interval, integer, text, interva
                           mq.maintain()
     TO mq_admin;
 GRANT SELECT ON mq.queues TO mq_producer, mq_consumer, mq_admin;
-GRANT SELECT ON mq.consumer_groups TO mq_consumer, mq_admin;
+GRANT SELECT ON mq.consumer_groups, mq.consumers TO mq_consumer, mq_admin;

@@ -29,6 +29,7 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
+#include "consumer.h"
 #include "notify.h"
 #include "offsets.h"
 #include "partition.h"
@@ -148,17 +149,19 @@ typedef struct Owned
 static int
 group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 {
-	static const Oid argtypes[3] = {INT4OID, TEXTOID, TEXTOID};
+	static const Oid argtypes[4] = {INT4OID, TEXTOID, TEXTOID, INT8OID};
 	SPIPlanPtr	plan = q->plans[PPLAN_SYNC];
-	Datum		values[3] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
-	PointerGetDatum(member)};
+	int64		token = 0;
+	bool		registered = MqConsumerToken(&token);
+	Datum		values[4] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
+	PointerGetDatum(member), Int64GetDatum(token)};
 	uint64		n;
 
 	if (plan == NULL)
 		plan = MqQueuePlan(q, PPLAN_SYNC,
-						   "SELECT partition, position FROM mq._group_sync($1, $2, $3)",
-						   3, argtypes);
-	n = MqQueueRun(q, plan, values, NULL, SPI_OK_SELECT);
+						   "SELECT partition, position FROM mq._group_sync($1, $2, $3, $4)",
+						   4, argtypes);
+	n = MqQueueRun(q, plan, values, registered ? "    " : "   n", SPI_OK_SELECT);
 	*owned = palloc(sizeof(Owned) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
 	{

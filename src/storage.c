@@ -48,6 +48,7 @@
 #include "storage/lock.h"
 #include "utils/lsyscache.h"
 
+#include "consumer.h"
 #include "notify.h"
 #include "storage.h"
 #include "wait.h"
@@ -116,13 +117,13 @@ static const PlanDef plan_defs[PLAN_COUNT] = {
 		" ELSE '-infinity'::pg_catalog.timestamptz END,"
 		" attempts = CASE WHEN m.attempts " OP("<") " $3"
 		" THEN m.attempts " OP("+") " 1 ELSE m.attempts END,"
-		" claimed = m.attempts " OP("<") " $3"
+		" claimed = m.attempts " OP("<") " $3, consumer = $4"
 		" WHERE m.msg_id " OP("=") " ANY (ARRAY("
 		" SELECT msg_id FROM mq.q_%1$d WHERE vt " OP("<=") " " NOW
 		" AND NOT blocked ORDER BY msg_id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED))"
 		" RETURNING m.msg_id, m.attempts, m.key, m.payload, m.headers,"
 		" m.enqueued_at, m.vt, m.last_error, m.dead_letter, m.claimed",
-		3, {INT4OID, INTERVALOID, INT4OID}
+		4, {INT4OID, INTERVALOID, INT4OID, INT8OID}
 	},
 	[PLAN_ACK] = {
 		"DELETE FROM mq.q_%1$d WHERE msg_id " OP("=") " $1 AND " RECEIPT_MATCHES
@@ -482,12 +483,18 @@ uint64
 MqStorageClaim(MqQueue *q, int qty, Interval *vt, ReturnSetInfo *rsinfo)
 {
 	uint64		total = 0;
+	int64		token = 0;
+	bool		registered = MqConsumerToken(&token);
 
+	/* a registered consumer's claims are released as soon as it dies */
+	if (registered)
+		MqConsumerSawQueue(q->queue_id);
 	while (total < (uint64) qty)
 	{
-		Datum		values[3] = {Int32GetDatum(qty - (int) total), PointerGetDatum(vt),
-		Int32GetDatum(q->max_attempts)};
-		uint64		n = run_plan(q, PLAN_CLAIM, values, "   ", SPI_OK_UPDATE_RETURNING);
+		Datum		values[4] = {Int32GetDatum(qty - (int) total), PointerGetDatum(vt),
+		Int32GetDatum(q->max_attempts), Int64GetDatum(token)};
+		uint64		n = run_plan(q, PLAN_CLAIM, values, registered ? "    " : "   n",
+								 SPI_OK_UPDATE_RETURNING);
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		ClaimedRow *rows = palloc(sizeof(ClaimedRow) * Max(n, 1));
 		int64	   *exhausted = palloc(sizeof(int64) * Max(n, 1));

@@ -42,7 +42,7 @@
 #include "wait.h"
 
 #define MQ_WAIT_SLOTS 1024
-#define MQ_WAIT_RECHECK_MS 1000
+#define MQ_WAIT_RECHECK_MS 250
 #define MQ_WAIT_FALLBACK_MIN_MS 10
 #define MQ_WAIT_FALLBACK_MAX_MS 200
 

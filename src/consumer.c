@@ -1,0 +1,468 @@
+/*-------------------------------------------------------------------------
+ *
+ * consumer.c
+ *	  Registered consumers and liveness: a session that calls
+ *	  mq.register_consumer() is tracked; when it ends (exit, crash, dropped
+ *	  connection) or stops heartbeating for longer than its timeout, the
+ *	  messages it holds become visible again at once and its partition
+ *	  leases are freed, instead of waiting out visibility timeouts.
+ *
+ * Claims record their owner: a registered session stamps the messages it
+ * reads (column consumer) and the group members it polls as (group_member.
+ * session) with its token, (backend start in ms << 22) | pid, unique among
+ * the sessions of one server run and ordered by start time.  Unregistered sessions stamp nothing and
+ * keep plain visibility-timeout semantics (a worker that reads on one
+ * connection and acks on another must not register).
+ *
+ * Shared state: MQ_CONSUMER_SLOTS slots, each owned by one registered
+ * session.  A slot lives on after its session ends (marked dead by an exit
+ * callback) until maintenance has released its claims; a slot whose
+ * heartbeat lapsed is released once and revives at its next heartbeat.  A
+ * crash restart empties shared memory, so maintenance also sweeps, once per
+ * database and server run, every claim whose token predates the run.
+ *
+ * Locking: one LWLock guards all slots' lifecycle fields; a session
+ * updates its own heartbeat time without it (an aligned 8-byte store).
+ *
+ * Needs shared_preload_libraries = 'mq' (55000 otherwise).  Maintenance is
+ * mq._release_consumers(), run by mq.maintain() and so by the background
+ * worker every mq.maintenance_interval.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "consumer.h"
+
+PG_FUNCTION_INFO_V1(mq_register_consumer);
+PG_FUNCTION_INFO_V1(mq_unregister_consumer);
+PG_FUNCTION_INFO_V1(mq_consumer_heartbeat);
+PG_FUNCTION_INFO_V1(mq_consumers);
+PG_FUNCTION_INFO_V1(mq_release_consumers);
+
+#define MQ_CONSUMER_SLOTS 1024
+#define MQ_CONSUMER_QUEUES 32
+#define MQ_SWEPT_DATABASES 64
+#define CONSUMER_ID_LEN 128
+
+typedef enum SlotState
+{
+	SLOT_FREE = 0,
+	SLOT_ALIVE,					/* session registered and heartbeating */
+	SLOT_LAPSED,				/* heartbeat timed out, claims released */
+	SLOT_DEAD					/* session ended, claims to release */
+} SlotState;
+
+typedef struct ConsumerSlot
+{
+	SlotState	state;
+	int			pid;
+	Oid			database;
+	int64		token;
+	char		consumer_id[CONSUMER_ID_LEN];
+	TimestampTz registered_at;
+	TimestampTz last_heartbeat;
+	int64		timeout_ms;
+	int			nqueues;		/* -1: too many to list, sweep all */
+	int32		queues[MQ_CONSUMER_QUEUES];
+} ConsumerSlot;
+
+typedef struct ConsumerShared
+{
+	LWLock	   *lock;
+	TimestampTz run_start;		/* this server run's shared memory init */
+	int			nswept;
+	Oid			swept[MQ_SWEPT_DATABASES];
+	ConsumerSlot slots[MQ_CONSUMER_SLOTS];
+} ConsumerShared;
+
+static ConsumerShared *shared = NULL;
+static ConsumerSlot *my_slot = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+static void
+consumer_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(ConsumerShared)));
+	RequestNamedLWLockTranche("mq consumers", 1);
+}
+
+static void
+consumer_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	shared = ShmemInitStruct("mq consumers", sizeof(ConsumerShared), &found);
+	if (!found)
+	{
+		memset(shared, 0, sizeof(ConsumerShared));
+		shared->lock = &(GetNamedLWLockTranche("mq consumers"))->lock;
+		shared->run_start = GetCurrentTimestamp();
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+void
+MqConsumerInit(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = consumer_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = consumer_shmem_startup;
+}
+
+static void
+require_shared(void)
+{
+	if (shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("consumer registration needs mq to be preloaded"),
+				 errhint("Add mq to shared_preload_libraries and restart the server.")));
+}
+
+/* milliseconds since 2000 (40 bits for centuries) and the pid (22 bits) */
+static int64
+token_of(TimestampTz start, int pid)
+{
+	return ((int64) (start / 1000) << 22) | (pid & 0x3FFFFF);
+}
+
+/* When this session ends, however it ends short of a crash, mark it dead. */
+static void
+consumer_exit(int code, Datum arg)
+{
+	if (my_slot == NULL)
+		return;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	my_slot->state = SLOT_DEAD;
+	LWLockRelease(shared->lock);
+	my_slot = NULL;
+}
+
+/* This session's token, if it is a registered consumer. */
+bool
+MqConsumerToken(int64 *token)
+{
+	if (my_slot == NULL)
+		return false;
+	my_slot->last_heartbeat = GetCurrentTimestamp();
+	if (my_slot->state == SLOT_LAPSED)
+	{
+		LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+		my_slot->state = SLOT_ALIVE;
+		LWLockRelease(shared->lock);
+	}
+	*token = my_slot->token;
+	return true;
+}
+
+/* Remember that this consumer holds claims in queue_id. */
+void
+MqConsumerSawQueue(int32 queue_id)
+{
+	if (my_slot == NULL || my_slot->nqueues < 0)
+		return;
+	for (int i = 0; i < my_slot->nqueues; i++)
+		if (my_slot->queues[i] == queue_id)
+			return;
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (my_slot->nqueues < MQ_CONSUMER_QUEUES)
+		my_slot->queues[my_slot->nqueues++] = queue_id;
+	else
+		my_slot->nqueues = -1;
+	LWLockRelease(shared->lock);
+}
+
+/*
+ * mq.register_consumer(consumer_id text, heartbeat_timeout interval)
+ *		RETURNS void
+ */
+Datum
+mq_register_consumer(PG_FUNCTION_ARGS)
+{
+	text	   *id;
+	Interval   *timeout;
+	double		timeout_ms;
+
+	require_shared();
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("consumer_id and heartbeat_timeout must not be NULL")));
+	id = PG_GETARG_TEXT_PP(0);
+	timeout = PG_GETARG_INTERVAL_P(1);
+	timeout_ms = timeout->time / 1000.0 + (timeout->day + timeout->month * 30.0) * 86400000.0;
+	if (VARSIZE_ANY_EXHDR(id) < 1 || VARSIZE_ANY_EXHDR(id) >= CONSUMER_ID_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("consumer_id must be 1 to %d bytes long", CONSUMER_ID_LEN - 1)));
+	if (timeout_ms < 1000 || timeout_ms > 3600 * 1000.0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("heartbeat_timeout must be between 1 second and 1 hour")));
+
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	if (my_slot == NULL)
+	{
+		for (int i = 0; i < MQ_CONSUMER_SLOTS && my_slot == NULL; i++)
+			if (shared->slots[i].state == SLOT_FREE)
+				my_slot = &shared->slots[i];
+		if (my_slot == NULL)
+		{
+			LWLockRelease(shared->lock);
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("too many registered consumers"),
+					 errdetail("mq tracks at most %d consumers at once.", MQ_CONSUMER_SLOTS)));
+		}
+		memset(my_slot, 0, sizeof(ConsumerSlot));
+		my_slot->pid = MyProcPid;
+		my_slot->database = MyDatabaseId;
+		my_slot->token = token_of(MyStartTimestamp, MyProcPid);
+		my_slot->registered_at = GetCurrentTimestamp();
+		on_shmem_exit(consumer_exit, (Datum) 0);
+	}
+	text_to_cstring_buffer(id, my_slot->consumer_id, CONSUMER_ID_LEN);
+	my_slot->timeout_ms = (int64) timeout_ms;
+	my_slot->last_heartbeat = GetCurrentTimestamp();
+	my_slot->state = SLOT_ALIVE;
+	LWLockRelease(shared->lock);
+	PG_RETURN_VOID();
+}
+
+/* mq.unregister_consumer() RETURNS boolean: stop tracking this session */
+Datum
+mq_unregister_consumer(PG_FUNCTION_ARGS)
+{
+	require_shared();
+	if (my_slot == NULL)
+		PG_RETURN_BOOL(false);
+	/* its claims stay; they lapse with their visibility timeouts */
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	my_slot->state = SLOT_FREE;
+	LWLockRelease(shared->lock);
+	my_slot = NULL;
+	PG_RETURN_BOOL(true);
+}
+
+/* mq.consumer_heartbeat() RETURNS boolean: false when not registered */
+Datum
+mq_consumer_heartbeat(PG_FUNCTION_ARGS)
+{
+	int64		token;
+
+	require_shared();
+	PG_RETURN_BOOL(MqConsumerToken(&token));
+}
+
+/*
+ * mq._consumers() RETURNS TABLE (consumer_id, pid, token, registered_at,
+ *		last_heartbeat, heartbeat_timeout_ms, state, queue_ids)
+ *	  The registered consumers of this database; mq.consumers adds names and
+ *	  in-flight counts.
+ */
+Datum
+mq_consumers(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	static const char *const states[] = {"free", "alive", "lapsed", "dead"};
+
+	require_shared();
+	InitMaterializedSRF(fcinfo, 0);
+	LWLockAcquire(shared->lock, LW_SHARED);
+	for (int i = 0; i < MQ_CONSUMER_SLOTS; i++)
+	{
+		ConsumerSlot *s = &shared->slots[i];
+		Datum		values[8];
+		bool		nulls[8] = {false};
+		Datum	   *queues;
+
+		if (s->state == SLOT_FREE || s->database != MyDatabaseId)
+			continue;
+		values[0] = CStringGetTextDatum(s->consumer_id);
+		values[1] = Int32GetDatum(s->pid);
+		values[2] = Int64GetDatum(s->token);
+		values[3] = TimestampTzGetDatum(s->registered_at);
+		values[4] = TimestampTzGetDatum(s->last_heartbeat);
+		values[5] = Int64GetDatum(s->timeout_ms);
+		values[6] = CStringGetTextDatum(states[s->state]);
+		queues = palloc(sizeof(Datum) * Max(s->nqueues, 1));
+		for (int q = 0; q < s->nqueues; q++)
+			queues[q] = Int32GetDatum(s->queues[q]);
+		if (s->nqueues < 0)
+			nulls[7] = true;	/* too many to list */
+		else
+			values[7] = PointerGetDatum(construct_array_builtin(queues, s->nqueues, INT4OID));
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	LWLockRelease(shared->lock);
+	return (Datum) 0;
+}
+
+/* A session whose claims maintenance must release, copied out of the lock. */
+typedef struct Release
+{
+	int			slot;
+	int64		token;
+	SlotState	state;
+	int			nqueues;
+	int32		queues[MQ_CONSUMER_QUEUES];
+} Release;
+
+static uint64
+release_token(int32 queue_id, int64 token, bool before)
+{
+	/* before: every token older than this run, else exactly this one */
+	char	   *sql = psprintf("UPDATE mq.q_%d SET vt = pg_catalog.clock_timestamp(), claimed = false"
+							   " WHERE claimed AND consumer %s $1"
+							   " AND vt > pg_catalog.clock_timestamp()",
+							   queue_id, before ? "<" : "=");
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(token)};
+	int			ret = SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0);
+
+	if (ret != SPI_OK_UPDATE)
+		elog(ERROR, "could not release claims: %s", SPI_result_code_string(ret));
+	return SPI_processed;
+}
+
+/* Free the partition leases of group members polling as a dead session. */
+static void
+release_leases(int64 token, bool before)
+{
+	char	   *sql = psprintf("WITH gone AS (DELETE FROM mq.group_member WHERE session %s $1"
+							   " RETURNING queue_id, consumer_group, member)"
+							   " UPDATE mq.group_partition g SET member = NULL, lease_until = NULL,"
+							   " position = g.committed FROM gone"
+							   " WHERE g.queue_id = gone.queue_id AND g.consumer_group = gone.consumer_group"
+							   " AND g.member = gone.member", before ? "<" : "=");
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(token)};
+
+	if (SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not release partition leases");
+}
+
+/* Work queues of this database, for a release that must visit them all. */
+static int
+all_work_queues(int32 **ids)
+{
+	if (SPI_execute("SELECT queue_id FROM mq.queue WHERE partitions IS NULL", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list queues");
+	*ids = palloc(sizeof(int32) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		(*ids)[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+	}
+	return (int) SPI_processed;
+}
+
+/*
+ * mq._release_consumers() RETURNS bigint
+ *	  Makes the claims of dead or lapsed consumers of this database visible
+ *	  again and frees their partition leases; on the first call of a server
+ *	  run, also those of sessions from before a crash.  Returns the number
+ *	  of messages released.  Runs as the owner (mq.maintain is SECURITY
+ *	  DEFINER).
+ */
+Datum
+mq_release_consumers(PG_FUNCTION_ARGS)
+{
+	Release    *todo;
+	int			ntodo = 0;
+	bool		sweep;
+	int64		run_token;
+	uint64		released = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (shared == NULL)
+		PG_RETURN_INT64(0);		/* nothing is tracked without preloading */
+
+	todo = palloc(sizeof(Release) * MQ_CONSUMER_SLOTS);
+	LWLockAcquire(shared->lock, LW_SHARED);
+	for (int i = 0; i < MQ_CONSUMER_SLOTS; i++)
+	{
+		ConsumerSlot *s = &shared->slots[i];
+		bool		lapsed = s->state == SLOT_ALIVE &&
+			now > TimestampTzPlusMilliseconds(s->last_heartbeat, s->timeout_ms);
+
+		if (s->database != MyDatabaseId || (s->state != SLOT_DEAD && !lapsed))
+			continue;
+		todo[ntodo].slot = i;
+		todo[ntodo].token = s->token;
+		todo[ntodo].state = s->state;
+		todo[ntodo].nqueues = s->nqueues;
+		memcpy(todo[ntodo].queues, s->queues, sizeof(s->queues));
+		ntodo++;
+	}
+	sweep = true;
+	for (int i = 0; i < shared->nswept; i++)
+		if (shared->swept[i] == MyDatabaseId)
+			sweep = false;
+	run_token = token_of(shared->run_start, 0);
+	LWLockRelease(shared->lock);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	for (int t = 0; t < ntodo; t++)
+	{
+		int32	   *queues = todo[t].queues;
+		int			nqueues = todo[t].nqueues;
+
+		if (nqueues < 0)
+			nqueues = all_work_queues(&queues);
+		for (int q = 0; q < nqueues; q++)
+			released += release_token(queues[q], todo[t].token, false);
+		release_leases(todo[t].token, false);
+	}
+	if (sweep)
+	{
+		int32	   *queues;
+		int			nqueues = all_work_queues(&queues);
+
+		for (int q = 0; q < nqueues; q++)
+			released += release_token(queues[q], run_token, true);
+		release_leases(run_token, true);
+	}
+	SPI_finish();
+
+	/* dead slots are done; lapsed ones wait for a heartbeat to revive */
+	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
+	for (int t = 0; t < ntodo; t++)
+	{
+		ConsumerSlot *s = &shared->slots[todo[t].slot];
+
+		if (s->token != todo[t].token)
+			continue;
+		if (s->state == SLOT_DEAD)
+			s->state = SLOT_FREE;
+		else if (s->state == SLOT_ALIVE)
+			s->state = SLOT_LAPSED;
+	}
+	if (sweep && shared->nswept < MQ_SWEPT_DATABASES)
+		shared->swept[shared->nswept++] = MyDatabaseId;
+	LWLockRelease(shared->lock);
+	PG_RETURN_INT64((int64) released);
+}

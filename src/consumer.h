@@ -1,0 +1,18 @@
+/*-------------------------------------------------------------------------
+ *
+ * consumer.h
+ *	  Registered consumers: heartbeats, and release of a dead consumer's
+ *	  claims.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef MQ_CONSUMER_H
+#define MQ_CONSUMER_H
+
+#include "postgres.h"
+
+extern void MqConsumerInit(void);
+extern bool MqConsumerToken(int64 *token);
+extern void MqConsumerSawQueue(int32 queue_id);
+
+#endif							/* MQ_CONSUMER_H */

@@ -1,0 +1,16 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.h
+ *	  The maintenance background worker.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef MQ_WORKER_H
+#define MQ_WORKER_H
+
+extern char *MqDatabase;
+extern int	MqMaintenanceInterval;
+
+extern void MqWorkerRegister(void);
+
+#endif							/* MQ_WORKER_H */
