@@ -324,7 +324,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean) IS
-'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue does NOTIFY "mq.<queue_name>" at commit (once per queue per transaction). Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitioned queue without mq preloaded, 42501 not mq_admin.';
+'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue does NOTIFY "mq.<queue_name>" at commit (once per queue per transaction; with mq preloaded only while a session listens through mq.listen). Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitioned queue without mq preloaded, 42501 not mq_admin.';
 
 CREATE FUNCTION mq.alter_queue(
     queue_name text,
@@ -643,7 +643,12 @@ BEGIN
     ON CONFLICT (queue_id, consumer_group, member)
     DO UPDATE SET last_seen = excluded.last_seen, session = excluded.session;
 
-    UPDATE mq.group_partition g SET lease_until = v_now + v_timeout
+    -- A lease that lapsed is taken afresh, from the committed offset, even
+    -- by the same member: it may have processed nothing since its commits
+    -- were fenced.
+    UPDATE mq.group_partition g
+       SET lease_until = v_now + v_timeout,
+           position = CASE WHEN g.lease_until < v_now THEN g.committed ELSE g.position END
      WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member;
     GET DIAGNOSTICS v_mine = ROW_COUNT;
     SELECT count(*) INTO v_live FROM mq.group_member m
@@ -867,6 +872,16 @@ END
 $$;
 COMMENT ON FUNCTION mq._rotate_segments() IS 'mq internal: retention of partitioned queues';
 
+CREATE FUNCTION mq.listen(queue_name text) RETURNS text
+    AS 'MODULE_PATHNAME', 'mq_listen' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.listen(text) IS
+'LISTENs (at commit) to the queue''s channel "mq.<queue_name>" and returns the channel name. With mq preloaded, senders NOTIFY only while somebody listens through mq.listen (NOTIFY serializes committing senders, so it is skipped when unneeded); a transaction that sent to the queue notifies once at commit, never on rollback. After listening, read once: a send that committed just before may not notify. Errors: 22004 NULL; 42704 no such queue; 42501 not mq_consumer.';
+
+CREATE FUNCTION mq.unlisten(queue_name text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'mq_unlisten' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.unlisten(text) IS
+'UNLISTENs from the queue''s channel; returns whether this session was counted as a listener. Errors: 22004; 42704; 42501.';
+
 -- ---------------------------------------------------------------------------
 -- Registered consumers and liveness (needs mq preloaded).
 
@@ -955,6 +970,8 @@ GRANT EXECUTE ON FUNCTION mq.read(text, integer, interval, interval),
                           mq.seek(text, text, integer, timestamptz),
                           mq.leave(text, text, text),
                           mq._partition_end(text, integer),
+                          mq.listen(text),
+                          mq.unlisten(text),
                           mq.register_consumer(text, interval),
                           mq.consumer_heartbeat(),
                           mq.unregister_consumer(),

@@ -18,6 +18,7 @@
 
 #include "queue.h"
 #include "consumer.h"
+#include "notify.h"
 #include "offsets.h"
 #include "wait.h"
 #include "worker.h"
@@ -33,6 +34,7 @@ _PG_init(void)
 	MqWaitInit();
 	MqOffsetsInit();
 	MqConsumerInit();
+	MqNotifyInit();
 
 	/* a postmaster-level GUC can only be defined while preloading */
 	if (process_shared_preload_libraries_in_progress)

@@ -73,6 +73,14 @@ SELECT count(*), min(payload->>'after') FROM :log;
 SELECT mq.seek('p', 'g3', NULL, 'earliest');
 SELECT payload FROM mq.poll('p', 'g3', 'm', 100);
 
+-- a member whose lease lapsed (its commits were fenced) starts over from
+-- the committed offset, even when no other member took the partition
+SELECT count(*) FROM mq.poll('p', 'g4', 'm', 1000);
+SELECT count(*) FROM mq.poll('p', 'g4', 'm', 1000);
+UPDATE mq.group_partition SET lease_until = now() - interval '1 second' WHERE consumer_group = 'g4';
+SELECT mq.commit('p', 'g4', 0, 1, 'm') AS fenced;
+SELECT count(*) AS again FROM mq.poll('p', 'g4', 'm', 1000);
+
 -- bad input
 SELECT mq.send('p', '{}', delay => '1 second');
 SELECT * FROM mq.read('p');
