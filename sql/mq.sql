@@ -50,7 +50,9 @@ CREATE TABLE mq.queue (
     session_timeout interval,
     segment integer NOT NULL DEFAULT 0,
     segment_since timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    notify boolean NOT NULL DEFAULT true
+    notify boolean NOT NULL DEFAULT true,
+    rate_limit double precision,    -- messages per second handed out, NULL: no limit
+    rate_limit_burst integer
 );
 COMMENT ON TABLE mq.queue IS 'mq internal: one row per queue; use the view mq.queues';
 
@@ -157,9 +159,31 @@ END
 $$;
 COMMENT ON FUNCTION mq._create_queue_tables(integer, boolean) IS 'mq internal: creates the tables of one queue';
 
-CREATE FUNCTION mq._require_preload() RETURNS void
+CREATE FUNCTION mq._require_preload(what text) RETURNS void
     AS 'MODULE_PATHNAME', 'mq_require_preload' LANGUAGE C VOLATILE PARALLEL SAFE;
-COMMENT ON FUNCTION mq._require_preload() IS 'mq internal: raises 55000 unless mq is in shared_preload_libraries';
+COMMENT ON FUNCTION mq._require_preload(text) IS 'mq internal: raises 55000 unless mq is in shared_preload_libraries';
+
+-- '25/min' -> 0.4666: messages per second
+CREATE FUNCTION mq._parse_rate(p_rate text) RETURNS double precision
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_m text[] := regexp_match(p_rate, '^\s*([0-9]+(\.[0-9]+)?)\s*/\s*(s|sec|second|min|minute|h|hour)\s*$');
+    v_rate double precision;
+BEGIN
+    IF v_m IS NULL THEN
+        RAISE EXCEPTION 'invalid rate_limit "%"', p_rate
+            USING ERRCODE = '22023', HINT = 'Write a number of messages per s, min or h, like ''25/min''.';
+    END IF;
+    v_rate := v_m[1]::double precision / CASE WHEN v_m[3] IN ('min', 'minute') THEN 60
+                                              WHEN v_m[3] IN ('h', 'hour') THEN 3600 ELSE 1 END;
+    IF v_rate <= 0 OR v_rate > 1000000 THEN
+        RAISE EXCEPTION 'rate_limit must be above 0 and at most 1000000/s' USING ERRCODE = '22023';
+    END IF;
+    RETURN v_rate;
+END
+$$;
+COMMENT ON FUNCTION mq._parse_rate(text) IS 'mq internal: a rate limit such as ''25/min'' in messages per second; 22023 when malformed';
 
 -- A partitioned queue is a log: a parent table mq.p_<id> that readers query,
 -- three segment tables mq.p_<id>_0..2 that inherit it (one takes new
@@ -206,6 +230,31 @@ $$;
 COMMENT ON FUNCTION mq._interval_check(text, interval, interval, interval) IS
 'mq internal: raises 22004 when the interval is NULL and 22023 when it is outside [p_min, p_max]';
 
+CREATE FUNCTION mq._rate_settings(p_rate_limit text, p_burst integer)
+RETURNS TABLE (rate double precision, burst integer)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_rate_limit IS NULL OR p_rate_limit = 'none' THEN
+        IF p_burst IS NOT NULL THEN
+            RAISE EXCEPTION 'rate_limit_burst needs a rate_limit' USING ERRCODE = '22023';
+        END IF;
+        rate := NULL;
+        burst := NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    PERFORM mq._require_preload('rate limits');
+    rate := mq._parse_rate(p_rate_limit);
+    burst := coalesce(p_burst, greatest(1, ceil(rate)::integer));
+    IF burst NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'rate_limit_burst must be between 1 and 1000000' USING ERRCODE = '22023';
+    END IF;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION mq._rate_settings(text, integer) IS 'mq internal: checks a rate limit and its burst (22023, 55000)';
+
 CREATE FUNCTION mq._check_settings(
     p_visibility_timeout interval, p_max_attempts integer, p_retry_delay interval,
     p_retry_backoff double precision, p_retry_delay_max interval, p_notify boolean,
@@ -247,7 +296,9 @@ CREATE FUNCTION mq.create_queue(
     partitions integer DEFAULT NULL,
     retention interval DEFAULT '7 days',
     session_timeout interval DEFAULT '30 seconds',
-    notify boolean DEFAULT true)
+    notify boolean DEFAULT true,
+    rate_limit text DEFAULT NULL,
+    rate_limit_burst integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -255,6 +306,8 @@ DECLARE
     v_queue_id integer;
     v_dlq_id integer;
     v_dlq_ordering text;
+    v_rate double precision;
+    v_burst integer;
 BEGIN
     PERFORM mq._check_queue_name(create_queue.queue_name);
     PERFORM mq._check_settings(create_queue.visibility_timeout, create_queue.max_attempts,
@@ -265,6 +318,8 @@ BEGIN
     IF create_queue.ordering IS NULL THEN
         RAISE EXCEPTION 'ordering must not be NULL' USING ERRCODE = '22004';
     END IF;
+    SELECT r.rate, r.burst INTO v_rate, v_burst
+      FROM mq._rate_settings(create_queue.rate_limit, create_queue.rate_limit_burst) r;
     IF create_queue.ordering NOT IN ('none', 'key') THEN
         RAISE EXCEPTION 'invalid ordering "%"', create_queue.ordering
             USING ERRCODE = '22023', HINT = 'Use ''none'' or ''key''.';
@@ -278,7 +333,7 @@ BEGIN
                 USING ERRCODE = '22023',
                       DETAIL = 'A partitioned queue keeps each partition in offset order and has no per-message attempts.';
         END IF;
-        PERFORM mq._require_preload();
+        PERFORM mq._require_preload('partitioned queues');
     END IF;
     IF create_queue.dead_letter_queue IS NOT NULL THEN
         IF create_queue.dead_letter_queue = create_queue.queue_name THEN
@@ -302,13 +357,14 @@ BEGIN
 
     INSERT INTO mq.queue AS q (queue_name, visibility_timeout, max_attempts, dead_letter_queue_id,
                                retry_delay, retry_backoff, retry_delay_max, ordering,
-                               partitions, retention, session_timeout, notify)
+                               partitions, retention, session_timeout, notify,
+                               rate_limit, rate_limit_burst)
     VALUES (create_queue.queue_name, create_queue.visibility_timeout, create_queue.max_attempts, v_dlq_id,
             create_queue.retry_delay, create_queue.retry_backoff, create_queue.retry_delay_max,
             create_queue.ordering, create_queue.partitions,
             CASE WHEN create_queue.partitions IS NOT NULL THEN create_queue.retention END,
             CASE WHEN create_queue.partitions IS NOT NULL THEN create_queue.session_timeout END,
-            create_queue.notify)
+            create_queue.notify, v_rate, v_burst)
     ON CONFLICT ON CONSTRAINT queue_queue_name_key DO NOTHING
     RETURNING q.queue_id INTO v_queue_id;
     IF v_queue_id IS NULL THEN
@@ -323,8 +379,8 @@ BEGIN
     PERFORM mq._invalidate();
 END
 $$;
-COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean) IS
-'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue does NOTIFY "mq.<queue_name>" at commit (once per queue per transaction; with mq preloaded only while a session listens through mq.listen). Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitioned queue without mq preloaded, 42501 not mq_admin.';
+COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) IS
+'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue does NOTIFY "mq.<queue_name>" at commit (once per queue per transaction; with mq preloaded only while a session listens through mq.listen); rate_limit: at most this many messages handed out by mq.read/mq.poll across all consumers, written ''N/s'', ''N/min'' or ''N/h'' (NULL: no limit; needs mq preloaded), with rate_limit_burst messages of burst (1 to 1000000; default the rate per second rounded up, at least 1): over any T seconds at most rate * T + burst. Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitioned queue without mq preloaded, 42501 not mq_admin.';
 
 CREATE FUNCTION mq.alter_queue(
     queue_name text,
@@ -335,7 +391,9 @@ CREATE FUNCTION mq.alter_queue(
     retry_delay_max interval DEFAULT NULL,
     notify boolean DEFAULT NULL,
     retention interval DEFAULT NULL,
-    session_timeout interval DEFAULT NULL)
+    session_timeout interval DEFAULT NULL,
+    rate_limit text DEFAULT NULL,
+    rate_limit_burst integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -354,6 +412,13 @@ BEGIN
     v.notify := coalesce(alter_queue.notify, v.notify);
     v.retention := coalesce(alter_queue.retention, v.retention);
     v.session_timeout := coalesce(alter_queue.session_timeout, v.session_timeout);
+    -- 'none' removes a rate limit; a burst alone keeps the rate
+    IF alter_queue.rate_limit IS NOT NULL OR alter_queue.rate_limit_burst IS NOT NULL THEN
+        SELECT r.rate, r.burst INTO v.rate_limit, v.rate_limit_burst
+          FROM mq._rate_settings(CASE WHEN alter_queue.rate_limit IS NULL AND v.rate_limit IS NOT NULL
+                                      THEN v.rate_limit || '/s' ELSE alter_queue.rate_limit END,
+                                 alter_queue.rate_limit_burst) r;
+    END IF;
     PERFORM mq._check_settings(v.visibility_timeout, v.max_attempts, v.retry_delay, v.retry_backoff,
                                v.retry_delay_max, v.notify, v.retention, v.session_timeout,
                                v.partitions IS NOT NULL);
@@ -361,13 +426,14 @@ BEGIN
        SET visibility_timeout = v.visibility_timeout, max_attempts = v.max_attempts,
            retry_delay = v.retry_delay, retry_backoff = v.retry_backoff,
            retry_delay_max = v.retry_delay_max, notify = v.notify,
-           retention = v.retention, session_timeout = v.session_timeout
+           retention = v.retention, session_timeout = v.session_timeout,
+           rate_limit = v.rate_limit, rate_limit_burst = v.rate_limit_burst
      WHERE q.queue_id = v.queue_id;
     PERFORM mq._invalidate();
 END
 $$;
-COMMENT ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval) IS
-'Changes settings of a queue (as SQS SetQueueAttributes); a NULL argument leaves that setting as it is. Units and ranges as mq.create_queue. New values apply to the next operation of every session (messages already claimed keep their visibility). Errors: 22023 bad value, or retention/session_timeout for a work queue; 42704 no such queue; 42501 not mq_admin.';
+COMMENT ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) IS
+'Changes settings of a queue (as SQS SetQueueAttributes); a NULL argument leaves that setting as it is, rate_limit => ''none'' removes a rate limit. Units and ranges as mq.create_queue. New values apply to the next operation of every session (messages already claimed keep their visibility). Errors: 22023 bad value, or retention/session_timeout for a work queue; 42704 no such queue; 42501 not mq_admin.';
 
 CREATE FUNCTION mq._queue_id(p_queue_name text) RETURNS integer
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -508,7 +574,8 @@ COMMENT ON FUNCTION mq.metrics(text) IS
 CREATE VIEW mq.queues AS
 SELECT q.queue_name, q.visibility_timeout, q.max_attempts, d.queue_name AS dead_letter_queue,
        q.retry_delay, q.retry_backoff, q.retry_delay_max, q.ordering,
-       q.partitions, q.retention, q.session_timeout, q.notify, q.created_at
+       q.partitions, q.retention, q.session_timeout, q.notify,
+       q.rate_limit AS rate_limit_per_second, q.rate_limit_burst, q.created_at
   FROM mq.queue q LEFT JOIN mq.queue d ON d.queue_id OPERATOR(pg_catalog.=) q.dead_letter_queue_id;
 COMMENT ON VIEW mq.queues IS 'One row per queue with its settings (as SQS ListQueues + GetQueueAttributes)';
 
@@ -978,8 +1045,8 @@ GRANT EXECUTE ON FUNCTION mq.read(text, integer, interval, interval),
                           mq._consumers(),
                           mq._consumer_in_flight(bigint, integer[])
     TO mq_consumer;
-GRANT EXECUTE ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean),
-                          mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval),
+GRANT EXECUTE ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer),
+                          mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer),
                           mq.drop_queue(text),
                           mq.purge(text),
                           mq.maintain()

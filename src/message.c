@@ -23,6 +23,7 @@
 
 #include "queue.h"
 #include "partition.h"
+#include "ratelimit.h"
 #include "storage.h"
 #include "wait.h"
 
@@ -238,19 +239,28 @@ mq_read(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	for (;;)
 	{
-		uint64		claimed;
+		uint64		claimed = 0;
 		uint64		seen;
 		int32		queue_id;
+		TimestampTz due = 0;
+		int			granted;
 
 		q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
 		MqRequireWorkQueue(q);
 		queue_id = q->queue_id;
 		seen = MqWaitSendCount(queue_id);
-		claimed = MqStorageClaim(q, qty, vt ? vt : &q->visibility_timeout, rsinfo);
+		/* a rate limit may allow fewer messages than asked, or none yet */
+		granted = MqRateTake(q, qty, &due);
+		if (granted > 0)
+			claimed = MqStorageClaim(q, granted, vt ? vt : &q->visibility_timeout, rsinfo);
+		MqRateRefund(q, granted - (int) claimed);
 		MqQueueClose(&session);
 		if (claimed > 0 || GetCurrentTimestamp() >= deadline)
 			break;
-		MqWaitForSend(queue_id, seen, deadline, &fallback_ms);
+		if (granted == 0)
+			MqWaitUntil(Min(due, deadline));
+		else
+			MqWaitForSend(queue_id, seen, deadline, &fallback_ms);
 	}
 	return (Datum) 0;
 }

@@ -20,6 +20,7 @@
 #include "consumer.h"
 #include "notify.h"
 #include "offsets.h"
+#include "ratelimit.h"
 #include "wait.h"
 #include "worker.h"
 
@@ -35,6 +36,7 @@ _PG_init(void)
 	MqOffsetsInit();
 	MqConsumerInit();
 	MqNotifyInit();
+	MqRateInit();
 
 	/* a postmaster-level GUC can only be defined while preloading */
 	if (process_shared_preload_libraries_in_progress)

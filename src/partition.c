@@ -32,6 +32,7 @@
 #include "consumer.h"
 #include "notify.h"
 #include "offsets.h"
+#include "ratelimit.h"
 #include "partition.h"
 #include "wait.h"
 
@@ -306,14 +307,22 @@ mq_poll(PG_FUNCTION_ARGS)
 		MqQueue    *q = MqQueueOpen(queue_name, &session);
 		int32		queue_id = q->queue_id;
 		uint64		seen = MqWaitSendCount(queue_id);
-		uint64		n;
+		TimestampTz due = 0;
+		int			granted;
+		uint64		n = 0;
 
 		MqRequirePartitioned(q);
-		n = poll_once(q, group, member, max, rsinfo);
+		granted = MqRateTake(q, max, &due);
+		if (granted > 0)
+			n = poll_once(q, group, member, granted, rsinfo);
+		MqRateRefund(q, granted - (int) n);
 		MqQueueClose(&session);
 		if (n > 0 || GetCurrentTimestamp() >= deadline)
 			break;
-		MqWaitForSend(queue_id, seen, deadline, &fallback_ms);
+		if (granted == 0)
+			MqWaitUntil(Min(due, deadline));
+		else
+			MqWaitForSend(queue_id, seen, deadline, &fallback_ms);
 	}
 	return (Datum) 0;
 }
@@ -344,10 +353,10 @@ mq_partition_end(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(end);
 }
 
-/* mq._require_preload() RETURNS void: 55000 unless mq is preloaded */
+/* mq._require_preload(what text) RETURNS void: 55000 unless mq is preloaded */
 Datum
 mq_require_preload(PG_FUNCTION_ARGS)
 {
-	MqOffsetsRequire();
+	MqRateRequire(PG_ARGISNULL(0) ? "this" : text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	PG_RETURN_VOID();
 }

@@ -190,7 +190,8 @@ load_queue(const char *key, MqQueue *q)
 								" COALESCE(dead_letter_queue_id, 0),"
 								" retry_delay, retry_backoff, retry_delay_max,"
 								" ordering OPERATOR(pg_catalog.=) 'key',"
-								" COALESCE(partitions, 0), segment, notify"
+								" COALESCE(partitions, 0), segment, notify,"
+								" COALESCE(rate_limit, 0), COALESCE(rate_limit_burst, 0)"
 								" FROM mq.queue WHERE queue_name OPERATOR(pg_catalog.=) $1",
 								1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -213,6 +214,8 @@ load_queue(const char *key, MqQueue *q)
 	q->partitions = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
 	q->segment = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
 	q->notify = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
+	q->rate_limit = DatumGetFloat8(SPI_getbinval(tup, desc, 12, &isnull));
+	q->rate_burst = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
 	snprintf(q->channel, NAMEDATALEN, "mq.%s", key);
 	if (q->partitions > 0)
 	{

@@ -39,6 +39,8 @@ typedef struct MqQueue
 	Interval	retry_delay_max;
 	Oid			acked_seq;		/* counter of acked messages */
 	bool		notify;			/* NOTIFY channel on send */
+	float8		rate_limit;		/* messages per second, 0: none */
+	int32		rate_burst;		/* token bucket size */
 	char		channel[NAMEDATALEN];	/* "mq.<queue_name>" */
 	int32		partitions;		/* 0: work queue; else a partitioned queue */
 	int32		segment;		/* segment table taking new messages */

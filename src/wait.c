@@ -185,6 +185,21 @@ ms_until(TimestampTz deadline)
 	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 }
 
+/* Sleep until a time (a rate limit's next token); interruptible. */
+void
+MqWaitUntil(TimestampTz until)
+{
+	long		timeout = ms_until(until);
+
+	if (timeout > 0)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 timeout, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	CHECK_FOR_INTERRUPTS();
+}
+
 /*
  * Sleep until a commit that made messages of queue_id visible (counter moved
  * past seen), the re-check interval, or the deadline.  Query cancel and

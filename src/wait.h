@@ -14,6 +14,7 @@ extern void MqWaitInit(void);
 extern TimestampTz MqWaitDeadline(Interval *wait);
 extern void MqWaitNoteSend(int32 queue_id);
 extern uint64 MqWaitSendCount(int32 queue_id);
+extern void MqWaitUntil(TimestampTz until);
 extern void MqWaitForSend(int32 queue_id, uint64 seen, TimestampTz deadline,
 						  int *fallback_ms);
 

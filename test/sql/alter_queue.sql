@@ -24,4 +24,23 @@ SELECT mq.alter_queue('nope', notify => true);
 SELECT mq.alter_queue(NULL);
 SELECT visibility_timeout, max_attempts, notify FROM mq.queues WHERE queue_name = 'a';
 
+-- rate limits (the test server preloads mq)
+SELECT mq.create_queue('r', rate_limit => '25/min');
+SELECT rate_limit_per_second * 60 AS per_minute, rate_limit_burst FROM mq.queues WHERE queue_name = 'r';
+SELECT mq.send_batch('r', ARRAY['{}', '{}']::jsonb[]) > 0 AS sent;
+SELECT count(*) AS burst_of_one FROM mq.read('r', 10);
+SELECT count(*) AS none_left FROM mq.read('r', 10);
+SELECT mq.alter_queue('r', rate_limit_burst => 4);
+SELECT rate_limit_per_second * 60 AS per_minute, rate_limit_burst FROM mq.queues WHERE queue_name = 'r';
+SELECT mq.alter_queue('r', rate_limit => '2/h', rate_limit_burst => 2);
+SELECT rate_limit_per_second * 3600 AS per_hour, rate_limit_burst FROM mq.queues WHERE queue_name = 'r';
+SELECT mq.alter_queue('r', rate_limit => 'none');
+SELECT rate_limit_per_second, rate_limit_burst FROM mq.queues WHERE queue_name = 'r';
+SELECT mq.create_queue('bad', rate_limit => 'fast');
+SELECT mq.create_queue('bad', rate_limit => '0/s');
+SELECT mq.create_queue('bad', rate_limit => '2000000/s');
+SELECT mq.create_queue('bad', rate_limit => '5/s', rate_limit_burst => 0);
+SELECT mq.create_queue('bad', rate_limit_burst => 3);
+SELECT count(*) AS bad_queues FROM mq.queues WHERE queue_name = 'bad';
+
 DROP EXTENSION mq CASCADE;

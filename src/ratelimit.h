@@ -1,0 +1,18 @@
+/*-------------------------------------------------------------------------
+ *
+ * ratelimit.h
+ *	  Consumption rate limits: a token bucket per queue in shared memory.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef MQ_RATELIMIT_H
+#define MQ_RATELIMIT_H
+
+#include "queue.h"
+
+extern void MqRateInit(void);
+extern void MqRateRequire(const char *what);
+extern int	MqRateTake(MqQueue *q, int want, TimestampTz *next_due);
+extern void MqRateRefund(MqQueue *q, int n);
+
+#endif							/* MQ_RATELIMIT_H */
