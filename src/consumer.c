@@ -44,6 +44,7 @@
 #include "utils/timestamp.h"
 
 #include "consumer.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(mq_register_consumer);
 PG_FUNCTION_INFO_V1(mq_unregister_consumer);
@@ -89,26 +90,19 @@ typedef struct ConsumerShared
 
 static ConsumerShared *shared = NULL;
 static ConsumerSlot *my_slot = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-static void
-consumer_shmem_request(void)
+void
+MqConsumerShmemRequest(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(ConsumerShared)));
 	RequestNamedLWLockTranche("mq consumers", 1);
 }
 
-static void
-consumer_shmem_startup(void)
+void
+MqConsumerShmemStartup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	shared = ShmemInitStruct("mq consumers", sizeof(ConsumerShared), &found);
 	if (!found)
 	{
@@ -116,28 +110,12 @@ consumer_shmem_startup(void)
 		shared->lock = &(GetNamedLWLockTranche("mq consumers"))->lock;
 		shared->run_start = GetCurrentTimestamp();
 	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-void
-MqConsumerInit(void)
-{
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = consumer_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = consumer_shmem_startup;
 }
 
 static void
 require_shared(void)
 {
-	if (shared == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("consumer registration needs mq to be preloaded"),
-				 errhint("Add mq to shared_preload_libraries and restart the server.")));
+	MqRequirePreload("registered consumers");
 }
 
 /* milliseconds since 2000 (40 bits for centuries) and the pid (22 bits) */

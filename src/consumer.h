@@ -11,7 +11,6 @@
 
 #include "postgres.h"
 
-extern void MqConsumerInit(void);
 extern bool MqConsumerToken(int64 *token);
 extern void MqConsumerSawQueue(int32 queue_id);
 

@@ -4,9 +4,9 @@
  *	  Module entry: _PG_init.
  *
  * mq works without shared_preload_libraries.  Preloaded, it adds shared
- * memory (long-polling wake-ups, partition offsets, consumer registry) and
- * the maintenance background worker.  GUCs: mq.database,
- * mq.maintenance_interval.
+ * memory (shmem.c: long-polling wake-ups, partition offsets, registered
+ * consumers, listener counts, rate limits) and the maintenance background
+ * worker (worker.c).  GUCs: mq.database, mq.maintenance_interval.
  *
  *-------------------------------------------------------------------------
  */
@@ -17,10 +17,8 @@
 #include "utils/guc.h"
 
 #include "queue.h"
-#include "consumer.h"
-#include "notify.h"
 #include "offsets.h"
-#include "ratelimit.h"
+#include "shmem.h"
 #include "wait.h"
 #include "worker.h"
 
@@ -34,9 +32,7 @@ _PG_init(void)
 	MqQueueCacheInit();
 	MqWaitInit();
 	MqOffsetsInit();
-	MqConsumerInit();
-	MqNotifyInit();
-	MqRateInit();
+	MqShmemInit();
 
 	/* a postmaster-level GUC can only be defined while preloading */
 	if (process_shared_preload_libraries_in_progress)

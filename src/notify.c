@@ -41,6 +41,7 @@
 #include "utils/builtins.h"
 
 #include "notify.h"
+#include "shmem.h"
 
 PG_FUNCTION_INFO_V1(mq_listen);
 PG_FUNCTION_INFO_V1(mq_unlisten);
@@ -53,45 +54,26 @@ typedef struct NotifyShared
 } NotifyShared;
 
 static NotifyShared *notify_shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* slots this session counts itself in */
 static uint64 my_slots[MQ_NOTIFY_SLOTS / 64];
 static bool exit_callback_set = false;
 
-static void
-notify_shmem_request(void)
+void
+MqNotifyShmemRequest(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(NotifyShared)));
 }
 
-static void
-notify_shmem_startup(void)
+void
+MqNotifyShmemStartup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	notify_shared = ShmemInitStruct("mq notify", sizeof(NotifyShared), &found);
 	if (!found)
 		for (int i = 0; i < MQ_NOTIFY_SLOTS; i++)
 			pg_atomic_init_u32(&notify_shared->listeners[i], 0);
-	LWLockRelease(AddinShmemInitLock);
-}
-
-void
-MqNotifyInit(void)
-{
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = notify_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = notify_shmem_startup;
 }
 
 static inline int
@@ -134,13 +116,12 @@ notify_exit(int code, Datum arg)
 			pg_atomic_fetch_sub_u32(&notify_shared->listeners[slot], 1);
 }
 
-/* mq.listen(queue_name text) RETURNS text: LISTEN to the queue's channel */
-Datum
-mq_listen(PG_FUNCTION_ARGS)
+/* The channel and listener slot of the queue named by argument 0. */
+static int
+queue_channel(FunctionCallInfo fcinfo, char *channel)
 {
 	MqSession	session;
 	MqQueue    *q;
-	char		channel[NAMEDATALEN];
 	int			slot;
 
 	if (PG_ARGISNULL(0))
@@ -151,6 +132,15 @@ mq_listen(PG_FUNCTION_ARGS)
 	strlcpy(channel, q->channel, NAMEDATALEN);
 	slot = notify_slot(q->queue_id);
 	MqQueueClose(&session);
+	return slot;
+}
+
+/* mq.listen(queue_name text) RETURNS text: LISTEN to the queue's channel */
+Datum
+mq_listen(PG_FUNCTION_ARGS)
+{
+	char		channel[NAMEDATALEN];
+	int			slot = queue_channel(fcinfo, channel);
 
 	Async_Listen(channel);
 	if (notify_shared != NULL && !counted(slot))
@@ -170,20 +160,9 @@ mq_listen(PG_FUNCTION_ARGS)
 Datum
 mq_unlisten(PG_FUNCTION_ARGS)
 {
-	MqSession	session;
-	MqQueue    *q;
 	char		channel[NAMEDATALEN];
-	int			slot;
+	int			slot = queue_channel(fcinfo, channel);
 	bool		was = false;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("queue_name must not be NULL")));
-	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
-	strlcpy(channel, q->channel, NAMEDATALEN);
-	slot = notify_slot(q->queue_id);
-	MqQueueClose(&session);
 
 	Async_Unlisten(channel);
 	if (notify_shared != NULL && counted(slot))

@@ -52,6 +52,7 @@
 #include "utils/fmgrprotos.h"
 
 #include "offsets.h"
+#include "shmem.h"
 
 #define MQ_OFFSET_LOCKS 128
 /* (queue, partition) pairs one transaction may send to */
@@ -72,8 +73,6 @@ typedef struct BackendHolds
 
 static BackendHolds *all_holds = NULL;	/* MaxBackends slots */
 static LWLockPadded *offset_locks = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 static Size
 holds_size(void)
@@ -81,28 +80,22 @@ holds_size(void)
 	return mul_size(MaxBackends, sizeof(BackendHolds));
 }
 
-static void
-offsets_shmem_request(void)
+void
+MqOffsetsShmemRequest(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(holds_size()));
 	RequestNamedLWLockTranche("mq offsets", MQ_OFFSET_LOCKS);
 }
 
-static void
-offsets_shmem_startup(void)
+void
+MqOffsetsShmemStartup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	all_holds = ShmemInitStruct("mq offset holds", holds_size(), &found);
 	if (!found)
 		memset(all_holds, 0, holds_size());
 	offset_locks = GetNamedLWLockTranche("mq offsets");
-	LWLockRelease(AddinShmemInitLock);
 }
 
 static LWLock *
@@ -155,28 +148,6 @@ void
 MqOffsetsInit(void)
 {
 	RegisterXactCallback(offsets_xact_callback, NULL);
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = offsets_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = offsets_shmem_startup;
-}
-
-bool
-MqOffsetsAvailable(void)
-{
-	return all_holds != NULL;
-}
-
-void
-MqOffsetsRequire(void)
-{
-	if (!MqOffsetsAvailable())
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("partitioned queues need mq to be preloaded"),
-				 errhint("Add mq to shared_preload_libraries and restart the server.")));
 }
 
 /* Take the next offset of a partition and hold it until this transaction ends. */
@@ -188,7 +159,7 @@ MqOffsetAllocate(int32 queue_id, int32 partition, Oid seq)
 	int64		offset;
 	bool		held = false;
 
-	MqOffsetsRequire();
+	MqRequirePreload("partitioned queues");
 	mine = my_holds();
 	lock = partition_lock(queue_id, partition);
 	for (int i = 0; i < mine->nholds; i++)
@@ -229,7 +200,7 @@ MqOffsetVisibleEnd(int32 queue_id, int32 partition, Oid seq)
 	Datum		last;
 	LOCAL_FCINFO(fcinfo, 1);
 
-	MqOffsetsRequire();
+	MqRequirePreload("partitioned queues");
 	lock = partition_lock(queue_id, partition);
 	LWLockAcquire(lock, LW_SHARED);
 	for (int b = 0; b < MaxBackends; b++)

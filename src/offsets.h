@@ -9,8 +9,6 @@
 #define MQ_OFFSETS_H
 
 extern void MqOffsetsInit(void);
-extern bool MqOffsetsAvailable(void);
-extern void MqOffsetsRequire(void);
 extern int64 MqOffsetAllocate(int32 queue_id, int32 partition, Oid seq);
 extern int64 MqOffsetVisibleEnd(int32 queue_id, int32 partition, Oid seq);
 

@@ -33,6 +33,7 @@
 #include "notify.h"
 #include "offsets.h"
 #include "ratelimit.h"
+#include "shmem.h"
 #include "partition.h"
 #include "wait.h"
 
@@ -299,7 +300,7 @@ mq_poll(PG_FUNCTION_ARGS)
 	wait = PG_GETARG_INTERVAL_P(4);
 	deadline = MqWaitDeadline(wait);
 
-	MqOffsetsRequire();
+	MqRequirePreload("partitioned queues");
 	InitMaterializedSRF(fcinfo, 0);
 	for (;;)
 	{
@@ -357,6 +358,6 @@ mq_partition_end(PG_FUNCTION_ARGS)
 Datum
 mq_require_preload(PG_FUNCTION_ARGS)
 {
-	MqRateRequire(PG_ARGISNULL(0) ? "this" : text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	MqRequirePreload(PG_ARGISNULL(0) ? "this" : text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	PG_RETURN_VOID();
 }

@@ -34,6 +34,7 @@
 #include "utils/timestamp.h"
 
 #include "ratelimit.h"
+#include "shmem.h"
 
 #define MQ_RATE_BUCKETS 1024
 
@@ -53,53 +54,24 @@ typedef struct Bucket
 
 static HTAB *buckets = NULL;
 static LWLock *buckets_lock = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
-static void
-rate_shmem_request(void)
+void
+MqRateShmemRequest(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(hash_estimate_size(MQ_RATE_BUCKETS, sizeof(Bucket)));
 	RequestNamedLWLockTranche("mq rate limits", 1);
 }
 
-static void
-rate_shmem_startup(void)
+void
+MqRateShmemStartup(void)
 {
 	HASHCTL		info;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
 	info.keysize = sizeof(BucketKey);
 	info.entrysize = sizeof(Bucket);
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	buckets = ShmemInitHash("mq rate limits", MQ_RATE_BUCKETS, MQ_RATE_BUCKETS,
 							&info, HASH_ELEM | HASH_BLOBS);
 	buckets_lock = &(GetNamedLWLockTranche("mq rate limits"))->lock;
-	LWLockRelease(AddinShmemInitLock);
-}
-
-void
-MqRateInit(void)
-{
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = rate_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = rate_shmem_startup;
-}
-
-void
-MqRateRequire(const char *what)
-{
-	if (buckets == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("%s need mq to be preloaded", what),
-				 errhint("Add mq to shared_preload_libraries and restart the server.")));
 }
 
 static Bucket *
@@ -109,7 +81,7 @@ bucket_for(MqQueue *q)
 	Bucket	   *b;
 	bool		found;
 
-	MqRateRequire("rate limits");
+	MqRequirePreload("rate limits");
 	memset(&key, 0, sizeof(key));
 	key.database = MyDatabaseId;
 	key.queue_id = q->queue_id;

@@ -10,8 +10,6 @@
 
 #include "queue.h"
 
-extern void MqRateInit(void);
-extern void MqRateRequire(const char *what);
 extern int	MqRateTake(MqQueue *q, int want, TimestampTz *next_due);
 extern void MqRateRefund(MqQueue *q, int n);
 

@@ -39,6 +39,7 @@
 #include "storage/shmem.h"
 #include "utils/wait_event.h"
 
+#include "shmem.h"
 #include "wait.h"
 
 #define MQ_WAIT_SLOTS 1024
@@ -53,8 +54,6 @@ typedef struct MqWaitShared
 } MqWaitShared;
 
 static MqWaitShared *wait_shared = NULL;
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* slots this transaction must wake at commit */
 static uint64 pending[MQ_WAIT_SLOTS / 64];
@@ -66,22 +65,17 @@ wait_slot(int32 queue_id)
 	return (uint32) queue_id % MQ_WAIT_SLOTS;
 }
 
-static void
-wait_shmem_request(void)
+void
+MqWaitShmemRequest(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(MqWaitShared)));
 }
 
-static void
-wait_shmem_startup(void)
+void
+MqWaitShmemStartup(void)
 {
 	bool		found;
 
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	wait_shared = ShmemInitStruct("mq wait", sizeof(MqWaitShared), &found);
 	if (!found)
 	{
@@ -91,7 +85,6 @@ wait_shmem_startup(void)
 			ConditionVariableInit(&wait_shared->cv[i]);
 		}
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
 
 static void
@@ -133,12 +126,6 @@ void
 MqWaitInit(void)
 {
 	RegisterXactCallback(wait_xact_callback, NULL);
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = wait_shmem_request;
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = wait_shmem_startup;
 }
 
 /* SQS long polls for at most 20 s; a server-side wait holds a backend. */

@@ -1,0 +1,78 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  mq's shared memory, the PostgreSQL 15 way: space and LWLock tranches
+ *	  are requested in shmem_request_hook and attached in
+ *	  shmem_startup_hook (which also runs again after a crash restart), for
+ *	  every module at once, chaining the previous hooks.
+ *
+ * Users: wait.c (long-polling wake-ups), offsets.c (partition offset
+ * holds), consumer.c (registered consumers), notify.c (listener counts),
+ * ratelimit.c (token buckets).  Each module's file banner gives its own
+ * locking rules.  Without shared_preload_libraries = 'mq' none of this
+ * exists: plain work queues still work, and the features that need it
+ * raise 55000 through MqRequirePreload().
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+
+#include "shmem.h"
+
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool attached = false;
+
+static void
+mq_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	MqWaitShmemRequest();
+	MqOffsetsShmemRequest();
+	MqConsumerShmemRequest();
+	MqNotifyShmemRequest();
+	MqRateShmemRequest();
+}
+
+static void
+mq_shmem_startup(void)
+{
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	MqWaitShmemStartup();
+	MqOffsetsShmemStartup();
+	MqConsumerShmemStartup();
+	MqNotifyShmemStartup();
+	MqRateShmemStartup();
+	LWLockRelease(AddinShmemInitLock);
+	attached = true;
+}
+
+/* Called from _PG_init. */
+void
+MqShmemInit(void)
+{
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = mq_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = mq_shmem_startup;
+}
+
+/* Raise 55000 unless mq was preloaded; what names the feature. */
+void
+MqRequirePreload(const char *what)
+{
+	if (!attached)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("%s need mq to be preloaded", what),
+				 errhint("Add mq to shared_preload_libraries and restart the server.")));
+}

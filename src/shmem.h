@@ -1,0 +1,26 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.h
+ *	  mq's shared memory: one request and one startup hook for all modules.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef MQ_SHMEM_H
+#define MQ_SHMEM_H
+
+extern void MqShmemInit(void);
+extern void MqRequirePreload(const char *what);
+
+/* each module's part, called from the hooks in shmem.c */
+extern void MqWaitShmemRequest(void);
+extern void MqWaitShmemStartup(void);
+extern void MqOffsetsShmemRequest(void);
+extern void MqOffsetsShmemStartup(void);
+extern void MqConsumerShmemRequest(void);
+extern void MqConsumerShmemStartup(void);
+extern void MqNotifyShmemRequest(void);
+extern void MqNotifyShmemStartup(void);
+extern void MqRateShmemRequest(void);
+extern void MqRateShmemStartup(void);
+
+#endif							/* MQ_SHMEM_H */
