@@ -38,7 +38,7 @@ mkdir -p "$RES"
 HOLDER_PID=
 trap '[ -n "$HOLDER_PID" ] && kill $HOLDER_PID 2>/dev/null; [ -n "$PGDATA_DIR" ] && cp "$CLUSTER_DIR/server.log" "$RES/" 2>/dev/null; cluster_stop' EXIT
 
-cluster_start "shared_preload_libraries = 'pg_stat_statements,auto_explain'" \
+cluster_start "shared_preload_libraries = 'pg_stat_statements,auto_explain,mq'" "mq.database = 'bench'" \
     "pg_stat_statements.track = all" \
     "pg_stat_statements.max = 2000" \
     "auto_explain.log_nested_statements = on" \
@@ -58,7 +58,7 @@ prefill() {
         return
     fi
     q -c "SELECT mq.drop_queue('bench')" >/dev/null
-    q -c "SELECT mq.create_queue('bench')" >/dev/null
+    q -c "SELECT mq.create_queue('bench', notify => false)" >/dev/null
     q -v payload="$PAYLOAD" -v n="$1" <<'SQL'
 SELECT set_config('bench.payload', :'payload', false), set_config('bench.n', :'n', false) \g /dev/null
 DO $$

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # bench/run.sh -- throughput of mq against a plain-table queue, same machine, same run.
 #
-# usage: bench/run.sh [--quick] [--only N[,M...]] [--rounds R] [--baseline-only]
+# usage: bench/run.sh [--quick] [--only N[,M...]] [--rounds R] [--preload] [--baseline-only]
 #
 #   --quick          5 s per measured run (workload 4: 20 s) instead of 15 s (60 s)
 #   --only N         run only workload N (1..4); a comma list is fine: --only 2,3
 #   --rounds R       measured runs per side and workload, interleaved baseline, mq,
 #                    baseline, mq, ... (default 3; the table shows the median)
+#   --preload        start the server with shared_preload_libraries = 'mq' and
+#                    mq.database = 'bench' (mq's background worker and shared
+#                    memory, as needed for long polling and partitioned queues)
 #   --baseline-only  skip everything that needs mq (checks the harness itself)
 #
 # It installs nothing: build and install the extension first
@@ -27,6 +30,7 @@ QUICK=0
 ONLY=1,2,3,4
 ROUNDS=3
 BASELINE_ONLY=0
+PRELOAD=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -34,7 +38,8 @@ while [ $# -gt 0 ]; do
         --only=*) ONLY=${1#--only=} ;;
         --rounds) ROUNDS=$2; shift ;;
         --baseline-only) BASELINE_ONLY=1 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --preload) PRELOAD=1 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -68,13 +73,15 @@ if [ $BASELINE_ONLY = 0 ] && [ ! -f "$SHAREDIR/extension/mq.control" ]; then
 fi
 
 # The extension may be reinstalled under us by a concurrent `make install`;
-# then the server mixes old SQL objects with a new mq.so. Stop rather than
-# report figures from two builds.
+# then new backends would load the new mq.so next to the old SQL objects.
+# Stop rather than report figures from two builds. With --preload every
+# backend inherits the mq.so the postmaster loaded at start, so a reinstall
+# does not matter.
 SO_FILE=$("$PGBIN/pg_config" --pkglibdir)/mq.so
 so_stamp() { stat -c %Y "$SO_FILE" 2>/dev/null || echo none; }
 SO_STAMP=$(so_stamp)
 check_build() {
-    if [ "$(so_stamp)" != "$SO_STAMP" ]; then
+    if [ $PRELOAD = 0 ] && [ "$(so_stamp)" != "$SO_STAMP" ]; then
         echo "mq.so was reinstalled during the benchmark; figures would mix two builds. Run again." >&2
         exit 3
     fi
@@ -93,7 +100,11 @@ trap 'exit 130' INT TERM
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 
-cluster_start
+if [ $PRELOAD = 1 ]; then
+    cluster_start "shared_preload_libraries = 'mq'" "mq.database = 'bench'"
+else
+    cluster_start
+fi
 log "cluster up: $CLUSTER_DIR port $PORT; results in $RES"
 q -c "CREATE TABLE baseline(id bigserial primary key, payload jsonb not null,
                             created_at timestamptz not null default clock_timestamp())"
@@ -108,15 +119,21 @@ fi
 reset() {
     local side=$1 n=$2
     check_build
+    # Empty the other side too: leftovers would cost vacuum and mq's
+    # background maintenance time during this run.
+    q -c "TRUNCATE baseline RESTART IDENTITY"
+    if [ $BASELINE_ONLY = 0 ]; then q -c "SELECT mq.drop_queue('bench')" >/dev/null; fi
     if [ "$side" = baseline ]; then
-        q -c "TRUNCATE baseline RESTART IDENTITY"
         if [ "$n" -gt 0 ]; then
             q -v payload="$PAYLOAD" -v n="$n" <<<"INSERT INTO baseline(payload)
                 SELECT :'payload'::jsonb FROM generate_series(1, :n)"
         fi
     else
-        q -c "SELECT mq.drop_queue('bench')" >/dev/null
-        q -c "SELECT mq.create_queue('bench')" >/dev/null
+        if [ "$side" = mq-nonotify ]; then
+            q -c "SELECT mq.create_queue('bench', notify => false)" >/dev/null
+        else
+            q -c "SELECT mq.create_queue('bench')" >/dev/null
+        fi
         if [ "$n" -gt 0 ]; then
             q -v payload="$PAYLOAD" -v n="$n" <<'SQL'
 SELECT set_config('bench.payload', :'payload', false), set_config('bench.n', :'n', false) \g /dev/null
@@ -208,21 +225,36 @@ consume_run() {
     echo "mq bench $(date -u '+%Y-%m-%d %H:%M UTC'), host $(hostname), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "$("$PGBIN/postgres" --version); installed mq.so $(date -u -r "$("$PGBIN/pg_config" --pkglibdir)/mq.so" '+%H:%M:%S UTC' 2>/dev/null || echo '?'); repo commit $(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$HERE/.." diff --quiet HEAD -- . ':!bench' 2>/dev/null || echo '+dirty')"
     echo "pgbench -M prepared -n -c $CLIENTS -j $THREADS; ${DUR}s per run (workload 4: ${LONG_DUR}s), $ROUNDS interleaved rounds, median shown"
-    echo "shared_buffers=256MB, fsync=on, synchronous_commit=on, autovacuum default; payload ${#PAYLOAD} bytes"
+    echo "shared_buffers=256MB, fsync=on, synchronous_commit=on, autovacuum default; payload ${#PAYLOAD} bytes$([ $PRELOAD = 1 ] && echo "; shared_preload_libraries=mq")"
 } | tee "$SUMMARY" >&2
 
 # ---------------------------------------------------------------- workload 1
+# Queues NOTIFY their channel at commit by default (once per transaction);
+# when create_queue has the notify parameter, 1b measures a queue without it.
+HAS_NOTIFY=0
+if [ $BASELINE_ONLY = 0 ] && [ "$(q -c "SELECT count(*) FROM pg_proc WHERE oid = 'mq.create_queue'::regproc
+                                         AND 'notify' = ANY (proargnames)")" = 1 ]; then
+    HAS_NOTIFY=1
+fi
+
 if want 1; then
-    b=(); m=()
+    b=(); m=(); mn=()
     for r in $(seq "$ROUNDS"); do
         reset baseline 0; b+=("$(pgb w1-baseline-$r send_baseline.sql "$DUR")"); log "w1 baseline round $r: ${b[-1]} tps"
         if [ $BASELINE_ONLY = 0 ]; then
             reset mq 0; m+=("$(pgb w1-mq-$r send_mq.sql "$DUR")"); log "w1 mq round $r: ${m[-1]} tps"
         fi
+        if [ $HAS_NOTIFY = 1 ]; then
+            reset mq-nonotify 0; mn+=("$(pgb w1b-mq-$r send_mq.sql "$DUR")"); log "w1b mq notify => false round $r: ${mn[-1]} tps"
+        fi
     done
     B=$(median "${b[@]}"); M=$(median "${m[@]:-ERR}"); R=$(ratio "$B" "$M")
     row "1 send, 1 msg/tx (tps)" "$B" "$M" "$R" ">=0.90" "$(verdict "$R" 0.9)"
-    note "w1 runs: baseline ${b[*]}; mq ${m[*]:-}"
+    if [ $HAS_NOTIFY = 1 ]; then
+        MN=$(median "${mn[@]}"); RN=$(ratio "$B" "$MN")
+        row "1b send, queue with notify => false (tps)" "$B" "$MN" "$RN" "-" "info"
+    fi
+    note "w1 runs: baseline ${b[*]}; mq ${m[*]:-}; mq notify => false ${mn[*]:-}"
 fi
 
 # ---------------------------------------------------------------- workload 2

@@ -1,0 +1,209 @@
+/*
+ * bench/latency.c -- consumer client for bench/push.sh (issue 4).
+ *
+ * Built by push.sh:  cc -O2 -o latency latency.c -I$(pg_config --includedir) -lpq
+ *
+ * usage: latency MODE QUEUE SECONDS [WAIT_MS]
+ *   Connection parameters come from the environment (PGHOST, PGPORT, ...).
+ *   MODE
+ *     longpoll  loop: mq.read(QUEUE, 50, wait => WAIT_MS) (default 5000 ms)
+ *     listen    mq.listen(QUEUE); loop: mq.read(QUEUE, 50) without waiting;
+ *               when it returned fewer than 50, select() on the socket until a
+ *               notification arrives (PQconsumeInput / PQnotifies), then read
+ *     poll      loop: mq.read(QUEUE, 50) without waiting; when it returned
+ *               nothing, sleep 100 ms
+ *     drain     mq.listen(QUEUE) and only count notifications (no reads)
+ *   Every read claims, acks and records the messages in one statement (one
+ *   transaction): msg_id and clock_timestamp() right after the claim go into
+ *   the table lat_recv(msg_id, recv_at, mode); push.sh joins it with the
+ *   producer's commit timestamps.
+ *   Runs SECONDS seconds, then prints one line:
+ *     mode=... queries=N messages=M empty=E notifies=K seconds=S
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#define BATCH 50
+
+static double
+now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void
+die(PGconn *conn, const char *what)
+{
+	fprintf(stderr, "latency: %s: %s", what, PQerrorMessage(conn));
+	exit(1);
+}
+
+/* one read: claim up to BATCH, ack them, record receive times; returns count */
+static long
+read_once(PGconn *conn, const char *queue, const char *mode, long wait_ms)
+{
+	static const char *sql =
+		"WITH m AS MATERIALIZED ("
+		"   SELECT msg_id, clock_timestamp() AS recv_at"
+		"     FROM mq.read($1, 50, NULL, ($2 || ' ms')::interval)),"
+		" a AS (SELECT mq.ack($1, array_agg(msg_id)) FROM m HAVING count(*) > 0)"
+		" INSERT INTO lat_recv(msg_id, recv_at, mode)"
+		" SELECT m.msg_id, m.recv_at, $3 FROM m, a";
+	char		waitbuf[32];
+	const char *params[3];
+	PGresult   *res;
+	long		n;
+
+	snprintf(waitbuf, sizeof(waitbuf), "%ld", wait_ms);
+	params[0] = queue;
+	params[1] = waitbuf;
+	params[2] = mode;
+	res = PQexecParams(conn, sql, 3, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		die(conn, "read");
+	n = atol(PQcmdTuples(res));
+	PQclear(res);
+	return n;
+}
+
+/* wait on the socket until a notification arrives or timeout; returns count */
+static long
+wait_notify(PGconn *conn, double timeout_s)
+{
+	long		got = 0;
+	PGnotify   *nt;
+
+	/* notifications that came in with the last result are already parsed */
+	while ((nt = PQnotifies(conn)) != NULL)
+	{
+		got++;
+		PQfreemem(nt);
+	}
+	if (got > 0)
+		return got;
+	{
+		int			sock = PQsocket(conn);
+		fd_set		in;
+		struct timeval tv;
+
+		FD_ZERO(&in);
+		FD_SET(sock, &in);
+		tv.tv_sec = (long) timeout_s;
+		tv.tv_usec = (long) ((timeout_s - (long) timeout_s) * 1e6);
+		if (select(sock + 1, &in, NULL, NULL, &tv) < 0 && errno != EINTR)
+		{
+			perror("select");
+			exit(1);
+		}
+	}
+	if (!PQconsumeInput(conn))
+		die(conn, "PQconsumeInput");
+	while ((nt = PQnotifies(conn)) != NULL)
+	{
+		got++;
+		PQfreemem(nt);
+	}
+	return got;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *mode, *queue;
+	double		seconds, start, deadline;
+	long		wait_ms = 5000;
+	long		queries = 0, messages = 0, empty = 0, notifies = 0;
+	PGconn	   *conn;
+
+	if (argc < 4)
+	{
+		fprintf(stderr, "usage: latency longpoll|listen|poll|drain QUEUE SECONDS [WAIT_MS]\n");
+		return 2;
+	}
+	mode = argv[1];
+	queue = argv[2];
+	seconds = atof(argv[3]);
+	if (argc > 4)
+		wait_ms = atol(argv[4]);
+
+	conn = PQconnectdb("");
+	if (PQstatus(conn) != CONNECTION_OK)
+		die(conn, "connect");
+
+	if (strcmp(mode, "listen") == 0 || strcmp(mode, "drain") == 0)
+	{
+		const char *params[1] = {queue};
+		PGresult   *res = PQexecParams(conn, "SELECT mq.listen($1)", 1, NULL, params, NULL, NULL, 0);
+
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+			die(conn, "mq.listen");
+		PQclear(res);
+		queries++;
+	}
+	else if (strcmp(mode, "longpoll") != 0 && strcmp(mode, "poll") != 0)
+	{
+		fprintf(stderr, "latency: unknown mode %s\n", mode);
+		return 2;
+	}
+
+	start = now_s();
+	deadline = start + seconds;
+	for (;;)
+	{
+		double		left = deadline - now_s();
+		long		n;
+
+		if (left <= 0)
+			break;
+		if (strcmp(mode, "drain") == 0)
+		{
+			notifies += wait_notify(conn, left < 1 ? left : 1);
+			continue;
+		}
+		if (strcmp(mode, "longpoll") == 0)
+		{
+			long		w = (long) (left * 1000);
+
+			n = read_once(conn, queue, mode, w < wait_ms ? w : wait_ms);
+		}
+		else
+			n = read_once(conn, queue, mode, 0);
+		queries++;
+		messages += n;
+		if (n == 0)
+			empty++;
+		if (n >= BATCH)
+			continue;			/* there may be more: read again at once */
+		if (strcmp(mode, "listen") == 0)
+		{
+			if (n == 0)			/* else read once more: cheap, and catches a race */
+				notifies += wait_notify(conn, left < 1 ? left : 1);
+			else
+			{
+				PGnotify   *nt;
+
+				while ((nt = PQnotifies(conn)) != NULL)
+				{
+					notifies++;
+					PQfreemem(nt);
+				}
+			}
+		}
+		else if (strcmp(mode, "poll") == 0 && n == 0)
+			usleep(100000);
+	}
+	printf("mode=%s queries=%ld messages=%ld empty=%ld notifies=%ld seconds=%.2f\n",
+		   mode, queries, messages, empty, notifies, now_s() - start);
+	PQfinish(conn);
+	return 0;
+}
