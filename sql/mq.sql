@@ -588,13 +588,13 @@ CREATE FUNCTION mq.send(queue_name text, payload jsonb, key text DEFAULT NULL,
                         headers jsonb DEFAULT NULL, delay interval DEFAULT '0')
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_send' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.send(text, jsonb, text, jsonb, interval) IS
-'Sends one message (as SQS SendMessage with DelaySeconds); returns its msg_id. It becomes visible when the sending transaction commits and not before delay (0 to 365 days, server clock) has passed. Errors: 22004 NULL queue_name, payload or delay; 22023 delay out of range; 42704 no such queue; 42501 not mq_producer.';
+'Sends one message (as SQS SendMessage with DelaySeconds); returns its msg_id. It becomes visible when the sending transaction commits and not before delay (0 to 365 days, server clock) has passed. In a keyed queue it waits behind earlier messages of its key. In a partitioned queue (as a Kafka produce) it goes to partition hash(key) mod partitions (keyless: round robin per session), returns its offset in that partition, and takes no delay. Errors: 22004 NULL queue_name, payload or delay; 22023 delay out of range, or any delay on a partitioned queue; 42704 no such queue; 54000 more than 256 partitions written in one transaction; 55000 partitioned queue without mq preloaded; 0A000 PREPARE TRANSACTION after sending to a partitioned queue; 42501 not mq_producer.';
 
 CREATE FUNCTION mq.send_batch(queue_name text, payloads jsonb[], keys text[] DEFAULT NULL,
                               headers jsonb[] DEFAULT NULL, delay interval DEFAULT '0')
 RETURNS SETOF bigint AS 'MODULE_PATHNAME', 'mq_send_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
 COMMENT ON FUNCTION mq.send_batch(text, jsonb[], text[], jsonb[], interval) IS
-'Sends many messages in one statement, all or nothing (as SQS SendMessageBatch, without its 10-message cap: at most 100000); returns the msg_ids in array order. keys and headers, when given, must have as many elements as payloads. Errors: 22004 NULL queue_name, payloads, delay or a NULL payload element; 22023 arrays of different lengths, multidimensional arrays, too many messages or delay out of range; 42704 no such queue; 42501 not mq_producer.';
+'Sends many messages in one statement, all or nothing (as SQS SendMessageBatch, without its 10-message cap: at most 100000); returns the msg_ids in array order. keys and headers, when given, must have as many elements as payloads. For a partitioned queue it returns the offsets, each in its key''s partition. Errors: 22004 NULL queue_name, payloads, delay or a NULL payload element; 22023 arrays of different lengths, multidimensional arrays, too many messages or delay out of range (any delay on a partitioned queue); 42704 no such queue; 54000, 55000, 0A000 as mq.send; 42501 not mq_producer.';
 
 CREATE FUNCTION mq.read(queue_name text, qty integer DEFAULT 1, visibility_timeout interval DEFAULT NULL,
                         wait interval DEFAULT '0')
@@ -773,6 +773,15 @@ BEGIN
     IF commit."offset" < 0 THEN
         RAISE EXCEPTION 'offset must not be negative' USING ERRCODE = '22023';
     END IF;
+    -- committing past the visible end would silently skip messages to come
+    IF commit."offset" >= mq._partition_end(commit.queue_name, commit.partition) THEN
+        RAISE EXCEPTION 'offset % is beyond the end of partition %', commit."offset", commit.partition
+            USING ERRCODE = '22023',
+                  DETAIL = format('The last visible offset is %s.', mq._partition_end(commit.queue_name, commit.partition) - 1);
+    END IF;
+    IF octet_length(commit.member) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'member must be 1 to 200 bytes long' USING ERRCODE = '22023';
+    END IF;
     PERFORM mq._group_init(v_queue_id, commit.consumer_group);
     UPDATE mq.group_partition g
        SET committed = commit."offset", position = greatest(g.position, commit."offset")
@@ -784,7 +793,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq.commit(text, text, integer, bigint, text) IS
-'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range or negative offset; 42704 no such queue; 42809 not partitioned; 42501 not mq_consumer.';
+'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 42501 not mq_consumer.';
 
 CREATE FUNCTION mq._seek(p_queue_name text, p_group text, p_partition integer, p_how text,
                          p_offset bigint, p_at timestamptz)
@@ -827,14 +836,17 @@ CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer,
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF seek."offset" IS NULL OR seek."offset" < 1 THEN
+    IF seek."offset" IS NULL THEN
+        RAISE EXCEPTION 'offset must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF seek."offset" < 1 THEN
         RAISE EXCEPTION 'offset must be 1 or more' USING ERRCODE = '22023';
     END IF;
     RETURN mq._seek(seek.queue_name, seek.consumer_group, seek.partition, 'offset', seek."offset", NULL);
 END
 $$;
 COMMENT ON FUNCTION mq.seek(text, text, integer, bigint) IS
-'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset. Returns the number of partitions moved. Errors: 22023 offset below 1 or partition out of range; 42704 no such queue; 42809 not partitioned; 42501 not mq_consumer.';
+'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset. Returns the number of partitions moved. Errors: 22004 NULL offset; 22023 offset below 1 or partition out of range; 42704 no such queue; 42809 not partitioned; 42501 not mq_consumer.';
 
 CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -869,6 +881,9 @@ DECLARE
     v_queue_id integer := mq._log_id(leave.queue_name, leave.consumer_group);
     v_count integer;
 BEGIN
+    IF leave.member IS NULL THEN
+        RAISE EXCEPTION 'member must not be NULL' USING ERRCODE = '22004';
+    END IF;
     UPDATE mq.group_partition g SET member = NULL, lease_until = NULL, position = g.committed
      WHERE g.queue_id = v_queue_id AND g.consumer_group = leave.consumer_group AND g.member = leave.member;
     GET DIAGNOSTICS v_count = ROW_COUNT;
@@ -878,7 +893,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq.leave(text, text, text) IS
-'A member leaves its consumer group at once (as a Kafka LeaveGroup) instead of after its session timeout: its partitions are free for the others, who resume after the committed offsets. Returns the number of partitions released. Errors: 42704; 42809; 42501.';
+'A member leaves its consumer group at once (as a Kafka LeaveGroup) instead of after its session timeout: its partitions are free for the others, who resume after the committed offsets. Returns the number of partitions released. Errors: 22004 NULL; 42704; 42809; 42501.';
 
 CREATE VIEW mq.consumer_groups AS
 SELECT q.queue_name, g.consumer_group, g.partition, g.member, g.lease_until,
@@ -893,8 +908,29 @@ COMMENT ON VIEW mq.consumer_groups IS
 -- ---------------------------------------------------------------------------
 -- Maintenance.
 
+CREATE FUNCTION mq._maintain_queue(queue_name text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_maintain_queue' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._maintain_queue(text) IS 'mq internal: the upkeep of one work queue for mq.maintain';
+
+-- Each queue in its own subtransaction: a queue dropped meanwhile is
+-- skipped instead of failing the whole pass.
 CREATE FUNCTION mq._maintain_work_queues() RETURNS bigint
-    AS 'MODULE_PATHNAME', 'mq_maintain' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_name text;
+    v_total bigint := 0;
+BEGIN
+    FOR v_name IN SELECT q.queue_name FROM mq.queue q WHERE q.partitions IS NULL ORDER BY q.queue_id LOOP
+        BEGIN
+            v_total := v_total + mq._maintain_queue(v_name);
+        EXCEPTION WHEN undefined_object OR undefined_table THEN
+            NULL;
+        END;
+    END LOOP;
+    RETURN v_total;
+END
+$$;
 COMMENT ON FUNCTION mq._maintain_work_queues() IS 'mq internal: the work-queue part of mq.maintain';
 
 -- Retention: every retention/2 the oldest of a log's three segments is

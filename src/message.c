@@ -35,7 +35,7 @@ PG_FUNCTION_INFO_V1(mq_ack_batch);
 PG_FUNCTION_INFO_V1(mq_nack);
 PG_FUNCTION_INFO_V1(mq_extend);
 PG_FUNCTION_INFO_V1(mq_archive);
-PG_FUNCTION_INFO_V1(mq_maintain);
+PG_FUNCTION_INFO_V1(mq_maintain_queue);
 
 #define MAX_READ_QTY 10000
 #define MAX_BATCH 100000
@@ -365,24 +365,21 @@ mq_extend(PG_FUNCTION_ARGS)
 }
 
 /*
- * mq._maintain_work_queues() RETURNS bigint: dead-letter lapsed last
- * attempts and repair keys in every work queue (mq.maintain calls it)
+ * mq._maintain_queue(queue_name text) RETURNS bigint: dead-letter lapsed
+ * last attempts and repair keys of one work queue (mq.maintain calls it
+ * for each)
  */
 Datum
-mq_maintain(PG_FUNCTION_ARGS)
+mq_maintain_queue(PG_FUNCTION_ARGS)
 {
-	List	   *names = MqQueueNames();
-	ListCell   *lc;
-	int64		total = 0;
+	MqSession	session;
+	MqQueue    *q;
+	int64		n;
 
-	foreach(lc, names)
-	{
-		MqSession	session;
-		MqQueue    *q = MqQueueOpenByName((char *) lfirst(lc), &session);
-
-		if (q->partitions == 0)
-			total += MqStorageMaintain(q);
-		MqQueueClose(&session);
-	}
-	PG_RETURN_INT64(total);
+	require_arg(fcinfo, 0, "queue_name");
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	MqRequireWorkQueue(q);
+	n = MqStorageMaintain(q);
+	MqQueueClose(&session);
+	PG_RETURN_INT64(n);
 }

@@ -285,37 +285,6 @@ MqQueueOpen(text *queue_name, MqSession *session)
 	return MqQueueOpenByName(text_to_cstring(queue_name), session);
 }
 
-/* Names of all queues, in creation order, allocated in the caller's context. */
-List *
-MqQueueNames(void)
-{
-	MemoryContext caller = CurrentMemoryContext;
-	MqSession	session;
-	List	   *names = NIL;
-	int			ret;
-
-	cache_ensure();
-	session_begin(&session);
-	ret = SPI_execute("SELECT queue_name FROM mq.queue ORDER BY queue_id", true, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "could not read mq.queue: %s", SPI_result_code_string(ret));
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		char	   *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
-
-		names = lappend(names, MemoryContextStrdup(caller, name));
-	}
-	/* the list cells live in the SPI context: copy the list out */
-	{
-		MemoryContext old = MemoryContextSwitchTo(caller);
-
-		names = list_copy(names);
-		MemoryContextSwitchTo(old);
-	}
-	MqQueueClose(&session);
-	return names;
-}
-
 void
 MqRequireWorkQueue(MqQueue *q)
 {

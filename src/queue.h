@@ -60,7 +60,6 @@ extern void MqCheckQueueName(const char *name);
 extern MqQueue *MqQueueOpen(text *queue_name, MqSession *session);
 extern MqQueue *MqQueueOpenByName(const char *queue_name, MqSession *session);
 extern void MqQueueClose(MqSession *session);
-extern List *MqQueueNames(void);
 extern void MqRequireWorkQueue(MqQueue *q);
 extern void MqRequirePartitioned(MqQueue *q);
 extern SPIPlanPtr MqQueuePlan(MqQueue *q, int slot, const char *sql,
