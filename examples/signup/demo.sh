@@ -7,13 +7,16 @@
 # pgbench plays the web application: each signup inserts a user, sends the
 # welcome email to queue `emails` and the onboarding SMS sequence (welcome,
 # product tour, check-in) to the keyed queue `sms` (key = user id), all in
-# one transaction; one in ten signups rolls back.  mq-signup-worker
-# processes drain both queues with long polling, with transient failures
-# (retried with backoff) and bad addresses or phone numbers (dead-lettered
-# after 4 attempts).  When the queues are drained the demo checks that every
-# committed signup got exactly one email outcome and three SMS outcomes, no
-# one got a message twice, rolled-back signups got nothing, and every user's
-# SMS went out in step order (order violations = 0).
+# one transaction; one in ten signups rolls back.  The shipped mq-worker
+# sends the emails (mq-worker --queue emails -- send-email.sh) under the
+# queue's server-side rate limit (the provider's limit, for all workers
+# together); mq-signup-worker processes send the SMS.  Both use long
+# polling and see transient failures (retried with backoff) and bad
+# addresses or phone numbers (dead-lettered after 4 or 3 attempts).  When
+# the queues are drained the demo checks that every committed signup got
+# exactly one email outcome and three SMS outcomes, no one got a message
+# twice, rolled-back signups got nothing, every user's SMS went out in step
+# order (order violations = 0) and the provider never saw more than its limit.
 # It prints each check as PASS/FAIL and exits non-zero if any failed.
 # See README.md for the options and the environment.
 set -euo pipefail
@@ -22,11 +25,14 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 WORKER_BIN=$HERE/mq-signup-worker
+MQ_WORKER=${MQ_WORKER:-$PG_BIN/mq-worker}   # installed by make install
 
 # ---- options -----------------------------------------------------------------
 SHORT=0
 KEEP=${MQ_DEMO_KEEP:-0}
-WORKERS=${MQ_DEMO_WORKERS:-4}
+WORKERS=${MQ_DEMO_WORKERS:-2}          # mq-worker processes for the emails
+CONCURRENCY=${MQ_DEMO_CONCURRENCY:-4}  # send-email.sh commands at once per mq-worker
+PROVIDER_BURST=10       # the emails queue's rate_limit_burst
 SMS_WORKERS=${MQ_DEMO_SMS_WORKERS:-4}
 CLIENTS=4
 TRANSIENT_FAIL=0.1      # share of email provider calls that fail with a 503
@@ -35,18 +41,26 @@ SMS_TRANSIENT_FAIL=0.15 # share of SMS provider calls that fail with a 503
 SMS_PERMANENT_FAIL=0.01 # share of phone numbers that always fail (other end of the hash)
 CHECKIN_DELAY=2         # seconds; the check-in SMS is sent with this delay
 WAIT=5                  # long polling: how long a worker's mq.read waits on an empty queue
+# The rate check times each provider call when send-email.sh starts, which is
+# after the server handed the message out (mq-worker forks, bash starts): a
+# delayed start can squeeze calls that were handed out at the limit into a
+# shorter window.  The check allows this much of such delay.
+CALL_DELAY_S=0.1
 
 usage() {
-	sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+	sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
 	cat <<'EOF'
 
 Options:
   --short               short run (CI): about 20-25 s
-  --workers N           number of email worker processes (default 4)
+  --workers N           number of email mq-worker processes (default 2)
+  --concurrency K       send-email.sh commands run at once by each mq-worker (default 4)
   --sms-workers N       number of SMS worker processes (default 4)
   --seconds N           how long pgbench signs users up
   --signup-rate N       signups per second offered by pgbench (incl. rollbacks)
-  --provider-rate N     email provider limit, emails per second, shared by the email workers
+  --provider-rate N     email provider limit, emails per second for all email workers
+                        together: the emails queue's rate_limit
+  --provider-burst N    the emails queue's rate_limit_burst (default 10)
   --sms-rate N          SMS provider limit, SMS per second, shared by the SMS workers
   --checkin-delay S     delay of the check-in SMS, seconds (default 2; 0 for none)
   --keep                keep the temporary cluster and the logs
@@ -58,6 +72,8 @@ while [ $# -gt 0 ]; do
 	case $1 in
 		--short) SHORT=1 ;;
 		--workers) WORKERS=$2; shift ;;
+		--concurrency) CONCURRENCY=$2; shift ;;
+		--provider-burst) PROVIDER_BURST=$2; shift ;;
 		--sms-workers) SMS_WORKERS=$2; shift ;;
 		--sms-rate) SMS_RATE_OPT=$2; shift ;;
 		--checkin-delay) CHECKIN_DELAY=$2; shift ;;
@@ -84,8 +100,10 @@ SIGNUP_SECONDS=${SECONDS_OPT:-$SIGNUP_SECONDS}
 SIGNUP_RATE=${SIGNUP_RATE_OPT:-$SIGNUP_RATE}
 PROVIDER_RATE=${PROVIDER_RATE_OPT:-$PROVIDER_RATE}
 SMS_RATE=${SMS_RATE_OPT:-$SMS_RATE}
-# A provider's limit is split evenly: each worker has its own token bucket.
-WORKER_RATE=$(awk -v r="$PROVIDER_RATE" -v w="$WORKERS" 'BEGIN { printf "%.3f", r / w }')
+# The email provider's limit is the emails queue's rate limit, enforced by the
+# server for all workers together (it needs mq preloaded; see step 3 for the
+# fallback).  The SMS provider's limit is split evenly: each SMS worker has its
+# own token bucket.
 SMS_WORKER_RATE=$(awk -v r="$SMS_RATE" -v w="$SMS_WORKERS" 'BEGIN { printf "%.3f", r / w }')
 # The bad-phone-number rule of worker.c (--mode sms), as an integer bound:
 #   bad(user_id) := (user_id * 2654435761) % 1000000 >= SMS_BAD_FROM
@@ -143,6 +161,10 @@ if [ "${MQ_SKIP_SETUP:-0}" != 1 ]; then
 	fi
 fi
 make -s --no-print-directory -C "$HERE" mq-signup-worker
+if [ ! -x "$MQ_WORKER" ]; then
+	echo "demo.sh: $MQ_WORKER not found: run 'make && make install' at the top of the repository (or set MQ_WORKER)" >&2
+	exit 1
+fi
 
 # ---- 2. a server -------------------------------------------------------------
 if [ -n "${PGHOST:-}" ] || [ -n "${PGPORT:-}" ]; then
@@ -174,8 +196,9 @@ else
 		echo "unix_socket_directories = '$PGDIR'"
 		# commit times of the signups, for the latency figures
 		echo "track_commit_timestamp = on"
-		# preload mq if the project's test configuration does
-		grep -E '^[[:space:]]*shared_preload_libraries' "$REPO/test/mq.conf" 2>/dev/null || true
+		# mq preloaded: the emails queue's rate limit lives in shared memory,
+		# and long polls are woken through it
+		echo "shared_preload_libraries = 'mq'"
 	} >"$WORK/demo.conf"
 	"${AS_PG[@]}" sh -c "cat '$WORK/demo.conf' >> '$DATA/postgresql.conf'"
 	if ! "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$DATA" -l "$PGDIR/server.log" -w -t 60 start >/dev/null; then
@@ -191,17 +214,50 @@ fi
 # one value / rows of values, unaligned, no headers
 psql_v() { "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 
+# A queue rate limit needs mq in shared_preload_libraries.  The throwaway
+# cluster has it; the user's server may not: then the email workers limit
+# themselves, each to its share of the provider's limit.
+PRELOAD=$(psql_v -c "SHOW shared_preload_libraries")
+if [ "$(psql_v -c "SELECT 'mq' = ANY (SELECT regexp_replace(regexp_replace(btrim(l, ' \"'), '^.*/', ''), '[.]so$', '')
+                                       FROM unnest(string_to_array(current_setting('shared_preload_libraries'), ',')) l)")" = t ]; then
+	RATE_MODE=server
+	QUEUE_RATE="$PROVIDER_RATE/s" QUEUE_BURST=$PROVIDER_BURST
+	RATE_BURST=$PROVIDER_BURST
+else
+	RATE_MODE=per-worker
+	QUEUE_RATE='' QUEUE_BURST=''
+	# send-email.sh spaces each mq-worker's calls by this interval
+	RATE_INTERVAL_US=$(awk -v r="$PROVIDER_RATE" -v w="$WORKERS" 'BEGIN { printf "%d", 1e6 * w / r + 0.5 }')
+	RATE_BURST=$WORKERS     # each worker may be one call ahead of its share
+	say "NOTE: mq is not in this server's shared_preload_libraries (SHOW shared_preload_libraries: '$PRELOAD')."
+	say "      A queue rate limit needs it (rate_limit on mq.create_queue), so the emails queue gets none."
+	say "      Falling back to per-worker rate limiting: each of the $WORKERS mq-worker processes spaces its"
+	say "      own send-email.sh calls at $(awk -v r="$PROVIDER_RATE" -v w="$WORKERS" 'BEGIN { printf "%g", r / w }')/s.  For the server-side limit add mq"
+	say "      to shared_preload_libraries and restart the server."
+fi
+
 # ---- 3. schema: the extension, the queues, the application tables ------------
-say "CREATE EXTENSION mq; queues emails, emails_dlq, sms (keyed), sms_dlq; tables users, deliveries, sms_*"
-"$PG_BIN/psql" -X -q -o /dev/null -v ON_ERROR_STOP=1 <<'SQL'
+if [ "$RATE_MODE" = server ]; then
+	say "CREATE EXTENSION mq; queues emails (rate_limit => '$QUEUE_RATE', rate_limit_burst => $QUEUE_BURST), emails_dlq, sms (keyed), sms_dlq; tables users, deliveries, email_*, sms_*"
+else
+	say "CREATE EXTENSION mq; queues emails (no rate limit: mq not preloaded), emails_dlq, sms (keyed), sms_dlq; tables users, deliveries, email_*, sms_*"
+fi
+"$PG_BIN/psql" -X -q -o /dev/null -v ON_ERROR_STOP=1 \
+	-v rate_limit="$QUEUE_RATE" -v rate_limit_burst="$QUEUE_BURST" <<'SQL'
 CREATE EXTENSION mq;
 SELECT mq.create_queue('emails_dlq');
+-- The email provider allows so many sends a second (a typical one: 25/min),
+-- however many workers run: the queue's rate limit, a token bucket in the
+-- server's shared memory, makes mq.read hand out no more than that to all
+-- consumers together.  Empty :rate_limit (mq not preloaded): no limit.
 SELECT mq.create_queue('emails',
                        visibility_timeout => '10 seconds',
                        max_attempts => 4,
                        dead_letter_queue => 'emails_dlq',
                        retry_delay => '200 ms',
-                       retry_backoff => 2);
+                       retry_backoff => 2,
+                       rate_limit => nullif(:'rate_limit', ''),
+                       rate_limit_burst => nullif(:'rate_limit_burst', '')::integer);
 -- The onboarding SMS: keyed by user id, so a user's steps go out in order.
 SELECT mq.create_queue('sms_dlq');
 -- max_attempts 3: a bad phone number is given up after 0.2 s + 0.4 s of
@@ -220,14 +276,35 @@ CREATE TABLE users (
     email      text NOT NULL,
     created_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
--- One row per email sent, written in the worker's ack transaction.  No
--- unique constraint on purpose: a duplicate delivery is what the demo
--- checks for, so it must be able to happen.
+-- One row per email sent, written by send-email.sh (run by mq-worker) before
+-- it exits 0 and mq-worker acks: outside the ack's transaction.  So the
+-- record is idempotent: at most one row per message (msg_id unique), and a
+-- second success for a message already delivered goes to email_duplicates.
+-- No constraint on user_id on purpose: two emails to one user (two messages
+-- for one signup) is what the demo checks for, so it must be able to happen.
 CREATE TABLE deliveries (
     user_id      bigint NOT NULL,
-    msg_id       bigint NOT NULL,
+    msg_id       bigint NOT NULL UNIQUE,
     delivered_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    worker       int NOT NULL
+    worker       text NOT NULL          -- mq-worker's consumer id
+);
+CREATE TABLE email_duplicates (
+    msg_id      bigint NOT NULL,
+    user_id     bigint NOT NULL,
+    attempt     int NOT NULL,
+    worker      text NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+-- Every provider call (every run of send-email.sh): when it started and how
+-- it ended (sent, transient, bad_address).  The provider's limit counts
+-- calls, failed ones too; the demo measures the rate from called_at.
+CREATE TABLE email_calls (
+    msg_id    bigint NOT NULL,
+    attempt   int NOT NULL,
+    user_id   bigint NOT NULL,
+    called_at timestamptz NOT NULL,
+    outcome   text NOT NULL,
+    worker    text NOT NULL
 );
 -- Rolled-back signups leave no row; they count themselves here
 -- (sequences are not transactional).
@@ -274,14 +351,36 @@ CREATE TABLE sms_dead_letters (
 );
 SQL
 TRACK_COMMIT_TS=$(psql_v -c "SHOW track_commit_timestamp")
+if [ "$RATE_MODE" = server ]; then
+	# what the queue really got (mq.queues), for the summary
+	IFS='|' read -r RATE_LIMIT RATE_BURST < <(psql_v -c \
+		"SELECT rate_limit_per_second, rate_limit_burst FROM mq.queues WHERE queue_name = 'emails'")
+	RATE_DESC="the emails queue's rate limit: $RATE_LIMIT/s, burst $RATE_BURST, for all $WORKERS x $CONCURRENCY commands together"
+else
+	RATE_LIMIT=$PROVIDER_RATE
+	RATE_DESC="per-worker limits (mq not preloaded): $WORKERS x $(awk -v r="$PROVIDER_RATE" -v w="$WORKERS" 'BEGIN { printf "%g", r / w }')/s, 1 call of burst each"
+fi
 
 # ---- 4. workers ----------------------------------------------------------------
-say "starting $WORKERS email workers: provider limit $PROVIDER_RATE emails/s ($WORKER_RATE/s each), $TRANSIENT_FAIL transient failures, $PERMANENT_FAIL bad addresses"
+# The emails: the shipped mq-worker runs send-email.sh once per message
+# (payload on stdin, MQ_MSG_ID, MQ_ATTEMPTS, ... in the environment, the PG*
+# connection variables passed on), acks on exit 0, nacks otherwise, and
+# extends each claim while its command runs.
+ppm() { awk -v p="$1" 'BEGIN { printf "%d", p * 1e6 + 0.5 }'; }
+export DEMO_PSQL="$PG_BIN/psql" DEMO_WORK_MS=5
+export DEMO_TRANSIENT_PPM=$(ppm "$TRANSIENT_FAIL") DEMO_BAD_PPM=$(ppm "$PERMANENT_FAIL")
+if [ "$RATE_MODE" = per-worker ]; then
+	mkdir "$WORK/rate"
+	export DEMO_RATE_INTERVAL_US=$RATE_INTERVAL_US DEMO_RATE_DIR=$WORK/rate
+fi
+say "starting $WORKERS email workers: mq-worker --queue emails --concurrency $CONCURRENCY -- send-email.sh; provider limit $PROVIDER_RATE emails/s ($RATE_DESC), $TRANSIENT_FAIL transient failures, $PERMANENT_FAIL bad addresses"
+EMAIL_PIDS=()
 for i in $(seq 1 "$WORKERS"); do
-	"$WORKER_BIN" --mode email --id "$i" --queue emails --batch 10 --vt 10 --wait "$WAIT" \
-		--rate "$WORKER_RATE/s" --work-ms 5 \
-		--transient-fail "$TRANSIENT_FAIL" --permanent-fail "$PERMANENT_FAIL" \
-		>"$WORK/worker$i.log" 2>&1 &
+	"$MQ_WORKER" --queue emails --concurrency "$CONCURRENCY" --wait "$WAIT" \
+		--consumer-id "email-$i" --progress 10 --grace 10 \
+		-- "$HERE/send-email.sh" \
+		>"$WORK/email-worker$i.log" 2>&1 &
+	EMAIL_PIDS+=($!)
 	WORKER_PIDS+=($!)
 done
 say "starting $SMS_WORKERS SMS workers: provider limit $SMS_RATE SMS/s ($SMS_WORKER_RATE/s each), $SMS_TRANSIENT_FAIL transient failures, $SMS_PERMANENT_FAIL bad phone numbers"
@@ -367,17 +466,36 @@ done
 drain_s=$(($(date +%s) - start - ${pgbench_done_at:-0}))
 
 # ---- 7. stop the workers: SIGTERM, they finish the current message -------------
+# mq-worker: stops claiming (a waiting read is cancelled), lets running
+# commands finish within --grace, reports them, prints its totals, exits 0.
 say "stopping the workers (SIGTERM)"
-workers_ok=1
 for pid in "${WORKER_PIDS[@]}"; do
 	kill -TERM "$pid" 2>/dev/null || true
 done
+email_ok=1 email_rcs=
+for pid in "${EMAIL_PIDS[@]}"; do
+	if wait "$pid"; then rc=0; else rc=$?; fi
+	email_rcs+="${email_rcs:+, }$rc"
+	[ "$rc" = 0 ] || email_ok=0
+done
+workers_ok=1
 for pid in "${WORKER_PIDS[@]}"; do
+	case " ${EMAIL_PIDS[*]} " in *" $pid "*) continue ;; esac
 	if ! wait "$pid"; then workers_ok=0; fi
 done
 WORKER_PIDS=()
+# mq-worker's log: its start line, warnings and errors, and its totals (not
+# the per-message "failed ... nacked" lines nor the progress lines)
+mqw_processed=0 mqw_failed=0 mqw_lost=0 mqw_released=0 mqw_totals=0
 for i in $(seq 1 "$WORKERS"); do
-	sed 's/^/   /' "$WORK/worker$i.log"
+	log=$WORK/email-worker$i.log
+	grep -E 'consumer |warning: |error: |stopped: ' "$log" | sed "s/^/   email-$i: /" || true
+	last=$(grep ' stopped: ' "$log" | tail -n 1 || true)
+	if [[ $last =~ processed=([0-9]+)\ failed=([0-9]+)\ lost=([0-9]+)\ released=([0-9]+) ]]; then
+		mqw_totals=$((mqw_totals + 1))
+		mqw_processed=$((mqw_processed + BASH_REMATCH[1])) mqw_failed=$((mqw_failed + BASH_REMATCH[2]))
+		mqw_lost=$((mqw_lost + BASH_REMATCH[3])) mqw_released=$((mqw_released + BASH_REMATCH[4]))
+	fi
 done
 for i in $(seq 1 "$SMS_WORKERS"); do
 	sed 's/^/   /' "$WORK/sms-worker$i.log"
@@ -410,6 +528,21 @@ CREATE TEMP TABLE dlq AS
 CREATE TEMP TABLE bad AS
     SELECT id FROM users
      WHERE ((id * 2654435761) % 1000000)::float8 / 1e6 < $PERMANENT_FAIL;
+-- The provider's limit over every window: with the calls in time order
+-- (i = 1, 2, ...; t_i seconds after the first), the window from call i to
+-- call j holds j - i + 1 calls and the limit allows rate * (t_j - t_i) +
+-- burst.  With x = i - rate * t, the largest j - i + 1 - rate * (t_j - t_i)
+-- is max over j of x_j - min(x_i, i <= j) + 1: call_worst, with its j.
+CREATE TEMP TABLE call_x AS
+    SELECT i, s, i - $RATE_LIMIT * s AS x
+      FROM (SELECT row_number() OVER (ORDER BY called_at, msg_id, attempt) AS i,
+                   extract(epoch FROM called_at - min(called_at) OVER ())::float8 AS s
+              FROM email_calls) c;
+CREATE TEMP TABLE call_worst AS
+    SELECT i AS j, s AS sj, x - min_x + 1 AS over
+      FROM (SELECT i, s, x, min(x) OVER (ORDER BY i) AS min_x FROM call_x) c
+     ORDER BY x - min_x DESC, i
+     LIMIT 1;
 CREATE TEMP TABLE latency AS
     SELECT extract(epoch FROM d.first_delivered_at - $COMMIT_TIME) AS s
       FROM (SELECT user_id, min(delivered_at) AS first_delivered_at
@@ -442,8 +575,29 @@ UNION ALL SELECT 'p99', round(percentile_cont(0.99) WITHIN GROUP (ORDER BY s)::n
 UNION ALL SELECT 'max', round(max(s), 3)::text FROM latency
 UNION ALL SELECT 'dlq_errors', coalesce(string_agg(error || ': ' || n, ', ' ORDER BY n DESC), 'none')
     FROM (SELECT coalesce(error, '?') AS error, count(*) AS n FROM dlq GROUP BY 1) e
-UNION ALL SELECT 'by_worker', string_agg('worker ' || worker || ': ' || n, ', ' ORDER BY worker)
-    FROM (SELECT worker, count(*) AS n FROM deliveries GROUP BY worker) w;
+UNION ALL SELECT 'by_worker', coalesce(string_agg(worker || ': ' || n, ', ' ORDER BY worker), 'none')
+    FROM (SELECT worker, count(*) AS n FROM deliveries GROUP BY worker) w
+UNION ALL SELECT 'max_per_user', coalesce(max(n), 0)::text
+    FROM (SELECT count(*) AS n FROM deliveries GROUP BY user_id) x
+UNION ALL SELECT 'duplicates', count(*)::text FROM email_duplicates
+UNION ALL SELECT 'calls', count(*)::text FROM email_calls
+UNION ALL SELECT 'calls_sent', count(*)::text FROM email_calls WHERE outcome = 'sent'
+UNION ALL SELECT 'calls_failed', count(*)::text FROM email_calls WHERE outcome <> 'sent'
+UNION ALL SELECT 'calls_by_outcome', coalesce(string_agg(outcome || ' ' || n, ', ' ORDER BY n DESC), 'none')
+    FROM (SELECT outcome, count(*) AS n FROM email_calls GROUP BY outcome) x
+UNION ALL SELECT 'call_span_s', round(extract(epoch FROM max(called_at) - min(called_at)), 1)::text FROM email_calls
+UNION ALL SELECT 'calls_peak10', coalesce(max(n), 0)::text FROM (
+    SELECT count(*) OVER (ORDER BY called_at RANGE BETWEEN CURRENT ROW AND '10 seconds' FOLLOWING) AS n
+      FROM email_calls) x
+UNION ALL SELECT 'calls_peak1', coalesce(max(n), 0)::text FROM (
+    SELECT count(*) OVER (ORDER BY called_at RANGE BETWEEN CURRENT ROW AND '1 second' FOLLOWING) AS n
+      FROM email_calls) x
+UNION ALL SELECT 'calls_over_rate', coalesce(round(max(over)::numeric, 2), 0)::text FROM call_worst
+UNION ALL SELECT 'calls_over_rate_window', coalesce(max(format('%s calls in %s s, from %s s after the first call',
+                                                          w.j - lo.i + 1, round((w.sj - lo.s)::numeric, 3),
+                                                          round(lo.s::numeric, 3))), 'none')
+    FROM call_worst w
+    CROSS JOIN LATERAL (SELECT i, s FROM call_x WHERE i <= w.j ORDER BY x, i LIMIT 1) lo;
 
 -- The onboarding SMS.
 CREATE TEMP TABLE sms_dlq AS
@@ -541,10 +695,17 @@ printf '   %-28s %s\n' \
 	"signups committed" "${S[users]} (rows in users)" \
 	"signups rolled back" "${S[rollbacks]} (burned ${S[burned_ids]} user ids)" \
 	"emails delivered" "${S[delivered_users]} users (${S[deliveries]} rows in deliveries; ${S[by_worker]})" \
+	"duplicate deliveries" "${S[duplicates]} (send-email.sh ran again for a message whose delivery it had recorded)" \
 	"dead-lettered" "${S[dlq]} messages in emails_dlq (${S[dlq_errors]})" \
 	"bad addresses (by hash)" "${S[bad]} users, ${S[bad_in_dlq]} of them in the DLQ, ${S[bad_delivered]} delivered" \
 	"signup throughput" "$(per_s "${S[users]}" "${S[signup_span_s]}") signups/s committed (over ${S[signup_span_s]} s); pgbench latency ${pgbench_latency:-?}" \
-	"email throughput" "$(per_s "${S[deliveries]}" "${S[delivery_span_s]}") emails/s (over ${S[delivery_span_s]} s; provider limit $PROVIDER_RATE/s)" \
+	"email throughput" "$(per_s "${S[deliveries]}" "${S[delivery_span_s]}") emails/s delivered (over ${S[delivery_span_s]} s; provider limit $PROVIDER_RATE/s)" \
+	"provider calls" "${S[calls]} (${S[calls_by_outcome]}): $(per_s "${S[calls]}" "${S[call_span_s]}")/s over ${S[call_span_s]} s" \
+	"" "busiest 10 s: $(per_s "${S[calls_peak10]}" 10)/s; busiest 1 s: ${S[calls_peak1]} calls" \
+	"provider limit" "$PROVIDER_RATE/s: $RATE_DESC" \
+	"" "most calls above limit x window: ${S[calls_over_rate]} (burst: $RATE_BURST)" \
+	"" "(${S[calls_over_rate_window]})" \
+	"email workers (mq-worker)" "$WORKERS x concurrency $CONCURRENCY: processed=$mqw_processed failed=$mqw_failed lost=$mqw_lost released=$mqw_released; exit status $email_rcs" \
 	"signup -> email delivered" "p50 ${S[p50]} s, p99 ${S[p99]} s, max ${S[max]} s" \
 	"" "($COMMIT_TIME_SRC to deliveries.delivered_at)" \
 	"email queue backlog" "max $max_backlog messages" \
@@ -583,8 +744,9 @@ check "queues drained: emails and sms empty (nothing ready, in flight, delayed o
 	$((drained == 1))
 check "every committed signup has one outcome: $users users = $delivered_users delivered + $dlq dead-lettered" \
 	$((users == delivered_users + dlq && dlq == dlq_users && dlq == dlq_depth && delivered_and_dlq == 0))
-check "no user emailed twice: $deliveries deliveries, $delivered_users distinct users" \
-	$((deliveries == delivered_users))
+duplicates=${S[duplicates]} max_per_user=${S[max_per_user]}
+check "no email delivered twice: $deliveries deliveries for $delivered_users distinct users (at most $max_per_user per user), $duplicates duplicates (a message's command run again after its delivery was recorded)" \
+	$((deliveries == delivered_users && max_per_user <= 1 && duplicates == 0))
 check "every delivery's user exists ($orphan_deliveries without one)" \
 	$((orphan_deliveries == 0))
 check "every dead letter's user exists ($orphan_dlq without one) and was not delivered too ($delivered_and_dlq)" \
@@ -613,7 +775,13 @@ check "every SMS dead letter was recorded with its place in the order ($sms_dead
 	$((sms_dead_unmatched == 0))
 check "every bad phone number had all 3 steps dead-lettered, none delivered ($sms_bad_all_dlq of $sms_bad, $sms_bad_delivered delivered)" \
 	$((sms_bad_all_dlq == sms_bad && sms_bad_delivered == 0))
-check "workers exited 0 on SIGTERM" $((workers_ok == 1))
+calls=${S[calls]} calls_sent=${S[calls_sent]} calls_failed=${S[calls_failed]} over=${S[calls_over_rate]}
+check "the provider never saw more than its limit: in every window, calls <= $RATE_LIMIT/s x (window + ${CALL_DELAY_S} s) + $RATE_BURST; the most was $over above $RATE_LIMIT/s x window (allowed $(awk -v r="$RATE_LIMIT" -v b="$RATE_BURST" -v d="$CALL_DELAY_S" 'BEGIN { printf "%g", b + r * d }'))" \
+	"$(awk -v o="$over" -v r="$RATE_LIMIT" -v b="$RATE_BURST" -v d="$CALL_DELAY_S" 'BEGIN { print (o <= b + r * d) ? 1 : 0 }')"
+check "mq-worker's totals match send-email.sh's records: processed $mqw_processed = $calls_sent calls sent, failed $mqw_failed = $calls_failed calls failed, lost $mqw_lost, released $mqw_released" \
+	$((mqw_totals == WORKERS && mqw_processed == calls_sent && mqw_failed == calls_failed && mqw_lost == 0 && mqw_released == 0))
+check "email workers (mq-worker) stopped by SIGTERM and exited 0 (exit status $email_rcs)" $((email_ok == 1))
+check "SMS workers (mq-signup-worker) exited 0 on SIGTERM" $((workers_ok == 1))
 
 echo
 if [ "$fails" -eq 0 ]; then
