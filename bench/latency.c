@@ -13,6 +13,8 @@
  *     poll      loop: mq.read(QUEUE, 50) without waiting; when it returned
  *               nothing, sleep 100 ms
  *     drain     mq.listen(QUEUE) and only count notifications (no reads)
+ *     rawdrain  plain LISTEN "mq.QUEUE" (which mq does not count as a listener)
+ *               and only count notifications: shows whether mq notified
  *   Every read claims, acks and records the messages in one statement (one
  *   transaction): msg_id and clock_timestamp() right after the claim go into
  *   the table lat_recv(msg_id, recv_at, mode); push.sh joins it with the
@@ -127,7 +129,7 @@ main(int argc, char **argv)
 
 	if (argc < 4)
 	{
-		fprintf(stderr, "usage: latency longpoll|listen|poll|drain QUEUE SECONDS [WAIT_MS]\n");
+		fprintf(stderr, "usage: latency longpoll|listen|poll|drain|rawdrain QUEUE SECONDS [WAIT_MS]\n");
 		return 2;
 	}
 	mode = argv[1];
@@ -149,6 +151,23 @@ main(int argc, char **argv)
 			die(conn, "mq.listen");
 		PQclear(res);
 		queries++;
+	}
+	else if (strcmp(mode, "rawdrain") == 0)
+	{
+		char		sql[200];
+		char	   *chan;
+		PGresult   *res;
+
+		snprintf(sql, sizeof(sql), "mq.%s", queue);
+		chan = PQescapeIdentifier(conn, sql, strlen(sql));
+		snprintf(sql, sizeof(sql), "LISTEN %s", chan);
+		PQfreemem(chan);
+		res = PQexec(conn, sql);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			die(conn, "LISTEN");
+		PQclear(res);
+		queries++;
+		mode = "drain";
 	}
 	else if (strcmp(mode, "longpoll") != 0 && strcmp(mode, "poll") != 0)
 	{

@@ -81,6 +81,7 @@ trap on_exit EXIT
 trap 'exit 130' INT TERM
 
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"   # no NOTICEs from drop_queue
 
 cluster_start "shared_preload_libraries = 'mq'" "mq.database = 'bench'"
 log "cluster up: $CLUSTER_DIR port $PORT; results in $RES"
