@@ -1049,7 +1049,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq.maintain() IS
-'Periodic maintenance, run by mq''s background worker every mq.maintenance_interval when mq is preloaded. Returns how many messages it released or removed: releases the claims and partition leases of registered consumers that died or stopped heartbeating; in work queues, moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it; mq.read does the same lazily for the messages it meets) and repairs keys of keyed queues left blocked; in partitioned queues, applies retention by truncating whole segments. Without preloading, call it every few seconds from a scheduler (pg_cron). Errors: 42501 not mq_admin.';
+'Periodic maintenance, run by mq''s background worker every mq.maintenance_interval when mq is preloaded. Returns how many messages it released or removed: releases the claims and partition leases of registered consumers that died or stopped heartbeating; in work queues, moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it), looking at the oldest 10000 visible messages of each (mq.read does the same for the messages it meets); in partitioned queues, applies retention by truncating whole segments. Without preloading, call it every few seconds from a scheduler (pg_cron). Errors: 42501 not mq_admin.';
 
 -- Privileges.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mq FROM PUBLIC;

@@ -25,9 +25,10 @@
  * (ack, archive, dead-lettering) unblocks the key's new oldest message; a
  * send inserts blocked when its key already has a message.  Both take a
  * per-(queue, key) transaction lock first, so a send and a removal of the
- * same key serialize and the statement after the lock sees the other's
- * committed rows (READ COMMITTED).  That lock also makes msg_ids increase in
- * send order within a key.  A nack or a lapsed visibility timeout leaves the
+ * same key serialize, and the statement after the lock reads with the
+ * latest snapshot, so it sees the other's committed rows at any isolation
+ * level (as PostgreSQL's own foreign-key checks do).  That lock also makes
+ * msg_ids increase in send order within a key.  A nack or a lapsed visibility timeout leaves the
  * oldest message where it is, so the key stays blocked until it is acked or
  * dead-lettered.
  *
@@ -47,6 +48,7 @@
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 
 #include "consumer.h"
 #include "notify.h"
@@ -69,7 +71,6 @@ typedef enum PlanKind
 	PLAN_SEND_KEYED,
 	PLAN_SEND_BATCH_KEYED,
 	PLAN_UNBLOCK,
-	PLAN_REPAIR_KEYS,
 	PLAN_COUNT
 }			PlanKind;
 
@@ -174,9 +175,15 @@ static const PlanDef plan_defs[PLAN_COUNT] = {
 		" WHERE queue_id " OP("=") " %1$d",
 		1, {INT8OID}
 	},
+	/*
+	 * Maintenance looks only at the oldest visible messages, as a reader
+	 * would, so a pass costs the same on a queue of any length; readers
+	 * dead-letter the exhausted messages further on as they reach them.
+	 */
 	[PLAN_EXPIRED] = {
-		"SELECT msg_id FROM mq.q_%1$d WHERE vt " OP("<=") " " NOW
-		" AND attempts " OP(">=") " $1 ORDER BY msg_id LIMIT 1000"
+		"SELECT msg_id FROM mq.q_%1$d WHERE msg_id " OP("=") " ANY (ARRAY("
+		" SELECT msg_id FROM mq.q_%1$d WHERE vt " OP("<=") " " NOW " AND NOT blocked"
+		" ORDER BY msg_id LIMIT 10000)) AND attempts " OP(">=") " $1"
 		" FOR UPDATE SKIP LOCKED",
 		1, {INT4OID}
 	},
@@ -202,13 +209,6 @@ static const PlanDef plan_defs[PLAN_COUNT] = {
 		" (SELECT msg_id FROM mq.q_%1$d WHERE key " OP("=") " $1"
 		" ORDER BY msg_id LIMIT 1) AND blocked",
 		1, {TEXTOID}
-	},
-	/* maintenance: a key whose messages are all blocked lost its unblock */
-	[PLAN_REPAIR_KEYS] = {
-		"UPDATE mq.q_%1$d SET blocked = false WHERE msg_id " OP("=") " ANY (ARRAY("
-		" SELECT pg_catalog.min(msg_id) FROM mq.q_%1$d WHERE key IS NOT NULL"
-		" GROUP BY key HAVING pg_catalog.bool_and(blocked)))",
-		0, {}
 	},
 };
 
@@ -250,6 +250,20 @@ static uint64
 run_plan(MqQueue *q, PlanKind kind, Datum *values, const char *nulls, int expected)
 {
 	return MqQueueRun(q, get_plan(q, kind), values, nulls, expected);
+}
+
+/* As run_plan, reading with the latest snapshot (after a key lock). */
+static uint64
+run_plan_latest(MqQueue *q, PlanKind kind, Datum *values, const char *nulls, int expected)
+{
+	int			ret = SPI_execute_snapshot(get_plan(q, kind), values, nulls,
+										   GetLatestSnapshot(), InvalidSnapshot,
+										   false, false, 0);
+
+	if (ret != expected)
+		elog(ERROR, "statement %d on queue \"%s\" failed: %s",
+			 (int) kind, q->name, SPI_result_code_string(ret));
+	return SPI_processed;
 }
 
 static inline char
@@ -329,7 +343,7 @@ unblock_removed_keys(MqQueue *q)
 	{
 		Datum		value = CStringGetTextDatum(keys[i]);
 
-		if (run_plan(q, PLAN_UNBLOCK, &value, " ", SPI_OK_UPDATE) > 0)
+		if (run_plan_latest(q, PLAN_UNBLOCK, &value, " ", SPI_OK_UPDATE) > 0)
 			MqWaitNoteSend(q->queue_id);
 	}
 }
@@ -386,7 +400,7 @@ MqStorageSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers,
 	if (q->keyed && !key.isnull)
 	{
 		lock_key(q, TextDatumGetCString(key.value));
-		run_plan(q, PLAN_SEND_KEYED, values, nulls, SPI_OK_INSERT_RETURNING);
+		run_plan_latest(q, PLAN_SEND_KEYED, values, nulls, SPI_OK_INSERT_RETURNING);
 	}
 	else
 		run_plan(q, PLAN_SEND, values, nulls, SPI_OK_INSERT_RETURNING);
@@ -419,7 +433,7 @@ MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 			if (!elem_nulls[i])
 				strs[nkeys++] = TextDatumGetCString(elems[i]);
 		lock_keys(q, strs, nkeys);
-		n = run_plan(q, PLAN_SEND_BATCH_KEYED, values, nulls, SPI_OK_INSERT_RETURNING);
+		n = run_plan_latest(q, PLAN_SEND_BATCH_KEYED, values, nulls, SPI_OK_INSERT_RETURNING);
 	}
 	else
 		n = run_plan(q, PLAN_SEND_BATCH, values, nulls, SPI_OK_INSERT_RETURNING);
@@ -610,19 +624,14 @@ MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *vt,
 }
 
 /*
- * Maintenance of one queue: dead-letter every message whose last attempt's
- * visibility lapsed, and, for keyed queues, unblock keys that lost their
- * unblocking (a removal and a send racing under REPEATABLE READ, where the
- * send's snapshot predates the removal).
+ * Maintenance of one queue: dead-letter the messages among the oldest
+ * visible ones whose last attempt's visibility lapsed.
  */
 int64
 MqStorageMaintain(MqQueue *q)
 {
 	int64		total = 0;
 	MqNullable	none = {(Datum) 0, true};
-
-	if (q->keyed)
-		run_plan(q, PLAN_REPAIR_KEYS, NULL, NULL, SPI_OK_UPDATE);
 
 	for (;;)
 	{

@@ -46,11 +46,4 @@ SELECT mq.archive('k', msg_id) FROM :qt WHERE key = 'a' AND NOT blocked;
 SELECT mq.ack('k', array_agg(msg_id)) FROM :qt WHERE key = 'b' AND NOT blocked;
 SELECT count(*) AS left FROM :qt;
 
--- a key whose unblock was lost (simulated) is repaired by mq.maintain()
-SELECT mq.send('k', '{"n":5}', 'c') > 0 AS sent;
-UPDATE :qt SET blocked = true WHERE key = 'c';
-SELECT key, payload->>'n' AS n FROM mq.read('k', 10);
-SELECT mq.maintain();
-SELECT key, payload->>'n' AS n FROM mq.read('k', 10);
-
 DROP EXTENSION mq CASCADE;
