@@ -1,13 +1,16 @@
 /*-------------------------------------------------------------------------
  *
  * message.c
- *	  SQL entry points of work queues: send, send_batch, read, ack, nack,
- *	  extend, archive, maintain.
+ *	  SQL entry points for messages: send and send_batch (both kinds of
+ *	  queue), and for work queues read, ack, nack, extend, archive and the
+ *	  per-queue part of maintenance.
  *
  * Each entry point checks its arguments (22004 for a NULL that makes no
  * sense, 22023 for a value out of range) before touching anything, then
- * opens the queue (queue.c) and calls the storage layer (storage.c).  The
- * SQL reference with units and SQLSTATEs is docs/reference.md.
+ * opens the queue (queue.c) and calls the storage layer (storage.c, or
+ * partition.c for partitioned queues).  mq.read applies the queue's rate
+ * limit (ratelimit.c) and, with a wait, long-polls (wait.c).  The SQL
+ * reference with units and SQLSTATEs is docs/reference.md.
  *
  *-------------------------------------------------------------------------
  */

@@ -243,8 +243,8 @@ load_queue(const char *key, MqQueue *q)
  * abort restores the user and SPI state.  The returned entry is valid until
  * the next MqQueueOpen() call.
  */
-MqQueue *
-MqQueueOpenByName(const char *queue_name, MqSession *session)
+static MqQueue *
+open_by_name(const char *queue_name, MqSession *session)
 {
 	char		key[NAMEDATALEN];
 	MqQueue    *q;
@@ -282,7 +282,7 @@ MqQueueOpenByName(const char *queue_name, MqSession *session)
 MqQueue *
 MqQueueOpen(text *queue_name, MqSession *session)
 {
-	return MqQueueOpenByName(text_to_cstring(queue_name), session);
+	return open_by_name(text_to_cstring(queue_name), session);
 }
 
 void

@@ -58,7 +58,6 @@ typedef struct MqSession
 extern void MqQueueCacheInit(void);
 extern void MqCheckQueueName(const char *name);
 extern MqQueue *MqQueueOpen(text *queue_name, MqSession *session);
-extern MqQueue *MqQueueOpenByName(const char *queue_name, MqSession *session);
 extern void MqQueueClose(MqSession *session);
 extern void MqRequireWorkQueue(MqQueue *q);
 extern void MqRequirePartitioned(MqQueue *q);
