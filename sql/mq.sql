@@ -775,40 +775,7 @@ COMMENT ON FUNCTION mq.heartbeat(text, text, text) IS
 
 CREATE FUNCTION mq.commit(queue_name text, consumer_group text, partition integer, "offset" bigint,
                           member text DEFAULT NULL)
-RETURNS boolean
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_queue_id integer := mq._log_id(commit.queue_name, commit.consumer_group);
-BEGIN
-    IF commit.partition IS NULL OR commit."offset" IS NULL THEN
-        RAISE EXCEPTION 'partition and offset must not be NULL' USING ERRCODE = '22004';
-    END IF;
-    IF commit.partition NOT BETWEEN 0 AND (SELECT q.partitions - 1 FROM mq.queue q WHERE q.queue_id = v_queue_id) THEN
-        RAISE EXCEPTION 'partition % does not exist', commit.partition USING ERRCODE = '22023';
-    END IF;
-    IF commit."offset" < 0 THEN
-        RAISE EXCEPTION 'offset must not be negative' USING ERRCODE = '22023';
-    END IF;
-    -- committing past the visible end would silently skip messages to come
-    IF commit."offset" >= mq._partition_end(commit.queue_name, commit.partition) THEN
-        RAISE EXCEPTION 'offset % is beyond the end of partition %', commit."offset", commit.partition
-            USING ERRCODE = '22023',
-                  DETAIL = format('The last visible offset is %s.', mq._partition_end(commit.queue_name, commit.partition) - 1);
-    END IF;
-    IF octet_length(commit.member) NOT BETWEEN 1 AND 200 THEN
-        RAISE EXCEPTION 'member must be 1 to 200 bytes long' USING ERRCODE = '22023';
-    END IF;
-    PERFORM mq._group_init(v_queue_id, commit.consumer_group);
-    UPDATE mq.group_partition g
-       SET committed = commit."offset", position = greatest(g.position, commit."offset")
-     WHERE g.queue_id = v_queue_id AND g.consumer_group = commit.consumer_group
-       AND g.partition = commit.partition
-       AND (commit.member IS NULL
-            OR (g.member = commit.member AND g.lease_until > clock_timestamp()));
-    RETURN FOUND;
-END
-$$;
+RETURNS boolean AS 'MODULE_PATHNAME', 'mq_commit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.commit(text, text, integer, bigint, text) IS
 'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 42501 not mq_consumer.';
 

@@ -38,6 +38,7 @@
 #include "wait.h"
 
 PG_FUNCTION_INFO_V1(mq_poll);
+PG_FUNCTION_INFO_V1(mq_commit);
 PG_FUNCTION_INFO_V1(mq_partition_end);
 PG_FUNCTION_INFO_V1(mq_require_preload);
 
@@ -47,6 +48,8 @@ enum
 	PPLAN_SYNC,
 	PPLAN_FETCH,
 	PPLAN_POSITION,
+	PPLAN_COMMIT,
+	PPLAN_GROUP_INIT,
 	PPLAN_END
 };
 
@@ -326,6 +329,111 @@ mq_poll(PG_FUNCTION_ARGS)
 			MqWaitForSend(queue_id, seen, deadline, &fallback_ms);
 	}
 	return (Datum) 0;
+}
+
+/* Consumer group names: 1 to 200 bytes, as member names. */
+static void
+check_group(text *group)
+{
+	if (VARSIZE_ANY_EXHDR(group) < 1 || VARSIZE_ANY_EXHDR(group) > 200)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("consumer_group must be 1 to 200 bytes long")));
+}
+
+/* One commit attempt; returns whether a row was updated. */
+static bool
+commit_once(MqQueue *q, text *group, int32 partition, int64 offset, text *member)
+{
+	static const Oid argtypes[5] = {INT4OID, TEXTOID, INT4OID, INT8OID, TEXTOID};
+	SPIPlanPtr	plan = q->plans[PPLAN_COMMIT];
+	Datum		values[5] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
+		Int32GetDatum(partition), Int64GetDatum(offset),
+	PointerGetDatum(member)};
+	char		nulls[5] = {' ', ' ', ' ', ' ', member ? ' ' : 'n'};
+
+	if (plan == NULL)
+		plan = MqQueuePlan(q, PPLAN_COMMIT,
+						   "UPDATE mq.group_partition g SET committed = $4,"
+						   " position = GREATEST(g.position, $4)"
+						   " WHERE g.queue_id " OP("=") " $1 AND g.consumer_group " OP("=") " $2"
+						   " AND g.partition " OP("=") " $3 AND ($5 IS NULL OR"
+						   " (g.member " OP("=") " $5 AND g.lease_until " OP(">") " pg_catalog.clock_timestamp()))",
+						   5, argtypes);
+	return MqQueueRun(q, plan, values, nulls, SPI_OK_UPDATE) > 0;
+}
+
+static void
+group_init(MqQueue *q, text *group)
+{
+	static const Oid argtypes[2] = {INT4OID, TEXTOID};
+	SPIPlanPtr	plan = q->plans[PPLAN_GROUP_INIT];
+	Datum		values[2] = {Int32GetDatum(q->queue_id), PointerGetDatum(group)};
+
+	if (plan == NULL)
+		plan = MqQueuePlan(q, PPLAN_GROUP_INIT, "SELECT mq._group_init($1, $2)",
+						   2, argtypes);
+	MqQueueRun(q, plan, values, NULL, SPI_OK_SELECT);
+}
+
+/*
+ * mq.commit(queue_name text, consumer_group text, partition integer,
+ *			 "offset" bigint, member text) RETURNS boolean
+ *	  One small row update with a kept plan; creates the group on first use.
+ */
+Datum
+mq_commit(PG_FUNCTION_ARGS)
+{
+	text	   *queue_name = required_text(fcinfo, 0, "queue_name");
+	text	   *group;
+	text	   *member = PG_ARGISNULL(4) ? NULL : PG_GETARG_TEXT_PP(4);
+	MqSession	session;
+	MqQueue    *q;
+	int32		partition;
+	int64		offset;
+	int64		end;
+	bool		done;
+
+	q = MqQueueOpen(queue_name, &session);
+	MqRequirePartitioned(q);
+	group = required_text(fcinfo, 1, "consumer_group");
+	check_group(group);
+	if (PG_ARGISNULL(2) || PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("partition and offset must not be NULL")));
+	partition = PG_GETARG_INT32(2);
+	offset = PG_GETARG_INT64(3);
+	if (partition < 0 || partition >= q->partitions)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("partition %d does not exist", partition)));
+	if (offset < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("offset must not be negative")));
+	/* committing past the visible end would silently skip messages to come */
+	end = MqOffsetVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]);
+	if (offset >= end)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("offset " INT64_FORMAT " is beyond the end of partition %d",
+						offset, partition),
+				 errdetail("The last visible offset is " INT64_FORMAT ".", end - 1)));
+	if (member && (VARSIZE_ANY_EXHDR(member) < 1 || VARSIZE_ANY_EXHDR(member) > 200))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("member must be 1 to 200 bytes long")));
+
+	done = commit_once(q, group, partition, offset, member);
+	if (!done)
+	{
+		/* the group may not exist yet; a fenced commit just fails again */
+		group_init(q, group);
+		done = commit_once(q, group, partition, offset, member);
+	}
+	MqQueueClose(&session);
+	PG_RETURN_BOOL(done);
 }
 
 /* mq._partition_end(queue_name text, partition integer) RETURNS bigint */
