@@ -696,11 +696,13 @@ DECLARE
     v_now timestamptz := clock_timestamp();
     v_timeout interval;
     v_partitions integer;
-    v_live integer;
+    v_rows integer;
     v_mine integer;
-    v_target integer;
+    v_stale integer;
+    v_live integer;
     v_seen timestamptz;
     v_session bigint;
+    v_target integer;
 BEGIN
     IF p_member IS NULL THEN
         RAISE EXCEPTION 'member must not be NULL' USING ERRCODE = '22004';
@@ -710,33 +712,45 @@ BEGIN
     END IF;
     SELECT q.session_timeout, q.partitions INTO v_timeout, v_partitions
       FROM mq.queue q WHERE q.queue_id = p_queue_id;
-    PERFORM mq._group_init(p_queue_id, p_group);
+
+    -- One read of the group's partitions and one of its members decide
+    -- everything; a member in a steady state writes nothing here.
+    SELECT count(*), count(*) FILTER (WHERE g.member = p_member),
+           count(*) FILTER (WHERE g.member = p_member AND g.lease_until < v_now + v_timeout * 3 / 4)
+      INTO v_rows, v_mine, v_stale
+      FROM mq.group_partition g WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group;
+    IF v_rows = 0 THEN
+        PERFORM mq._group_init(p_queue_id, p_group);
+    END IF;
+    SELECT count(*) FILTER (WHERE m.last_seen > v_now - v_timeout),
+           max(m.last_seen) FILTER (WHERE m.member = p_member),
+           max(m.session) FILTER (WHERE m.member = p_member)
+      INTO v_live, v_seen, v_session
+      FROM mq.group_member m WHERE m.queue_id = p_queue_id AND m.consumer_group = p_group;
 
     -- Heartbeat and lease renewals are written only when a quarter of the
     -- session timeout has passed since the last ones: a member polling in
-    -- a tight loop then writes its heartbeat a few times per timeout, not
-    -- on every poll (bench: those writes bounded the consumption rate).
-    SELECT m.last_seen, m.session INTO v_seen, v_session FROM mq.group_member m
-     WHERE m.queue_id = p_queue_id AND m.consumer_group = p_group AND m.member = p_member;
+    -- a tight loop then writes them a few times per timeout, not on every
+    -- poll (bench: those writes bounded the consumption rate).
     IF v_seen IS NULL OR v_seen < v_now - v_timeout / 4 OR v_session IS DISTINCT FROM p_session THEN
         INSERT INTO mq.group_member AS m (queue_id, consumer_group, member, last_seen, session)
         VALUES (p_queue_id, p_group, p_member, v_now, p_session)
         ON CONFLICT (queue_id, consumer_group, member)
         DO UPDATE SET last_seen = excluded.last_seen, session = excluded.session;
+        IF v_seen IS NULL OR v_seen <= v_now - v_timeout THEN
+            v_live := v_live + 1;           -- this member is live from now on
+        END IF;
     END IF;
-
     -- A lease that lapsed is taken afresh, from the committed offset, even
     -- by the same member: it may have processed nothing since its commits
     -- were fenced.
-    UPDATE mq.group_partition g
-       SET lease_until = v_now + v_timeout,
-           position = CASE WHEN g.lease_until < v_now THEN g.committed ELSE g.position END
-     WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member
-       AND g.lease_until < v_now + v_timeout * 3 / 4;
-    SELECT count(*) INTO v_mine FROM mq.group_partition g
-     WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member;
-    SELECT count(*) INTO v_live FROM mq.group_member m
-     WHERE m.queue_id = p_queue_id AND m.consumer_group = p_group AND m.last_seen > v_now - v_timeout;
+    IF v_stale > 0 THEN
+        UPDATE mq.group_partition g
+           SET lease_until = v_now + v_timeout,
+               position = CASE WHEN g.lease_until < v_now THEN g.committed ELSE g.position END
+         WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member
+           AND g.lease_until < v_now + v_timeout * 3 / 4;
+    END IF;
     v_target := ceil(v_partitions::numeric / greatest(v_live, 1));
 
     IF v_mine > v_target THEN
