@@ -687,15 +687,16 @@ COMMENT ON FUNCTION mq._group_init(integer, text) IS 'mq internal: creates a con
 -- back partitions beyond a fair share or take free or expired ones up to
 -- it.  Taking uses FOR UPDATE SKIP LOCKED and re-checks that the partition
 -- is still free, so two members never hold one partition.
-CREATE FUNCTION mq._group_sync(p_queue_id integer, p_group text, p_member text, p_session bigint DEFAULT NULL)
+CREATE FUNCTION mq._group_sync(p_queue_id integer, p_group text, p_member text, p_session bigint,
+                                p_partitions integer, p_timeout interval)
 RETURNS TABLE (partition integer, "position" bigint)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
     v_now timestamptz := clock_timestamp();
-    v_timeout interval;
-    v_partitions integer;
+    v_timeout interval := p_timeout;
+    v_partitions integer := p_partitions;
     v_rows integer;
     v_mine integer;
     v_stale integer;
@@ -710,9 +711,6 @@ BEGIN
     IF octet_length(p_member) NOT BETWEEN 1 AND 200 THEN
         RAISE EXCEPTION 'member must be 1 to 200 bytes long' USING ERRCODE = '22023';
     END IF;
-    SELECT q.session_timeout, q.partitions INTO v_timeout, v_partitions
-      FROM mq.queue q WHERE q.queue_id = p_queue_id;
-
     -- One read of the group's partitions and one of its members decide
     -- everything; a member in a steady state writes nothing here.
     SELECT count(*), count(*) FILTER (WHERE g.member = p_member),
@@ -774,14 +772,16 @@ BEGIN
       ORDER BY g.partition;
 END
 $$;
-COMMENT ON FUNCTION mq._group_sync(integer, text, text, bigint) IS 'mq internal: heartbeat and rebalance of one consumer group member';
+COMMENT ON FUNCTION mq._group_sync(integer, text, text, bigint, integer, interval) IS 'mq internal: heartbeat and rebalance of one consumer group member';
 
 CREATE FUNCTION mq.heartbeat(queue_name text, consumer_group text, member text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN (SELECT count(*) FROM mq._group_sync(mq._log_id(heartbeat.queue_name, heartbeat.consumer_group),
-                                                 heartbeat.consumer_group, heartbeat.member));
+    RETURN (SELECT count(*) FROM mq.queue q,
+                   mq._group_sync(q.queue_id, heartbeat.consumer_group, heartbeat.member, NULL,
+                                  q.partitions, q.session_timeout)
+             WHERE q.queue_id = mq._log_id(heartbeat.queue_name, heartbeat.consumer_group));
 END
 $$;
 COMMENT ON FUNCTION mq.heartbeat(text, text, text) IS

@@ -154,19 +154,20 @@ typedef struct Owned
 static int
 group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 {
-	static const Oid argtypes[4] = {INT4OID, TEXTOID, TEXTOID, INT8OID};
+	static const Oid argtypes[6] = {INT4OID, TEXTOID, TEXTOID, INT8OID, INT4OID, INTERVALOID};
 	SPIPlanPtr	plan = q->plans[PPLAN_SYNC];
 	int64		token = 0;
 	bool		registered = MqConsumerToken(&token);
-	Datum		values[4] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
-	PointerGetDatum(member), Int64GetDatum(token)};
+	Datum		values[6] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
+		PointerGetDatum(member), Int64GetDatum(token), Int32GetDatum(q->partitions),
+	IntervalPGetDatum(&q->session_timeout)};
 	uint64		n;
 
 	if (plan == NULL)
 		plan = MqQueuePlan(q, PPLAN_SYNC,
-						   "SELECT partition, position FROM mq._group_sync($1, $2, $3, $4)",
-						   4, argtypes);
-	n = MqQueueRun(q, plan, values, registered ? "    " : "   n", SPI_OK_SELECT);
+						   "SELECT partition, position FROM mq._group_sync($1, $2, $3, $4, $5, $6)",
+						   6, argtypes);
+	n = MqQueueRun(q, plan, values, registered ? "      " : "   n  ", SPI_OK_SELECT);
 	*owned = palloc(sizeof(Owned) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
 	{

@@ -191,7 +191,8 @@ load_queue(const char *key, MqQueue *q)
 								" retry_delay, retry_backoff, retry_delay_max,"
 								" ordering OPERATOR(pg_catalog.=) 'key',"
 								" COALESCE(partitions, 0), segment, notify,"
-								" COALESCE(rate_limit, 0), COALESCE(rate_limit_burst, 0)"
+								" COALESCE(rate_limit, 0), COALESCE(rate_limit_burst, 0),"
+								" COALESCE(session_timeout, '0')"
 								" FROM mq.queue WHERE queue_name OPERATOR(pg_catalog.=) $1",
 								1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -216,6 +217,7 @@ load_queue(const char *key, MqQueue *q)
 	q->notify = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
 	q->rate_limit = DatumGetFloat8(SPI_getbinval(tup, desc, 12, &isnull));
 	q->rate_burst = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
+	q->session_timeout = *interval_col(tup, desc, 14);
 	snprintf(q->channel, NAMEDATALEN, "mq.%s", key);
 	if (q->partitions > 0)
 	{

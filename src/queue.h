@@ -44,6 +44,7 @@ typedef struct MqQueue
 	char		channel[NAMEDATALEN];	/* "mq.<queue_name>" */
 	int32		partitions;		/* 0: work queue; else a partitioned queue */
 	int32		segment;		/* segment table taking new messages */
+	Interval	session_timeout;	/* consumer groups' member timeout */
 	Oid		   *offset_seqs;	/* [partitions], in CacheMemoryContext */
 	SPIPlanPtr	plans[MQ_MAX_PLANS];
 } MqQueue;
