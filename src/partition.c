@@ -50,6 +50,7 @@ enum
 	PPLAN_POSITION,
 	PPLAN_COMMIT,
 	PPLAN_GROUP_INIT,
+	PPLAN_STEADY,
 	PPLAN_END
 };
 
@@ -150,24 +151,11 @@ typedef struct Owned
 	int64		position;
 }			Owned;
 
-/* Heartbeat and rebalance; returns the member's partitions. */
 static int
-group_sync(MqQueue *q, text *group, text *member, Owned **owned)
+owned_from_result(Owned **owned)
 {
-	static const Oid argtypes[6] = {INT4OID, TEXTOID, TEXTOID, INT8OID, INT4OID, INTERVALOID};
-	SPIPlanPtr	plan = q->plans[PPLAN_SYNC];
-	int64		token = 0;
-	bool		registered = MqConsumerToken(&token);
-	Datum		values[6] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
-		PointerGetDatum(member), Int64GetDatum(token), Int32GetDatum(q->partitions),
-	IntervalPGetDatum(&q->session_timeout)};
-	uint64		n;
+	uint64		n = SPI_processed;
 
-	if (plan == NULL)
-		plan = MqQueuePlan(q, PPLAN_SYNC,
-						   "SELECT partition, position FROM mq._group_sync($1, $2, $3, $4, $5, $6)",
-						   6, argtypes);
-	n = MqQueueRun(q, plan, values, registered ? "      " : "   n  ", SPI_OK_SELECT);
 	*owned = palloc(sizeof(Owned) * Max(n, 1));
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -179,6 +167,82 @@ group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 														   SPI_tuptable->tupdesc, 2, &isnull));
 	}
 	return (int) n;
+}
+
+/*
+ * The steady state, in one read and no write: the member's heartbeat and
+ * all its leases are fresh (written less than a quarter of the session
+ * timeout ago), it holds its fair share, and no partition of it lapsed.
+ * Returns -1 when anything is due, for the full _group_sync.
+ */
+static int
+group_steady(MqQueue *q, text *group, text *member, bool registered, int64 token,
+			 Owned **owned)
+{
+	static const Oid argtypes[5] = {INT4OID, TEXTOID, TEXTOID, INT8OID, INTERVALOID};
+	SPIPlanPtr	plan = q->plans[PPLAN_STEADY];
+	Datum		values[5] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
+		PointerGetDatum(member), Int64GetDatum(token),
+	IntervalPGetDatum(&q->session_timeout)};
+	bool		isnull;
+	int64		live;
+	int64		mine;
+	int			n;
+
+	if (plan == NULL)
+		plan = MqQueuePlan(q, PPLAN_STEADY,
+						   "SELECT g.partition, g.position,"
+						   " (SELECT pg_catalog.count(*) FROM mq.group_member m2"
+						   "   WHERE m2.queue_id " OP("=") " $1 AND m2.consumer_group " OP("=") " $2"
+						   "   AND m2.last_seen " OP(">") " (pg_catalog.clock_timestamp() " OP("-") " $5)),"
+						   " (SELECT pg_catalog.count(*) FROM mq.group_partition g2"
+						   "   WHERE g2.queue_id " OP("=") " $1 AND g2.consumer_group " OP("=") " $2"
+						   "   AND g2.member " OP("=") " $3)"
+						   " FROM mq.group_partition g"
+						   " WHERE g.queue_id " OP("=") " $1 AND g.consumer_group " OP("=") " $2"
+						   " AND g.member " OP("=") " $3"
+						   " AND g.lease_until " OP(">=") " (pg_catalog.clock_timestamp() " OP("+")
+						   " ($5 " OP("*") " 0.75::pg_catalog.float8))"
+						   " AND EXISTS (SELECT FROM mq.group_member m"
+						   "   WHERE m.queue_id " OP("=") " $1 AND m.consumer_group " OP("=") " $2"
+						   "   AND m.member " OP("=") " $3"
+						   "   AND m.last_seen " OP(">=") " (pg_catalog.clock_timestamp() " OP("-")
+						   " ($5 " OP("/") " 4::pg_catalog.float8))"
+						   "   AND m.session IS NOT DISTINCT FROM $4)"
+						   " ORDER BY g.partition",
+						   5, argtypes);
+	n = (int) MqQueueRun(q, plan, values, registered ? "     " : "   n ", SPI_OK_SELECT);
+	if (n == 0)
+		return -1;
+	live = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	mine = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+	/* every partition fresh, and exactly the fair share ceil(partitions / live) */
+	if (n != mine || live < 1 || mine != (q->partitions + live - 1) / live)
+		return -1;
+	return owned_from_result(owned);
+}
+
+/* Heartbeat and rebalance; returns the member's partitions. */
+static int
+group_sync(MqQueue *q, text *group, text *member, Owned **owned)
+{
+	static const Oid argtypes[6] = {INT4OID, TEXTOID, TEXTOID, INT8OID, INT4OID, INTERVALOID};
+	SPIPlanPtr	plan = q->plans[PPLAN_SYNC];
+	int64		token = 0;
+	bool		registered = MqConsumerToken(&token);
+	Datum		values[6] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
+		PointerGetDatum(member), Int64GetDatum(token), Int32GetDatum(q->partitions),
+	IntervalPGetDatum(&q->session_timeout)};
+	int			n = group_steady(q, group, member, registered, token, owned);
+
+	if (n >= 0)
+		return n;
+	if (plan == NULL)
+		plan = MqQueuePlan(q, PPLAN_SYNC,
+						   "SELECT partition, position FROM mq._group_sync($1, $2, $3, $4, $5, $6)",
+						   6, argtypes);
+	MqQueueRun(q, plan, values, registered ? "      " : "   n  ", SPI_OK_SELECT);
+	return owned_from_result(owned);
 }
 
 /* Read one partition from its position below end; returns rows emitted. */
