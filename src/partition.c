@@ -11,12 +11,15 @@
  * pass it while the sending transaction runs.  Rows go to the current
  * segment table mq.p_<id>_<segment>; readers query the parent mq.p_<id>.
  *
- * mq.poll heartbeats and rebalances the member (mq._group_sync, PL/pgSQL),
- * then reads each of the member's partitions from its position up to the
- * partition's visible end.  Nothing is written per message: the position
- * moves once per partition per poll.  A partition with nothing new below
- * its visible end is not queried at all, so an idle long poll touches no
- * segment table and never holds up retention's TRUNCATE.
+ * mq.poll first settles the member's membership: in the steady state
+ * (heartbeat and leases fresh, fair share held) one read returns its
+ * partitions; otherwise mq._group_sync (PL/pgSQL) heartbeats and
+ * rebalances.  It then reads each of the member's partitions from its
+ * position up to the partition's visible end.  Nothing is written per
+ * message: the position moves once per partition per poll.  A partition
+ * with nothing new below its visible end is not queried at all, so an idle
+ * long poll touches no segment table and never holds up retention's
+ * TRUNCATE.  mq.commit is one kept UPDATE of the group's row.
  *
  *-------------------------------------------------------------------------
  */
