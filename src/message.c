@@ -206,6 +206,21 @@ mq_send_batch(PG_FUNCTION_ARGS)
 	return (Datum) 0;
 }
 
+typedef struct ReadArgs
+{
+	Interval   *vt;				/* NULL: the queue's default */
+	ReturnSetInfo *rsinfo;
+}			ReadArgs;
+
+static uint64
+claim_fetch(MqQueue *q, int granted, void *arg)
+{
+	ReadArgs   *read = (ReadArgs *) arg;
+
+	return MqStorageClaim(q, granted, read->vt ? read->vt : &q->visibility_timeout,
+						  read->rsinfo);
+}
+
 /*
  * mq.read(queue_name text, qty integer, visibility_timeout interval,
  *		   wait interval) RETURNS SETOF mq.message
@@ -219,12 +234,10 @@ Datum
 mq_read(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	MqSession	session;
-	MqQueue    *q;
 	Interval   *vt = NULL;
 	TimestampTz deadline;
-	int			fallback_ms = 0;
 	int32		qty;
+	ReadArgs	read;
 
 	require_arg(fcinfo, 0, "queue_name");
 	require_arg(fcinfo, 1, "qty");
@@ -240,31 +253,9 @@ mq_read(PG_FUNCTION_ARGS)
 	deadline = MqWaitDeadline(PG_GETARG_INTERVAL_P(3));
 
 	InitMaterializedSRF(fcinfo, 0);
-	for (;;)
-	{
-		uint64		claimed = 0;
-		uint64		seen;
-		int32		queue_id;
-		TimestampTz due = 0;
-		int			granted;
-
-		q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
-		MqRequireWorkQueue(q);
-		queue_id = q->queue_id;
-		seen = MqWaitSendCount(queue_id);
-		/* a rate limit may allow fewer messages than asked, or none yet */
-		granted = MqRateTake(q, qty, &due);
-		if (granted > 0)
-			claimed = MqStorageClaim(q, granted, vt ? vt : &q->visibility_timeout, rsinfo);
-		MqRateRefund(q, granted - (int) claimed);
-		MqQueueClose(&session);
-		if (claimed > 0 || GetCurrentTimestamp() >= deadline)
-			break;
-		if (granted == 0)
-			MqWaitUntil(Min(due, deadline));
-		else
-			MqWaitForSend(queue_id, seen, deadline, &fallback_ms);
-	}
+	read.vt = vt;
+	read.rsinfo = rsinfo;
+	MqWaitLoop(PG_GETARG_TEXT_PP(0), false, qty, deadline, claim_fetch, &read);
 	return (Datum) 0;
 }
 

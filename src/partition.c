@@ -327,6 +327,21 @@ poll_once(MqQueue *q, text *group, text *member, int max, ReturnSetInfo *rsinfo)
 	return total;
 }
 
+typedef struct PollArgs
+{
+	text	   *group;
+	text	   *member;
+	ReturnSetInfo *rsinfo;
+}			PollArgs;
+
+static uint64
+poll_fetch(MqQueue *q, int granted, void *arg)
+{
+	PollArgs   *poll = (PollArgs *) arg;
+
+	return poll_once(q, poll->group, poll->member, granted, poll->rsinfo);
+}
+
 static text *
 required_text(FunctionCallInfo fcinfo, int argno, const char *name)
 {
@@ -350,9 +365,8 @@ mq_poll(PG_FUNCTION_ARGS)
 	text	   *group = required_text(fcinfo, 1, "consumer_group");
 	text	   *member = required_text(fcinfo, 2, "member");
 	int32		max;
-	Interval   *wait;
 	TimestampTz deadline;
-	int			fallback_ms = 0;
+	PollArgs	poll;
 
 	if (PG_ARGISNULL(3) || PG_ARGISNULL(4))
 		ereport(ERROR,
@@ -368,34 +382,14 @@ mq_poll(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("consumer_group and member must be 1 to 200 bytes long")));
-	wait = PG_GETARG_INTERVAL_P(4);
-	deadline = MqWaitDeadline(wait);
+	deadline = MqWaitDeadline(PG_GETARG_INTERVAL_P(4));
 
 	MqRequirePreload("partitioned queues");
 	InitMaterializedSRF(fcinfo, 0);
-	for (;;)
-	{
-		MqSession	session;
-		MqQueue    *q = MqQueueOpen(queue_name, &session);
-		int32		queue_id = q->queue_id;
-		uint64		seen = MqWaitSendCount(queue_id);
-		TimestampTz due = 0;
-		int			granted;
-		uint64		n = 0;
-
-		MqRequirePartitioned(q);
-		granted = MqRateTake(q, max, &due);
-		if (granted > 0)
-			n = poll_once(q, group, member, granted, rsinfo);
-		MqRateRefund(q, granted - (int) n);
-		MqQueueClose(&session);
-		if (n > 0 || GetCurrentTimestamp() >= deadline)
-			break;
-		if (granted == 0)
-			MqWaitUntil(Min(due, deadline));
-		else
-			MqWaitForSend(queue_id, seen, deadline, &fallback_ms);
-	}
+	poll.group = group;
+	poll.member = member;
+	poll.rsinfo = rsinfo;
+	MqWaitLoop(queue_name, true, max, deadline, poll_fetch, &poll);
 	return (Datum) 0;
 }
 

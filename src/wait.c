@@ -39,6 +39,7 @@
 #include "storage/shmem.h"
 #include "utils/wait_event.h"
 
+#include "ratelimit.h"
 #include "shmem.h"
 #include "wait.h"
 
@@ -170,6 +171,47 @@ static long
 ms_until(TimestampTz deadline)
 {
 	return TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+}
+
+/*
+ * The loop of mq.read and mq.poll: open the queue, take rate-limit tokens,
+ * fetch, give back the tokens not used; until something was fetched or the
+ * deadline passed, sleep until a send commits (or the next token is due)
+ * and try again.  Each try is a new statement with a new snapshot.
+ */
+void
+MqWaitLoop(text *queue_name, bool partitioned, int want, TimestampTz deadline,
+		   MqFetchFn fetch, void *arg)
+{
+	int			fallback_ms = 0;
+
+	for (;;)
+	{
+		MqSession	session;
+		MqQueue    *q = MqQueueOpen(queue_name, &session);
+		int32		queue_id = q->queue_id;
+		uint64		seen = MqWaitSendCount(queue_id);
+		TimestampTz due = 0;
+		int			granted;
+		uint64		n = 0;
+
+		if (partitioned)
+			MqRequirePartitioned(q);
+		else
+			MqRequireWorkQueue(q);
+		/* a rate limit may allow fewer messages than asked, or none yet */
+		granted = MqRateTake(q, want, &due);
+		if (granted > 0)
+			n = fetch(q, granted, arg);
+		MqRateRefund(q, granted - (int) n);
+		MqQueueClose(&session);
+		if (n > 0 || GetCurrentTimestamp() >= deadline)
+			break;
+		if (granted == 0)
+			MqWaitUntil(Min(due, deadline));
+		else
+			MqWaitForSend(queue_id, seen, deadline, &fallback_ms);
+	}
 }
 
 /* Sleep until a time (a rate limit's next token); interruptible. */
