@@ -27,6 +27,7 @@ set -eu -o pipefail
 shopt -s inherit_errexit
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
 PORT=${PORT:-55441}
 . "$HERE/cluster.sh"
 
@@ -131,20 +132,6 @@ pgb() {
     else
         printf '%.1f\n' "$tps"
     fi
-}
-median() {
-    printf '%s\n' "$@" | { grep -v ERR || true; } | sort -g |
-        awk '{a[NR]=$1} END{ if (NR==0) print "ERR";
-             else if (NR%2) printf "%.1f\n", a[(NR+1)/2];
-             else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'
-}
-ratio() {
-    if [ "$1" = ERR ] || [ "$2" = ERR ]; then echo -; return; fi
-    awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0 == 0) print "-"; else printf "%.2f\n", b/a }'
-}
-verdict() {
-    if [ "$1" = - ]; then echo n/a; return; fi
-    awk -v r="$1" -v t="$2" 'BEGIN{ print (r+0 >= t+0) ? "PASS" : "below" }'
 }
 ROWS=()
 row() { ROWS+=("$(printf '%-46s %12s %12s %8s %8s  %s' "$@")"); }

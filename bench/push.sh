@@ -37,6 +37,7 @@ set -eu -o pipefail
 shopt -s inherit_errexit
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
 PORT=${PORT:-55442}
 . "$HERE/cluster.sh"
 
@@ -115,16 +116,6 @@ pgb() {     # pgb LABEL SCRIPT DURATION [pgbench args...]: echoes tps or ERR
     else
         printf '%.1f\n' "$tps"
     fi
-}
-median() {
-    printf '%s\n' "$@" | { grep -v ERR || true; } | sort -g |
-        awk '{a[NR]=$1} END{ if (NR==0) print "ERR";
-             else if (NR%2) printf "%.1f\n", a[(NR+1)/2];
-             else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'
-}
-ratio() {
-    if [ "$1" = ERR ] || [ "$2" = ERR ]; then echo -; return; fi
-    awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0 == 0) print "-"; else printf "%.2f\n", b/a }'
 }
 NOTES=$RES/notes.txt; : >"$NOTES"
 note() { echo "$*" >>"$NOTES"; log "$*"; }

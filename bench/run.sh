@@ -24,6 +24,7 @@ set -eu -o pipefail
 shopt -s inherit_errexit    # an error inside $(...) stops the run too
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+. "$HERE/lib.sh"
 . "$HERE/cluster.sh"
 
 QUICK=0
@@ -181,21 +182,6 @@ pgb() {
     fi
 }
 
-# median of the arguments (ERR values are ignored)
-median() {
-    printf '%s\n' "$@" | { grep -v ERR || true; } | sort -g |
-        awk '{a[NR]=$1} END{ if (NR==0) print "ERR";
-             else if (NR%2) printf "%.1f\n", a[(NR+1)/2];
-             else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'
-}
-ratio() {
-    if [ "$1" = ERR ] || [ "$2" = ERR ]; then echo -; return; fi
-    awk -v a="$1" -v b="$2" 'BEGIN{ if (a+0 == 0) print "-"; else printf "%.2f\n", b/a }'
-}
-verdict() {
-    if [ "$1" = - ]; then echo n/a; return; fi
-    awk -v r="$1" -v t="$2" 'BEGIN{ print (r+0 >= t+0) ? "PASS" : "below" }'
-}
 times() { awk -v a="$1" -v k="$2" 'BEGIN{ if (a == "ERR") print a; else printf "%.1f\n", a*k }'; }
 
 ROWS=()     # lines of the results table
