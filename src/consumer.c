@@ -44,6 +44,7 @@
 #include "utils/timestamp.h"
 
 #include "consumer.h"
+#include "queue.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(mq_register_consumer);
@@ -189,7 +190,7 @@ mq_register_consumer(PG_FUNCTION_ARGS)
 				 errmsg("consumer_id and heartbeat_timeout must not be NULL")));
 	id = PG_GETARG_TEXT_PP(0);
 	timeout = PG_GETARG_INTERVAL_P(1);
-	timeout_ms = timeout->time / 1000.0 + (timeout->day + timeout->month * 30.0) * 86400000.0;
+	timeout_ms = MqIntervalSeconds(timeout) * 1000.0;
 	if (VARSIZE_ANY_EXHDR(id) < 1 || VARSIZE_ANY_EXHDR(id) >= CONSUMER_ID_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -75,14 +75,6 @@ require_no_delay(MqQueue *q, Interval *delay)
 				 errmsg("queue \"%s\" is a partitioned queue and takes no delay", q->name)));
 }
 
-/* An interval in seconds; months count as 30 days. */
-static double
-interval_secs(Interval *iv)
-{
-	return iv->time / (double) USECS_PER_SEC +
-		(iv->day + (double) iv->month * DAYS_PER_MONTH) * SECS_PER_DAY;
-}
-
 /* Interval argument checked against [0, max_secs]. */
 static Interval *
 interval_arg(FunctionCallInfo fcinfo, int argno, const char *name, double max_secs)
@@ -92,7 +84,7 @@ interval_arg(FunctionCallInfo fcinfo, int argno, const char *name, double max_se
 
 	require_arg(fcinfo, argno, name);
 	iv = PG_GETARG_INTERVAL_P(argno);
-	secs = interval_secs(iv);
+	secs = MqIntervalSeconds(iv);
 	if (secs < 0 || secs > max_secs)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -59,7 +59,6 @@ enum
 
 StaticAssertDecl(PPLAN_END <= MQ_MAX_PLANS, "too many plans per queue");
 
-#define OP(o) "OPERATOR(pg_catalog." o ")"
 
 #define MAX_POLL 10000
 

@@ -287,6 +287,14 @@ MqQueueOpen(text *queue_name, MqSession *session)
 	return open_by_name(text_to_cstring(queue_name), session);
 }
 
+/* An interval in seconds; months count as 30 days, as interval comparison does. */
+double
+MqIntervalSeconds(const Interval *iv)
+{
+	return iv->time / (double) USECS_PER_SEC +
+		(iv->day + (double) iv->month * DAYS_PER_MONTH) * SECS_PER_DAY;
+}
+
 void
 MqRequireWorkQueue(MqQueue *q)
 {

@@ -49,6 +49,9 @@ typedef struct MqQueue
 	SPIPlanPtr	plans[MQ_MAX_PLANS];
 } MqQueue;
 
+/* An operator in statement text, qualified so search_path cannot redirect it. */
+#define OP(o) "OPERATOR(pg_catalog." o ")"
+
 /* Saved identity while a hot path runs as the owner of schema mq. */
 typedef struct MqSession
 {
@@ -57,6 +60,7 @@ typedef struct MqSession
 } MqSession;
 
 extern void MqQueueCacheInit(void);
+extern double MqIntervalSeconds(const Interval *iv);
 extern void MqCheckQueueName(const char *name);
 extern MqQueue *MqQueueOpen(text *queue_name, MqSession *session);
 extern void MqQueueClose(MqSession *session);

@@ -85,7 +85,6 @@ typedef struct PlanDef
 	Oid			argtypes[MAX_ARGS];
 } PlanDef;
 
-#define OP(o) "OPERATOR(pg_catalog." o ")"
 #define NOW "pg_catalog.clock_timestamp()"
 #define RECEIPT_MATCHES "($2 IS NULL OR attempts " OP("=") " $2)"
 
@@ -573,13 +572,6 @@ MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids)
 	return (int64) n;
 }
 
-static double
-interval_seconds(Interval *iv)
-{
-	return iv->time / (double) USECS_PER_SEC +
-		(iv->day + (double) iv->month * DAYS_PER_MONTH) * SECS_PER_DAY;
-}
-
 /*
  * Release a message for another attempt after delay (NULL: the queue's
  * backoff); at its last attempt, dead-letter it instead.  False when there
@@ -591,9 +583,9 @@ MqStorageRelease(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *delay,
 {
 	Datum		values[8] = {
 		Int64GetDatum(msg_id), receipt.value, PointerGetDatum(delay), error.value,
-		Float8GetDatum(interval_seconds(&q->retry_delay)),
+		Float8GetDatum(MqIntervalSeconds(&q->retry_delay)),
 		Float8GetDatum(q->retry_backoff),
-		Float8GetDatum(interval_seconds(&q->retry_delay_max)),
+		Float8GetDatum(MqIntervalSeconds(&q->retry_delay_max)),
 		Int32GetDatum(q->max_attempts)
 	};
 	char		nulls[8] = {' ', null_flag(receipt.isnull), null_flag(delay == NULL),

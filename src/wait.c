@@ -136,8 +136,7 @@ MqWaitInit(void)
 TimestampTz
 MqWaitDeadline(Interval *wait)
 {
-	double		secs = wait->time / (double) USECS_PER_SEC +
-		(wait->day + (double) wait->month * DAYS_PER_MONTH) * SECS_PER_DAY;
+	double		secs = MqIntervalSeconds(wait);
 
 	if (secs < 0 || secs > MQ_WAIT_MAX_SECS)
 		ereport(ERROR,
