@@ -18,15 +18,15 @@
 # The cluster is stopped and removed on every exit.  On failure the diffs are
 # printed and kept in regression.diffs; TAP and server logs go to tmp_check/.
 #
-# Environment: MQ_SKIP_SETUP=1, MQ_TEST_PORT (default 55400 + pid % 100),
+# Environment: MQ_SKIP_SETUP=1, PG_CONFIG, MQ_TEST_PORT (default 55400 + pid % 100),
 # MQ_TEST_KEEP=1 keeps the temporary directory.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=15
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
-PG_CONFIG=$PG_BIN/pg_config
-PGXS_TEST=/usr/lib/postgresql/$PG_MAJOR/lib/pgxs/src/test
+# PG_CONFIG may point at another installation of PostgreSQL 15 (a private
+# copy, so that several builds can be tested side by side).
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
 
 say() { printf 'run.sh: %s\n' "$*"; }
 
@@ -34,6 +34,8 @@ if [ "${MQ_SKIP_SETUP:-0}" != 1 ]; then
 	"$REPO/test/setup.sh" || { say "test/setup.sh failed"; echo "0 passed, 1 failed"; exit 1; }
 fi
 
+PG_BIN=$("$PG_CONFIG" --bindir 2>/dev/null)
+PGXS_TEST=$(dirname "$("$PG_CONFIG" --pgxs 2>/dev/null)")/../test
 for f in "$PG_BIN/initdb" "$PG_BIN/pg_ctl" "$PGXS_TEST/regress/pg_regress" \
 		"$PGXS_TEST/isolation/pg_isolation_regress"; do
 	if [ ! -x "$f" ]; then
