@@ -1,9 +1,11 @@
 # mq: PGXS build.  `make && make install`, then CREATE EXTENSION mq.
 EXTENSION = mq
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 
 MODULE_big = mq
 OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
+# the library refuses SQL objects of another version (src/queue.c)
+PG_CPPFLAGS = -DMQ_VERSION=\"$(EXTVERSION)\"
 
 # sql/mq.sql is the single source of the current version (pgvector's DATA_built).
 DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
