@@ -374,17 +374,12 @@ DECLARE
     v_seen text[] := '{}';
     r record;
     v_agg text;
-    v_op text;
     v_l regtype;
-    v_r regtype;
     v_res regtype;
-    v_pair text[];
     v_args text;
     v_argtypes oid[];
     v_body text;
     v_oid oid;
-    v_i integer;
-    v_j integer;
     v_k integer := 0;
 BEGIN
     -- the bodies are generated alike and the probes call some; skipping
