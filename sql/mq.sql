@@ -10,15 +10,19 @@
 CREATE SCHEMA mq;
 COMMENT ON SCHEMA mq IS 'mq: message queues (work queues with visibility timeouts, retries and dead-letter queues)';
 
--- Privilege roles.  Roles are cluster-wide, so a second database that installs
--- mq reuses them.  Nobody gets rights on the tables that hold the messages:
--- the functions below are the only way in, and EXECUTE on them is what the
--- roles grant.
+-- Roles.  Roles are cluster-wide, so a second database that installs mq
+-- reuses them.  mq_producer, mq_consumer and mq_admin carry a right on every
+-- queue; per-queue rights are granted with mq.grant (src/rights.c).
+-- mq_owner owns schema mq and everything in it, and is the role mq's
+-- statements run as: it is not a superuser, so a mistake in mq can never
+-- hand a caller more than the queues.  Grant mq_owner to nobody.  Nobody
+-- gets rights on the tables that hold the messages: the functions are the
+-- only way in, and they check the caller's rights themselves.
 DO $$
 DECLARE
     v_role text;
 BEGIN
-    FOREACH v_role IN ARRAY ARRAY['mq_producer', 'mq_consumer', 'mq_admin'] LOOP
+    FOREACH v_role IN ARRAY ARRAY['mq_producer', 'mq_consumer', 'mq_admin', 'mq_owner'] LOOP
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) v_role) THEN
             EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', v_role);
         END IF;
@@ -26,7 +30,7 @@ BEGIN
 END
 $$;
 GRANT mq_producer, mq_consumer TO mq_admin;
-GRANT USAGE ON SCHEMA mq TO mq_producer, mq_consumer, mq_admin;
+GRANT USAGE ON SCHEMA mq TO PUBLIC;
 
 -- The queue catalog.  Each queue owns a message table mq.q_<queue_id>, an
 -- archive table mq.a_<queue_id> and a sequence mq.q_<queue_id>_acked; table
@@ -52,7 +56,10 @@ CREATE TABLE mq.queue (
     segment_since timestamptz NOT NULL DEFAULT pg_catalog.now(),
     notify boolean NOT NULL DEFAULT true,
     rate_limit double precision,    -- messages per second handed out, NULL: no limit
-    rate_limit_burst integer
+    rate_limit_burst integer,
+    -- per-queue grants: INSERT = send, SELECT = consume, UPDATE = admin
+    -- (src/rights.c); aclitem so that dumps name the grantees
+    acl aclitem[]
 );
 COMMENT ON TABLE mq.queue IS 'mq internal: one row per queue; use the view mq.queues';
 
@@ -101,6 +108,12 @@ CREATE TYPE mq.message AS (
 );
 COMMENT ON TYPE mq.message IS
 'A delivered message: msg_id, receipt (identifies this delivery, as an SQS receipt handle), key, payload, headers, attempts (deliveries so far, this one included), enqueued_at, visible_at (when the visibility timeout lapses), last_error (from the last nack), dead_letter (NULL unless the message was dead-lettered: origin queue, msg_id, attempts, error, reason)';
+
+-- Rights: whether the caller may use a queue (src/rights.c).
+CREATE FUNCTION mq._can(acl aclitem[], privilege text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'mq_can' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION mq._can(aclitem[], text) IS
+'mq internal: whether the current user may use a queue with these grants for privilege (send, consume, admin, any); the views filter with it';
 
 -- Internal C helpers.  EXECUTE is revoked from PUBLIC below; the admin
 -- functions run as the extension owner and call them.
@@ -162,6 +175,10 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._create_queue_tables(integer, boolean) IS 'mq internal: creates the tables of one queue';
+
+CREATE FUNCTION mq._forget_queue(queue_id integer) RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_forget_queue' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._forget_queue(integer) IS 'mq internal: frees the shared memory of a queue being dropped';
 
 CREATE FUNCTION mq._require_preload(what text) RETURNS void
     AS 'MODULE_PATHNAME', 'mq_require_preload' LANGUAGE C VOLATILE PARALLEL SAFE;
@@ -288,7 +305,7 @@ $$;
 COMMENT ON FUNCTION mq._check_settings(interval, integer, interval, double precision, interval, boolean, interval, interval, boolean) IS
 'mq internal: the range checks shared by create_queue and alter_queue (22004, 22023)';
 
-CREATE FUNCTION mq.create_queue(
+CREATE FUNCTION mq._create_queue(
     queue_name text,
     visibility_timeout interval DEFAULT '30 seconds',
     max_attempts integer DEFAULT 5,
@@ -313,47 +330,47 @@ DECLARE
     v_rate double precision;
     v_burst integer;
 BEGIN
-    PERFORM mq._check_queue_name(create_queue.queue_name);
-    PERFORM mq._check_settings(create_queue.visibility_timeout, create_queue.max_attempts,
-                               create_queue.retry_delay, create_queue.retry_backoff,
-                               create_queue.retry_delay_max, create_queue.notify,
-                               create_queue.retention, create_queue.session_timeout,
-                               create_queue.partitions IS NOT NULL);
-    IF create_queue.ordering IS NULL THEN
+    PERFORM mq._check_queue_name(_create_queue.queue_name);
+    PERFORM mq._check_settings(_create_queue.visibility_timeout, _create_queue.max_attempts,
+                               _create_queue.retry_delay, _create_queue.retry_backoff,
+                               _create_queue.retry_delay_max, _create_queue.notify,
+                               _create_queue.retention, _create_queue.session_timeout,
+                               _create_queue.partitions IS NOT NULL);
+    IF _create_queue.ordering IS NULL THEN
         RAISE EXCEPTION 'ordering must not be NULL' USING ERRCODE = '22004';
     END IF;
     SELECT r.rate, r.burst INTO v_rate, v_burst
-      FROM mq._rate_settings(create_queue.rate_limit, create_queue.rate_limit_burst) r;
-    IF create_queue.ordering NOT IN ('none', 'key') THEN
-        RAISE EXCEPTION 'invalid ordering "%"', create_queue.ordering
+      FROM mq._rate_settings(_create_queue.rate_limit, _create_queue.rate_limit_burst) r;
+    IF _create_queue.ordering NOT IN ('none', 'key') THEN
+        RAISE EXCEPTION 'invalid ordering "%"', _create_queue.ordering
             USING ERRCODE = '22023', HINT = 'Use ''none'' or ''key''.';
     END IF;
-    IF create_queue.partitions IS NOT NULL THEN
-        IF create_queue.partitions NOT BETWEEN 1 AND 256 THEN
+    IF _create_queue.partitions IS NOT NULL THEN
+        IF _create_queue.partitions NOT BETWEEN 1 AND 256 THEN
             RAISE EXCEPTION 'partitions must be between 1 and 256' USING ERRCODE = '22023';
         END IF;
-        IF create_queue.ordering <> 'none' OR create_queue.dead_letter_queue IS NOT NULL THEN
+        IF _create_queue.ordering <> 'none' OR _create_queue.dead_letter_queue IS NOT NULL THEN
             RAISE EXCEPTION 'a partitioned queue takes neither ordering nor a dead-letter queue'
                 USING ERRCODE = '22023',
                       DETAIL = 'A partitioned queue keeps each partition in offset order and has no per-message attempts.';
         END IF;
         PERFORM mq._require_preload('partitioned queues');
     END IF;
-    IF create_queue.dead_letter_queue IS NOT NULL THEN
-        IF create_queue.dead_letter_queue = create_queue.queue_name THEN
+    IF _create_queue.dead_letter_queue IS NOT NULL THEN
+        IF _create_queue.dead_letter_queue = _create_queue.queue_name THEN
             RAISE EXCEPTION 'a queue cannot be its own dead-letter queue' USING ERRCODE = '22023';
         END IF;
         SELECT q.queue_id, CASE WHEN q.partitions IS NULL THEN q.ordering ELSE 'partitioned' END
           INTO v_dlq_id, v_dlq_ordering
-          FROM mq.queue q WHERE q.queue_name = create_queue.dead_letter_queue;
+          FROM mq.queue q WHERE q.queue_name = _create_queue.dead_letter_queue;
         IF NOT FOUND THEN
-            RAISE EXCEPTION 'dead-letter queue "%" does not exist', create_queue.dead_letter_queue
+            RAISE EXCEPTION 'dead-letter queue "%" does not exist', _create_queue.dead_letter_queue
                 USING ERRCODE = '42704', HINT = 'Create the dead-letter queue first.';
         END IF;
         -- Dead letters arrive out of their keys' order, so a keyed queue
         -- cannot receive them without breaking its own guarantee.
         IF v_dlq_ordering <> 'none' THEN
-            RAISE EXCEPTION 'queue "%" is % and cannot be a dead-letter queue', create_queue.dead_letter_queue,
+            RAISE EXCEPTION 'queue "%" is % and cannot be a dead-letter queue', _create_queue.dead_letter_queue,
                     CASE v_dlq_ordering WHEN 'key' THEN 'keyed' ELSE 'partitioned' END
                 USING ERRCODE = '22023', HINT = 'Use an unkeyed work queue.';
         END IF;
@@ -363,30 +380,49 @@ BEGIN
                                retry_delay, retry_backoff, retry_delay_max, ordering,
                                partitions, retention, session_timeout, notify,
                                rate_limit, rate_limit_burst)
-    VALUES (create_queue.queue_name, create_queue.visibility_timeout, create_queue.max_attempts, v_dlq_id,
-            create_queue.retry_delay, create_queue.retry_backoff, create_queue.retry_delay_max,
-            create_queue.ordering, create_queue.partitions,
-            CASE WHEN create_queue.partitions IS NOT NULL THEN create_queue.retention END,
-            CASE WHEN create_queue.partitions IS NOT NULL THEN create_queue.session_timeout END,
-            create_queue.notify, v_rate, v_burst)
+    VALUES (_create_queue.queue_name, _create_queue.visibility_timeout, _create_queue.max_attempts, v_dlq_id,
+            _create_queue.retry_delay, _create_queue.retry_backoff, _create_queue.retry_delay_max,
+            _create_queue.ordering, _create_queue.partitions,
+            CASE WHEN _create_queue.partitions IS NOT NULL THEN _create_queue.retention END,
+            CASE WHEN _create_queue.partitions IS NOT NULL THEN _create_queue.session_timeout END,
+            _create_queue.notify, v_rate, v_burst)
     ON CONFLICT ON CONSTRAINT queue_queue_name_key DO NOTHING
     RETURNING q.queue_id INTO v_queue_id;
     IF v_queue_id IS NULL THEN
-        RAISE EXCEPTION 'queue "%" already exists', create_queue.queue_name USING ERRCODE = '42710';
+        RAISE EXCEPTION 'queue "%" already exists', _create_queue.queue_name USING ERRCODE = '42710';
     END IF;
 
-    IF create_queue.partitions IS NULL THEN
-        PERFORM mq._create_queue_tables(v_queue_id, create_queue.ordering = 'key');
+    IF _create_queue.partitions IS NULL THEN
+        PERFORM mq._create_queue_tables(v_queue_id, _create_queue.ordering = 'key');
     ELSE
-        PERFORM mq._create_log_tables(v_queue_id, create_queue.partitions);
+        PERFORM mq._create_log_tables(v_queue_id, _create_queue.partitions);
     END IF;
     PERFORM mq._invalidate();
 END
 $$;
+COMMENT ON FUNCTION mq._create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) IS 'mq internal: body of mq.create_queue, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.create_queue(
+    queue_name text,
+    visibility_timeout interval DEFAULT '30 seconds',
+    max_attempts integer DEFAULT 5,
+    dead_letter_queue text DEFAULT NULL,
+    retry_delay interval DEFAULT '1 second',
+    retry_backoff double precision DEFAULT 2.0,
+    retry_delay_max interval DEFAULT '15 minutes',
+    ordering text DEFAULT 'none',
+    partitions integer DEFAULT NULL,
+    retention interval DEFAULT '7 days',
+    session_timeout interval DEFAULT '30 seconds',
+    notify boolean DEFAULT true,
+    rate_limit text DEFAULT NULL,
+    rate_limit_burst integer DEFAULT NULL)
+RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) IS
 'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue does NOTIFY "mq.<queue_name>" at commit (once per queue per transaction; with mq preloaded only while a session listens through mq.listen); rate_limit: at most this many messages handed out by mq.read/mq.poll across all consumers, written ''N/s'', ''N/min'' or ''N/h'' (NULL: no limit; needs mq preloaded), with rate_limit_burst messages of burst (1 to 1000000; default the rate per second rounded up, at least 1): over any T seconds at most rate * T + burst. Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitioned queue without mq preloaded, 42501 not mq_admin.';
 
-CREATE FUNCTION mq.alter_queue(
+CREATE FUNCTION mq._alter_queue(
     queue_name text,
     visibility_timeout interval DEFAULT NULL,
     max_attempts integer DEFAULT NULL,
@@ -404,24 +440,24 @@ AS $$
 DECLARE
     v mq.queue;
 BEGIN
-    SELECT * INTO v FROM mq.queue q WHERE q.queue_id = mq._queue_id(alter_queue.queue_name) FOR UPDATE;
-    IF v.partitions IS NULL AND (alter_queue.retention IS NOT NULL OR alter_queue.session_timeout IS NOT NULL) THEN
+    SELECT * INTO v FROM mq.queue q WHERE q.queue_id = mq._queue_id(_alter_queue.queue_name) FOR UPDATE;
+    IF v.partitions IS NULL AND (_alter_queue.retention IS NOT NULL OR _alter_queue.session_timeout IS NOT NULL) THEN
         RAISE EXCEPTION 'retention and session_timeout apply only to partitioned queues' USING ERRCODE = '22023';
     END IF;
-    v.visibility_timeout := coalesce(alter_queue.visibility_timeout, v.visibility_timeout);
-    v.max_attempts := coalesce(alter_queue.max_attempts, v.max_attempts);
-    v.retry_delay := coalesce(alter_queue.retry_delay, v.retry_delay);
-    v.retry_backoff := coalesce(alter_queue.retry_backoff, v.retry_backoff);
-    v.retry_delay_max := coalesce(alter_queue.retry_delay_max, v.retry_delay_max);
-    v.notify := coalesce(alter_queue.notify, v.notify);
-    v.retention := coalesce(alter_queue.retention, v.retention);
-    v.session_timeout := coalesce(alter_queue.session_timeout, v.session_timeout);
+    v.visibility_timeout := coalesce(_alter_queue.visibility_timeout, v.visibility_timeout);
+    v.max_attempts := coalesce(_alter_queue.max_attempts, v.max_attempts);
+    v.retry_delay := coalesce(_alter_queue.retry_delay, v.retry_delay);
+    v.retry_backoff := coalesce(_alter_queue.retry_backoff, v.retry_backoff);
+    v.retry_delay_max := coalesce(_alter_queue.retry_delay_max, v.retry_delay_max);
+    v.notify := coalesce(_alter_queue.notify, v.notify);
+    v.retention := coalesce(_alter_queue.retention, v.retention);
+    v.session_timeout := coalesce(_alter_queue.session_timeout, v.session_timeout);
     -- 'none' removes a rate limit; a burst alone keeps the rate
-    IF alter_queue.rate_limit IS NOT NULL OR alter_queue.rate_limit_burst IS NOT NULL THEN
+    IF _alter_queue.rate_limit IS NOT NULL OR _alter_queue.rate_limit_burst IS NOT NULL THEN
         SELECT r.rate, r.burst INTO v.rate_limit, v.rate_limit_burst
-          FROM mq._rate_settings(CASE WHEN alter_queue.rate_limit IS NULL AND v.rate_limit IS NOT NULL
-                                      THEN v.rate_limit || '/s' ELSE alter_queue.rate_limit END,
-                                 alter_queue.rate_limit_burst) r;
+          FROM mq._rate_settings(CASE WHEN _alter_queue.rate_limit IS NULL AND v.rate_limit IS NOT NULL
+                                      THEN v.rate_limit || '/s' ELSE _alter_queue.rate_limit END,
+                                 _alter_queue.rate_limit_burst) r;
     END IF;
     PERFORM mq._check_settings(v.visibility_timeout, v.max_attempts, v.retry_delay, v.retry_backoff,
                                v.retry_delay_max, v.notify, v.retention, v.session_timeout,
@@ -436,6 +472,22 @@ BEGIN
     PERFORM mq._invalidate();
 END
 $$;
+COMMENT ON FUNCTION mq._alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) IS 'mq internal: body of mq.alter_queue, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.alter_queue(
+    queue_name text,
+    visibility_timeout interval DEFAULT NULL,
+    max_attempts integer DEFAULT NULL,
+    retry_delay interval DEFAULT NULL,
+    retry_backoff double precision DEFAULT NULL,
+    retry_delay_max interval DEFAULT NULL,
+    notify boolean DEFAULT NULL,
+    retention interval DEFAULT NULL,
+    session_timeout interval DEFAULT NULL,
+    rate_limit text DEFAULT NULL,
+    rate_limit_burst integer DEFAULT NULL)
+RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) IS
 'Changes settings of a queue (as SQS SetQueueAttributes); a NULL argument leaves that setting as it is, rate_limit => ''none'' removes a rate limit. Units and ranges as mq.create_queue. New values apply to the next operation of every session (messages already claimed keep their visibility). Errors: 22023 bad value, or retention/session_timeout for a work queue; 42704 no such queue; 42501 not mq_admin.';
 
@@ -457,7 +509,7 @@ END
 $$;
 COMMENT ON FUNCTION mq._queue_id(text) IS 'mq internal: the id of a queue; 22004 for NULL, 42704 when there is no such queue';
 
-CREATE FUNCTION mq.drop_queue(queue_name text) RETURNS boolean
+CREATE FUNCTION mq._drop_queue(queue_name text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -465,10 +517,10 @@ DECLARE
     v_user text;
     v_partitions integer;
 BEGIN
-    IF drop_queue.queue_name IS NULL THEN
+    IF _drop_queue.queue_name IS NULL THEN
         RAISE EXCEPTION 'queue_name must not be NULL' USING ERRCODE = '22004';
     END IF;
-    SELECT q.queue_id INTO v_queue_id FROM mq.queue q WHERE q.queue_name = drop_queue.queue_name FOR UPDATE;
+    SELECT q.queue_id INTO v_queue_id FROM mq.queue q WHERE q.queue_name = _drop_queue.queue_name FOR UPDATE;
     IF NOT FOUND THEN
         RETURN false;
     END IF;
@@ -477,11 +529,12 @@ BEGIN
     SELECT string_agg(format('"%s"', q.queue_name), ', ' ORDER BY q.queue_name) INTO v_user
       FROM mq.queue q WHERE q.dead_letter_queue_id = v_queue_id;
     IF v_user IS NOT NULL THEN
-        RAISE EXCEPTION 'cannot drop queue "%" because it is the dead-letter queue of %', drop_queue.queue_name, v_user
+        RAISE EXCEPTION 'cannot drop queue "%" because it is the dead-letter queue of %', _drop_queue.queue_name, v_user
             USING ERRCODE = '2BP01', HINT = 'Drop those queues first.';
     END IF;
     SELECT q.partitions INTO v_partitions FROM mq.queue q WHERE q.queue_id = v_queue_id;
     DELETE FROM mq.queue q WHERE q.queue_id = v_queue_id;
+    PERFORM mq._forget_queue(v_queue_id);
     IF v_partitions IS NULL THEN
         EXECUTE format('DROP TABLE mq.%I, mq.%I', 'q_' || v_queue_id, 'a_' || v_queue_id);
         EXECUTE format('DROP SEQUENCE mq.%I', 'q_' || v_queue_id || '_acked');
@@ -495,15 +548,19 @@ BEGIN
     RETURN true;
 END
 $$;
+COMMENT ON FUNCTION mq._drop_queue(text) IS 'mq internal: body of mq.drop_queue, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.drop_queue(queue_name text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.drop_queue(text) IS
 'Drops a queue with its messages, archive and counters (as SQS DeleteQueue). Returns false when there is no such queue. Errors: 22004 NULL, 2BP01 the queue is another queue''s dead-letter queue, 42501 not mq_admin.';
 
-CREATE FUNCTION mq.purge(queue_name text) RETURNS bigint
+CREATE FUNCTION mq._purge(queue_name text) RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_count bigint;
-    v_queue_id integer := mq._queue_id(purge.queue_name);
+    v_queue_id integer := mq._queue_id(_purge.queue_name);
 BEGIN
     IF (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) IS NULL THEN
         EXECUTE format('DELETE FROM mq.%I', 'q_' || v_queue_id);
@@ -517,6 +574,10 @@ BEGIN
     RETURN v_count;
 END
 $$;
+COMMENT ON FUNCTION mq._purge(text) IS 'mq internal: body of mq.purge, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.purge(queue_name text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.purge(text) IS
 'Deletes every message of a queue, visible, in flight or delayed (as SQS PurgeQueue); the archive is kept. For a partitioned queue it empties the log (offsets keep increasing, consumer groups keep their offsets). Returns the number deleted. Errors: 22004 NULL, 42704 no such queue, 42501 not mq_admin.';
 
@@ -565,23 +626,122 @@ END
 $$;
 COMMENT ON FUNCTION mq._metrics(text) IS 'mq internal: body of mq.metrics';
 
--- A SQL wrapper, because PL/pgSQL cannot have an input and an output
--- parameter both named queue_name.
+-- The public function is the checked C entry point (src/rights.c); the
+-- body is named differently because PL/pgSQL cannot have an input and an
+-- output parameter both named queue_name.
 CREATE FUNCTION mq.metrics(queue_name text)
 RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
                oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
-AS $$ SELECT * FROM mq._metrics($1) $$;
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
 COMMENT ON FUNCTION mq.metrics(text) IS
 'Queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*): depth = visible messages, in_flight = claimed and within their visibility timeout, delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back), blocked = messages of a keyed queue waiting behind an earlier message of their key. For a partitioned queue: depth = retained messages, oldest_age_s = age of the oldest retained one, total_sent = offsets issued over all partitions, the rest 0 (see mq.consumer_groups for lag). Errors: 22004 NULL, 42704 no such queue, 42501 not mq_consumer.';
 
-CREATE VIEW mq.queues AS
+CREATE VIEW mq.queues WITH (security_barrier) AS
 SELECT q.queue_name, q.visibility_timeout, q.max_attempts, d.queue_name AS dead_letter_queue,
        q.retry_delay, q.retry_backoff, q.retry_delay_max, q.ordering,
        q.partitions, q.retention, q.session_timeout, q.notify,
        q.rate_limit AS rate_limit_per_second, q.rate_limit_burst, q.created_at
-  FROM mq.queue q LEFT JOIN mq.queue d ON d.queue_id OPERATOR(pg_catalog.=) q.dead_letter_queue_id;
-COMMENT ON VIEW mq.queues IS 'One row per queue with its settings (as SQS ListQueues + GetQueueAttributes)';
+  FROM mq.queue q LEFT JOIN mq.queue d ON d.queue_id OPERATOR(pg_catalog.=) q.dead_letter_queue_id
+ WHERE mq._can(q.acl, 'any');
+COMMENT ON VIEW mq.queues IS 'One row per queue the caller has a right on, with its settings (as SQS ListQueues + GetQueueAttributes)';
+
+-- ---------------------------------------------------------------------------
+-- Rights (src/rights.c).
+
+
+CREATE FUNCTION mq._acl_mode(p_privilege text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_privilege IS NULL THEN
+        RAISE EXCEPTION 'privilege must not be NULL' USING ERRCODE = '22004';
+    ELSIF p_privilege = 'send' THEN
+        RETURN 'INSERT';
+    ELSIF p_privilege = 'consume' THEN
+        RETURN 'SELECT';
+    ELSIF p_privilege = 'admin' THEN
+        RETURN 'UPDATE';
+    END IF;
+    RAISE EXCEPTION 'invalid privilege "%"', p_privilege
+        USING ERRCODE = '22023', HINT = 'Use ''send'', ''consume'' or ''admin''.';
+END
+$$;
+COMMENT ON FUNCTION mq._acl_mode(text) IS 'mq internal: the aclitem privilege that stands for send, consume or admin; 22004 NULL, 22023 unknown';
+
+-- p_acl with (p_role, p_mode) added or removed; NULL when nothing is left
+CREATE FUNCTION mq._acl_edit(p_acl aclitem[], p_role oid, p_mode text, p_add boolean) RETURNS aclitem[]
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_catalog.array_agg(pg_catalog.makeaclitem(a.grantee, a.grantor, a.privilege_type, false)
+                                ORDER BY a.grantee, a.privilege_type)
+      FROM (SELECT e.grantee, e.grantor, e.privilege_type
+              FROM pg_catalog.aclexplode(p_acl) e
+             WHERE NOT (e.grantee OPERATOR(pg_catalog.=) p_role
+                        AND e.privilege_type OPERATOR(pg_catalog.=) p_mode)
+            UNION ALL
+            SELECT p_role, n.nspowner, p_mode FROM pg_catalog.pg_namespace n
+             WHERE n.nspname OPERATOR(pg_catalog.=) 'mq' AND p_add) a
+$$;
+COMMENT ON FUNCTION mq._acl_edit(aclitem[], oid, text, boolean) IS 'mq internal: adds or removes one grant of a queue''s acl';
+
+CREATE FUNCTION mq._grant(queue_name text, role regrole, privilege text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_mode text := mq._acl_mode(_grant.privilege);
+    v_queue_id integer := mq._queue_id(_grant.queue_name);
+BEGIN
+    IF _grant.role IS NULL THEN
+        RAISE EXCEPTION 'role must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    UPDATE mq.queue q SET acl = mq._acl_edit(q.acl, _grant.role, v_mode, true)
+     WHERE q.queue_id = v_queue_id;
+    PERFORM mq._invalidate();
+END
+$$;
+COMMENT ON FUNCTION mq._grant(text, regrole, text) IS 'mq internal: body of mq.grant, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.grant(queue_name text, role regrole, privilege text) RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.grant(text, regrole, text) IS
+'Grants role a right on one queue: ''send'' (send, send_batch), ''consume'' (read, ack, nack, extend, archive, metrics, poll, commit, seek, heartbeat, leave, listen) or ''admin'' (both, and alter_queue, drop_queue, purge, grant, revoke), as SQS queue policies do. Members of role get it too. Errors: 22004 NULL, 22023 bad privilege, 42704 no such queue or role, 42501 no admin right on the queue.';
+
+CREATE FUNCTION mq._revoke(queue_name text, role regrole, privilege text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_mode text := mq._acl_mode(_revoke.privilege);
+    v_queue_id integer := mq._queue_id(_revoke.queue_name);
+    v_had boolean;
+BEGIN
+    IF _revoke.role IS NULL THEN
+        RAISE EXCEPTION 'role must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT EXISTS (SELECT FROM pg_catalog.aclexplode(q.acl) e
+                    WHERE e.grantee = _revoke.role AND e.privilege_type = v_mode)
+      INTO v_had FROM mq.queue q WHERE q.queue_id = v_queue_id FOR UPDATE;
+    IF v_had THEN
+        UPDATE mq.queue q SET acl = mq._acl_edit(q.acl, _revoke.role, v_mode, false)
+         WHERE q.queue_id = v_queue_id;
+        PERFORM mq._invalidate();
+    END IF;
+    RETURN v_had;
+END
+$$;
+COMMENT ON FUNCTION mq._revoke(text, regrole, text) IS 'mq internal: body of mq.revoke, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.revoke(queue_name text, role regrole, privilege text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.revoke(text, regrole, text) IS
+'Revokes a right granted with mq.grant; returns whether role had it. Rights held through mq_producer, mq_consumer or mq_admin are not affected. Errors: as mq.grant.';
+
+CREATE VIEW mq.queue_privileges WITH (security_barrier) AS
+SELECT q.queue_name, a.grantee::pg_catalog.regrole::pg_catalog.text AS grantee,
+       CASE a.privilege_type WHEN 'INSERT' THEN 'send' WHEN 'SELECT' THEN 'consume' ELSE 'admin' END AS privilege
+  FROM mq.queue q CROSS JOIN LATERAL pg_catalog.aclexplode(q.acl) a
+ WHERE mq._can(q.acl, 'admin') OR pg_catalog.pg_has_role(a.grantee, 'MEMBER');
+COMMENT ON VIEW mq.queue_privileges IS
+'Per-queue grants made with mq.grant: all of a queue''s for those who may administer it, and one''s own elsewhere.';
 
 -- Hot paths: C functions with plans prepared once per queue and kept.  They
 -- are not STRICT so that a NULL argument raises 22004 instead of silently
@@ -774,16 +934,20 @@ END
 $$;
 COMMENT ON FUNCTION mq._group_sync(integer, text, text, bigint, integer, interval) IS 'mq internal: heartbeat and rebalance of one consumer group member';
 
-CREATE FUNCTION mq.heartbeat(queue_name text, consumer_group text, member text) RETURNS integer
+CREATE FUNCTION mq._heartbeat(queue_name text, consumer_group text, member text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN (SELECT count(*) FROM mq.queue q,
-                   mq._group_sync(q.queue_id, heartbeat.consumer_group, heartbeat.member, NULL,
+                   mq._group_sync(q.queue_id, _heartbeat.consumer_group, _heartbeat.member, NULL,
                                   q.partitions, q.session_timeout)
-             WHERE q.queue_id = mq._log_id(heartbeat.queue_name, heartbeat.consumer_group));
+             WHERE q.queue_id = mq._log_id(_heartbeat.queue_name, _heartbeat.consumer_group));
 END
 $$;
+COMMENT ON FUNCTION mq._heartbeat(text, text, text) IS 'mq internal: body of mq.heartbeat, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.heartbeat(queue_name text, consumer_group text, member text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.heartbeat(text, text, text) IS
 'Keeps a consumer group member alive between polls (as a Kafka consumer heartbeat) and rebalances like mq.poll; returns how many partitions the member now holds. Errors: as mq.poll.';
 
@@ -793,7 +957,7 @@ RETURNS boolean AS 'MODULE_PATHNAME', 'mq_commit' LANGUAGE C VOLATILE PARALLEL U
 COMMENT ON FUNCTION mq.commit(text, text, integer, bigint, text) IS
 'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 42501 not mq_consumer.';
 
-CREATE FUNCTION mq._seek(p_queue_name text, p_group text, p_partition integer, p_how text,
+CREATE FUNCTION mq._seek_to(p_queue_name text, p_group text, p_partition integer, p_how text,
                          p_offset bigint, p_at timestamptz)
 RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -828,78 +992,98 @@ BEGIN
     RETURN v_count;
 END
 $$;
-COMMENT ON FUNCTION mq._seek(text, text, integer, text, bigint, timestamptz) IS 'mq internal: body of mq.seek';
+COMMENT ON FUNCTION mq._seek_to(text, text, integer, text, bigint, timestamptz) IS 'mq internal: body of mq.seek';
 
-CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, "offset" bigint) RETURNS integer
+CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, "offset" bigint) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF seek."offset" IS NULL THEN
+    IF _seek."offset" IS NULL THEN
         RAISE EXCEPTION 'offset must not be NULL' USING ERRCODE = '22004';
     END IF;
-    IF seek."offset" < 1 THEN
+    IF _seek."offset" < 1 THEN
         RAISE EXCEPTION 'offset must be 1 or more' USING ERRCODE = '22023';
     END IF;
-    RETURN mq._seek(seek.queue_name, seek.consumer_group, seek.partition, 'offset', seek."offset", NULL);
+    RETURN mq._seek_to(_seek.queue_name, _seek.consumer_group, _seek.partition, 'offset', _seek."offset", NULL);
 END
 $$;
+COMMENT ON FUNCTION mq._seek(text, text, integer, bigint) IS 'mq internal: body of mq.seek, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, "offset" bigint) RETURNS integer
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, bigint) IS
 'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset. Returns the number of partitions moved. Errors: 22004 NULL offset; 22023 offset below 1 or partition out of range; 42704 no such queue; 42809 not partitioned; 42501 not mq_consumer.';
 
-CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
+CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF seek.seek_to IS NULL OR seek.seek_to NOT IN ('earliest', 'latest') THEN
+    IF _seek.seek_to IS NULL OR _seek.seek_to NOT IN ('earliest', 'latest') THEN
         RAISE EXCEPTION 'seek_to must be ''earliest'' or ''latest''' USING ERRCODE = '22023';
     END IF;
-    RETURN mq._seek(seek.queue_name, seek.consumer_group, seek.partition, seek.seek_to, NULL, NULL);
+    RETURN mq._seek_to(_seek.queue_name, _seek.consumer_group, _seek.partition, _seek.seek_to, NULL, NULL);
 END
 $$;
+COMMENT ON FUNCTION mq._seek(text, text, integer, text) IS 'mq internal: body of mq.seek, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, text) IS
 'seek_to ''earliest'' or ''latest'': moves the group to the earliest retained message or to the latest end (as Kafka seekToBeginning / seekToEnd) of partition (NULL: every partition). Returns the number of partitions moved. Errors: 22023 other seek_to or partition out of range; 42704; 42809; 42501.';
 
-CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, at timestamptz) RETURNS integer
+CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, at timestamptz) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF seek.at IS NULL THEN
+    IF _seek.at IS NULL THEN
         RAISE EXCEPTION 'at must not be NULL' USING ERRCODE = '22004';
     END IF;
-    RETURN mq._seek(seek.queue_name, seek.consumer_group, seek.partition, 'time', NULL, seek.at);
+    RETURN mq._seek_to(_seek.queue_name, _seek.consumer_group, _seek.partition, 'time', NULL, _seek.at);
 END
 $$;
+COMMENT ON FUNCTION mq._seek(text, text, integer, timestamptz) IS 'mq internal: body of mq.seek, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, at timestamptz) RETURNS integer
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, timestamptz) IS
 'Moves the group to the first retained message sent at or after at (as Kafka offsetsForTimes + seek), or to the end when there is none, on partition (NULL: every partition). Returns the number of partitions moved. Errors: 22004 NULL at; 22023 partition out of range; 42704; 42809; 42501.';
 
-CREATE FUNCTION mq.leave(queue_name text, consumer_group text, member text) RETURNS integer
+CREATE FUNCTION mq._leave(queue_name text, consumer_group text, member text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_queue_id integer := mq._log_id(leave.queue_name, leave.consumer_group);
+    v_queue_id integer := mq._log_id(_leave.queue_name, _leave.consumer_group);
     v_count integer;
 BEGIN
-    IF leave.member IS NULL THEN
+    IF _leave.member IS NULL THEN
         RAISE EXCEPTION 'member must not be NULL' USING ERRCODE = '22004';
     END IF;
     UPDATE mq.group_partition g SET member = NULL, lease_until = NULL, position = g.committed
-     WHERE g.queue_id = v_queue_id AND g.consumer_group = leave.consumer_group AND g.member = leave.member;
+     WHERE g.queue_id = v_queue_id AND g.consumer_group = _leave.consumer_group AND g.member = _leave.member;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     DELETE FROM mq.group_member m
-     WHERE m.queue_id = v_queue_id AND m.consumer_group = leave.consumer_group AND m.member = leave.member;
+     WHERE m.queue_id = v_queue_id AND m.consumer_group = _leave.consumer_group AND m.member = _leave.member;
     RETURN v_count;
 END
 $$;
+COMMENT ON FUNCTION mq._leave(text, text, text) IS 'mq internal: body of mq.leave, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.leave(queue_name text, consumer_group text, member text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.leave(text, text, text) IS
 'A member leaves its consumer group at once (as a Kafka LeaveGroup) instead of after its session timeout: its partitions are free for the others, who resume after the committed offsets. Returns the number of partitions released. Errors: 22004 NULL; 42704; 42809; 42501.';
 
-CREATE VIEW mq.consumer_groups AS
-SELECT q.queue_name, g.consumer_group, g.partition, g.member, g.lease_until,
-       g.committed AS committed_offset, e.end_offset,
-       GREATEST(e.end_offset OPERATOR(pg_catalog.-) g.committed, 0) AS lag
-  FROM mq.group_partition g
-  JOIN mq.queue q ON q.queue_id OPERATOR(pg_catalog.=) g.queue_id
-  CROSS JOIN LATERAL (SELECT mq._partition_end(q.queue_name, g.partition) OPERATOR(pg_catalog.-) 1 AS end_offset) e;
+-- Rows of queues the caller may consume from; OFFSET 0 keeps the filter
+-- below the end-offset lookup, which checks the right again.
+CREATE VIEW mq.consumer_groups WITH (security_barrier) AS
+SELECT gq.queue_name, gq.consumer_group, gq.partition, gq.member, gq.lease_until,
+       gq.committed AS committed_offset, e.end_offset,
+       GREATEST(e.end_offset OPERATOR(pg_catalog.-) gq.committed, 0) AS lag
+  FROM (SELECT q.queue_name, g.consumer_group, g.partition, g.member, g.lease_until, g.committed
+          FROM mq.group_partition g
+          JOIN mq.queue q ON q.queue_id OPERATOR(pg_catalog.=) g.queue_id
+         WHERE mq._can(q.acl, 'consume') OFFSET 0) gq
+  CROSS JOIN LATERAL (SELECT mq._partition_end(gq.queue_name, gq.partition) OPERATOR(pg_catalog.-) 1 AS end_offset) e;
 COMMENT ON VIEW mq.consumer_groups IS
 'One row per consumer group and partition: the member holding the lease and until when, the committed offset, the last visible offset of the partition (end_offset) and lag = end_offset - committed_offset (offsets of rolled-back sends count in it).';
 
@@ -1009,28 +1193,18 @@ COMMENT ON FUNCTION mq._consumers() IS 'mq internal: the registered consumers of
 
 CREATE FUNCTION mq._consumer_in_flight(p_token bigint, p_queue_ids integer[])
 RETURNS TABLE (queue_name text, in_flight bigint)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_q record;
-BEGIN
-    FOR v_q IN SELECT q.queue_id, q.queue_name FROM mq.queue q
-                WHERE q.partitions IS NULL AND (p_queue_ids IS NULL OR q.queue_id = ANY (p_queue_ids))
-                ORDER BY q.queue_id LOOP
-        queue_name := v_q.queue_name;
-        EXECUTE format('SELECT count(*) FROM mq.%I WHERE consumer = $1 AND claimed AND vt > clock_timestamp()',
-                       'q_' || v_q.queue_id) INTO in_flight USING p_token;
-        RETURN NEXT;
-    END LOOP;
-END
-$$;
-COMMENT ON FUNCTION mq._consumer_in_flight(bigint, integer[]) IS 'mq internal: messages one registered consumer holds, per queue';
+    AS 'MODULE_PATHNAME', 'mq_consumer_in_flight' LANGUAGE C STABLE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._consumer_in_flight(bigint, integer[]) IS 'mq internal: messages one registered consumer holds, per work queue (NULL: all) the caller may consume from';
 
-CREATE VIEW mq.consumers AS
+-- A consumer shows with the queues the caller may consume from; one that
+-- holds none of them only to holders of mq_consumer and to itself.
+CREATE VIEW mq.consumers WITH (security_barrier) AS
 SELECT c.consumer_id, c.pid, f.queue_name, c.state, c.registered_at, c.last_heartbeat,
-       c.heartbeat_timeout_ms * interval '1 millisecond' AS heartbeat_timeout, f.in_flight
+       c.heartbeat_timeout_ms OPERATOR(pg_catalog.*) interval '1 millisecond' AS heartbeat_timeout, f.in_flight
   FROM mq._consumers() c
-  LEFT JOIN LATERAL mq._consumer_in_flight(c.token, c.queue_ids) f ON true;
+  LEFT JOIN LATERAL mq._consumer_in_flight(c.token, c.queue_ids) f ON true
+ WHERE f.queue_name IS NOT NULL OR c.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+    OR pg_catalog.pg_has_role('mq_consumer', 'USAGE');
 COMMENT ON VIEW mq.consumers IS
 'Registered consumers of this database, one row per queue they read: state (alive; lapsed = heartbeat timed out, claims released; dead = session ended, release pending), last heartbeat, and messages in flight (claimed and within their visibility timeout).';
 
@@ -1039,51 +1213,79 @@ CREATE FUNCTION mq._release_consumers() RETURNS bigint
 COMMENT ON FUNCTION mq._release_consumers() IS
 'mq internal: makes the claims of dead or lapsed registered consumers visible again and frees their partition leases';
 
-CREATE FUNCTION mq.maintain() RETURNS bigint
+CREATE FUNCTION mq._maintain() RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN mq._release_consumers() + mq._maintain_work_queues() + mq._rotate_segments();
 END
 $$;
+COMMENT ON FUNCTION mq._maintain() IS 'mq internal: body of mq.maintain, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.maintain() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.maintain() IS
 'Periodic maintenance, run by mq''s background worker every mq.maintenance_interval when mq is preloaded. Returns how many messages it released or removed: releases the claims and partition leases of registered consumers that died or stopped heartbeating; in work queues, moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it), looking at the oldest 10000 visible messages of each (mq.read does the same for the messages it meets); in partitioned queues, applies retention by truncating whole segments. Without preloading, call it every few seconds from a scheduler (pg_cron). Errors: 42501 not mq_admin.';
 
--- Privileges.
+-- Privileges.  The public functions and views may be used by anyone and
+-- check the caller's rights themselves (src/rights.c); everything else is
+-- for mq_owner only.  mq_owner owns the schema, the tables and every
+-- function (so the SECURITY DEFINER bodies run as mq_owner, never as the
+-- superuser who installed mq); a C function cannot be replaced by a
+-- non-superuser, so owning them gives mq_owner no new power.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mq FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA mq FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION mq.send(text, jsonb, text, jsonb, interval),
-                          mq.send_batch(text, jsonb[], text[], jsonb[], interval)
-    TO mq_producer;
-GRANT EXECUTE ON FUNCTION mq.read(text, integer, interval, interval),
-                          mq.ack(text, bigint, bigint),
-                          mq.ack(text, bigint[]),
-                          mq.nack(text, bigint, bigint, interval, text),
-                          mq.extend(text, bigint, interval, bigint),
-                          mq.archive(text, bigint, bigint),
-                          mq.metrics(text),
-                          mq._metrics(text),
-                          mq.poll(text, text, text, integer, interval),
-                          mq.heartbeat(text, text, text),
-                          mq.commit(text, text, integer, bigint, text),
-                          mq.seek(text, text, integer, bigint),
-                          mq.seek(text, text, integer, text),
-                          mq.seek(text, text, integer, timestamptz),
-                          mq.leave(text, text, text),
-                          mq._partition_end(text, integer),
-                          mq.listen(text),
-                          mq.unlisten(text),
-                          mq.register_consumer(text, interval),
-                          mq.consumer_heartbeat(),
-                          mq.unregister_consumer(),
-                          mq._consumers(),
-                          mq._consumer_in_flight(bigint, integer[])
-    TO mq_consumer;
-GRANT EXECUTE ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer),
-                          mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer),
-                          mq.drop_queue(text),
-                          mq.purge(text),
-                          mq.maintain()
-    TO mq_admin;
-GRANT SELECT ON mq.queues TO mq_producer, mq_consumer, mq_admin;
-GRANT SELECT ON mq.consumer_groups, mq.consumers TO mq_consumer, mq_admin;
+GRANT EXECUTE ON FUNCTION
+    mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer),
+    mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer),
+    mq.drop_queue(text),
+    mq.purge(text),
+    mq.grant(text, regrole, text),
+    mq.revoke(text, regrole, text),
+    mq.maintain(),
+    mq.send(text, jsonb, text, jsonb, interval),
+    mq.send_batch(text, jsonb[], text[], jsonb[], interval),
+    mq.read(text, integer, interval, interval),
+    mq.ack(text, bigint, bigint),
+    mq.ack(text, bigint[]),
+    mq.nack(text, bigint, bigint, interval, text),
+    mq.extend(text, bigint, interval, bigint),
+    mq.archive(text, bigint, bigint),
+    mq.metrics(text),
+    mq.poll(text, text, text, integer, interval),
+    mq.heartbeat(text, text, text),
+    mq.commit(text, text, integer, bigint, text),
+    mq.seek(text, text, integer, bigint),
+    mq.seek(text, text, integer, text),
+    mq.seek(text, text, integer, timestamptz),
+    mq.leave(text, text, text),
+    mq.listen(text),
+    mq.unlisten(text),
+    mq.register_consumer(text, interval),
+    mq.consumer_heartbeat(),
+    mq.unregister_consumer(),
+    -- used by the views, which run functions as their user
+    mq._can(aclitem[], text),
+    mq._partition_end(text, integer),
+    mq._consumers(),
+    mq._consumer_in_flight(bigint, integer[])
+    TO PUBLIC;
+GRANT SELECT ON mq.queues, mq.consumer_groups, mq.consumers, mq.queue_privileges TO PUBLIC;
+
+DO $$
+DECLARE
+    v_obj record;
+BEGIN
+    ALTER SCHEMA mq OWNER TO mq_owner;
+    FOR v_obj IN SELECT c.oid::regclass AS name, c.relkind FROM pg_catalog.pg_class c
+                  WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::regnamespace
+                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'v', 'p']::"char"[]) LOOP
+        EXECUTE pg_catalog.format('ALTER TABLE %s OWNER TO mq_owner', v_obj.name);
+    END LOOP;
+    FOR v_obj IN SELECT p.oid::regprocedure AS name FROM pg_catalog.pg_proc p
+                  WHERE p.pronamespace OPERATOR(pg_catalog.=) 'mq'::regnamespace LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO mq_owner', v_obj.name);
+    END LOOP;
+    ALTER TYPE mq.message OWNER TO mq_owner;
+END
+$$;

@@ -15,14 +15,20 @@
  * connection and acks on another must not register).
  *
  * Shared state: MQ_CONSUMER_SLOTS slots, each owned by one registered
- * session.  A slot lives on after its session ends (marked dead by an exit
- * callback) until maintenance has released its claims; a slot whose
+ * session, and as many records of sessions that ended.  When a session
+ * ends, its exit callback frees its slot at once and leaves a record (its
+ * database, token and queues) for the maintenance of its database, which
+ * releases the claims and removes the record; so sessions that come and go
+ * in a database without maintenance can never use up the slots of the
+ * server.  When the records are full, the oldest is overwritten and its
+ * claims lapse with their visibility timeouts instead.  A slot whose
  * heartbeat lapsed is released once and revives at its next heartbeat.  A
  * crash restart empties shared memory, so maintenance also sweeps, once per
  * database and server run, every claim whose token predates the run.
  *
- * Locking: one LWLock guards all slots' lifecycle fields; a session
- * updates its own heartbeat time without it (an aligned 8-byte store).
+ * Locking: one LWLock guards all slots' lifecycle fields and the records;
+ * a session updates its own heartbeat time without it (an aligned 8-byte
+ * store).
  *
  * Needs shared_preload_libraries = 'mq' (55000 otherwise).  Maintenance is
  * mq._release_consumers(), run by mq.maintain() and so by the background
@@ -52,6 +58,7 @@ PG_FUNCTION_INFO_V1(mq_unregister_consumer);
 PG_FUNCTION_INFO_V1(mq_consumer_heartbeat);
 PG_FUNCTION_INFO_V1(mq_consumers);
 PG_FUNCTION_INFO_V1(mq_release_consumers);
+PG_FUNCTION_INFO_V1(mq_consumer_in_flight);
 
 #define MQ_CONSUMER_SLOTS 1024
 #define MQ_CONSUMER_QUEUES 32
@@ -63,7 +70,7 @@ typedef enum SlotState
 	SLOT_FREE = 0,
 	SLOT_ALIVE,					/* session registered and heartbeating */
 	SLOT_LAPSED,				/* heartbeat timed out, claims released */
-	SLOT_DEAD					/* session ended, claims to release */
+	SLOT_DEAD					/* session ended, claims to release (records) */
 } SlotState;
 
 typedef struct ConsumerSlot
@@ -87,10 +94,13 @@ typedef struct ConsumerShared
 	int			nswept;
 	Oid			swept[MQ_SWEPT_DATABASES];
 	ConsumerSlot slots[MQ_CONSUMER_SLOTS];
+	/* sessions that ended, state SLOT_DEAD, until maintenance released them */
+	ConsumerSlot ended[MQ_CONSUMER_SLOTS];
 } ConsumerShared;
 
 static ConsumerShared *shared = NULL;
 static ConsumerSlot *my_slot = NULL;
+static bool exit_callback_set = false;
 
 void
 MqConsumerShmemRequest(void)
@@ -126,14 +136,35 @@ token_of(TimestampTz start, int pid)
 	return ((int64) (start / 1000) << 22) | (pid & 0x3FFFFF);
 }
 
-/* When this session ends, however it ends short of a crash, mark it dead. */
+/*
+ * When this session ends, however it ends short of a crash: free its slot
+ * and leave a record for the maintenance of its database, in a free record
+ * or over the oldest one.
+ */
 static void
 consumer_exit(int code, Datum arg)
 {
+	ConsumerSlot *record = NULL;
+
 	if (my_slot == NULL)
 		return;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	my_slot->state = SLOT_DEAD;
+	for (int i = 0; i < MQ_CONSUMER_SLOTS; i++)
+	{
+		ConsumerSlot *r = &shared->ended[i];
+
+		if (r->state == SLOT_FREE)
+		{
+			record = r;
+			break;
+		}
+		if (record == NULL || r->last_heartbeat < record->last_heartbeat)
+			record = r;
+	}
+	memcpy(record, my_slot, sizeof(ConsumerSlot));
+	record->state = SLOT_DEAD;
+	record->last_heartbeat = GetCurrentTimestamp();
+	my_slot->state = SLOT_FREE;
 	LWLockRelease(shared->lock);
 	my_slot = NULL;
 }
@@ -188,6 +219,7 @@ mq_register_consumer(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("consumer_id and heartbeat_timeout must not be NULL")));
+	MqRequireSomeConsumeRight("register a consumer");
 	id = PG_GETARG_TEXT_PP(0);
 	timeout = PG_GETARG_INTERVAL_P(1);
 	timeout_ms = MqIntervalSeconds(timeout) * 1000.0;
@@ -219,7 +251,11 @@ mq_register_consumer(PG_FUNCTION_ARGS)
 		my_slot->database = MyDatabaseId;
 		my_slot->token = token_of(MyStartTimestamp, MyProcPid);
 		my_slot->registered_at = GetCurrentTimestamp();
-		on_shmem_exit(consumer_exit, (Datum) 0);
+		if (!exit_callback_set)
+		{
+			on_shmem_exit(consumer_exit, (Datum) 0);
+			exit_callback_set = true;
+		}
 	}
 	text_to_cstring_buffer(id, my_slot->consumer_id, CONSUMER_ID_LEN);
 	my_slot->timeout_ms = (int64) timeout_ms;
@@ -269,9 +305,10 @@ mq_consumers(PG_FUNCTION_ARGS)
 	require_shared();
 	InitMaterializedSRF(fcinfo, 0);
 	LWLockAcquire(shared->lock, LW_SHARED);
-	for (int i = 0; i < MQ_CONSUMER_SLOTS; i++)
+	for (int i = 0; i < 2 * MQ_CONSUMER_SLOTS; i++)
 	{
-		ConsumerSlot *s = &shared->slots[i];
+		ConsumerSlot *s = i < MQ_CONSUMER_SLOTS ? &shared->slots[i] :
+			&shared->ended[i - MQ_CONSUMER_SLOTS];
 		Datum		values[8];
 		bool		nulls[8] = {false};
 		Datum	   *queues;
@@ -313,8 +350,8 @@ release_token(int32 queue_id, int64 token, bool before)
 {
 	/* before: every token older than this run, else exactly this one */
 	char	   *sql = psprintf("UPDATE mq.q_%d SET vt = pg_catalog.clock_timestamp(), claimed = false"
-							   " WHERE claimed AND consumer %s $1"
-							   " AND vt > pg_catalog.clock_timestamp()",
+							   " WHERE claimed AND consumer OPERATOR(pg_catalog.%s) $1"
+							   " AND vt " OP(">") " pg_catalog.clock_timestamp()",
 							   queue_id, before ? "<" : "=");
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(token)};
@@ -329,12 +366,14 @@ release_token(int32 queue_id, int64 token, bool before)
 static void
 release_leases(int64 token, bool before)
 {
-	char	   *sql = psprintf("WITH gone AS (DELETE FROM mq.group_member WHERE session %s $1"
+	char	   *sql = psprintf("WITH gone AS (DELETE FROM mq.group_member"
+							   " WHERE session OPERATOR(pg_catalog.%s) $1"
 							   " RETURNING queue_id, consumer_group, member)"
 							   " UPDATE mq.group_partition g SET member = NULL, lease_until = NULL,"
 							   " position = g.committed FROM gone"
-							   " WHERE g.queue_id = gone.queue_id AND g.consumer_group = gone.consumer_group"
-							   " AND g.member = gone.member", before ? "<" : "=");
+							   " WHERE g.queue_id " OP("=") " gone.queue_id"
+							   " AND g.consumer_group " OP("=") " gone.consumer_group"
+							   " AND g.member " OP("=") " gone.member", before ? "<" : "=");
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(token)};
 
@@ -369,6 +408,7 @@ all_work_queues(int32 **ids)
 Datum
 mq_release_consumers(PG_FUNCTION_ARGS)
 {
+	MqSession	session;
 	Release    *todo;
 	int			ntodo = 0;
 	bool		sweep;
@@ -379,11 +419,12 @@ mq_release_consumers(PG_FUNCTION_ARGS)
 	if (shared == NULL)
 		PG_RETURN_INT64(0);		/* nothing is tracked without preloading */
 
-	todo = palloc(sizeof(Release) * MQ_CONSUMER_SLOTS);
+	todo = palloc(sizeof(Release) * 2 * MQ_CONSUMER_SLOTS);
 	LWLockAcquire(shared->lock, LW_SHARED);
-	for (int i = 0; i < MQ_CONSUMER_SLOTS; i++)
+	for (int i = 0; i < 2 * MQ_CONSUMER_SLOTS; i++)
 	{
-		ConsumerSlot *s = &shared->slots[i];
+		ConsumerSlot *s = i < MQ_CONSUMER_SLOTS ? &shared->slots[i] :
+			&shared->ended[i - MQ_CONSUMER_SLOTS];
 		bool		lapsed = s->state == SLOT_ALIVE &&
 			now > TimestampTzPlusMilliseconds(s->last_heartbeat, s->timeout_ms);
 
@@ -403,8 +444,7 @@ mq_release_consumers(PG_FUNCTION_ARGS)
 	run_token = token_of(shared->run_start, 0);
 	LWLockRelease(shared->lock);
 
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
+	MqOwnerBegin(&session);
 	for (int t = 0; t < ntodo; t++)
 	{
 		int32	   *queues = todo[t].queues;
@@ -425,13 +465,15 @@ mq_release_consumers(PG_FUNCTION_ARGS)
 			released += release_token(queues[q], run_token, true);
 		release_leases(run_token, true);
 	}
-	SPI_finish();
+	MqOwnerEnd(&session);
 
 	/* dead slots are done; lapsed ones wait for a heartbeat to revive */
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	for (int t = 0; t < ntodo; t++)
 	{
-		ConsumerSlot *s = &shared->slots[todo[t].slot];
+		int			i = todo[t].slot;
+		ConsumerSlot *s = i < MQ_CONSUMER_SLOTS ? &shared->slots[i] :
+			&shared->ended[i - MQ_CONSUMER_SLOTS];
 
 		if (s->token != todo[t].token)
 			continue;
@@ -444,4 +486,77 @@ mq_release_consumers(PG_FUNCTION_ARGS)
 		shared->swept[shared->nswept++] = MyDatabaseId;
 	LWLockRelease(shared->lock);
 	PG_RETURN_INT64((int64) released);
+}
+
+/*
+ * mq._consumer_in_flight(token bigint, queue_ids integer[])
+ *		RETURNS TABLE (queue_name text, in_flight bigint)
+ *	  For the view mq.consumers: how many messages the registered consumer
+ *	  with this token holds (claimed, within their visibility timeout) in
+ *	  each work queue of queue_ids (NULL: every work queue) that the caller
+ *	  may consume from.  The caller's rights are checked before mq switches
+ *	  to the owner, so the view shows nothing of other queues.
+ */
+Datum
+mq_consumer_in_flight(PG_FUNCTION_ARGS)
+{
+	static const Oid argtypes[1] = {INT4ARRAYOID};
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			caller = GetUserId();
+	Datum		ids = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	int64		token;
+	MqSession	session;
+	uint64		nqueues;
+	int32	   *queue_ids;
+	char	  **names;
+
+	InitMaterializedSRF(fcinfo, 0);
+	if (PG_ARGISNULL(0))
+		return (Datum) 0;
+	token = PG_GETARG_INT64(0);
+	MqOwnerBegin(&session);
+	if (SPI_execute_with_args("SELECT queue_id, queue_name, acl FROM mq.queue"
+							  " WHERE partitions IS NULL"
+							  " AND ($1 IS NULL OR queue_id " OP("=") " ANY ($1))"
+							  " ORDER BY queue_id",
+							  1, (Oid *) argtypes, &ids, PG_ARGISNULL(1) ? "n" : " ",
+							  true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read mq.queue");
+	nqueues = SPI_processed;
+	queue_ids = palloc(sizeof(int32) * Max(nqueues, 1));
+	names = palloc(sizeof(char *) * Max(nqueues, 1));
+	for (uint64 i = 0; i < nqueues; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		bool		no_acl;
+		Datum		acl = SPI_getbinval(tup, desc, 3, &no_acl);
+
+		queue_ids[i] = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		names[i] = MqHasRight(caller, no_acl ? NULL : DatumGetAclP(acl), MQ_RIGHT_CONSUME)
+			? SPI_getvalue(tup, desc, 2) : NULL;
+	}
+	for (uint64 i = 0; i < nqueues; i++)
+	{
+		static const Oid count_types[1] = {INT8OID};
+		Datum		count_args[1] = {Int64GetDatum(token)};
+		Datum		values[2];
+		bool		nulls[2] = {false, false};
+		bool		isnull;
+
+		if (names[i] == NULL)
+			continue;
+		if (SPI_execute_with_args(psprintf("SELECT pg_catalog.count(*) FROM mq.q_%d"
+										   " WHERE consumer " OP("=") " $1 AND claimed"
+										   " AND vt " OP(">") " pg_catalog.clock_timestamp()",
+										   queue_ids[i]),
+								  1, (Oid *) count_types, count_args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not count claims");
+		values[0] = CStringGetTextDatum(names[i]);
+		values[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	MqOwnerEnd(&session);
+	return (Datum) 0;
 }

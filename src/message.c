@@ -134,7 +134,7 @@ mq_send(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 1, "payload");
 	delay = interval_arg(fcinfo, 4, "delay", MAX_DELAY_SECS);
 
-	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_SEND);
 	if (q->partitions > 0)
 	{
 		require_no_delay(q, delay);
@@ -187,7 +187,7 @@ mq_send_batch(PG_FUNCTION_ARGS)
 	delay = interval_arg(fcinfo, 4, "delay", MAX_DELAY_SECS);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_SEND);
 	if (q->partitions > 0)
 		require_no_delay(q, delay);
 	if (n > 0 && q->partitions > 0)
@@ -260,7 +260,7 @@ ack_common(FunctionCallInfo fcinfo, bool archive)
 
 	require_arg(fcinfo, 0, "queue_name");
 	require_arg(fcinfo, 1, "msg_id");
-	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_CONSUME);
 	MqRequireWorkQueue(q);
 	done = MqStorageAck(q, PG_GETARG_INT64(1), optional_arg(fcinfo, 2), archive);
 	MqQueueClose(&session);
@@ -293,7 +293,7 @@ mq_ack_batch(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 0, "queue_name");
 	require_arg(fcinfo, 1, "msg_ids");
 	ids = array_arg(fcinfo, 1, "msg_ids", true);
-	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_CONSUME);
 	MqRequireWorkQueue(q);
 	n = array_length_1d(ids) > 0 ? MqStorageAckBatch(q, ids) : 0;
 	MqQueueClose(&session);
@@ -316,7 +316,7 @@ mq_nack(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 1, "msg_id");
 	if (!PG_ARGISNULL(3))
 		delay = interval_arg(fcinfo, 3, "delay", MAX_DELAY_SECS);
-	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_CONSUME);
 	MqRequireWorkQueue(q);
 	done = MqStorageRelease(q, PG_GETARG_INT64(1), optional_arg(fcinfo, 2), delay,
 							optional_arg(fcinfo, 4));
@@ -340,7 +340,7 @@ mq_extend(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 0, "queue_name");
 	require_arg(fcinfo, 1, "msg_id");
 	vt = interval_arg(fcinfo, 2, "visibility_timeout", MAX_VT_SECS);
-	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_CONSUME);
 	MqRequireWorkQueue(q);
 	done = MqStorageExtend(q, PG_GETARG_INT64(1), optional_arg(fcinfo, 3), vt,
 						   &visible_at);
@@ -363,7 +363,7 @@ mq_maintain_queue(PG_FUNCTION_ARGS)
 	int64		n;
 
 	require_arg(fcinfo, 0, "queue_name");
-	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_ADMIN);
 	MqRequireWorkQueue(q);
 	n = MqStorageMaintain(q);
 	MqQueueClose(&session);

@@ -128,7 +128,7 @@ queue_channel(FunctionCallInfo fcinfo, char *channel)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("queue_name must not be NULL")));
-	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session);
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_CONSUME);
 	strlcpy(channel, q->channel, NAMEDATALEN);
 	slot = notify_slot(q->queue_id);
 	MqQueueClose(&session);

@@ -210,7 +210,7 @@ group_steady(MqQueue *q, text *group, text *member, bool registered, int64 token
 						   "   AND m.member " OP("=") " $3"
 						   "   AND m.last_seen " OP(">=") " (pg_catalog.clock_timestamp() " OP("-")
 						   " ($5 " OP("/") " 4::pg_catalog.float8))"
-						   "   AND m.session IS NOT DISTINCT FROM $4)"
+						   "   AND (m.session " OP("=") " $4 OR (m.session IS NULL AND $4 IS NULL)))"
 						   " ORDER BY g.partition",
 						   5, argtypes);
 	n = (int) MqQueueRun(q, plan, values, registered ? "     " : "   n ", SPI_OK_SELECT);
@@ -416,7 +416,7 @@ commit_once(MqQueue *q, text *group, int32 partition, int64 offset, text *member
 	if (plan == NULL)
 		plan = MqQueuePlan(q, PPLAN_COMMIT,
 						   "UPDATE mq.group_partition g SET committed = $4,"
-						   " position = GREATEST(g.position, $4)"
+						   " position = CASE WHEN g.position " OP(">") " $4 THEN g.position ELSE $4 END"
 						   " WHERE g.queue_id " OP("=") " $1 AND g.consumer_group " OP("=") " $2"
 						   " AND g.partition " OP("=") " $3 AND ($5 IS NULL OR"
 						   " (g.member " OP("=") " $5 AND g.lease_until " OP(">") " pg_catalog.clock_timestamp()))",
@@ -455,7 +455,7 @@ mq_commit(PG_FUNCTION_ARGS)
 	int64		end;
 	bool		done;
 
-	q = MqQueueOpen(queue_name, &session);
+	q = MqQueueOpen(queue_name, &session, MQ_RIGHT_CONSUME);
 	MqRequirePartitioned(q);
 	group = required_text(fcinfo, 1, "consumer_group");
 	check_group(group);
@@ -512,7 +512,7 @@ mq_partition_end(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("partition must not be NULL")));
 	partition = PG_GETARG_INT32(1);
-	q = MqQueueOpen(queue_name, &session);
+	q = MqQueueOpen(queue_name, &session, MQ_RIGHT_CONSUME);
 	MqRequirePartitioned(q);
 	if (partition < 0 || partition >= q->partitions)
 		ereport(ERROR,

@@ -5,12 +5,21 @@
  *	  owner-rights session in which the hot paths run their statements.
  *
  * Every hot path starts with MqQueueOpen(): it finds the queue in a hash
- * table keyed by name (loading it from mq.queue on a miss), switches the
- * current user to the owner of schema mq and connects to SPI.  The caller has
- * already passed PostgreSQL's EXECUTE check, which is how the mq_producer /
- * mq_consumer / mq_admin roles are enforced; switching to the owner is what
- * lets callers use queues without any right on mq's tables (the same effect
- * as SECURITY DEFINER, without a per-call GUC save and restore).
+ * table keyed by name (loading it from mq.queue on a miss), checks that the
+ * caller has the right the operation needs (rights.c), switches the current
+ * user to the owner of schema mq (the role mq_owner, not a superuser) and
+ * connects to SPI.  Switching to the owner is what lets callers use queues
+ * without any right on mq's tables, as SECURITY DEFINER would.
+ *
+ * While mq runs statements as the owner, search_path is pinned to
+ * "pg_catalog, pg_temp" (MqOwnerBegin), for preparing and for executing:
+ * the plan cache resolves operators and functions by search_path when it
+ * plans, so a statement prepared under the caller's search_path could run
+ * the caller's look-alike "=" with the owner's rights.  pg_temp comes last
+ * so that it can never capture a name (PostgreSQL never searches it for
+ * functions and operators anyway), and the statements also qualify every
+ * operator.  The restricted-operation flag forbids anything that would
+ * outlive the call (SET ROLE, temporary objects, cursors WITH HOLD).
  *
  * Each entry also holds the queue's kept SPI plans (see storage.c).  The
  * admin functions call mq._invalidate(), which queues a relcache
@@ -22,13 +31,19 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
@@ -45,6 +60,8 @@ static bool cache_stale = false;
 static Oid	mq_namespace = InvalidOid;
 static Oid	catalog_relid = InvalidOid;	/* mq.queue */
 static Oid	owner_id = InvalidOid;	/* owner of schema mq */
+
+const char *const MqPinnedSearchPath = "pg_catalog, pg_temp";
 
 static void
 relcache_callback(Datum arg, Oid relid)
@@ -75,12 +92,58 @@ cache_reset(void)
 					SPI_freeplan(q->plans[i]);
 			if (q->offset_seqs != NULL)
 				pfree(q->offset_seqs);
+			if (q->acl != NULL)
+				pfree(q->acl);
 		}
 		hash_destroy(queue_cache);
 		queue_cache = NULL;
 	}
 	mq_namespace = catalog_relid = owner_id = InvalidOid;
 	cache_stale = false;
+}
+
+/*
+ * The installed SQL objects must be the version this library was built for:
+ * after a package upgrade, a database not yet updated gets a clear error
+ * instead of statements that no longer fit its tables.
+ */
+static void
+check_extension_version(void)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tup;
+	char	   *version = NULL;
+
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("mq"));
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			version = TextDatumGetCString(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+
+	if (version == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("extension \"mq\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION mq.")));
+	if (strcmp(version, MQ_VERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"mq\" is at version %s, but its library is version %s",
+						version, MQ_VERSION),
+				 errhint("Run ALTER EXTENSION mq UPDATE.")));
 }
 
 static void
@@ -93,6 +156,8 @@ cache_ensure(void)
 		cache_reset();
 	if (queue_cache != NULL)
 		return;
+
+	check_extension_version();
 
 	mq_namespace = get_namespace_oid("mq", true);
 	if (!OidIsValid(mq_namespace))
@@ -148,22 +213,55 @@ MqCheckQueueName(const char *name)
 	}
 }
 
-static void
-session_begin(MqSession *session)
+/* The owner of schema mq, whose rights mq's statements run with. */
+Oid
+MqOwner(void)
 {
+	cache_ensure();
+	return owner_id;
+}
+
+/*
+ * Switch to the owner of schema mq, pin search_path and connect to SPI.
+ * Pair with MqOwnerEnd(); on error, transaction abort restores the user,
+ * the GUC nest level and SPI.  When search_path already is the pinned one
+ * (a call from one of mq's own functions), no GUC level is pushed.
+ */
+void
+MqOwnerBegin(MqSession *session)
+{
+	Oid			owner = MqOwner();
+
 	GetUserIdAndSecContext(&session->save_userid, &session->save_sec_context);
-	SetUserIdAndSecContext(owner_id,
-						   session->save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SetUserIdAndSecContext(owner, session->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	session->save_nestlevel = 0;
+	if (strcmp(namespace_search_path, MqPinnedSearchPath) != 0)
+	{
+		session->save_nestlevel = NewGUCNestLevel();
+		(void) set_config_option("search_path", MqPinnedSearchPath,
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+	}
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 }
 
 void
-MqQueueClose(MqSession *session)
+MqOwnerEnd(MqSession *session)
 {
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
+	if (session->save_nestlevel > 0)
+		AtEOXact_GUC(true, session->save_nestlevel);
 	SetUserIdAndSecContext(session->save_userid, session->save_sec_context);
+}
+
+void
+MqQueueClose(MqSession *session)
+{
+	MqOwnerEnd(session);
 }
 
 static Interval *
@@ -192,7 +290,7 @@ load_queue(const char *key, MqQueue *q)
 								" ordering OPERATOR(pg_catalog.=) 'key',"
 								" COALESCE(partitions, 0), segment, notify,"
 								" COALESCE(rate_limit, 0), COALESCE(rate_limit_burst, 0),"
-								" COALESCE(session_timeout, '0')"
+								" COALESCE(session_timeout, '0'), acl"
 								" FROM mq.queue WHERE queue_name OPERATOR(pg_catalog.=) $1",
 								1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -218,6 +316,17 @@ load_queue(const char *key, MqQueue *q)
 	q->rate_limit = DatumGetFloat8(SPI_getbinval(tup, desc, 12, &isnull));
 	q->rate_burst = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
 	q->session_timeout = *interval_col(tup, desc, 14);
+	{
+		Datum		acl = SPI_getbinval(tup, desc, 15, &isnull);
+
+		if (!isnull)
+		{
+			Acl		   *detoasted = DatumGetAclP(acl);
+
+			q->acl = MemoryContextAlloc(CacheMemoryContext, VARSIZE(detoasted));
+			memcpy(q->acl, detoasted, VARSIZE(detoasted));
+		}
+	}
 	snprintf(q->channel, NAMEDATALEN, "mq.%s", key);
 	if (q->partitions > 0)
 	{
@@ -239,36 +348,35 @@ load_queue(const char *key, MqQueue *q)
 	return true;
 }
 
+static const char *const right_names[] = {"send to", "consume from", "administer"};
+
 /*
- * Find a queue, switch to the owner and connect to SPI.  Raises 42704 when
- * there is no such queue.  Pair with MqQueueClose(); on error, transaction
- * abort restores the user and SPI state.  The returned entry is valid until
- * the next MqQueueOpen() call.
+ * The cache entry of a queue, loading it on a miss; NULL when there is no
+ * such queue.  Valid until the next lookup.
  */
 static MqQueue *
-open_by_name(const char *queue_name, MqSession *session)
+lookup(const char *queue_name)
 {
 	char		key[NAMEDATALEN];
 	MqQueue    *q;
 	MqQueue		loaded;
+	MqSession	session;
+	bool		found;
 
 	cache_ensure();
 	if (strlen(queue_name) > MQ_QUEUE_NAME_MAX)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("queue \"%s\" does not exist", queue_name)));
+		return NULL;
 	memset(key, 0, sizeof(key));
 	strlcpy(key, queue_name, sizeof(key));
 
 	q = hash_search(queue_cache, key, HASH_FIND, NULL);
-	session_begin(session);
 	if (q != NULL)
 		return q;
-
-	if (!load_queue(key, &loaded))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("queue \"%s\" does not exist", queue_name)));
+	MqOwnerBegin(&session);
+	found = load_queue(key, &loaded);
+	MqOwnerEnd(&session);
+	if (!found)
+		return NULL;
 	/* loading may have run invalidations; only a fresh table is safe */
 	if (cache_stale)
 	{
@@ -281,10 +389,72 @@ open_by_name(const char *queue_name, MqSession *session)
 	return q;
 }
 
-MqQueue *
-MqQueueOpen(text *queue_name, MqSession *session)
+static void
+no_such_queue(const char *queue_name)
 {
-	return open_by_name(text_to_cstring(queue_name), session);
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("queue \"%s\" does not exist", queue_name)));
+}
+
+static void
+permission_denied(const char *queue_name, MqRight right)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied for queue \"%s\"", queue_name),
+			 errdetail("Only roles granted the right to %s the queue may do this.",
+					   right_names[right]),
+			 errhint("Use mq.grant, or grant one of the roles mq_producer, mq_consumer, mq_admin.")));
+}
+
+/*
+ * Find a queue, check that the caller (the current user) may use it for
+ * right, switch to the owner and connect to SPI.  Raises 42704 when there
+ * is no such queue and 42501 when the caller lacks the right.  Pair with
+ * MqQueueClose(); on error, transaction abort restores the user,
+ * search_path and SPI state.  The entry is valid until the next open.
+ */
+MqQueue *
+MqQueueOpen(text *queue_name, MqSession *session, MqRight right)
+{
+	char	   *name = text_to_cstring(queue_name);
+	MqQueue    *q = lookup(name);
+
+	if (q == NULL)
+		no_such_queue(name);
+	if (!MqHasRight(GetUserId(), q->acl, right))
+		permission_denied(name, right);
+	MqOwnerBegin(session);
+	return q;
+}
+
+/* As MqQueueOpen, but NULL when there is no such queue or no right. */
+MqQueue *
+MqQueueOpenIfAllowed(const char *queue_name, MqSession *session, MqRight right)
+{
+	MqQueue    *q = lookup(queue_name);
+
+	if (q == NULL || !MqHasRight(GetUserId(), q->acl, right))
+		return NULL;
+	MqOwnerBegin(session);
+	return q;
+}
+
+/*
+ * Raise 42501 when the queue exists and the caller lacks right; returns
+ * whether the queue exists.
+ */
+bool
+MqQueueCheckRight(const char *queue_name, MqRight right)
+{
+	MqQueue    *q = lookup(queue_name);
+
+	if (q == NULL)
+		return false;
+	if (!MqHasRight(GetUserId(), q->acl, right))
+		permission_denied(queue_name, right);
+	return true;
 }
 
 /* An interval in seconds; months count as 30 days, as interval comparison does. */

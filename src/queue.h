@@ -2,6 +2,7 @@
  *
  * queue.h
  *	  Queue catalog cache and the owner-rights session around hot paths.
+ *	  Rights checks are in rights.c.
  *
  *-------------------------------------------------------------------------
  */
@@ -9,6 +10,7 @@
 #define MQ_QUEUE_H
 
 #include "executor/spi.h"
+#include "utils/acl.h"
 #include "utils/timestamp.h"
 
 /* Queue names: 1..48 bytes of [A-Za-z0-9_.-], first a letter or digit. */
@@ -46,24 +48,50 @@ typedef struct MqQueue
 	int32		segment;		/* segment table taking new messages */
 	Interval	session_timeout;	/* consumer groups' member timeout */
 	Oid		   *offset_seqs;	/* [partitions], in CacheMemoryContext */
+	Acl		   *acl;			/* per-queue grants, NULL: none (rights.c) */
 	SPIPlanPtr	plans[MQ_MAX_PLANS];
 } MqQueue;
 
 /* An operator in statement text, qualified so search_path cannot redirect it. */
 #define OP(o) "OPERATOR(pg_catalog." o ")"
 
-/* Saved identity while a hot path runs as the owner of schema mq. */
+/* What a caller may do with a queue (rights.c). */
+typedef enum MqRight
+{
+	MQ_RIGHT_SEND,				/* send, send_batch */
+	MQ_RIGHT_CONSUME,			/* read, ack, nack, poll, commit, seek, ... */
+	MQ_RIGHT_ADMIN				/* alter, drop, purge, grant; includes both */
+} MqRight;
+
+/*
+ * Saved state while mq runs statements as the owner of schema mq, with
+ * search_path pinned to "pg_catalog, pg_temp" (MqOwnerBegin/End).
+ */
 typedef struct MqSession
 {
 	Oid			save_userid;
 	int			save_sec_context;
+	int			save_nestlevel;	/* GUC nest level, 0 when not pinned here */
 } MqSession;
+
+extern const char *const MqPinnedSearchPath;
 
 extern void MqQueueCacheInit(void);
 extern double MqIntervalSeconds(const Interval *iv);
 extern void MqCheckQueueName(const char *name);
-extern MqQueue *MqQueueOpen(text *queue_name, MqSession *session);
+extern Oid	MqOwner(void);
+extern void MqOwnerBegin(MqSession *session);
+extern void MqOwnerEnd(MqSession *session);
+extern MqQueue *MqQueueOpen(text *queue_name, MqSession *session, MqRight right);
+extern MqQueue *MqQueueOpenIfAllowed(const char *queue_name, MqSession *session,
+									 MqRight right);
+extern bool MqQueueCheckRight(const char *queue_name, MqRight right);
 extern void MqQueueClose(MqSession *session);
+
+/* rights.c */
+extern bool MqHasRight(Oid roleid, Acl *acl, MqRight right);
+extern void MqRequireRole(const char *rolname, const char *what);
+extern void MqRequireSomeConsumeRight(const char *what);
 extern void MqRequireWorkQueue(MqQueue *q);
 extern void MqRequirePartitioned(MqQueue *q);
 extern SPIPlanPtr MqQueuePlan(MqQueue *q, int slot, const char *sql,

@@ -187,7 +187,7 @@ MqWaitLoop(text *queue_name, bool partitioned, int want, TimestampTz deadline,
 	for (;;)
 	{
 		MqSession	session;
-		MqQueue    *q = MqQueueOpen(queue_name, &session);
+		MqQueue    *q = MqQueueOpen(queue_name, &session, MQ_RIGHT_CONSUME);
 		int32		queue_id = q->queue_id;
 		uint64		seen = MqWaitSendCount(queue_id);
 		TimestampTz due = 0;

@@ -31,6 +31,7 @@
 #include "utils/snapmgr.h"
 #include "utils/wait_event.h"
 
+#include "queue.h"
 #include "worker.h"
 
 PGDLLEXPORT void mq_worker_main(Datum arg);
@@ -85,6 +86,8 @@ mq_worker_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(MqDatabase, NULL, 0);
+	/* nothing this worker runs may resolve a name outside pg_catalog */
+	SetConfigOption("search_path", MqPinnedSearchPath, PGC_SUSET, PGC_S_OVERRIDE);
 
 	for (;;)
 	{

@@ -1224,13 +1224,13 @@ SELECT 'function' AS kind, p.oid::regprocedure::text AS "not called by any step"
   FROM pg_depend e JOIN pg_proc p ON p.oid = e.objid JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE e.refclassid = 'pg_extension'::regclass AND e.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'mq')
    AND e.classid = 'pg_proc'::regclass AND e.deptype = 'e' AND p.proname !~ '^_'
-   AND NOT EXISTS (SELECT FROM hostile.steps s WHERE s.sql ~ format('%I\.%I\(', n.nspname, p.proname))
+   AND NOT EXISTS (SELECT FROM hostile.steps s WHERE s.sql ~ format('%s\.%s\(', n.nspname, p.proname))
 UNION ALL
 SELECT 'view', c.oid::regclass::text
   FROM pg_depend e JOIN pg_class c ON c.oid = e.objid JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE e.refclassid = 'pg_extension'::regclass AND e.refobjid = (SELECT oid FROM pg_extension WHERE extname = 'mq')
    AND e.classid = 'pg_class'::regclass AND e.deptype = 'e' AND c.relkind = 'v'
-   AND NOT EXISTS (SELECT FROM hostile.steps s WHERE s.sql ~ format('%I\.%I\M', n.nspname, c.relname))
+   AND NOT EXISTS (SELECT FROM hostile.steps s WHERE s.sql ~ format('%s\.%s\M', n.nspname, c.relname))
  ORDER BY 1, 2;
 
 -- ---------------------------------------------------------------------------
