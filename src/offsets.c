@@ -60,6 +60,7 @@
 
 typedef struct OffsetHold
 {
+	Oid			database;		/* queue ids are per database */
 	int32		queue_id;
 	int32		partition;
 	int64		offset;
@@ -101,7 +102,8 @@ MqOffsetsShmemStartup(void)
 static LWLock *
 partition_lock(int32 queue_id, int32 partition)
 {
-	uint32		h = hash_combine(hash_uint32((uint32) queue_id),
+	uint32		h = hash_combine(hash_combine(hash_uint32((uint32) MyDatabaseId),
+											  hash_uint32((uint32) queue_id)),
 								 hash_uint32((uint32) partition));
 
 	return &offset_locks[h % MQ_OFFSET_LOCKS].lock;
@@ -164,7 +166,8 @@ MqOffsetAllocate(int32 queue_id, int32 partition, Oid seq)
 	lock = partition_lock(queue_id, partition);
 	for (int i = 0; i < mine->nholds; i++)
 		if (mine->holds[i].queue_id == queue_id && mine->holds[i].partition == partition)
-			held = true;		/* our first offset there is the lower one */
+			held = true;		/* our first offset there is the lower one;
+								 * a backend is in one database */
 	if (!held && mine->nholds >= MQ_MAX_HOLDS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
@@ -178,6 +181,7 @@ MqOffsetAllocate(int32 queue_id, int32 partition, Oid seq)
 	{
 		OffsetHold *h = &mine->holds[mine->nholds];
 
+		h->database = MyDatabaseId;
 		h->queue_id = queue_id;
 		h->partition = partition;
 		h->offset = offset;
@@ -208,7 +212,8 @@ MqOffsetVisibleEnd(int32 queue_id, int32 partition, Oid seq)
 		BackendHolds *bh = &all_holds[b];
 
 		for (int i = 0; i < bh->nholds; i++)
-			if (bh->holds[i].queue_id == queue_id &&
+			if (bh->holds[i].database == MyDatabaseId &&
+				bh->holds[i].queue_id == queue_id &&
 				bh->holds[i].partition == partition &&
 				bh->holds[i].offset < end)
 				end = bh->holds[i].offset;

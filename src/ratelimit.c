@@ -16,7 +16,15 @@
  * Locking: a spinlock per bucket, held for a few arithmetic operations, so
  * readers do not serialize on a row or on each other's transactions.  The
  * hash of buckets, keyed by (database, queue id), takes an LWLock only to
- * add a bucket.
+ * add or remove a bucket.
+ *
+ * Memory: the table has a fixed size, MQ_RATE_BUCKETS entries, allocated
+ * at server start (HASH_FIXED_SIZE: a shared hash table would otherwise
+ * grow into the server's free shared memory, which other databases need
+ * for their locks).  A bucket that is full again carries no state (a new
+ * one starts full), so when the table is full such a bucket is reused;
+ * drop_queue frees its queue's bucket at once.  Only MQ_RATE_BUCKETS
+ * buckets that are not full at the same moment make a read fail (53400).
  *
  * Needs shared_preload_libraries = 'mq'; a queue cannot get a rate limit
  * otherwise (55000).
@@ -50,6 +58,8 @@ typedef struct Bucket
 	slock_t		mutex;
 	double		tokens;
 	TimestampTz last;			/* when tokens was last brought up to date */
+	double		rate;			/* the queue's limit when last used */
+	double		burst;
 } Bucket;
 
 static HTAB *buckets = NULL;
@@ -70,42 +80,110 @@ MqRateShmemStartup(void)
 	info.keysize = sizeof(BucketKey);
 	info.entrysize = sizeof(Bucket);
 	buckets = ShmemInitHash("mq rate limits", MQ_RATE_BUCKETS, MQ_RATE_BUCKETS,
-							&info, HASH_ELEM | HASH_BLOBS);
+							&info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 	buckets_lock = &(GetNamedLWLockTranche("mq rate limits"))->lock;
 }
 
+static BucketKey
+key_of(int32 queue_id)
+{
+	BucketKey	key;
+
+	memset(&key, 0, sizeof(key));
+	key.database = MyDatabaseId;
+	key.queue_id = queue_id;
+	return key;
+}
+
+/* Whether a bucket has refilled, so that dropping it loses nothing. */
+static bool
+bucket_full(Bucket *b, TimestampTz now)
+{
+	bool		full;
+
+	SpinLockAcquire(&b->mutex);
+	full = b->tokens + (now - b->last) / (double) USECS_PER_SEC * b->rate >= b->burst;
+	SpinLockRelease(&b->mutex);
+	return full;
+}
+
+/* With the lock held exclusively: remove one full bucket; whether one was. */
+static bool
+evict_full_bucket(void)
+{
+	HASH_SEQ_STATUS status;
+	Bucket	   *b;
+	TimestampTz now = GetCurrentTimestamp();
+
+	hash_seq_init(&status, buckets);
+	while ((b = hash_seq_search(&status)) != NULL)
+	{
+		if (bucket_full(b, now))
+		{
+			BucketKey	key = b->key;
+
+			hash_seq_term(&status);
+			(void) hash_search(buckets, &key, HASH_REMOVE, NULL);
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * The queue's bucket, added if missing.  Returns with the buckets lock held
+ * in shared mode, which keeps the bucket from being removed: release it
+ * after using the bucket.
+ */
 static Bucket *
 bucket_for(MqQueue *q)
 {
-	BucketKey	key;
+	BucketKey	key = key_of(q->queue_id);
 	Bucket	   *b;
 	bool		found;
 
 	MqRequirePreload("rate limits");
-	memset(&key, 0, sizeof(key));
-	key.database = MyDatabaseId;
-	key.queue_id = q->queue_id;
 	LWLockAcquire(buckets_lock, LW_SHARED);
 	b = hash_search(buckets, &key, HASH_FIND, NULL);
-	LWLockRelease(buckets_lock);
 	if (b != NULL)
 		return b;
+	LWLockRelease(buckets_lock);
 
 	LWLockAcquire(buckets_lock, LW_EXCLUSIVE);
 	b = hash_search(buckets, &key, HASH_ENTER_NULL, &found);
+	if (b == NULL && evict_full_bucket())
+		b = hash_search(buckets, &key, HASH_ENTER_NULL, &found);
 	if (b != NULL && !found)
 	{
 		SpinLockInit(&b->mutex);
 		b->tokens = q->rate_burst;
 		b->last = GetCurrentTimestamp();
+		b->rate = q->rate_limit;
+		b->burst = q->rate_burst;
 	}
 	LWLockRelease(buckets_lock);
 	if (b == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("too many rate-limited queues"),
-				 errdetail("mq keeps at most %d rate limits.", MQ_RATE_BUCKETS)));
-	return b;
+				 errmsg("too many rate-limited queues in use"),
+				 errdetail("mq keeps at most %d rate limits that are not full at once.",
+						   MQ_RATE_BUCKETS),
+				 errhint("Wait for other queues' limits to refill, or remove limits that are not needed.")));
+	/* the bucket may have been evicted meanwhile: look again */
+	return bucket_for(q);
+}
+
+/* Free the bucket of a queue being dropped, if it has one. */
+void
+MqRateForget(int32 queue_id)
+{
+	BucketKey	key = key_of(queue_id);
+
+	if (buckets == NULL)
+		return;
+	LWLockAcquire(buckets_lock, LW_EXCLUSIVE);
+	(void) hash_search(buckets, &key, HASH_REMOVE, NULL);
+	LWLockRelease(buckets_lock);
 }
 
 /*
@@ -127,11 +205,14 @@ MqRateTake(MqQueue *q, int want, TimestampTz *next_due)
 	b->tokens = Min((double) q->rate_burst,
 					b->tokens + (now - b->last) / (double) USECS_PER_SEC * q->rate_limit);
 	b->last = now;
+	b->rate = q->rate_limit;
+	b->burst = q->rate_burst;
 	granted = (int) Min((double) want, b->tokens);
 	b->tokens -= granted;
 	if (granted == 0)
 		*next_due = now + (TimestampTz) ((1.0 - b->tokens) / q->rate_limit * USECS_PER_SEC) + 1;
 	SpinLockRelease(&b->mutex);
+	LWLockRelease(buckets_lock);
 	return granted;
 }
 
@@ -147,4 +228,5 @@ MqRateRefund(MqQueue *q, int n)
 	SpinLockAcquire(&b->mutex);
 	b->tokens = Min((double) q->rate_burst, b->tokens + n);
 	SpinLockRelease(&b->mutex);
+	LWLockRelease(buckets_lock);
 }

@@ -17,11 +17,15 @@
  */
 #include "postgres.h"
 
+#include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 
+#include "ratelimit.h"
 #include "shmem.h"
+
+PG_FUNCTION_INFO_V1(mq_forget_queue);
 
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -75,4 +79,19 @@ MqRequirePreload(const char *what)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("%s need mq to be preloaded", what),
 				 errhint("Add mq to shared_preload_libraries and restart the server.")));
+}
+
+/*
+ * mq._forget_queue(queue_id integer) RETURNS void
+ *	  Frees the shared state of a queue that is being dropped (its rate
+ *	  limit bucket), so that dropped queues never use up shared memory.  If
+ *	  the drop rolls back, the state is rebuilt on next use, as after a
+ *	  restart.
+ */
+Datum
+mq_forget_queue(PG_FUNCTION_ARGS)
+{
+	if (!PG_ARGISNULL(0))
+		MqRateForget(PG_GETARG_INT32(0));
+	PG_RETURN_VOID();
 }

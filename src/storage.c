@@ -279,19 +279,38 @@ count_acked(MqQueue *q, uint64 n)
 }
 
 /*
- * Serialize sends and removals of one key of a keyed queue until the end of
+ * Keys are serialized through MQ_KEY_LOCKS transaction locks per queue,
+ * key k taking lock hash(k) mod MQ_KEY_LOCKS: a batch of any number of
+ * distinct keys takes at most that many locks, so it cannot fill the
+ * server's lock table for everyone (one lock per key did at about 16,000
+ * keys).  Two keys sharing a lock only wait for each other.
+ */
+#define MQ_KEY_LOCKS 256
+
+static uint32
+key_lock_of(const char *key)
+{
+	return hash_bytes((const unsigned char *) key, strlen(key)) % MQ_KEY_LOCKS;
+}
+
+/*
+ * Serialize sends and removals of a key of a keyed queue until the end of
  * the transaction.  An advisory lock tag with field4 = 'mq' keeps it apart
  * from user advisory locks (which use 1 and 2).
  */
 static void
-lock_key(MqQueue *q, const char *key)
+lock_key_lock(MqQueue *q, uint32 lock)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) q->queue_id,
-						 hash_bytes((const unsigned char *) key, strlen(key)),
-						 0x6d71);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) q->queue_id, lock, 0x6d71);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+static void
+lock_key(MqQueue *q, const char *key)
+{
+	lock_key_lock(q, key_lock_of(key));
 }
 
 static int
@@ -300,11 +319,15 @@ cstring_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-/* Lock the distinct keys, in sorted order so two batches cannot deadlock. */
+/*
+ * Sort and deduplicate keys (returns how many are distinct) and take their
+ * locks in ascending order, so that two batches cannot deadlock.
+ */
 static int
 lock_keys(MqQueue *q, char **keys, int n)
 {
 	int			nunique = 0;
+	bool		want[MQ_KEY_LOCKS] = {false};
 
 	qsort(keys, n, sizeof(char *), cstring_cmp);
 	for (int i = 0; i < n; i++)
@@ -312,8 +335,11 @@ lock_keys(MqQueue *q, char **keys, int n)
 		if (nunique > 0 && strcmp(keys[nunique - 1], keys[i]) == 0)
 			continue;
 		keys[nunique++] = keys[i];
-		lock_key(q, keys[i]);
+		want[key_lock_of(keys[i])] = true;
 	}
+	for (uint32 lock = 0; lock < MQ_KEY_LOCKS; lock++)
+		if (want[lock])
+			lock_key_lock(q, lock);
 	return nunique;
 }
 
