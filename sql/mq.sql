@@ -32,9 +32,12 @@ $$;
 GRANT mq_producer, mq_consumer TO mq_admin;
 GRANT USAGE ON SCHEMA mq TO PUBLIC;
 
--- The queue catalog.  Each queue owns a message table mq.q_<queue_id>, an
--- archive table mq.a_<queue_id> and a sequence mq.q_<queue_id>_acked; table
--- names use the numeric id so that no user text is ever spliced into SQL.
+-- The queue catalog.  A queue's tables and sequences are named by its
+-- numeric id, so that no user text is ever spliced into SQL; their layout
+-- is in docs/concepts.md#storage (work queues: segments mq.q_<id>_<n>, a
+-- delayed table mq.q_<id>_d, an archive mq.a_<id>, the msg_id sequence
+-- mq.q_<id>_seq; partitioned queues: segments mq.p_<id>_<n> and one offset
+-- sequence mq.p_<id>_o<partition> per partition).
 CREATE TABLE mq.queue (
     queue_id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     queue_name text NOT NULL UNIQUE,
@@ -47,13 +50,10 @@ CREATE TABLE mq.queue (
     ordering text NOT NULL DEFAULT 'none' CHECK (ordering IN ('none', 'key')),
     dead_lettered bigint NOT NULL DEFAULT 0,
     created_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
-    -- partitioned queues (partitions IS NOT NULL): the log's settings and
-    -- which of its three segment tables takes new messages since when
+    -- partitioned queues (partitions IS NOT NULL): the log's settings
     partitions integer,
     retention interval,
     session_timeout interval,
-    segment integer NOT NULL DEFAULT 0,
-    segment_since timestamptz NOT NULL DEFAULT pg_catalog.now(),
     notify boolean NOT NULL DEFAULT true,
     rate_limit double precision,    -- messages per second handed out, NULL: no limit
     rate_limit_burst integer,
@@ -63,22 +63,47 @@ CREATE TABLE mq.queue (
 );
 COMMENT ON TABLE mq.queue IS 'mq internal: one row per queue; use the view mq.queues';
 
--- Consumer groups of partitioned queues: per partition, the committed
--- offset (processed through), the position the owning member has read
--- through, and the owner's lease.  Claims and polls update these rows in
--- place (no indexed column changes, so the updates are HOT).
+-- The segments of each queue: which table takes new messages (current),
+-- which still hold some (sealed) and which are empty (free), and for work
+-- queues the first msg_id each was given.  Only maintenance changes these
+-- rows, a few times a minute at most (src/segment.c).
+CREATE TABLE mq.segment (
+    queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
+    segment integer NOT NULL,
+    state text NOT NULL CHECK (state IN ('current', 'sealed', 'free')),
+    epoch integer NOT NULL DEFAULT 0,  -- times the table was emptied and reused
+    lo bigint NOT NULL DEFAULT 1,      -- work queues: first msg_id while current
+    since timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (queue_id, segment)
+);
+COMMENT ON TABLE mq.segment IS 'mq internal: the segment tables of each queue and their state';
+SELECT pg_catalog.pg_extension_config_dump('mq.segment', '');
+
+-- Consumer groups of partitioned queues: per partition, the member holding
+-- the lease and until when (rewritten a few times per session timeout),
+-- and, in a table of its own so that commits do not lengthen the rows a
+-- poll reads, the committed offset.  Where a member has read to is kept by
+-- its session, not here (src/partition.c).
 CREATE TABLE mq.group_partition (
     queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
     consumer_group text NOT NULL,
     partition integer NOT NULL,
-    committed bigint NOT NULL,
-    position bigint NOT NULL,
     member text,
     lease_until timestamptz,
+    lease_epoch bigint NOT NULL DEFAULT 0,  -- bumped whenever the lease is taken afresh
     PRIMARY KEY (queue_id, consumer_group, partition)
 ) WITH (fillfactor = 50);
-COMMENT ON TABLE mq.group_partition IS 'mq internal: offsets and leases of consumer groups; use the view mq.consumer_groups';
-SELECT pg_catalog.pg_extension_config_dump('mq.group_partition', '');
+COMMENT ON TABLE mq.group_partition IS 'mq internal: leases of consumer groups; use the view mq.consumer_groups';
+
+CREATE TABLE mq.group_offset (
+    queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
+    consumer_group text NOT NULL,
+    partition integer NOT NULL,
+    committed bigint NOT NULL,
+    PRIMARY KEY (queue_id, consumer_group, partition)
+) WITH (fillfactor = 50);
+COMMENT ON TABLE mq.group_offset IS 'mq internal: committed offsets of consumer groups; use the view mq.consumer_groups';
+SELECT pg_catalog.pg_extension_config_dump('mq.group_offset', '');
 
 CREATE TABLE mq.group_member (
     queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
@@ -130,51 +155,68 @@ COMMENT ON FUNCTION mq._invalidate() IS
 -- Admin functions: PL/pgSQL, SECURITY DEFINER with a pinned search_path.
 -- Who may call them is decided by EXECUTE grants (mq_admin).
 
+-- A work queue: four segment tables of the same shape, one taking new
+-- messages, that maintenance empties with TRUNCATE once every message in
+-- them is gone (so a held snapshot cannot make dead tuples pile up); a
+-- delayed table for messages not yet due (a send delay, a retry backoff,
+-- dead letters arriving), so that reads never step over them; the archive;
+-- the msg_id sequence (CACHE 1: readers compare its last value with the
+-- ids they hand out, src/offsets.c).
 CREATE FUNCTION mq._create_queue_tables(p_queue_id integer, p_keyed boolean) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_table text;
 BEGIN
-    -- fillfactor leaves room on each page so that a claim (which changes
-    -- only unindexed columns) is a HOT update and adds no index entry.  A
-    -- claim of a whole page of messages (a batch read) needs room for as
-    -- many new row versions: at 70 only about half of a 100-message batch
-    -- stayed HOT and the rest left index entries that later reads walk
-    -- (bench/ workload 3: 0.41x of the plain-table delete); at 40 all do.
-    EXECUTE format($ddl$
-        CREATE TABLE mq.%1$I (
-            msg_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            vt timestamptz NOT NULL,
-            enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-            attempts integer NOT NULL DEFAULT 0,
-            claimed boolean NOT NULL DEFAULT false,
-            key text,
-            payload jsonb NOT NULL,
-            headers jsonb,
-            last_error text,
-            dead_letter jsonb,
-            blocked boolean NOT NULL DEFAULT false,
-            consumer bigint     -- token of the registered consumer holding the claim
-        ) WITH (fillfactor = 40)$ddl$, 'q_' || p_queue_id);
-    IF p_keyed THEN
-        -- Keyed ordering: only the oldest message of each key is unblocked.
-        -- The first index finds a key's oldest message, the second lets a
-        -- read walk only unblocked messages.  A claim changes neither key nor
-        -- blocked, so it stays a HOT update.
-        EXECUTE format('CREATE INDEX %I ON mq.%I (key, msg_id) WHERE key IS NOT NULL',
-                       'q_' || p_queue_id || '_key', 'q_' || p_queue_id);
-        EXECUTE format('CREATE INDEX %I ON mq.%I (msg_id) WHERE NOT blocked',
-                       'q_' || p_queue_id || '_ready', 'q_' || p_queue_id);
-    END IF;
+    EXECUTE format('CREATE SEQUENCE mq.%I AS bigint CACHE 1', 'q_' || p_queue_id || '_seq');
+    FOR v_segment IN 0..4 LOOP
+        -- 0..3: segments; 4: the delayed table
+        v_table := 'q_' || p_queue_id || CASE WHEN v_segment = 4 THEN '_d' ELSE '_' || v_segment END;
+        -- fillfactor leaves room on each page so that a claim (which changes
+        -- only unindexed columns) is a HOT update and adds no index entry,
+        -- even for a batch read that claims every message of a page.  The
+        -- delayed table's claims change vt, which it indexes.
+        EXECUTE format($ddl$
+            CREATE TABLE mq.%1$I (
+                msg_id bigint PRIMARY KEY,
+                vt timestamptz NOT NULL,
+                enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+                attempts integer NOT NULL DEFAULT 0,
+                claimed boolean NOT NULL DEFAULT false,
+                key text,
+                payload jsonb NOT NULL,
+                headers jsonb,
+                last_error text,
+                dead_letter jsonb,
+                blocked boolean NOT NULL DEFAULT false,
+                consumer bigint     -- token of the registered consumer holding the claim
+            ) WITH (fillfactor = %2$s)$ddl$, v_table, CASE WHEN v_segment = 4 THEN 70 ELSE 40 END);
+        IF v_segment = 4 THEN
+            EXECUTE format('CREATE INDEX %I ON mq.%I (vt)', v_table || '_vt', v_table);
+        ELSE
+            INSERT INTO mq.segment (queue_id, segment, state)
+            VALUES (p_queue_id, v_segment, CASE WHEN v_segment = 0 THEN 'current' ELSE 'free' END);
+        END IF;
+        -- keyed ordering: a key's messages in msg_id order, wherever they are
+        IF p_keyed THEN
+            EXECUTE format('CREATE INDEX %I ON mq.%I (key, msg_id) WHERE key IS NOT NULL',
+                           v_table || '_key', v_table);
+        END IF;
+    END LOOP;
     EXECUTE format($ddl$
         CREATE TABLE mq.%1$I (
             LIKE mq.%2$I,
             archived_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
             PRIMARY KEY (msg_id)
-        )$ddl$, 'a_' || p_queue_id, 'q_' || p_queue_id);
+        )$ddl$, 'a_' || p_queue_id, 'q_' || p_queue_id || '_0');
     EXECUTE format('CREATE SEQUENCE mq.%I', 'q_' || p_queue_id || '_acked');
 END
 $$;
-COMMENT ON FUNCTION mq._create_queue_tables(integer, boolean) IS 'mq internal: creates the tables of one queue';
+COMMENT ON FUNCTION mq._create_queue_tables(integer, boolean) IS 'mq internal: creates the tables of one work queue';
+
+CREATE FUNCTION mq._lock_keys(queue_name text) RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_lock_keys' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._lock_keys(text) IS 'mq internal: takes every key lock of a keyed work queue until the end of the transaction';
 
 CREATE FUNCTION mq._forget_queue(queue_id integer) RETURNS void
     AS 'MODULE_PATHNAME', 'mq_forget_queue' LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -206,29 +248,30 @@ END
 $$;
 COMMENT ON FUNCTION mq._parse_rate(text) IS 'mq internal: a rate limit such as ''25/min'' in messages per second; 22023 when malformed';
 
--- A partitioned queue is a log: a parent table mq.p_<id> that readers query,
--- three segment tables mq.p_<id>_0..2 that inherit it (one takes new
--- messages; mq.maintain() truncates the oldest and moves on, so retention
--- leaves no dead tuples), and one offset sequence per partition.
+-- A partitioned queue is a log: three segment tables mq.p_<id>_0..2 (one
+-- takes new messages; maintenance truncates the oldest and moves on, so
+-- retention leaves no dead tuples; readers read them all with UNION ALL),
+-- and one offset sequence per partition (CACHE 1, src/offsets.c).
 CREATE FUNCTION mq._create_log_tables(p_queue_id integer, p_partitions integer) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    EXECUTE format($ddl$
-        CREATE TABLE mq.%1$I (
-            partition integer NOT NULL,
-            "offset" bigint NOT NULL,
-            key text,
-            payload jsonb NOT NULL,
-            headers jsonb,
-            enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp()
-        )$ddl$, 'p_' || p_queue_id);
     FOR v_segment IN 0..2 LOOP
-        EXECUTE format('CREATE TABLE mq.%1$I (PRIMARY KEY (partition, "offset")) INHERITS (mq.%2$I)',
-                       'p_' || p_queue_id || '_' || v_segment, 'p_' || p_queue_id);
+        EXECUTE format($ddl$
+            CREATE TABLE mq.%1$I (
+                partition integer NOT NULL,
+                "offset" bigint NOT NULL,
+                key text,
+                payload jsonb NOT NULL,
+                headers jsonb,
+                enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+                PRIMARY KEY (partition, "offset")
+            )$ddl$, 'p_' || p_queue_id || '_' || v_segment);
+        INSERT INTO mq.segment (queue_id, segment, state)
+        VALUES (p_queue_id, v_segment, CASE WHEN v_segment = 0 THEN 'current' ELSE 'free' END);
     END LOOP;
     FOR v_partition IN 0..p_partitions - 1 LOOP
-        EXECUTE format('CREATE SEQUENCE mq.%I', 'p_' || p_queue_id || '_o' || v_partition);
+        EXECUTE format('CREATE SEQUENCE mq.%I AS bigint CACHE 1', 'p_' || p_queue_id || '_o' || v_partition);
     END LOOP;
 END
 $$;
@@ -534,16 +577,20 @@ BEGIN
     END IF;
     SELECT q.partitions INTO v_partitions FROM mq.queue q WHERE q.queue_id = v_queue_id;
     DELETE FROM mq.queue q WHERE q.queue_id = v_queue_id;
-    PERFORM mq._forget_queue(v_queue_id);
     IF v_partitions IS NULL THEN
-        EXECUTE format('DROP TABLE mq.%I, mq.%I', 'q_' || v_queue_id, 'a_' || v_queue_id);
-        EXECUTE format('DROP SEQUENCE mq.%I', 'q_' || v_queue_id || '_acked');
+        EXECUTE format('DROP TABLE mq.%I, mq.%I, mq.%I, mq.%I, mq.%I, mq.%I',
+                       'q_' || v_queue_id || '_0', 'q_' || v_queue_id || '_1', 'q_' || v_queue_id || '_2',
+                       'q_' || v_queue_id || '_3', 'q_' || v_queue_id || '_d', 'a_' || v_queue_id);
+        EXECUTE format('DROP SEQUENCE mq.%I, mq.%I', 'q_' || v_queue_id || '_seq', 'q_' || v_queue_id || '_acked');
     ELSE
-        EXECUTE format('DROP TABLE mq.%I CASCADE', 'p_' || v_queue_id);
+        EXECUTE format('DROP TABLE mq.%I, mq.%I, mq.%I', 'p_' || v_queue_id || '_0',
+                       'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2');
         FOR v_partition IN 0..v_partitions - 1 LOOP
             EXECUTE format('DROP SEQUENCE mq.%I', 'p_' || v_queue_id || '_o' || v_partition);
         END LOOP;
     END IF;
+    -- now that the tables are locked, nobody else is using the queue
+    PERFORM mq._forget_queue(v_queue_id);
     PERFORM mq._invalidate();
     RETURN true;
 END
@@ -560,14 +607,23 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_
 AS $$
 DECLARE
     v_count bigint;
+    v_deleted bigint;
     v_queue_id integer := mq._queue_id(_purge.queue_name);
 BEGIN
     IF (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) IS NULL THEN
-        EXECUTE format('DELETE FROM mq.%I', 'q_' || v_queue_id);
-        GET DIAGNOSTICS v_count = ROW_COUNT;
+        -- a keyed send running meanwhile must not leave its message blocked
+        -- behind a head this purge removed: take every key lock first
+        PERFORM mq._lock_keys(_purge.queue_name);
+        v_count := 0;
+        FOR v_table IN 0..4 LOOP
+            EXECUTE format('DELETE FROM mq.%I', 'q_' || v_queue_id || CASE WHEN v_table = 4 THEN '_d' ELSE '_' || v_table END);
+            GET DIAGNOSTICS v_deleted = ROW_COUNT;
+            v_count := v_count + v_deleted;
+        END LOOP;
     ELSE
         -- offsets keep increasing: consumer groups stay valid
-        EXECUTE format('SELECT count(*) FROM mq.%I', 'p_' || v_queue_id) INTO v_count;
+        EXECUTE format('SELECT (SELECT count(*) FROM mq.%1$I) + (SELECT count(*) FROM mq.%2$I) + (SELECT count(*) FROM mq.%3$I)',
+                       'p_' || v_queue_id || '_0', 'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2') INTO v_count;
         EXECUTE format('TRUNCATE mq.%I, mq.%I, mq.%I', 'p_' || v_queue_id || '_0',
                        'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2');
     END IF;
@@ -603,7 +659,9 @@ BEGIN
             SELECT $1, count(*), 0::bigint, 0::bigint, 0::bigint,
                    coalesce(extract(epoch FROM clock_timestamp() - min(m.enqueued_at))::double precision, 0),
                    $2, 0::bigint, 0::bigint
-              FROM mq.%1$I m$q$, 'p_' || v_queue_id)
+              FROM (SELECT enqueued_at FROM mq.%1$I UNION ALL SELECT enqueued_at FROM mq.%2$I
+                    UNION ALL SELECT enqueued_at FROM mq.%3$I) m$q$,
+            'p_' || v_queue_id || '_0', 'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2')
         USING p_queue_name, v_sent;
         RETURN;
     END IF;
@@ -617,10 +675,16 @@ BEGIN
                (SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM %2$s s),
                (SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM mq.%3$I s),
                count(*) FILTER (WHERE m.blocked)
-          FROM (SELECT clock_timestamp() AS now) v LEFT JOIN mq.%1$I m ON true
+          FROM (SELECT clock_timestamp() AS now) v LEFT JOIN
+               (SELECT vt, claimed, blocked, enqueued_at FROM mq.%1$I UNION ALL
+                SELECT vt, claimed, blocked, enqueued_at FROM mq.%4$I UNION ALL
+                SELECT vt, claimed, blocked, enqueued_at FROM mq.%5$I UNION ALL
+                SELECT vt, claimed, blocked, enqueued_at FROM mq.%6$I UNION ALL
+                SELECT vt, claimed, blocked, enqueued_at FROM mq.%7$I) m ON true
          GROUP BY v.now$q$,
-        'q_' || v_queue_id, pg_get_serial_sequence(format('mq.%I', 'q_' || v_queue_id), 'msg_id'),
-        'q_' || v_queue_id || '_acked')
+        'q_' || v_queue_id || '_0', 'mq.' || quote_ident('q_' || v_queue_id || '_seq'),
+        'q_' || v_queue_id || '_acked', 'q_' || v_queue_id || '_1', 'q_' || v_queue_id || '_2',
+        'q_' || v_queue_id || '_3', 'q_' || v_queue_id || '_d')
     USING p_queue_name, v_queue_id;
 END
 $$;
@@ -834,8 +898,12 @@ BEGIN
     -- a new group starts at the earliest retained message
     IF NOT EXISTS (SELECT FROM mq.group_partition g
                     WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group) THEN
-        INSERT INTO mq.group_partition (queue_id, consumer_group, partition, committed, position)
-        SELECT p_queue_id, p_group, p, 0, 0
+        INSERT INTO mq.group_partition (queue_id, consumer_group, partition)
+        SELECT p_queue_id, p_group, p
+          FROM generate_series(0, (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = p_queue_id) - 1) p
+        ON CONFLICT DO NOTHING;
+        INSERT INTO mq.group_offset (queue_id, consumer_group, partition, committed)
+        SELECT p_queue_id, p_group, p, 0
           FROM generate_series(0, (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = p_queue_id) - 1) p
         ON CONFLICT DO NOTHING;
     END IF;
@@ -846,10 +914,12 @@ COMMENT ON FUNCTION mq._group_init(integer, text) IS 'mq internal: creates a con
 -- Membership and leases: heartbeat, renew this member's leases, then give
 -- back partitions beyond a fair share or take free or expired ones up to
 -- it.  Taking uses FOR UPDATE SKIP LOCKED and re-checks that the partition
--- is still free, so two members never hold one partition.
+-- is still free, so two members never hold one partition.  A lease taken
+-- afresh (from another member, free, or lapsed) gets a new lease_epoch,
+-- so that the poller starts again from the committed offset.
 CREATE FUNCTION mq._group_sync(p_queue_id integer, p_group text, p_member text, p_session bigint,
                                 p_partitions integer, p_timeout interval)
-RETURNS TABLE (partition integer, "position" bigint)
+RETURNS TABLE (partition integer, lease_epoch bigint, committed bigint)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
@@ -905,21 +975,22 @@ BEGIN
     IF v_stale > 0 THEN
         UPDATE mq.group_partition g
            SET lease_until = v_now + v_timeout,
-               position = CASE WHEN g.lease_until < v_now THEN g.committed ELSE g.position END
+               lease_epoch = CASE WHEN g.lease_until < v_now THEN g.lease_epoch + 1 ELSE g.lease_epoch END
          WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member
            AND g.lease_until < v_now + v_timeout * 3 / 4;
     END IF;
     v_target := ceil(v_partitions::numeric / greatest(v_live, 1));
 
     IF v_mine > v_target THEN
-        UPDATE mq.group_partition g SET member = NULL, lease_until = NULL, position = g.committed
+        UPDATE mq.group_partition g SET member = NULL, lease_until = NULL
          WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group
            AND g.partition IN (SELECT g2.partition FROM mq.group_partition g2
                                 WHERE g2.queue_id = p_queue_id AND g2.consumer_group = p_group
                                   AND g2.member = p_member
                                 ORDER BY g2.partition DESC LIMIT v_mine - v_target);
     ELSIF v_mine < v_target THEN
-        UPDATE mq.group_partition g SET member = p_member, lease_until = v_now + v_timeout, position = g.committed
+        UPDATE mq.group_partition g SET member = p_member, lease_until = v_now + v_timeout,
+                                        lease_epoch = g.lease_epoch + 1
          WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group
            AND g.partition IN (SELECT g2.partition FROM mq.group_partition g2
                                 WHERE g2.queue_id = p_queue_id AND g2.consumer_group = p_group
@@ -927,7 +998,9 @@ BEGIN
                                 ORDER BY g2.partition LIMIT v_target - v_mine
                                 FOR UPDATE SKIP LOCKED);
     END IF;
-    RETURN QUERY SELECT g.partition, g.position FROM mq.group_partition g
+    RETURN QUERY SELECT g.partition, g.lease_epoch, o.committed FROM mq.group_partition g
+      JOIN mq.group_offset o ON o.queue_id = g.queue_id AND o.consumer_group = g.consumer_group
+                            AND o.partition = g.partition
       WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member
       ORDER BY g.partition;
 END
@@ -980,12 +1053,17 @@ BEGIN
         ELSIF p_how = 'latest' THEN
             v_next := mq._partition_end(p_queue_name, v_p);
         ELSE
-            EXECUTE format('SELECT min("offset") FROM mq.%I WHERE partition = $1 AND ($2::timestamptz IS NULL OR enqueued_at >= $2)',
-                           'p_' || v_queue_id)
-               INTO v_next USING v_p, p_at;
+            EXECUTE format('SELECT min(o) FROM (SELECT min("offset") FROM mq.%1$I WHERE partition = $1 AND enqueued_at >= $2'
+                           ' UNION ALL SELECT min("offset") FROM mq.%2$I WHERE partition = $1 AND enqueued_at >= $2'
+                           ' UNION ALL SELECT min("offset") FROM mq.%3$I WHERE partition = $1 AND enqueued_at >= $2) s(o)',
+                           'p_' || v_queue_id || '_0', 'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2')
+               INTO v_next USING v_p, coalesce(p_at, '-infinity');
             v_next := coalesce(v_next, mq._partition_end(p_queue_name, v_p));
         END IF;
-        UPDATE mq.group_partition g SET committed = v_next - 1, position = v_next - 1
+        UPDATE mq.group_offset o SET committed = v_next - 1
+         WHERE o.queue_id = v_queue_id AND o.consumer_group = p_group AND o.partition = v_p;
+        -- whoever polls the partition next starts from there
+        UPDATE mq.group_partition g SET lease_epoch = g.lease_epoch + 1
          WHERE g.queue_id = v_queue_id AND g.consumer_group = p_group AND g.partition = v_p;
         v_count := v_count + 1;
     END LOOP;
@@ -1058,7 +1136,7 @@ BEGIN
     IF _leave.member IS NULL THEN
         RAISE EXCEPTION 'member must not be NULL' USING ERRCODE = '22004';
     END IF;
-    UPDATE mq.group_partition g SET member = NULL, lease_until = NULL, position = g.committed
+    UPDATE mq.group_partition g SET member = NULL, lease_until = NULL
      WHERE g.queue_id = v_queue_id AND g.consumer_group = _leave.consumer_group AND g.member = _leave.member;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     DELETE FROM mq.group_member m
@@ -1079,8 +1157,11 @@ CREATE VIEW mq.consumer_groups WITH (security_barrier) AS
 SELECT gq.queue_name, gq.consumer_group, gq.partition, gq.member, gq.lease_until,
        gq.committed AS committed_offset, e.end_offset,
        GREATEST(e.end_offset OPERATOR(pg_catalog.-) gq.committed, 0) AS lag
-  FROM (SELECT q.queue_name, g.consumer_group, g.partition, g.member, g.lease_until, g.committed
+  FROM (SELECT q.queue_name, g.consumer_group, g.partition, g.member, g.lease_until, o.committed
           FROM mq.group_partition g
+          JOIN mq.group_offset o ON o.queue_id OPERATOR(pg_catalog.=) g.queue_id
+                                AND o.consumer_group OPERATOR(pg_catalog.=) g.consumer_group
+                                AND o.partition OPERATOR(pg_catalog.=) g.partition
           JOIN mq.queue q ON q.queue_id OPERATOR(pg_catalog.=) g.queue_id
          WHERE mq._can(q.acl, 'consume') OFFSET 0) gq
   CROSS JOIN LATERAL (SELECT mq._partition_end(gq.queue_name, gq.partition) OPERATOR(pg_catalog.-) 1 AS end_offset) e;
@@ -1096,14 +1177,14 @@ COMMENT ON FUNCTION mq._maintain_queue(text) IS 'mq internal: the upkeep of one 
 
 -- Each queue in its own subtransaction: a queue dropped meanwhile is
 -- skipped instead of failing the whole pass.
-CREATE FUNCTION mq._maintain_work_queues() RETURNS bigint
+CREATE FUNCTION mq._maintain_queues() RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_name text;
     v_total bigint := 0;
 BEGIN
-    FOR v_name IN SELECT q.queue_name FROM mq.queue q WHERE q.partitions IS NULL ORDER BY q.queue_id LOOP
+    FOR v_name IN SELECT q.queue_name FROM mq.queue q ORDER BY q.queue_id LOOP
         BEGIN
             v_total := v_total + mq._maintain_queue(v_name);
         EXCEPTION WHEN undefined_object OR undefined_table THEN
@@ -1113,49 +1194,7 @@ BEGIN
     RETURN v_total;
 END
 $$;
-COMMENT ON FUNCTION mq._maintain_work_queues() IS 'mq internal: the work-queue part of mq.maintain';
-
--- Retention: every retention/2 the oldest of a log's three segments is
--- truncated (only if it holds nothing younger than the retention, which
--- also protects a very late commit) and becomes the one taking messages.
--- The lock is taken with a short lock_timeout so that maintenance never
--- queues readers behind it; a busy segment is rotated next time.
-CREATE FUNCTION mq._rotate_segments() RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_q record;
-    v_segment text;
-    v_young bigint;
-    v_count bigint;
-    v_removed bigint := 0;
-    v_lock_timeout text := current_setting('lock_timeout');
-BEGIN
-    FOR v_q IN SELECT q.queue_id, q.segment, q.retention FROM mq.queue q
-                WHERE q.partitions IS NOT NULL AND q.segment_since < clock_timestamp() - q.retention / 2
-                FOR UPDATE SKIP LOCKED LOOP
-        v_segment := 'p_' || v_q.queue_id || '_' || (v_q.segment + 1) % 3;
-        BEGIN
-            PERFORM set_config('lock_timeout', '100ms', true);
-            EXECUTE format('LOCK TABLE mq.%I IN ACCESS EXCLUSIVE MODE', v_segment);
-            EXECUTE format('SELECT count(*) FILTER (WHERE enqueued_at >= $1), count(*) FROM mq.%I', v_segment)
-               INTO v_young, v_count USING clock_timestamp() - v_q.retention;
-            IF v_young = 0 THEN
-                EXECUTE format('TRUNCATE mq.%I', v_segment);
-                UPDATE mq.queue q SET segment = (v_q.segment + 1) % 3, segment_since = clock_timestamp()
-                 WHERE q.queue_id = v_q.queue_id;
-                v_removed := v_removed + v_count;
-                PERFORM mq._invalidate();
-            END IF;
-        EXCEPTION WHEN lock_not_available THEN
-            NULL;
-        END;
-    END LOOP;
-    PERFORM set_config('lock_timeout', v_lock_timeout, true);
-    RETURN v_removed;
-END
-$$;
-COMMENT ON FUNCTION mq._rotate_segments() IS 'mq internal: retention of partitioned queues';
+COMMENT ON FUNCTION mq._maintain_queues() IS 'mq internal: the per-queue part of mq.maintain';
 
 CREATE FUNCTION mq.listen(queue_name text) RETURNS text
     AS 'MODULE_PATHNAME', 'mq_listen' LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -1217,7 +1256,7 @@ CREATE FUNCTION mq._maintain() RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RETURN mq._release_consumers() + mq._maintain_work_queues() + mq._rotate_segments();
+    RETURN mq._release_consumers() + mq._maintain_queues();
 END
 $$;
 COMMENT ON FUNCTION mq._maintain() IS 'mq internal: body of mq.maintain, reached through mq_checked (src/rights.c)';

@@ -51,7 +51,10 @@
 
 #include "consumer.h"
 #include "queue.h"
+#include "segment.h"
 #include "shmem.h"
+#include "state.h"
+#include "wait.h"
 
 PG_FUNCTION_INFO_V1(mq_register_consumer);
 PG_FUNCTION_INFO_V1(mq_unregister_consumer);
@@ -345,21 +348,37 @@ typedef struct Release
 	int32		queues[MQ_CONSUMER_QUEUES];
 } Release;
 
+/*
+ * Make the claims of a dead consumer in one work queue claimable again, in
+ * every table of the queue; its next read sweeps them onto its ring.
+ */
 static uint64
 release_token(int32 queue_id, int64 token, bool before)
 {
-	/* before: every token older than this run, else exactly this one */
-	char	   *sql = psprintf("UPDATE mq.q_%d SET vt = pg_catalog.clock_timestamp(), claimed = false"
-							   " WHERE claimed AND consumer OPERATOR(pg_catalog.%s) $1"
-							   " AND vt " OP(">") " pg_catalog.clock_timestamp()",
-							   queue_id, before ? "<" : "=");
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(token)};
-	int			ret = SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0);
+	uint64		released = 0;
 
-	if (ret != SPI_OK_UPDATE)
-		elog(ERROR, "could not release claims: %s", SPI_result_code_string(ret));
-	return SPI_processed;
+	for (int t = 0; t <= MQ_DELAYED_SEGMENT; t++)
+	{
+		/* before: every token older than this run, else exactly this one */
+		char	   *sql = psprintf("UPDATE mq.%s SET vt = pg_catalog.clock_timestamp(), claimed = false"
+								   " WHERE claimed AND consumer OPERATOR(pg_catalog.%s) $1"
+								   " AND vt " OP(">") " pg_catalog.clock_timestamp()",
+								   MqWorkTable(queue_id, t), before ? "<" : "=");
+		int			ret = SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0);
+
+		if (ret != SPI_OK_UPDATE)
+			elog(ERROR, "could not release claims: %s", SPI_result_code_string(ret));
+		released += SPI_processed;
+	}
+	if (released > 0)
+	{
+		MqStateSweepSoon(queue_id);
+		MqStateNoteDue(queue_id, 0);
+		MqWaitNoteSend(queue_id);
+	}
+	return released;
 }
 
 /* Free the partition leases of group members polling as a dead session. */
@@ -369,8 +388,8 @@ release_leases(int64 token, bool before)
 	char	   *sql = psprintf("WITH gone AS (DELETE FROM mq.group_member"
 							   " WHERE session OPERATOR(pg_catalog.%s) $1"
 							   " RETURNING queue_id, consumer_group, member)"
-							   " UPDATE mq.group_partition g SET member = NULL, lease_until = NULL,"
-							   " position = g.committed FROM gone"
+							   " UPDATE mq.group_partition g SET member = NULL, lease_until = NULL"
+							   " FROM gone"
 							   " WHERE g.queue_id " OP("=") " gone.queue_id"
 							   " AND g.consumer_group " OP("=") " gone.consumer_group"
 							   " AND g.member " OP("=") " gone.member", before ? "<" : "=");
@@ -544,13 +563,18 @@ mq_consumer_in_flight(PG_FUNCTION_ARGS)
 		Datum		values[2];
 		bool		nulls[2] = {false, false};
 		bool		isnull;
+		StringInfoData sql;
 
 		if (names[i] == NULL)
 			continue;
-		if (SPI_execute_with_args(psprintf("SELECT pg_catalog.count(*) FROM mq.q_%d"
-										   " WHERE consumer " OP("=") " $1 AND claimed"
-										   " AND vt " OP(">") " pg_catalog.clock_timestamp()",
-										   queue_ids[i]),
+		initStringInfo(&sql);
+		appendStringInfoString(&sql, "SELECT pg_catalog.count(*) FROM (");
+		for (int t = 0; t <= MQ_DELAYED_SEGMENT; t++)
+			appendStringInfo(&sql, "%sSELECT FROM mq.%s WHERE consumer " OP("=") " $1 AND claimed"
+							 " AND vt " OP(">") " pg_catalog.clock_timestamp()",
+							 t > 0 ? " UNION ALL " : "", MqWorkTable(queue_ids[i], t));
+		appendStringInfoString(&sql, ") c");
+		if (SPI_execute_with_args(sql.data,
 								  1, (Oid *) count_types, count_args, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not count claims");
 		values[0] = CStringGetTextDatum(names[i]);

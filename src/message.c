@@ -27,6 +27,7 @@
 #include "queue.h"
 #include "partition.h"
 #include "ratelimit.h"
+#include "segment.h"
 #include "storage.h"
 #include "wait.h"
 
@@ -39,6 +40,7 @@ PG_FUNCTION_INFO_V1(mq_nack);
 PG_FUNCTION_INFO_V1(mq_extend);
 PG_FUNCTION_INFO_V1(mq_archive);
 PG_FUNCTION_INFO_V1(mq_maintain_queue);
+PG_FUNCTION_INFO_V1(mq_lock_keys);
 
 #define MAX_READ_QTY 10000
 #define MAX_BATCH 100000
@@ -351,9 +353,11 @@ mq_extend(PG_FUNCTION_ARGS)
 }
 
 /*
- * mq._maintain_queue(queue_name text) RETURNS bigint: dead-letter lapsed
- * last attempts and repair keys of one work queue (mq.maintain calls it
- * for each)
+ * mq._maintain_queue(queue_name text) RETURNS bigint
+ *	  The upkeep of one queue (mq.maintain calls it for each): segments
+ *	  emptied and reused, retention of a partitioned queue, and for a work
+ *	  queue the sweep and the dead-lettering of lapsed last attempts.
+ *	  Returns how many messages it removed or moved.
  */
 Datum
 mq_maintain_queue(PG_FUNCTION_ARGS)
@@ -364,8 +368,26 @@ mq_maintain_queue(PG_FUNCTION_ARGS)
 
 	require_arg(fcinfo, 0, "queue_name");
 	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_ADMIN);
-	MqRequireWorkQueue(q);
-	n = MqStorageMaintain(q);
+	n = q->partitions > 0 ? MqSegmentMaintain(q) : MqStorageMaintain(q);
 	MqQueueClose(&session);
 	PG_RETURN_INT64(n);
+}
+
+/*
+ * mq._lock_keys(queue_name text) RETURNS void
+ *	  Takes every key lock of a keyed work queue until the end of the
+ *	  transaction (mq.purge), so that no keyed send or removal runs beside.
+ */
+Datum
+mq_lock_keys(PG_FUNCTION_ARGS)
+{
+	MqSession	session;
+	MqQueue    *q;
+
+	require_arg(fcinfo, 0, "queue_name");
+	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_ADMIN);
+	if (q->keyed)
+		MqStorageLockAllKeys(q);
+	MqQueueClose(&session);
+	PG_RETURN_VOID();
 }

@@ -18,7 +18,9 @@
 
 #include "queue.h"
 #include "offsets.h"
+#include "partition.h"
 #include "shmem.h"
+#include "state.h"
 #include "wait.h"
 #include "worker.h"
 
@@ -32,6 +34,8 @@ _PG_init(void)
 	MqQueueCacheInit();
 	MqWaitInit();
 	MqOffsetsInit();
+	MqStateInit();
+	MqPartitionInit();
 	MqShmemInit();
 
 	/* a postmaster-level GUC can only be defined while preloading */

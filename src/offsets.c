@@ -1,46 +1,55 @@
 /*-------------------------------------------------------------------------
  *
  * offsets.c
- *	  Offsets of partitioned queues: allocation, and the visible end of a
- *	  partition, which never passes an offset whose transaction is running.
+ *	  Ids handed out by sends (msg_ids of work queues, offsets of the
+ *	  partitions of partitioned queues), and the visible end: an id below
+ *	  which every send has ended, so that a reader going forward by id
+ *	  never passes a send that has yet to commit.
  *
- * Offsets come from one sequence per partition, so they are handed out when
- * a message is sent, not when its transaction commits: the transaction that
- * took offset 10 may commit after the one that took 11.  A consumer that
- * read 11 and moved on would skip 10 for good.  So a consumer reads only
- * below the partition's visible end: the lowest offset still held by a
- * running transaction, or, when none is, one past the last offset handed
- * out.
+ * Ids come from a sequence (one per work queue, one per partition), so they
+ * are handed out when a message is sent, not when its transaction commits:
+ * the transaction that took id 10 may commit after the one that took 11,
+ * and a reader that took 11 and went on would skip 10 for good.  So readers
+ * that go forward by id stop at the visible end: the lowest id a running
+ * sender may still commit (its "hold"), or, when no sender runs, one past
+ * the sequence's last value.
  *
- * Shared state: every backend has a slot listing, per (queue, partition) it
- * sent to in its current transaction, the first offset it took there (its
- * "hold").  A hold is added when the offset is taken and removed at
- * XACT_EVENT_COMMIT or _ABORT, which run after the transaction's outcome is
- * visible to new snapshots.
+ * A sender, before its first id in a (queue, partition) in a transaction,
+ * reads the sequence's last value and records one more than it as its hold
+ * in its backend's slot; then it takes ids with nextval.  The hold is
+ * dropped at commit or abort (XACT_EVENT_COMMIT and _ABORT run after the
+ * outcome is visible to new snapshots).  A reader reads the sequence's last
+ * value first and the holds after.  If the last value it read covers an id
+ * x of a running sender, that sender's nextval came before the read
+ * (PostgreSQL's buffer lock on the sequence orders the two), and its hold,
+ * recorded before its nextval, comes before the reader's look at the holds,
+ * which are under an LWLock: the reader sees the hold, at most x, and stops
+ * there.  Sequences have CACHE 1, so the last value is exactly the highest
+ * id handed out.  Neither side waits on anything while holding the LWLock:
+ * no nextval, no buffer I/O, no heavyweight lock (a sender that waits for a
+ * sequence behind a drop_queue can be cancelled).
  *
- * Locking: a (queue, partition) maps to one of MQ_OFFSET_LOCKS LWLocks.
- * Taking an offset (nextval) and recording the hold happen together under
- * it in exclusive mode; computing the visible end (scanning the holds and
- * reading the sequence's last value) happens under it in shared mode.  So a
- * reader either sees the hold of a running sender, or the sender took its
- * offset after the reader read the sequence.  The reader computes the end
- * before its query takes a snapshot, so every offset below the end belongs
- * to a transaction that had ended: committed (visible) or rolled back (a
- * gap, never filled).  A backend edits only its own slot, under the locks
- * of the partitions it touches.
+ * Shared state: a slot per backend listing the (database, queue,
+ * partition) pairs its transaction sends to, with the first hold and which
+ * segments of a work queue it writes to (so that maintenance knows when a
+ * sealed segment takes no more rows).  A backend edits only its own slot.
  *
- * PREPARE TRANSACTION is refused for a transaction that took offsets: its
- * hold would have to outlive the backend.  After a crash shared memory
- * starts empty, which is right: no transaction survives a crash.
+ * Locking: MQ_OFFSET_LOCKS LWLocks; a (database, queue, partition) maps to
+ * one; a sender records or drops its hold under it in exclusive mode, a
+ * reader scans the slots under it in shared mode.
  *
- * Needs shared_preload_libraries = 'mq'; otherwise partitioned queues raise
- * 55000.
+ * PREPARE TRANSACTION is refused for a transaction that holds ids of a
+ * partitioned queue, since the hold would have to outlive the backend (a
+ * work queue's prepared send is found by the sweep, storage.c).  After a
+ * crash shared memory starts empty, which is right: no transaction
+ * survives a crash.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "commands/sequence.h"
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -48,7 +57,6 @@
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
-#include "commands/sequence.h"
 #include "utils/fmgrprotos.h"
 
 #include "offsets.h"
@@ -62,7 +70,9 @@ typedef struct OffsetHold
 {
 	Oid			database;		/* queue ids are per database */
 	int32		queue_id;
-	int32		partition;
+	int32		partition;		/* 0 for a work queue */
+	uint32		segments;		/* work queue segments written, a bit each */
+	bool		log;			/* a partitioned queue's: cannot be prepared */
 	int64		offset;
 } OffsetHold;
 
@@ -128,11 +138,17 @@ offsets_xact_callback(XactEvent event, void *arg)
 	if (mine->nholds == 0)
 		return;
 	if (event == XACT_EVENT_PRE_PREPARE)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot PREPARE a transaction that sent to a partitioned queue")));
+	{
+		for (int i = 0; i < mine->nholds; i++)
+			if (mine->holds[i].log)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that sent to a partitioned queue")));
+		return;
+	}
 	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
-		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT)
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
+		event != XACT_EVENT_PREPARE)
 		return;
 	while (mine->nholds > 0)
 	{
@@ -152,59 +168,92 @@ MqOffsetsInit(void)
 	RegisterXactCallback(offsets_xact_callback, NULL);
 }
 
-/* Take the next offset of a partition and hold it until this transaction ends. */
+/* One past the sequence's last value: 1 before its first nextval. */
 int64
-MqOffsetAllocate(int32 queue_id, int32 partition, Oid seq)
+MqSequenceEnd(Oid seq)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		last;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ObjectIdGetDatum(seq);
+	fcinfo->args[0].isnull = false;
+	last = pg_sequence_last_value(fcinfo);
+	if (fcinfo->isnull)
+		return 1;
+	if (DatumGetInt64(last) == PG_INT64_MAX)
+		return PG_INT64_MAX;
+	return DatumGetInt64(last) + 1;
+}
+
+/*
+ * Before taking ids of (queue, partition) with nextval in this
+ * transaction: record the hold, and for a work queue the segment the ids
+ * go to.
+ */
+void
+MqHold(int32 queue_id, int32 partition, int segment, Oid seq, bool log)
 {
 	BackendHolds *mine;
+	OffsetHold *h = NULL;
 	LWLock	   *lock;
-	int64		offset;
-	bool		held = false;
 
-	MqRequirePreload("partitioned queues");
+	Assert(MqPreloaded());
 	mine = my_holds();
-	lock = partition_lock(queue_id, partition);
 	for (int i = 0; i < mine->nholds; i++)
 		if (mine->holds[i].queue_id == queue_id && mine->holds[i].partition == partition)
-			held = true;		/* our first offset there is the lower one;
-								 * a backend is in one database */
-	if (!held && mine->nholds >= MQ_MAX_HOLDS)
+			h = &mine->holds[i];
+	if (h != NULL && (h->segments & (1u << segment)) != 0)
+		return;					/* our first id there is the lower one */
+	if (h == NULL && mine->nholds >= MQ_MAX_HOLDS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
 				 errmsg("cannot send to more than %d partitions in one transaction",
 						MQ_MAX_HOLDS),
-				 errhint("Commit between sends to many partitioned queues.")));
+				 errhint("Commit between sends to many queues or partitions.")));
 
-	LWLockAcquire(lock, LW_EXCLUSIVE);
-	offset = nextval_internal(seq, false);
-	if (!held)
+	lock = partition_lock(queue_id, partition);
+	if (h != NULL)
 	{
-		OffsetHold *h = &mine->holds[mine->nholds];
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		h->segments |= 1u << segment;
+		LWLockRelease(lock);
+		return;
+	}
+	{
+		int64		floor = MqSequenceEnd(seq);	/* before taking the lock */
 
+		LWLockAcquire(lock, LW_EXCLUSIVE);
+		h = &mine->holds[mine->nholds];
 		h->database = MyDatabaseId;
 		h->queue_id = queue_id;
 		h->partition = partition;
-		h->offset = offset;
+		h->segments = 1u << segment;
+		h->log = log;
+		h->offset = floor;
 		mine->nholds++;
+		LWLockRelease(lock);
 	}
-	LWLockRelease(lock);
-	return offset;
+}
+
+/* The next id: nextval, after MqHold. */
+int64
+MqNextId(Oid seq)
+{
+	return nextval_internal(seq, false);
 }
 
 /*
- * The partition's visible end: every offset below it belongs to a
- * transaction that has ended.  Compute it before taking the snapshot that
- * reads below it.
+ * The visible end of (queue, partition): every id below it belongs to a
+ * send that has ended.  Compute it before the snapshot that reads below it.
  */
 int64
-MqOffsetVisibleEnd(int32 queue_id, int32 partition, Oid seq)
+MqVisibleEnd(int32 queue_id, int32 partition, Oid seq)
 {
+	int64		end = MqSequenceEnd(seq);	/* first, before the holds */
 	LWLock	   *lock;
-	int64		end = PG_INT64_MAX;
-	Datum		last;
-	LOCAL_FCINFO(fcinfo, 1);
 
-	MqRequirePreload("partitioned queues");
+	Assert(MqPreloaded());
 	lock = partition_lock(queue_id, partition);
 	LWLockAcquire(lock, LW_SHARED);
 	for (int b = 0; b < MaxBackends; b++)
@@ -218,16 +267,32 @@ MqOffsetVisibleEnd(int32 queue_id, int32 partition, Oid seq)
 				bh->holds[i].offset < end)
 				end = bh->holds[i].offset;
 	}
-	/* pg_sequence_last_value() returns NULL before the first nextval */
-	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = ObjectIdGetDatum(seq);
-	fcinfo->args[0].isnull = false;
-	last = pg_sequence_last_value(fcinfo);
 	LWLockRelease(lock);
-
-	if (!fcinfo->isnull && DatumGetInt64(last) + 1 < end)
-		end = DatumGetInt64(last) + 1;
-	else if (fcinfo->isnull && end == PG_INT64_MAX)
-		end = 1;
 	return end;
+}
+
+/* Whether a running sender may still write to segment of work queue_id. */
+bool
+MqHeldSegment(int32 queue_id, int segment)
+{
+	LWLock	   *lock;
+	bool		held = false;
+
+	if (all_holds == NULL)
+		return true;
+	lock = partition_lock(queue_id, 0);
+	LWLockAcquire(lock, LW_SHARED);
+	for (int b = 0; b < MaxBackends && !held; b++)
+	{
+		BackendHolds *bh = &all_holds[b];
+
+		for (int i = 0; i < bh->nholds; i++)
+			if (bh->holds[i].database == MyDatabaseId &&
+				bh->holds[i].queue_id == queue_id &&
+				bh->holds[i].partition == 0 &&
+				(bh->holds[i].segments & (1u << segment)) != 0)
+				held = true;
+	}
+	LWLockRelease(lock);
+	return held;
 }

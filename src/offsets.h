@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * offsets.h
- *	  Offsets of partitioned queues: allocation and the visible end.
+ *	  Ids handed out by sends, and the visible end (both kinds of queue).
  *
  *-------------------------------------------------------------------------
  */
@@ -9,7 +9,10 @@
 #define MQ_OFFSETS_H
 
 extern void MqOffsetsInit(void);
-extern int64 MqOffsetAllocate(int32 queue_id, int32 partition, Oid seq);
-extern int64 MqOffsetVisibleEnd(int32 queue_id, int32 partition, Oid seq);
+extern void MqHold(int32 queue_id, int32 partition, int segment, Oid seq, bool log);
+extern int64 MqNextId(Oid seq);
+extern int64 MqSequenceEnd(Oid seq);
+extern int64 MqVisibleEnd(int32 queue_id, int32 partition, Oid seq);
+extern bool MqHeldSegment(int32 queue_id, int segment);
 
 #endif							/* MQ_OFFSETS_H */

@@ -9,17 +9,24 @@
  * partition of a per-session round robin.  Its offset is the next value of
  * the partition's sequence, taken through offsets.c so that readers never
  * pass it while the sending transaction runs.  Rows go to the current
- * segment table mq.p_<id>_<segment>; readers query the parent mq.p_<id>.
+ * segment table mq.p_<id>_<segment> (segment.c); readers read the three
+ * segments with UNION ALL, each through its primary key.
  *
  * mq.poll first settles the member's membership: in the steady state
  * (heartbeat and leases fresh, fair share held) one read returns its
  * partitions; otherwise mq._group_sync (PL/pgSQL) heartbeats and
  * rebalances.  It then reads each of the member's partitions from its
- * position up to the partition's visible end.  Nothing is written per
- * message: the position moves once per partition per poll.  A partition
- * with nothing new below its visible end is not queried at all, so an idle
- * long poll touches no segment table and never holds up retention's
- * TRUNCATE.  mq.commit is one kept UPDATE of the group's row.
+ * position up to the partition's visible end, with the latest snapshot
+ * (taken after the end was computed, whatever the isolation level).
+ * Nothing is written per poll: the position, how far this session has read
+ * a partition, is kept by the session (positions), so a session that is
+ * new, or whose lease was taken afresh (a new lease epoch), starts again
+ * after the committed offset, and an answer that never reached its client
+ * cannot make anybody skip it.  A partition with nothing new below its
+ * visible end is not queried at all, so an idle long poll touches no
+ * segment table and never holds up retention's TRUNCATE.  mq.commit is
+ * one kept UPDATE of the group's offset row, in mq.group_offset so that
+ * commits never lengthen the lease rows every poll reads.
  *
  *-------------------------------------------------------------------------
  */
@@ -29,13 +36,18 @@
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "consumer.h"
 #include "notify.h"
 #include "offsets.h"
 #include "ratelimit.h"
+#include "segment.h"
 #include "shmem.h"
 #include "partition.h"
 #include "wait.h"
@@ -47,10 +59,10 @@ PG_FUNCTION_INFO_V1(mq_require_preload);
 
 enum
 {
-	PPLAN_INSERT = MQ_PARTITION_PLAN_BASE,
-	PPLAN_SYNC,
+	PPLAN_INSERT = MQ_PARTITION_PLAN_BASE,	/* one per segment */
+	PPLAN_SYNC = PPLAN_INSERT + MQ_LOG_SEGMENTS,
+	PPLAN_COMMITTED,
 	PPLAN_FETCH,
-	PPLAN_POSITION,
 	PPLAN_COMMIT,
 	PPLAN_GROUP_INIT,
 	PPLAN_STEADY,
@@ -63,16 +75,36 @@ StaticAssertDecl(PPLAN_END <= MQ_MAX_PLANS, "too many plans per queue");
 #define MAX_POLL 10000
 
 static SPIPlanPtr
-insert_plan(MqQueue *q)
+insert_plan(MqQueue *q, int segment)
 {
 	static const Oid argtypes[5] = {INT4OID, INT8OID, TEXTOID, JSONBOID, JSONBOID};
 
-	if (q->plans[PPLAN_INSERT] != NULL)
-		return q->plans[PPLAN_INSERT];
-	return MqQueuePlan(q, PPLAN_INSERT,
-					   psprintf("INSERT INTO mq.p_%d_%d (partition, \"offset\", key, payload, headers)"
-								" VALUES ($1, $2, $3, $4, $5)", q->queue_id, q->segment),
+	if (q->plans[PPLAN_INSERT + segment] != NULL)
+		return q->plans[PPLAN_INSERT + segment];
+	return MqQueuePlan(q, PPLAN_INSERT + segment,
+					   psprintf("INSERT INTO mq.%s (partition, \"offset\", key, payload, headers)"
+								" VALUES ($1, $2, $3, $4, $5)", MqSegmentTable(q, segment)),
 					   5, argtypes);
+}
+
+/*
+ * The segment sends go to, locked first so that retention cannot empty it
+ * meanwhile, and checked again after the lock, which takes in any change
+ * of segments that committed before.
+ */
+static int
+send_segment(MqQueue *q)
+{
+	for (;;)
+	{
+		uint64		version = q->segments_version;
+		int			segment = q->current;
+
+		LockRelationOid(q->segments[segment].relid, RowExclusiveLock);
+		MqQueueRefreshSegments(q);
+		if (q->segments_version == version && q->current == segment)
+			return segment;
+	}
 }
 
 /* hash(key) mod partitions; keyless: a per-session round robin */
@@ -89,17 +121,22 @@ partition_of(MqQueue *q, const char *key)
 }
 
 static int64
-send_one(MqQueue *q, Datum payload, MqNullable key, MqNullable headers)
+send_one(MqQueue *q, int segment, Datum payload, MqNullable key, MqNullable headers)
 {
 	char	   *keystr = key.isnull ? NULL : TextDatumGetCString(key.value);
 	int32		partition = partition_of(q, keystr);
-	int64		offset = MqOffsetAllocate(q->queue_id, partition,
-										  q->offset_seqs[partition]);
-	Datum		values[5] = {Int32GetDatum(partition), Int64GetDatum(offset),
-	key.value, payload, headers.value};
+	int64		offset;
+	Datum		values[5];
 	char		nulls[5] = {' ', ' ', key.isnull ? 'n' : ' ', ' ', headers.isnull ? 'n' : ' '};
 
-	MqQueueRun(q, insert_plan(q), values, nulls, SPI_OK_INSERT);
+	MqHold(q->queue_id, partition, segment, q->offset_seqs[partition], true);
+	offset = MqNextId(q->offset_seqs[partition]);
+	values[0] = Int32GetDatum(partition);
+	values[1] = Int64GetDatum(offset);
+	values[2] = key.value;
+	values[3] = payload;
+	values[4] = headers.value;
+	MqQueueRun(q, insert_plan(q, segment), values, nulls, SPI_OK_INSERT);
 	return offset;
 }
 
@@ -107,7 +144,10 @@ send_one(MqQueue *q, Datum payload, MqNullable key, MqNullable headers)
 int64
 MqPartitionSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers)
 {
-	int64		offset = send_one(q, payload, key, headers);
+	int64		offset;
+
+	MqRequirePreload("partitioned queues");
+	offset = send_one(q, send_segment(q), payload, key, headers);
 
 	MqWaitNoteSend(q->queue_id);
 	MqNotifySend(q);
@@ -126,7 +166,10 @@ MqPartitionSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 			   *k_nulls = NULL,
 			   *h_nulls = NULL;
 	int			n;
+	int			segment;
 
+	MqRequirePreload("partitioned queues");
+	segment = send_segment(q);
 	/* jsonb: varlena, not by value, int alignment */
 	deconstruct_array(payloads, JSONBOID, -1, false, TYPALIGN_INT, &p_elems, &p_nulls, &n);
 	if (keys != NULL)
@@ -137,7 +180,7 @@ MqPartitionSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 	{
 		MqNullable	key = {keys ? k_elems[i] : (Datum) 0, keys ? k_nulls[i] : true};
 		MqNullable	hdr = {headers ? h_elems[i] : (Datum) 0, headers ? h_nulls[i] : true};
-		Datum		offset = Int64GetDatum(send_one(q, p_elems[i], key, hdr));
+		Datum		offset = Int64GetDatum(send_one(q, segment, p_elems[i], key, hdr));
 		bool		isnull = false;
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &offset, &isnull);
@@ -146,15 +189,69 @@ MqPartitionSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 	MqNotifySend(q);
 }
 
-/* A member's partition and how far it has read it. */
+/*
+ * How far this session has read a partition for a group, under a lease
+ * epoch.  Kept for the session: a new session starts from the committed
+ * offset.
+ */
+#define GROUP_KEY_LEN 201		/* 1 to 200 bytes, NUL-padded */
+
+typedef struct PositionKey
+{
+	int32		queue_id;
+	Oid			incarnation;	/* the first segment: queue ids are reused
+								 * when mq is installed again */
+	int32		partition;
+	char		group[GROUP_KEY_LEN];
+} PositionKey;
+
+typedef struct Position
+{
+	PositionKey key;
+	int64		lease_epoch;
+	int64		position;
+} Position;
+
+static HTAB *positions = NULL;
+
+static Position *
+position_entry(MqQueue *q, text *group, int32 partition)
+{
+	PositionKey key;
+	bool		found;
+	Position   *p;
+
+	if (positions == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(PositionKey);
+		ctl.entrysize = sizeof(Position);
+		ctl.hcxt = TopMemoryContext;
+		positions = hash_create("mq positions", 64, &ctl, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	memset(&key, 0, sizeof(key));
+	key.queue_id = q->queue_id;
+	key.incarnation = q->segments[0].relid;
+	key.partition = partition;
+	memcpy(key.group, VARDATA_ANY(group), Min(VARSIZE_ANY_EXHDR(group), GROUP_KEY_LEN - 1));
+	p = hash_search(positions, &key, HASH_ENTER, &found);
+	if (!found)
+		p->lease_epoch = -1;
+	return p;
+}
+
+/* A member's partition: its lease epoch and, if known, the committed offset. */
 typedef struct Owned
 {
 	int32		partition;
+	int64		lease_epoch;
+	int64		committed;		/* -1 when not read */
 	int64		position;
 }			Owned;
 
 static int
-owned_from_result(Owned **owned)
+owned_from_result(Owned **owned, bool with_committed)
 {
 	uint64		n = SPI_processed;
 
@@ -162,13 +259,54 @@ owned_from_result(Owned **owned)
 	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
 
-		(*owned)[i].partition = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
-															SPI_tuptable->tupdesc, 1, &isnull));
-		(*owned)[i].position = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-														   SPI_tuptable->tupdesc, 2, &isnull));
+		(*owned)[i].partition = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		(*owned)[i].lease_epoch = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		(*owned)[i].committed = with_committed ?
+			DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull)) : -1;
 	}
 	return (int) n;
+}
+
+/* The committed offset of a partition (when this session has no position). */
+static int64
+committed_offset(MqQueue *q, text *group, int32 partition)
+{
+	static const Oid argtypes[3] = {INT4OID, TEXTOID, INT4OID};
+	SPIPlanPtr	plan = q->plans[PPLAN_COMMITTED];
+	Datum		values[3] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
+	Int32GetDatum(partition)};
+	bool		isnull;
+
+	if (plan == NULL)
+		plan = MqQueuePlan(q, PPLAN_COMMITTED,
+						   "SELECT committed FROM mq.group_offset"
+						   " WHERE queue_id " OP("=") " $1 AND consumer_group " OP("=") " $2"
+						   " AND partition " OP("=") " $3",
+						   3, argtypes);
+	if (MqQueueRun(q, plan, values, NULL, SPI_OK_SELECT) == 0)
+		return 0;
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/* Where this session reads each owned partition from. */
+static void
+resolve_positions(MqQueue *q, text *group, Owned *owned, int n)
+{
+	for (int i = 0; i < n; i++)
+	{
+		Position   *p = position_entry(q, group, owned[i].partition);
+
+		if (p->lease_epoch != owned[i].lease_epoch)
+		{
+			p->lease_epoch = owned[i].lease_epoch;
+			p->position = owned[i].committed >= 0 ? owned[i].committed :
+				committed_offset(q, group, owned[i].partition);
+		}
+		owned[i].position = p->position;
+	}
 }
 
 /*
@@ -193,7 +331,7 @@ group_steady(MqQueue *q, text *group, text *member, bool registered, int64 token
 
 	if (plan == NULL)
 		plan = MqQueuePlan(q, PPLAN_STEADY,
-						   "SELECT g.partition, g.position,"
+						   "SELECT g.partition, g.lease_epoch,"
 						   " (SELECT pg_catalog.count(*) FROM mq.group_member m2"
 						   "   WHERE m2.queue_id " OP("=") " $1 AND m2.consumer_group " OP("=") " $2"
 						   "   AND m2.last_seen " OP(">") " (pg_catalog.clock_timestamp() " OP("-") " $5)),"
@@ -221,7 +359,7 @@ group_steady(MqQueue *q, text *group, text *member, bool registered, int64 token
 	/* every partition fresh, and exactly the fair share ceil(partitions / live) */
 	if (n != mine || live < 1 || mine != (q->partitions + live - 1) / live)
 		return -1;
-	return owned_from_result(owned);
+	return owned_from_result(owned, false);
 }
 
 /* Heartbeat and rebalance; returns the member's partitions. */
@@ -241,10 +379,11 @@ group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 		return n;
 	if (plan == NULL)
 		plan = MqQueuePlan(q, PPLAN_SYNC,
-						   "SELECT partition, position FROM mq._group_sync($1, $2, $3, $4, $5, $6)",
+						   "SELECT partition, lease_epoch, committed"
+						   " FROM mq._group_sync($1, $2, $3, $4, $5, $6)",
 						   6, argtypes);
 	MqQueueRun(q, plan, values, registered ? "      " : "   n  ", SPI_OK_SELECT);
-	return owned_from_result(owned);
+	return owned_from_result(owned, true);
 }
 
 /* Read one partition from its position below end; returns rows emitted. */
@@ -256,15 +395,28 @@ fetch_partition(MqQueue *q, Owned *o, int64 end, int limit, ReturnSetInfo *rsinf
 	Datum		values[4] = {Int32GetDatum(o->partition), Int64GetDatum(o->position),
 	Int64GetDatum(end), Int32GetDatum(limit)};
 	uint64		n;
+	int			ret;
 
 	if (plan == NULL)
-		plan = MqQueuePlan(q, PPLAN_FETCH,
-						   psprintf("SELECT partition, \"offset\", key, payload, headers, enqueued_at"
-									" FROM mq.p_%d WHERE partition " OP("=") " $1"
-									" AND \"offset\" " OP(">") " $2 AND \"offset\" " OP("<") " $3"
-									" ORDER BY \"offset\" LIMIT $4", q->queue_id),
-						   4, argtypes);
-	n = MqQueueRun(q, plan, values, NULL, SPI_OK_SELECT);
+	{
+		StringInfoData sql;
+
+		initStringInfo(&sql);
+		for (int s = 0; s < MQ_LOG_SEGMENTS; s++)
+			appendStringInfo(&sql, "%s(SELECT partition, \"offset\", key, payload, headers, enqueued_at"
+							 " FROM mq.%s WHERE partition " OP("=") " $1"
+							 " AND \"offset\" " OP(">") " $2 AND \"offset\" " OP("<") " $3"
+							 " ORDER BY \"offset\" LIMIT $4)",
+							 s > 0 ? " UNION ALL " : "", MqSegmentTable(q, s));
+		appendStringInfoString(&sql, " ORDER BY 2 LIMIT $4");
+		plan = MqQueuePlan(q, PPLAN_FETCH, sql.data, 4, argtypes);
+	}
+	/* the latest snapshot: taken after the visible end was computed */
+	ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							   true, false, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read queue \"%s\": %s", q->name, SPI_result_code_string(ret));
+	n = SPI_processed;
 	for (uint64 i = 0; i < n; i++)
 	{
 		Datum		row[6];
@@ -278,22 +430,118 @@ fetch_partition(MqQueue *q, Owned *o, int64 end, int limit, ReturnSetInfo *rsinf
 	return n;
 }
 
-static void
-save_position(MqQueue *q, text *group, text *member, Owned *o)
+/*
+ * A position moved by this transaction's polls takes effect when it
+ * commits: a poll whose transaction rolls back is read again.
+ */
+typedef struct PendingPosition
 {
-	static const Oid argtypes[5] = {INT4OID, TEXTOID, INT4OID, INT8OID, TEXTOID};
-	SPIPlanPtr	plan = q->plans[PPLAN_POSITION];
-	Datum		values[5] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
-		Int32GetDatum(o->partition), Int64GetDatum(o->position),
-	PointerGetDatum(member)};
+	Position   *entry;
+	int64		lease_epoch;
+	int64		position;
+	int			level;			/* subtransaction nesting level */
+} PendingPosition;
 
-	if (plan == NULL)
-		plan = MqQueuePlan(q, PPLAN_POSITION,
-						   "UPDATE mq.group_partition SET position = $4"
-						   " WHERE queue_id " OP("=") " $1 AND consumer_group " OP("=") " $2"
-						   " AND partition " OP("=") " $3 AND member " OP("=") " $5",
-						   5, argtypes);
-	MqQueueRun(q, plan, values, NULL, SPI_OK_UPDATE);
+static List *pending_positions = NIL;
+
+static PendingPosition *
+pending_for(Position *entry)
+{
+	ListCell   *lc;
+
+	foreach(lc, pending_positions)
+	{
+		PendingPosition *p = lfirst(lc);
+
+		if (p->entry == entry)
+			return p;
+	}
+	return NULL;
+}
+
+static void
+save_position(MqQueue *q, text *group, Owned *o)
+{
+	Position   *entry = position_entry(q, group, o->partition);
+	PendingPosition *p = pending_for(entry);
+
+	if (p == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+		p = palloc(sizeof(PendingPosition));
+		p->entry = entry;
+		pending_positions = lappend(pending_positions, p);
+		MemoryContextSwitchTo(old);
+	}
+	p->lease_epoch = o->lease_epoch;
+	p->position = o->position;
+	p->level = GetCurrentTransactionNestLevel();
+}
+
+static void
+positions_xact_callback(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+		foreach(lc, pending_positions)
+		{
+			PendingPosition *p = lfirst(lc);
+
+			p->entry->lease_epoch = p->lease_epoch;
+			p->entry->position = p->position;
+		}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		pending_positions = NIL;
+}
+
+static void
+positions_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						   SubTransactionId parentSubid, void *arg)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	ListCell   *lc;
+
+	foreach(lc, pending_positions)
+	{
+		PendingPosition *p = lfirst(lc);
+
+		if (p->level < level)
+			continue;
+		if (event == SUBXACT_EVENT_COMMIT_SUB)
+			p->level = level - 1;
+		else if (event == SUBXACT_EVENT_ABORT_SUB)
+		{
+			/* read again from what the session had committed */
+			p->lease_epoch = -1;
+			p->level = level - 1;
+		}
+	}
+}
+
+/* Called from _PG_init. */
+void
+MqPartitionInit(void)
+{
+	RegisterXactCallback(positions_xact_callback, NULL);
+	RegisterSubXactCallback(positions_subxact_callback, NULL);
+}
+
+/* Where this session reads each owned partition from, pending moves included. */
+static void
+resolve_pending(MqQueue *q, text *group, Owned *owned, int n)
+{
+	resolve_positions(q, group, owned, n);
+	for (int i = 0; i < n; i++)
+	{
+		PendingPosition *p = pending_for(position_entry(q, group, owned[i].partition));
+
+		if (p != NULL && p->lease_epoch == owned[i].lease_epoch)
+			owned[i].position = p->position;
+	}
 }
 
 /* One pass over the member's partitions; returns messages emitted. */
@@ -305,12 +553,13 @@ poll_once(MqQueue *q, text *group, text *member, int max, ReturnSetInfo *rsinfo)
 	int			nowned = group_sync(q, group, member, &owned);
 	uint64		total = 0;
 
+	resolve_pending(q, group, owned, nowned);
 	start++;
 	for (int i = 0; i < nowned && total < (uint64) max; i++)
 	{
 		Owned	   *o = &owned[(start + i) % nowned];
-		int64		end = MqOffsetVisibleEnd(q->queue_id, o->partition,
-											 q->offset_seqs[o->partition]);
+		int64		end = MqVisibleEnd(q->queue_id, o->partition,
+									   q->offset_seqs[o->partition]);
 		uint64		n;
 
 		if (end - 1 <= o->position)
@@ -319,9 +568,8 @@ poll_once(MqQueue *q, text *group, text *member, int max, ReturnSetInfo *rsinfo)
 		if (n > 0)
 		{
 			total += n;
-			save_position(q, group, member, o);
+			save_position(q, group, o);
 		}
-
 	}
 	return total;
 }
@@ -415,11 +663,13 @@ commit_once(MqQueue *q, text *group, int32 partition, int64 offset, text *member
 
 	if (plan == NULL)
 		plan = MqQueuePlan(q, PPLAN_COMMIT,
-						   "UPDATE mq.group_partition g SET committed = $4,"
-						   " position = CASE WHEN g.position " OP(">") " $4 THEN g.position ELSE $4 END"
-						   " WHERE g.queue_id " OP("=") " $1 AND g.consumer_group " OP("=") " $2"
-						   " AND g.partition " OP("=") " $3 AND ($5 IS NULL OR"
-						   " (g.member " OP("=") " $5 AND g.lease_until " OP(">") " pg_catalog.clock_timestamp()))",
+						   "UPDATE mq.group_offset o SET committed = $4"
+						   " WHERE o.queue_id " OP("=") " $1 AND o.consumer_group " OP("=") " $2"
+						   " AND o.partition " OP("=") " $3 AND ($5 IS NULL OR EXISTS ("
+						   " SELECT FROM mq.group_partition g WHERE g.queue_id " OP("=") " $1"
+						   " AND g.consumer_group " OP("=") " $2 AND g.partition " OP("=") " $3"
+						   " AND g.member " OP("=") " $5"
+						   " AND g.lease_until " OP(">") " pg_catalog.clock_timestamp()))",
 						   5, argtypes);
 	return MqQueueRun(q, plan, values, nulls, SPI_OK_UPDATE) > 0;
 }
@@ -455,6 +705,7 @@ mq_commit(PG_FUNCTION_ARGS)
 	int64		end;
 	bool		done;
 
+	MqRequirePreload("partitioned queues");
 	q = MqQueueOpen(queue_name, &session, MQ_RIGHT_CONSUME);
 	MqRequirePartitioned(q);
 	group = required_text(fcinfo, 1, "consumer_group");
@@ -474,7 +725,7 @@ mq_commit(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("offset must not be negative")));
 	/* committing past the visible end would silently skip messages to come */
-	end = MqOffsetVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]);
+	end = MqVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]);
 	if (offset >= end)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -512,13 +763,14 @@ mq_partition_end(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("partition must not be NULL")));
 	partition = PG_GETARG_INT32(1);
+	MqRequirePreload("partitioned queues");
 	q = MqQueueOpen(queue_name, &session, MQ_RIGHT_CONSUME);
 	MqRequirePartitioned(q);
 	if (partition < 0 || partition >= q->partitions)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("partition %d does not exist", partition)));
-	end = MqOffsetVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]);
+	end = MqVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]);
 	MqQueueClose(&session);
 	PG_RETURN_INT64(end);
 }

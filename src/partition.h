@@ -14,6 +14,7 @@
 #include "queue.h"
 #include "storage.h"
 
+extern void MqPartitionInit(void);
 extern int64 MqPartitionSend(MqQueue *q, Datum payload, MqNullable key,
 							 MqNullable headers);
 extern void MqPartitionSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,

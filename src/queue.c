@@ -51,6 +51,7 @@
 #include "utils/syscache.h"
 
 #include "queue.h"
+#include "segment.h"
 
 PG_FUNCTION_INFO_V1(mq_check_queue_name);
 PG_FUNCTION_INFO_V1(mq_invalidate);
@@ -59,6 +60,8 @@ static HTAB *queue_cache = NULL;
 static bool cache_stale = false;
 static Oid	mq_namespace = InvalidOid;
 static Oid	catalog_relid = InvalidOid;	/* mq.queue */
+static Oid	segment_relid = InvalidOid; /* mq.segment */
+static uint64 segments_version = 1;	/* bumped when mq.segment changes */
 static Oid	owner_id = InvalidOid;	/* owner of schema mq */
 
 const char *const MqPinnedSearchPath = "pg_catalog, pg_temp";
@@ -68,6 +71,8 @@ relcache_callback(Datum arg, Oid relid)
 {
 	if (relid == InvalidOid || relid == catalog_relid)
 		cache_stale = true;
+	if (relid == InvalidOid || relid == segment_relid)
+		segments_version++;
 }
 
 void
@@ -98,7 +103,7 @@ cache_reset(void)
 		hash_destroy(queue_cache);
 		queue_cache = NULL;
 	}
-	mq_namespace = catalog_relid = owner_id = InvalidOid;
+	mq_namespace = catalog_relid = segment_relid = owner_id = InvalidOid;
 	cache_stale = false;
 }
 
@@ -166,6 +171,7 @@ cache_ensure(void)
 				 errmsg("schema \"mq\" does not exist"),
 				 errhint("Run CREATE EXTENSION mq.")));
 	catalog_relid = get_relname_relid("queue", mq_namespace);
+	segment_relid = get_relname_relid("segment", mq_namespace);
 	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(mq_namespace));
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for namespace %u", mq_namespace);
@@ -288,7 +294,7 @@ load_queue(const char *key, MqQueue *q)
 								" COALESCE(dead_letter_queue_id, 0),"
 								" retry_delay, retry_backoff, retry_delay_max,"
 								" ordering OPERATOR(pg_catalog.=) 'key',"
-								" COALESCE(partitions, 0), segment, notify,"
+								" COALESCE(partitions, 0), COALESCE(retention, '0'), notify,"
 								" COALESCE(rate_limit, 0), COALESCE(rate_limit_burst, 0),"
 								" COALESCE(session_timeout, '0'), acl"
 								" FROM mq.queue WHERE queue_name OPERATOR(pg_catalog.=) $1",
@@ -311,7 +317,7 @@ load_queue(const char *key, MqQueue *q)
 	q->retry_delay_max = *interval_col(tup, desc, 7);
 	q->keyed = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 	q->partitions = DatumGetInt32(SPI_getbinval(tup, desc, 9, &isnull));
-	q->segment = DatumGetInt32(SPI_getbinval(tup, desc, 10, &isnull));
+	q->retention = *interval_col(tup, desc, 10);
 	q->notify = DatumGetBool(SPI_getbinval(tup, desc, 11, &isnull));
 	q->rate_limit = DatumGetFloat8(SPI_getbinval(tup, desc, 12, &isnull));
 	q->rate_burst = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
@@ -333,19 +339,35 @@ load_queue(const char *key, MqQueue *q)
 		q->offset_seqs = MemoryContextAlloc(CacheMemoryContext,
 											sizeof(Oid) * q->partitions);
 		for (int p = 0; p < q->partitions; p++)
-		{
-			q->offset_seqs[p] = get_relname_relid(psprintf("p_%d_o%d", q->queue_id, p),
-												  mq_namespace);
-			if (!OidIsValid(q->offset_seqs[p]))
-				elog(ERROR, "offset sequence %d of queue \"%s\" is missing", p, key);
-		}
-		return true;
+			q->offset_seqs[p] = MqQueueRelid(q, psprintf("p_%d_o%d", q->queue_id, p));
 	}
-	q->acked_seq = get_relname_relid(psprintf("q_%d_acked", q->queue_id),
-									 mq_namespace);
-	if (!OidIsValid(q->acked_seq))
-		elog(ERROR, "counter sequence of queue \"%s\" is missing", key);
+	else
+	{
+		q->acked_seq = MqQueueRelid(q, psprintf("q_%d_acked", q->queue_id));
+		q->msg_seq = MqQueueRelid(q, psprintf("q_%d_seq", q->queue_id));
+		q->delayed_relid = MqQueueRelid(q, psprintf("q_%d_d", q->queue_id));
+	}
+	MqSegmentsLoad(q);
+	q->segments_version = segments_version;
 	return true;
+}
+
+/*
+ * The oid of one of the queue's tables or sequences.  One that is missing
+ * means the queue was dropped while this call was on its way (a race with
+ * drop_queue), which the caller sees as no such queue.
+ */
+Oid
+MqQueueRelid(MqQueue *q, const char *relname)
+{
+	Oid			relid = get_relname_relid(relname, mq_namespace);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queue \"%s\" does not exist", q->name),
+				 errdetail("It was dropped while this statement ran.")));
+	return relid;
 }
 
 static const char *const right_names[] = {"send to", "consume from", "administer"};
@@ -371,7 +393,16 @@ lookup(const char *queue_name)
 
 	q = hash_search(queue_cache, key, HASH_FIND, NULL);
 	if (q != NULL)
+	{
+		if (q->segments_version != segments_version)
+		{
+			MqOwnerBegin(&session);
+			MqSegmentsLoad(q);
+			MqOwnerEnd(&session);
+			q->segments_version = segments_version;
+		}
 		return q;
+	}
 	MqOwnerBegin(&session);
 	found = load_queue(key, &loaded);
 	MqOwnerEnd(&session);
@@ -387,6 +418,24 @@ lookup(const char *queue_name)
 	q = hash_search(queue_cache, key, HASH_ENTER, NULL);
 	memcpy(q, &loaded, sizeof(MqQueue));
 	return q;
+}
+
+/*
+ * Reload the queue's segments if mq.segment changed since they were read;
+ * connected to SPI as owner.  Taking a lock on a table processes pending
+ * invalidations, so after locking a segment this sees any change that
+ * committed before.
+ */
+void
+MqQueueRefreshSegments(MqQueue *q)
+{
+	if (q->segments_version != segments_version)
+	{
+		uint64		version = segments_version;
+
+		MqSegmentsLoad(q);
+		q->segments_version = version;
+	}
 }
 
 static void

@@ -18,11 +18,33 @@
 
 /*
  * Room for the kept plans of one queue: storage.c numbers the work-queue
- * plans from 0, partition.c the partitioned-queue plans from
- * MQ_PARTITION_PLAN_BASE.
+ * plans from 0 (a plan per kind and table), partition.c the partitioned-
+ * queue plans from MQ_PARTITION_PLAN_BASE.
  */
-#define MQ_MAX_PLANS 24
-#define MQ_PARTITION_PLAN_BASE 16
+#define MQ_MAX_PLANS 128
+#define MQ_PARTITION_PLAN_BASE 112
+
+/* Segment tables: 4 for a work queue, 3 for a partitioned queue. */
+#define MQ_MAX_SEGMENTS 4
+#define MQ_WORK_SEGMENTS 4
+#define MQ_LOG_SEGMENTS 3
+
+typedef enum MqSegmentState
+{
+	MQ_SEG_FREE = 0,			/* empty, ready to become current */
+	MQ_SEG_CURRENT,				/* takes new messages */
+	MQ_SEG_SEALED				/* holds messages, takes no new ones */
+} MqSegmentState;
+
+/* One segment table, as mq.segment describes it (segment.c). */
+typedef struct MqSegment
+{
+	MqSegmentState state;
+	int32		epoch;			/* times it was emptied and reused */
+	int64		lo;				/* work queues: first msg_id while current */
+	TimestampTz since;			/* when it last changed state */
+	Oid			relid;
+} MqSegment;
 
 /*
  * One queue's definition, as cached per backend.  Entries (and their plans)
@@ -45,9 +67,19 @@ typedef struct MqQueue
 	int32		rate_burst;		/* token bucket size */
 	char		channel[NAMEDATALEN];	/* "mq.<queue_name>" */
 	int32		partitions;		/* 0: work queue; else a partitioned queue */
-	int32		segment;		/* segment table taking new messages */
+	Interval	retention;		/* partitioned queues */
 	Interval	session_timeout;	/* consumer groups' member timeout */
 	Oid		   *offset_seqs;	/* [partitions], in CacheMemoryContext */
+	Oid			msg_seq;		/* work queues: mq.q_<id>_seq */
+	Oid			delayed_relid;	/* work queues: mq.q_<id>_d */
+	/* segments, reloaded when mq.segment changes (segment.c) */
+	int			nsegments;
+	int			current;
+	uint64		segments_version;
+	MqSegment	segments[MQ_MAX_SEGMENTS];
+	/* the queue's shared hints (state.c), NULL when it has none */
+	void	   *state;
+	uint64		state_generation;
 	Acl		   *acl;			/* per-queue grants, NULL: none (rights.c) */
 	SPIPlanPtr	plans[MQ_MAX_PLANS];
 } MqQueue;
@@ -83,6 +115,8 @@ extern Oid	MqOwner(void);
 extern void MqOwnerBegin(MqSession *session);
 extern void MqOwnerEnd(MqSession *session);
 extern MqQueue *MqQueueOpen(text *queue_name, MqSession *session, MqRight right);
+extern Oid	MqQueueRelid(MqQueue *q, const char *relname);
+extern void MqQueueRefreshSegments(MqQueue *q);
 extern MqQueue *MqQueueOpenIfAllowed(const char *queue_name, MqSession *session,
 									 MqRight right);
 extern bool MqQueueCheckRight(const char *queue_name, MqRight right);

@@ -6,9 +6,9 @@
  *	  shmem_startup_hook (which also runs again after a crash restart), for
  *	  every module at once, chaining the previous hooks.
  *
- * Users: wait.c (long-polling wake-ups), offsets.c (partition offset
- * holds), consumer.c (registered consumers), notify.c (listener counts),
- * ratelimit.c (token buckets).  Each module's file banner gives its own
+ * Users: wait.c (long-polling wake-ups), state.c (per-queue read hints),
+ * offsets.c (holds of running sends), consumer.c (registered consumers),
+ * notify.c (listener counts), ratelimit.c (token buckets).  Each module's file banner gives its own
  * locking rules.  Without shared_preload_libraries = 'mq' none of this
  * exists: plain work queues still work, and the features that need it
  * raise 55000 through MqRequirePreload().
@@ -24,6 +24,7 @@
 
 #include "ratelimit.h"
 #include "shmem.h"
+#include "state.h"
 
 PG_FUNCTION_INFO_V1(mq_forget_queue);
 
@@ -37,6 +38,7 @@ mq_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	MqWaitShmemRequest();
+	MqStateShmemRequest();
 	MqOffsetsShmemRequest();
 	MqConsumerShmemRequest();
 	MqNotifyShmemRequest();
@@ -50,6 +52,7 @@ mq_shmem_startup(void)
 		prev_shmem_startup_hook();
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
 	MqWaitShmemStartup();
+	MqStateShmemStartup();
 	MqOffsetsShmemStartup();
 	MqConsumerShmemStartup();
 	MqNotifyShmemStartup();
@@ -68,6 +71,13 @@ MqShmemInit(void)
 	shmem_request_hook = mq_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = mq_shmem_startup;
+}
+
+/* Whether mq was preloaded, so that its shared memory exists. */
+bool
+MqPreloaded(void)
+{
+	return attached;
 }
 
 /* Raise 55000 unless mq was preloaded; what names the feature. */
@@ -92,6 +102,9 @@ Datum
 mq_forget_queue(PG_FUNCTION_ARGS)
 {
 	if (!PG_ARGISNULL(0))
+	{
 		MqRateForget(PG_GETARG_INT32(0));
+		MqStateForget(PG_GETARG_INT32(0));
+	}
 	PG_RETURN_VOID();
 }

@@ -9,11 +9,14 @@
 #define MQ_SHMEM_H
 
 extern void MqShmemInit(void);
+extern bool MqPreloaded(void);
 extern void MqRequirePreload(const char *what);
 
 /* each module's part, called from the hooks in shmem.c */
 extern void MqWaitShmemRequest(void);
 extern void MqWaitShmemStartup(void);
+extern void MqStateShmemRequest(void);
+extern void MqStateShmemStartup(void);
 extern void MqOffsetsShmemRequest(void);
 extern void MqOffsetsShmemStartup(void);
 extern void MqConsumerShmemRequest(void);

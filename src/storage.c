@@ -1,213 +1,256 @@
 /*-------------------------------------------------------------------------
  *
  * storage.c
- *	  Message storage and the claim path of work queues.
+ *	  Messages of work queues: send, claim, ack, nack, extend, archive,
+ *	  dead-lettering, keyed ordering and the sweep.
  *
- * Layout: one heap table per queue, mq.q_<queue_id>, whose only index is the
- * primary key on msg_id.  A claim (mq.read) changes vt, attempts and claimed,
- * none of them indexed, so with the table's fillfactor it is a HOT update
- * that adds no index entry; an ack deletes the row.  A reader walks the
- * primary key from the oldest msg_id and takes the first rows whose vt has
- * passed with FOR NO KEY UPDATE SKIP LOCKED, so concurrent readers never
- * wait on or receive one another's messages.
+ * Layout (docs/concepts.md#storage): segment tables mq.q_<id>_0..3 of which
+ * one takes new messages (segment.c), a delayed table mq.q_<id>_d for
+ * messages that are not due yet, the archive mq.a_<id>.  Every table has a
+ * primary key on msg_id; the delayed table also indexes vt.  A claim
+ * changes vt, attempts, claimed and consumer, none indexed in a segment,
+ * so with the tables' fillfactor it is a HOT update that adds no index
+ * entry; an ack deletes the row.
+ *
+ * Where a read claims (MqStorageClaim), with mq preloaded:
+ *   1. due messages of the delayed table, oldest due first, when
+ *      state.c says one may be due;
+ *   2. messages on the queue's ring (claims undone by an abort, keys
+ *      unblocked, lapses found by the sweep);
+ *   3. in each segment, oldest first, the msg_ids of the tickets it takes
+ *      (state.c): a range of the primary key that no other reader looks
+ *      at.  A read never steps over messages in flight, delayed, or acked
+ *      (and dead until the segment is emptied), and concurrent readers
+ *      never skip over each other's locked rows.  A send that commits
+ *      after the tickets passed its ids puts them on the ring.
+ * Every claim locks its rows FOR NO KEY UPDATE SKIP LOCKED, so two readers
+ * never hold one message, whatever the hints say.  The sweep looks behind
+ * a segment's ticket for claims whose visibility timeout lapsed, and for
+ * anything else a hint missed.  Without preloading there are no hints: a
+ * read scans each segment from its first msg_id and the delayed table.
+ * Reads use the latest snapshot, as foreign-key checks do, so that a read
+ * in a REPEATABLE READ or SERIALIZABLE transaction sees what committed
+ * after its transaction began and never passes it.
  *
  * The receipt of a delivery is its attempt number: every claim increments
  * attempts, so a receipt from an earlier delivery no longer matches.
- *
  * Messages that have used their last attempt are moved to the dead-letter
- * queue (or discarded) by whoever meets them first: a nack, a claim that
- * reaches them after their visibility timeout lapsed, or mq.maintain().
+ * queue's delayed table (or discarded) by whoever meets them first: a
+ * nack, a claim, the sweep or maintenance.  A nack moves its message to
+ * the delayed table, due after the backoff.
  *
- * Keyed ordering (ordering = 'key'): of the messages sharing a key, only the
- * oldest has blocked = false; a read takes only unblocked messages, through
- * a partial index on msg_id WHERE NOT blocked, so its cost does not grow with
- * the number of waiting messages or keys.  Whoever removes a keyed message
- * (ack, archive, dead-lettering) unblocks the key's new oldest message; a
- * send inserts blocked when its key already has a message.  Both take a
- * per-(queue, key) transaction lock first, so a send and a removal of the
- * same key serialize, and the statement after the lock reads with the
- * latest snapshot, so it sees the other's committed rows at any isolation
- * level (as PostgreSQL's own foreign-key checks do).  That lock also makes
- * msg_ids increase in send order within a key.  A nack or a lapsed visibility timeout leaves the
- * oldest message where it is, so the key stays blocked until it is acked or
- * dead-lettered.
+ * Keyed ordering (ordering = 'key'): of the messages sharing a key, only
+ * the oldest has blocked = false.  Whoever removes a keyed message (ack,
+ * archive, dead-lettering) unblocks the key's new oldest message and puts
+ * it on the ring when its transaction commits; a send inserts blocked when
+ * its key already has a message.  Both take the key's lock first (one of
+ * MQ_KEY_LOCKS per queue), so a send and a removal of the same key
+ * serialize, and the statement after the lock reads with the latest
+ * snapshot, so it sees the other's committed rows at any isolation level.
+ * The lock also makes msg_ids increase in send order within a key.
  *
- * All statements are prepared once per queue and kept (SPI_keepplan) in the
- * queue's cache entry; they name objects schema-qualified and call only
- * pg_catalog functions and operators, so the caller's search_path cannot
- * redirect them.
+ * Statements are prepared once per queue and table and kept (SPI_keepplan)
+ * in the queue's cache entry; they name objects schema-qualified and spell
+ * out every operator, and run with search_path pinned (queue.c).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "commands/sequence.h"
-#include "utils/builtins.h"
 #include "common/hashfn.h"
+#include "commands/sequence.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
 #include "consumer.h"
 #include "notify.h"
+#include "offsets.h"
+#include "segment.h"
+#include "shmem.h"
+#include "state.h"
 #include "storage.h"
 #include "wait.h"
 
+/* the tables of a work queue: its segments, then the delayed table */
+#define NTABLES (MQ_WORK_SEGMENTS + 1)
+#define DELAYED MQ_DELAYED_SEGMENT
+
 typedef enum PlanKind
 {
-	PLAN_SEND,
-	PLAN_SEND_BATCH,
-	PLAN_CLAIM,
+	PLAN_INSERT,
+	PLAN_INSERT_BATCH,
+	PLAN_CLAIM_RANGE,
+	PLAN_CLAIM_IDS,
+	PLAN_CLAIM_SCAN,
+	PLAN_CLAIM_DUE,
 	PLAN_ACK,
 	PLAN_ACK_BATCH,
 	PLAN_ARCHIVE,
 	PLAN_RELEASE,
 	PLAN_EXTEND,
 	PLAN_DEAD_LETTER,
-	PLAN_COUNT_DEAD,
-	PLAN_EXPIRED,
-	PLAN_SEND_KEYED,
-	PLAN_SEND_BATCH_KEYED,
 	PLAN_UNBLOCK,
-	PLAN_COUNT
+	PLAN_SWEEP,
+	PLAN_NEXT_LAPSE,
+	PLAN_EXHAUSTED,
+	PLAN_PER_TABLE,				/* the kinds above have a plan per table */
+	PLAN_KEY_EXISTS = PLAN_PER_TABLE,
+	PLAN_KEY_HEAD,
+	PLAN_DUE_MIN,
+	PLAN_COUNT_DEAD,
+	PLAN_KINDS
 }			PlanKind;
 
-StaticAssertDecl(PLAN_COUNT <= MQ_PARTITION_PLAN_BASE, "too many plans per queue");
+#define PLAN_SLOT(kind, table) \
+	((kind) < PLAN_PER_TABLE ? (kind) * NTABLES + (table) : \
+	 PLAN_PER_TABLE * NTABLES + (kind) - PLAN_PER_TABLE)
+
+StaticAssertDecl(PLAN_PER_TABLE * NTABLES + PLAN_KINDS - PLAN_PER_TABLE <= MQ_PARTITION_PLAN_BASE,
+				 "too many plans per queue");
 
 #define MAX_ARGS 8
 
 typedef struct PlanDef
 {
-	const char *sql;			/* %1$d: queue id; %2$d: dead-letter queue id */
+	const char *sql;			/* %1$s: the table, %2$d: the queue id (the
+								 * kinds after PLAN_PER_TABLE: %1$d) */
 	int			nargs;
 	Oid			argtypes[MAX_ARGS];
 } PlanDef;
 
 #define NOW "pg_catalog.clock_timestamp()"
 #define RECEIPT_MATCHES "($2 IS NULL OR attempts " OP("=") " $2)"
+#define MESSAGE_COLUMNS "msg_id, vt, enqueued_at, attempts, claimed, key, payload," \
+	" headers, last_error, dead_letter, blocked, consumer"
 
-static const PlanDef plan_defs[PLAN_COUNT] = {
-	[PLAN_SEND] = {
-		"INSERT INTO mq.q_%1$d (vt, key, payload, headers)"
-		" VALUES (" NOW " " OP("+") " $4, $2, $1, $3) RETURNING msg_id",
-		4, {JSONBOID, TEXTOID, JSONBOID, INTERVALOID}
-	},
-	[PLAN_SEND_BATCH] = {
-		"INSERT INTO mq.q_%1$d (vt, key, payload, headers)"
-		" SELECT " NOW " " OP("+") " $4, u.k, u.p, u.h"
-		" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-		" pg_catalog.unnest($3)) AS u(p, k, h) RETURNING msg_id",
-		4, {JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INTERVALOID}
-	},
+/*
+ * A claim: the sub-select takes the rows, the UPDATE claims those with
+ * attempts left and marks the exhausted ones (vt = -infinity, claimed
+ * false) for the caller to dead-letter while it still holds their locks.
+ * "= ANY (ARRAY(...))" rather than a join keeps the generic plan an index
+ * scan whatever LIMIT $1 is, so the plan is made once and reused.
+ */
+#define CLAIM(where, order) \
+	"UPDATE mq.%1$s AS m SET" \
+	" vt = CASE WHEN m.attempts " OP("<") " $3 THEN " NOW " " OP("+") " $2" \
+	" ELSE '-infinity'::pg_catalog.timestamptz END," \
+	" attempts = CASE WHEN m.attempts " OP("<") " $3" \
+	" THEN m.attempts " OP("+") " 1 ELSE m.attempts END," \
+	" claimed = m.attempts " OP("<") " $3, consumer = $4" \
+	" WHERE m.msg_id " OP("=") " ANY (ARRAY(" \
+	" SELECT msg_id FROM mq.%1$s WHERE " where " AND vt " OP("<=") " " NOW \
+	" AND NOT blocked ORDER BY " order " LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED))" \
+	" RETURNING m.msg_id, m.attempts, m.key, m.payload, m.headers," \
+	" m.enqueued_at, m.vt, m.last_error, m.dead_letter, m.claimed"
+#define CLAIM_ARGS INT4OID, INTERVALOID, INT4OID, INT8OID
 
-	/*
-	 * The sub-select takes the oldest visible rows; the UPDATE claims those
-	 * with attempts left and marks the exhausted ones (vt = -infinity,
-	 * claimed false) for the caller to dead-letter while it still holds
-	 * their locks.  "= ANY (ARRAY(...))" rather than a join keeps the
-	 * generic plan an index scan whatever LIMIT $1 is, so the plan is made
-	 * once and reused (a join's generic plan hashes the whole table, and
-	 * the plan cache would then re-plan every call).
-	 */
-	[PLAN_CLAIM] = {
-		"UPDATE mq.q_%1$d AS m SET"
-		" vt = CASE WHEN m.attempts " OP("<") " $3 THEN " NOW " " OP("+") " $2"
-		" ELSE '-infinity'::pg_catalog.timestamptz END,"
-		" attempts = CASE WHEN m.attempts " OP("<") " $3"
-		" THEN m.attempts " OP("+") " 1 ELSE m.attempts END,"
-		" claimed = m.attempts " OP("<") " $3, consumer = $4"
-		" WHERE m.msg_id " OP("=") " ANY (ARRAY("
-		" SELECT msg_id FROM mq.q_%1$d WHERE vt " OP("<=") " " NOW
-		" AND NOT blocked ORDER BY msg_id LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED))"
-		" RETURNING m.msg_id, m.attempts, m.key, m.payload, m.headers,"
-		" m.enqueued_at, m.vt, m.last_error, m.dead_letter, m.claimed",
-		4, {INT4OID, INTERVALOID, INT4OID, INT8OID}
+/*
+ * Backoff in seconds: retry_delay * retry_backoff^(attempts-1) capped at
+ * retry_delay_max; the exponent is capped too so the power cannot overflow.
+ */
+#define BACKOFF \
+	"pg_catalog.make_interval(secs => CASE WHEN b.s " OP(">") " $7 THEN $7 ELSE b.s END)"
+#define BACKOFF_SECONDS \
+	"(SELECT $5 " OP("*") " pg_catalog.power($6, (CASE WHEN attempts " OP(">") " 101 THEN 100" \
+	" WHEN attempts " OP("<") " 1 THEN 0 ELSE attempts " OP("-") " 1 END)::pg_catalog.float8) AS s) b"
+
+static const PlanDef plan_defs[PLAN_KINDS] = {
+	[PLAN_INSERT] = {
+		"INSERT INTO mq.%1$s (msg_id, vt, key, payload, headers, blocked)"
+		" VALUES ($1, " NOW " " OP("+") " $5, $2, $3, $4, $6)",
+		6, {INT8OID, TEXTOID, JSONBOID, JSONBOID, INTERVALOID, BOOLOID}
+	},
+	/* SQL made in plan_sql(): with or without keys */
+	[PLAN_INSERT_BATCH] = {
+		NULL,
+		5, {JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INTERVALOID, REGCLASSOID}
+	},
+	[PLAN_CLAIM_RANGE] = {
+		CLAIM("msg_id " OP(">=") " $5 AND msg_id " OP("<") " $6", "msg_id"),
+		6, {CLAIM_ARGS, INT8OID, INT8OID}
+	},
+	[PLAN_CLAIM_IDS] = {
+		CLAIM("msg_id " OP("=") " ANY ($5)", "msg_id"),
+		5, {CLAIM_ARGS, INT8ARRAYOID}
+	},
+	[PLAN_CLAIM_SCAN] = {
+		CLAIM("msg_id " OP(">=") " $5", "msg_id"),
+		5, {CLAIM_ARGS, INT8OID}
+	},
+	[PLAN_CLAIM_DUE] = {
+		CLAIM("true", "vt"),
+		4, {CLAIM_ARGS}
 	},
 	[PLAN_ACK] = {
-		"DELETE FROM mq.q_%1$d WHERE msg_id " OP("=") " $1 AND " RECEIPT_MATCHES
-		" RETURNING key",
+		"DELETE FROM mq.%1$s WHERE msg_id " OP("=") " $1 AND " RECEIPT_MATCHES
+		" RETURNING msg_id, key",
 		2, {INT8OID, INT8OID}
 	},
 	[PLAN_ACK_BATCH] = {
-		"DELETE FROM mq.q_%1$d WHERE msg_id " OP("=") " ANY ($1) RETURNING key",
+		"DELETE FROM mq.%1$s WHERE msg_id " OP("=") " ANY ($1) RETURNING msg_id, key",
 		1, {INT8ARRAYOID}
 	},
 	[PLAN_ARCHIVE] = {
-		"WITH d AS (DELETE FROM mq.q_%1$d WHERE msg_id " OP("=") " $1 AND "
+		"WITH d AS (DELETE FROM mq.%1$s WHERE msg_id " OP("=") " $1 AND "
 		RECEIPT_MATCHES " RETURNING *)"
-		" INSERT INTO mq.a_%1$d (msg_id, vt, enqueued_at, attempts, claimed,"
-		" key, payload, headers, last_error, dead_letter, blocked)"
-		" SELECT msg_id, vt, enqueued_at, attempts, claimed,"
-		" key, payload, headers, last_error, dead_letter, blocked FROM d"
-		" RETURNING key",
+		" INSERT INTO mq.a_%2$d (" MESSAGE_COLUMNS ")"
+		" SELECT " MESSAGE_COLUMNS " FROM d RETURNING msg_id, key",
 		2, {INT8OID, INT8OID}
 	},
-
-	/*
-	 * Backoff in seconds: retry_delay * retry_backoff^(attempts-1), capped;
-	 * the exponent is capped too so the power cannot overflow.
-	 */
+	/* SQL made in plan_sql(): from a segment, or in the delayed table */
 	[PLAN_RELEASE] = {
-		"UPDATE mq.q_%1$d SET vt = " NOW " " OP("+") " COALESCE($3,"
-		" pg_catalog.make_interval(secs => LEAST($5 " OP("*") " pg_catalog.power($6,"
-		" LEAST(GREATEST(attempts " OP("-") " 1, 0), 100)::pg_catalog.float8), $7))),"
-		" claimed = false, last_error = COALESCE($4, last_error)"
-		" WHERE msg_id " OP("=") " $1 AND claimed AND " RECEIPT_MATCHES
-		" AND attempts " OP("<") " $8",
+		NULL,
 		8, {INT8OID, INT8OID, INTERVALOID, TEXTOID, FLOAT8OID, FLOAT8OID, FLOAT8OID, INT4OID}
 	},
 	[PLAN_EXTEND] = {
-		"UPDATE mq.q_%1$d SET vt = " NOW " " OP("+") " $3"
+		"UPDATE mq.%1$s SET vt = " NOW " " OP("+") " $3"
 		" WHERE msg_id " OP("=") " $1 AND claimed AND " RECEIPT_MATCHES
 		" RETURNING vt",
 		3, {INT8OID, INT8OID, INTERVALOID}
 	},
-	/* SQL chosen in plan_sql(): with or without a dead-letter queue */
+	/* SQL made in plan_sql(): with or without a dead-letter queue */
 	[PLAN_DEAD_LETTER] = {
 		NULL,
 		7, {INT8ARRAYOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, BOOLOID}
+	},
+	[PLAN_UNBLOCK] = {
+		"UPDATE mq.%1$s SET blocked = false WHERE msg_id " OP("=") " $1 AND blocked"
+		" RETURNING vt",
+		1, {INT8OID}
+	},
+	/* behind the ticket: lapsed claims, and anything a hint missed */
+	[PLAN_SWEEP] = {
+		"SELECT msg_id, attempts, claimed FROM mq.%1$s WHERE msg_id " OP("<") " $1"
+		" AND vt " OP("<=") " " NOW " AND NOT blocked ORDER BY msg_id LIMIT 10000",
+		1, {INT8OID}
+	},
+	[PLAN_NEXT_LAPSE] = {
+		"SELECT pg_catalog.min(vt) FROM mq.%1$s WHERE msg_id " OP("<") " $1"
+		" AND claimed AND vt " OP(">") " " NOW,
+		1, {INT8OID}
+	},
+	/* maintenance: due messages of the delayed table at their last attempt */
+	[PLAN_EXHAUSTED] = {
+		"SELECT msg_id FROM mq.%1$s WHERE vt " OP("<=") " " NOW
+		" AND attempts " OP(">=") " $1 AND NOT blocked ORDER BY vt LIMIT 10000",
+		1, {INT4OID}
+	},
+	/* SQL made in plan_sql(): over every table of the queue */
+	[PLAN_KEY_EXISTS] = {NULL, 1, {TEXTOID}},
+	[PLAN_KEY_HEAD] = {NULL, 1, {TEXTOID}},
+	[PLAN_DUE_MIN] = {
+		"SELECT pg_catalog.min(vt) FROM mq.q_%1$d_d WHERE NOT blocked",
+		0, {0}
 	},
 	[PLAN_COUNT_DEAD] = {
 		"UPDATE mq.queue SET dead_lettered = dead_lettered " OP("+") " $1"
 		" WHERE queue_id " OP("=") " %1$d",
 		1, {INT8OID}
-	},
-	/*
-	 * Maintenance looks only at the oldest visible messages, as a reader
-	 * would, so a pass costs the same on a queue of any length; readers
-	 * dead-letter the exhausted messages further on as they reach them.
-	 */
-	[PLAN_EXPIRED] = {
-		"SELECT msg_id FROM mq.q_%1$d WHERE msg_id " OP("=") " ANY (ARRAY("
-		" SELECT msg_id FROM mq.q_%1$d WHERE vt " OP("<=") " " NOW " AND NOT blocked"
-		" ORDER BY msg_id LIMIT 10000)) AND attempts " OP(">=") " $1"
-		" FOR UPDATE SKIP LOCKED",
-		1, {INT4OID}
-	},
-	[PLAN_SEND_KEYED] = {
-		"INSERT INTO mq.q_%1$d (vt, key, payload, headers, blocked)"
-		" VALUES (" NOW " " OP("+") " $4, $2, $1, $3,"
-		" EXISTS (SELECT FROM mq.q_%1$d WHERE key " OP("=") " $2)) RETURNING msg_id",
-		4, {JSONBOID, TEXTOID, JSONBOID, INTERVALOID}
-	},
-	/* a message is blocked by an older one in the table or in the batch */
-	[PLAN_SEND_BATCH_KEYED] = {
-		"INSERT INTO mq.q_%1$d (vt, key, payload, headers, blocked)"
-		" SELECT " NOW " " OP("+") " $4, u.k, u.p, u.h,"
-		" u.k IS NOT NULL AND (pg_catalog.row_number() OVER (PARTITION BY u.k ORDER BY u.n)"
-		" " OP(">") " 1 OR EXISTS (SELECT FROM mq.q_%1$d x WHERE x.key " OP("=") " u.k))"
-		" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-		" pg_catalog.unnest($3)) WITH ORDINALITY AS u(p, k, h, n)"
-		" ORDER BY u.n RETURNING msg_id",
-		4, {JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INTERVALOID}
-	},
-	[PLAN_UNBLOCK] = {
-		"UPDATE mq.q_%1$d SET blocked = false WHERE msg_id " OP("=")
-		" (SELECT msg_id FROM mq.q_%1$d WHERE key " OP("=") " $1"
-		" ORDER BY msg_id LIMIT 1) AND blocked",
-		1, {TEXTOID}
 	},
 };
 
@@ -217,47 +260,125 @@ static const PlanDef plan_defs[PLAN_COUNT] = {
 	" AND (claimed OR NOT $7)"
 
 static const char *dead_letter_move_sql =
-"WITH d AS (DELETE FROM mq.q_%1$d WHERE " DEAD_LETTER_WHERE " RETURNING *)"
-" INSERT INTO mq.q_%2$d (vt, key, payload, headers, dead_letter)"
-" SELECT " NOW ", d.key, d.payload, d.headers,"
+"WITH d AS (DELETE FROM mq.%1$s WHERE " DEAD_LETTER_WHERE " RETURNING *)"
+" INSERT INTO mq.q_%2$d_d (msg_id, vt, key, payload, headers, dead_letter)"
+" SELECT pg_catalog.nextval('mq.q_%2$d_seq'::pg_catalog.regclass), " NOW ","
+" d.key, d.payload, d.headers,"
 " pg_catalog.jsonb_build_object('queue', $4, 'msg_id', d.msg_id,"
 " 'attempts', d.attempts, 'error', COALESCE($5, d.last_error), 'reason', $6,"
 " 'enqueued_at', d.enqueued_at, 'dead_lettered_at', " NOW ")"
 " FROM d ORDER BY d.msg_id RETURNING key";
 
 static const char *dead_letter_discard_sql =
-"DELETE FROM mq.q_%1$d WHERE " DEAD_LETTER_WHERE " RETURNING key";
+"DELETE FROM mq.%1$s WHERE " DEAD_LETTER_WHERE " RETURNING key";
+
+/* a nack: to the delayed table, due after the backoff */
+static const char *release_move_sql =
+"WITH d AS (DELETE FROM mq.%1$s WHERE msg_id " OP("=") " $1 AND claimed AND "
+RECEIPT_MATCHES " AND attempts " OP("<") " $8 RETURNING *)"
+" INSERT INTO mq.q_%2$d_d (" MESSAGE_COLUMNS ")"
+" SELECT msg_id, " NOW " " OP("+") " COALESCE($3, " BACKOFF "), enqueued_at, attempts,"
+" false, key, payload, headers, COALESCE($4, last_error), dead_letter, blocked, NULL"
+" FROM d, LATERAL " BACKOFF_SECONDS " RETURNING vt";
+
+static const char *release_delayed_sql =
+"UPDATE mq.%1$s AS m SET vt = " NOW " " OP("+") " COALESCE($3, " BACKOFF "),"
+" claimed = false, last_error = COALESCE($4, m.last_error)"
+" FROM (SELECT msg_id, attempts FROM mq.%1$s WHERE msg_id " OP("=") " $1) AS r,"
+" LATERAL (SELECT $5 " OP("*") " pg_catalog.power($6, (CASE WHEN r.attempts " OP(">") " 101 THEN 100"
+" WHEN r.attempts " OP("<") " 1 THEN 0 ELSE r.attempts " OP("-") " 1 END)::pg_catalog.float8) AS s) b"
+" WHERE m.msg_id " OP("=") " r.msg_id AND m.claimed AND ($2 IS NULL OR m.attempts " OP("=") " $2)"
+" AND m.attempts " OP("<") " $8 RETURNING m.vt";
+
+static const char *insert_batch_sql =
+"INSERT INTO mq.%1$s (msg_id, vt, key, payload, headers, blocked)"
+" SELECT pg_catalog.nextval($5), " NOW " " OP("+") " $4, u.k, u.p, u.h, %2$s"
+" FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+" pg_catalog.unnest($3)) WITH ORDINALITY AS u(p, k, h, n)"
+" ORDER BY u.n RETURNING msg_id";
+
+/* ---- plans ---------------------------------------------------------------- */
+
+static const char *
+table_name(MqQueue *q, int table)
+{
+	return MqSegmentTable(q, table);
+}
+
+/* "EXISTS (... key = <k>) OR ...": a message of key <k> in any table */
+static char *
+key_anywhere(MqQueue *q, const char *k)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int t = 0; t < NTABLES; t++)
+		appendStringInfo(&buf, "%sEXISTS (SELECT FROM mq.%s x WHERE x.key " OP("=") " %s)",
+						 t > 0 ? " OR " : "", table_name(q, t), k);
+	return buf.data;
+}
+
+static char *
+plan_sql(MqQueue *q, PlanKind kind, int table)
+{
+	const char *t = table_name(q, table);
+	StringInfoData buf;
+
+	switch (kind)
+	{
+		case PLAN_INSERT_BATCH:
+			return psprintf(insert_batch_sql, t,
+							q->keyed ? psprintf("u.k IS NOT NULL AND (pg_catalog.row_number()"
+												" OVER (PARTITION BY u.k ORDER BY u.n) " OP(">") " 1"
+												" OR %s)", key_anywhere(q, "u.k")) : "false");
+		case PLAN_RELEASE:
+			return psprintf(table == DELAYED ? release_delayed_sql : release_move_sql,
+							t, q->queue_id);
+		case PLAN_DEAD_LETTER:
+			/* %2$d: the dead-letter queue */
+			return psprintf(q->dlq_id != 0 ? dead_letter_move_sql : dead_letter_discard_sql,
+							t, q->dlq_id);
+		case PLAN_DUE_MIN:
+		case PLAN_COUNT_DEAD:
+			return psprintf(plan_defs[kind].sql, q->queue_id);
+		case PLAN_KEY_EXISTS:
+			return psprintf("SELECT %s", key_anywhere(q, "$1"));
+		case PLAN_KEY_HEAD:
+			/* the key's oldest message: which table, msg_id, blocked */
+			initStringInfo(&buf);
+			for (int i = 0; i < NTABLES; i++)
+				appendStringInfo(&buf, "%s(SELECT %d AS t, msg_id, blocked FROM mq.%s"
+								 " WHERE key " OP("=") " $1 ORDER BY msg_id LIMIT 1)",
+								 i > 0 ? " UNION ALL " : "", i, table_name(q, i));
+			appendStringInfoString(&buf, " ORDER BY msg_id LIMIT 1");
+			return buf.data;
+		default:
+			return psprintf(plan_defs[kind].sql, t, q->queue_id);
+	}
+}
 
 static SPIPlanPtr
-get_plan(MqQueue *q, PlanKind kind)
+get_plan(MqQueue *q, PlanKind kind, int table)
 {
+	int			slot = PLAN_SLOT(kind, table);
 	const PlanDef *def = &plan_defs[kind];
-	char	   *sql;
 
-	if (q->plans[kind] != NULL)
-		return q->plans[kind];
-	if (kind != PLAN_DEAD_LETTER)
-		sql = psprintf(def->sql, q->queue_id);
-	else if (q->dlq_id != 0)
-		sql = psprintf(dead_letter_move_sql, q->queue_id, q->dlq_id);
-	else
-		sql = psprintf(dead_letter_discard_sql, q->queue_id);
-	return MqQueuePlan(q, kind, sql, def->nargs, def->argtypes);
+	if (q->plans[slot] != NULL)
+		return q->plans[slot];
+	return MqQueuePlan(q, slot, plan_sql(q, kind, table), def->nargs, def->argtypes);
 }
 
+/*
+ * Run a kept plan with the latest snapshot: statements after a key lock
+ * must see what committed before it, and reads must see what committed
+ * after a REPEATABLE READ transaction began.
+ */
 static uint64
-run_plan(MqQueue *q, PlanKind kind, Datum *values, const char *nulls, int expected)
+run(MqQueue *q, PlanKind kind, int table, Datum *values, const char *nulls, int expected)
 {
-	return MqQueueRun(q, get_plan(q, kind), values, nulls, expected);
-}
-
-/* As run_plan, reading with the latest snapshot (after a key lock). */
-static uint64
-run_plan_latest(MqQueue *q, PlanKind kind, Datum *values, const char *nulls, int expected)
-{
-	int			ret = SPI_execute_snapshot(get_plan(q, kind), values, nulls,
+	int			ret = SPI_execute_snapshot(get_plan(q, kind, table), values, nulls,
 										   GetLatestSnapshot(), InvalidSnapshot,
-										   false, false, 0);
+										   false, true, 0);
 
 	if (ret != expected)
 		elog(ERROR, "statement %d on queue \"%s\" failed: %s",
@@ -271,12 +392,43 @@ null_flag(bool isnull)
 	return isnull ? 'n' : ' ';
 }
 
-static void
-count_acked(MqQueue *q, uint64 n)
+static int64
+int8_col(int row, int col, bool *isnull)
 {
-	for (uint64 i = 0; i < n; i++)
-		(void) nextval_internal(q->acked_seq, false);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull));
 }
+
+static ArrayType *
+int8_array(int64 *ids, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = Int64GetDatum(ids[i]);
+	return construct_array_builtin(elems, n, INT8OID);
+}
+
+/*
+ * The tables where a msg_id may be, most likely first: the segment it was
+ * sent to, the delayed table, then the other segments (a message moved out
+ * of a segment that was emptied, or sent with a stale view).
+ */
+static int
+tables_for(MqQueue *q, int64 msg_id, int *out)
+{
+	int			natural = MqSegmentOf(q, msg_id);
+	int			n = 0;
+
+	if (natural >= 0)
+		out[n++] = natural;
+	out[n++] = DELAYED;
+	for (int i = 0; i < q->nsegments; i++)
+		if (i != natural && q->segments[i].state != MQ_SEG_FREE)
+			out[n++] = i;
+	return n;
+}
+
+/* ---- keys ------------------------------------------------------------------ */
 
 /*
  * Keys are serialized through MQ_KEY_LOCKS transaction locks per queue,
@@ -305,12 +457,6 @@ lock_key_lock(MqQueue *q, uint32 lock)
 
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) q->queue_id, lock, 0x6d71);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
-}
-
-static void
-lock_key(MqQueue *q, const char *key)
-{
-	lock_key_lock(q, key_lock_of(key));
 }
 
 static int
@@ -343,12 +489,48 @@ lock_keys(MqQueue *q, char **keys, int n)
 	return nunique;
 }
 
+/* Every key lock of the queue (purge). */
+void
+MqStorageLockAllKeys(MqQueue *q)
+{
+	for (uint32 lock = 0; lock < MQ_KEY_LOCKS; lock++)
+		lock_key_lock(q, lock);
+}
+
+/* Unblock the key's oldest message if it is blocked. */
+static void
+unblock_key(MqQueue *q, const char *key)
+{
+	Datum		value = CStringGetTextDatum(key);
+	bool		isnull;
+	int			table;
+	int64		msg_id;
+	Datum		id;
+
+	if (run(q, PLAN_KEY_HEAD, 0, &value, " ", SPI_OK_SELECT) == 0)
+		return;
+	if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)) == false)
+		return;					/* its head is unblocked already */
+	table = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	msg_id = int8_col(0, 2, &isnull);
+	id = Int64GetDatum(msg_id);
+	if (run(q, PLAN_UNBLOCK, table, &id, " ", SPI_OK_UPDATE_RETURNING) == 0)
+		return;
+	if (table == DELAYED)
+		MqStateNoteDue(q->queue_id, DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+																	  SPI_tuptable->tupdesc, 1, &isnull)));
+	else
+		MqStateRingAtCommit(q, table, msg_id);
+	MqWaitNoteSend(q->queue_id);
+}
+
 /*
- * After a statement that removed messages and returned their keys: unblock
- * the new oldest message of each key.  A no-op for unkeyed queues.
+ * After a statement that removed messages and returned their keys in
+ * column col: unblock the new oldest message of each key.  A no-op for
+ * unkeyed queues.
  */
 static void
-unblock_removed_keys(MqQueue *q)
+unblock_removed_keys(MqQueue *q, int col)
 {
 	char	  **keys;
 	int			n = 0;
@@ -358,24 +540,21 @@ unblock_removed_keys(MqQueue *q)
 	keys = palloc(sizeof(char *) * SPI_processed);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		char	   *key = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		char	   *key = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, col);
 
 		if (key != NULL)
 			keys[n++] = key;
 	}
 	n = lock_keys(q, keys, n);
 	for (int i = 0; i < n; i++)
-	{
-		Datum		value = CStringGetTextDatum(keys[i]);
-
-		if (run_plan_latest(q, PLAN_UNBLOCK, &value, " ", SPI_OK_UPDATE) > 0)
-			MqWaitNoteSend(q->queue_id);
-	}
+		unblock_key(q, keys[i]);
 }
 
-/* Move (or discard) exhausted messages among ids; returns how many. */
+/* ---- dead letters ------------------------------------------------------------ */
+
+/* Move (or discard) exhausted messages of a table among ids; returns how many. */
 static uint64
-dead_letter(MqQueue *q, ArrayType *ids, MqNullable receipt, MqNullable error,
+dead_letter(MqQueue *q, int table, ArrayType *ids, MqNullable receipt, MqNullable error,
 			const char *reason, bool only_claimed)
 {
 	Datum		values[7];
@@ -390,58 +569,126 @@ dead_letter(MqQueue *q, ArrayType *ids, MqNullable receipt, MqNullable error,
 	values[4] = error.value;
 	values[5] = CStringGetTextDatum(reason);
 	values[6] = BoolGetDatum(only_claimed);
-	n = run_plan(q, PLAN_DEAD_LETTER, values, nulls,
-				 q->dlq_id != 0 ? SPI_OK_INSERT_RETURNING : SPI_OK_DELETE_RETURNING);
-	unblock_removed_keys(q);
+	n = run(q, PLAN_DEAD_LETTER, table, values, nulls,
+			q->dlq_id != 0 ? SPI_OK_INSERT_RETURNING : SPI_OK_DELETE_RETURNING);
+	unblock_removed_keys(q, 1);
 	if (n > 0 && q->dlq_id != 0)
+	{
+		MqStateNoteDue(q->dlq_id, 0);
 		MqWaitNoteSend(q->dlq_id);
+	}
 	if (n > 0)
 	{
 		Datum		count = Int64GetDatum((int64) n);
 
-		run_plan(q, PLAN_COUNT_DEAD, &count, " ", SPI_OK_UPDATE);
+		run(q, PLAN_COUNT_DEAD, 0, &count, " ", SPI_OK_UPDATE);
 	}
 	return n;
 }
 
-static ArrayType *
-int8_array(int64 *ids, int n)
+static uint64
+dead_letter_lapsed(MqQueue *q, int table, int64 *ids, int n)
 {
-	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+	MqNullable	none = {(Datum) 0, true};
 
-	for (int i = 0; i < n; i++)
-		elems[i] = Int64GetDatum(ids[i]);
-	return construct_array_builtin(elems, n, INT8OID);
+	if (n == 0)
+		return 0;
+	return dead_letter(q, table, int8_array(ids, n), none, none,
+					   "visibility timeout lapsed on the last attempt", false);
+}
+
+/* ---- send -------------------------------------------------------------------- */
+
+static bool
+has_delay(Interval *delay)
+{
+	return delay->time != 0 || delay->day != 0 || delay->month != 0;
+}
+
+/*
+ * The table a send goes to: the delayed table when it has a delay, else the
+ * current segment, locked first so that maintenance cannot empty it
+ * meanwhile, and checked again after the lock, which takes in any change
+ * of segments that committed before (an emptied segment is never current).
+ * With mq preloaded, the send then records its hold (offsets.c).
+ */
+static int
+send_table(MqQueue *q, Interval *delay)
+{
+	int			table;
+
+	if (has_delay(delay))
+		return DELAYED;
+	for (;;)
+	{
+		uint64		version = q->segments_version;
+
+		table = q->current;
+		LockRelationOid(q->segments[table].relid, RowExclusiveLock);
+		MqQueueRefreshSegments(q);
+		if (q->segments_version == version && q->current == table)
+			break;
+	}
+	if (MqStateAttach(q))
+		MqHold(q->queue_id, 0, table, q->msg_seq, false);
+	return table;
+}
+
+/* After a send to table: wake-ups, and the due time of a delayed message. */
+static void
+sent(MqQueue *q, int table, Interval *delay)
+{
+	if (table == DELAYED)
+		MqStateNoteDue(q->queue_id,
+					   DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+															   TimestampTzGetDatum(GetCurrentTimestamp()),
+															   IntervalPGetDatum(delay))));
+	MqWaitNoteSend(q->queue_id);
+	MqNotifySend(q);
 }
 
 int64
 MqStorageSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers,
 			  Interval *delay)
 {
-	Datum		values[4] = {payload, key.value, headers.value, PointerGetDatum(delay)};
-	char		nulls[4] = {' ', null_flag(key.isnull), null_flag(headers.isnull), ' '};
-	bool		isnull;
+	Datum		values[6];
+	char		nulls[6] = {' ', null_flag(key.isnull), ' ', null_flag(headers.isnull), ' ', ' '};
+	bool		blocked = false;
+	int			table;
+	int64		msg_id;
 
 	if (q->keyed && !key.isnull)
 	{
-		lock_key(q, TextDatumGetCString(key.value));
-		run_plan_latest(q, PLAN_SEND_KEYED, values, nulls, SPI_OK_INSERT_RETURNING);
+		bool		isnull;
+
+		lock_key_lock(q, key_lock_of(TextDatumGetCString(key.value)));
+		run(q, PLAN_KEY_EXISTS, 0, &key.value, " ", SPI_OK_SELECT);
+		blocked = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
-	else
-		run_plan(q, PLAN_SEND, values, nulls, SPI_OK_INSERT_RETURNING);
-	MqWaitNoteSend(q->queue_id);
-	MqNotifySend(q);
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-									   SPI_tuptable->tupdesc, 1, &isnull));
+	table = send_table(q, delay);
+	msg_id = MqNextId(q->msg_seq);
+	values[0] = Int64GetDatum(msg_id);
+	values[1] = key.value;
+	values[2] = payload;
+	values[3] = headers.value;
+	values[4] = PointerGetDatum(delay);
+	values[5] = BoolGetDatum(blocked);
+	run(q, PLAN_INSERT, table, values, nulls, SPI_OK_INSERT);
+	if (table != DELAYED)
+		MqStateNoteSent(q, table, msg_id, msg_id + 1);
+	sent(q, table, delay);
+	return msg_id;
 }
 
 void
 MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 				   ArrayType *headers, Interval *delay, ReturnSetInfo *rsinfo)
 {
-	Datum		values[4] = {PointerGetDatum(payloads), PointerGetDatum(keys),
-	PointerGetDatum(headers), PointerGetDatum(delay)};
-	char		nulls[4] = {' ', null_flag(keys == NULL), null_flag(headers == NULL), ' '};
+	Datum		values[5] = {PointerGetDatum(payloads), PointerGetDatum(keys),
+		PointerGetDatum(headers), PointerGetDatum(delay),
+	ObjectIdGetDatum(q->msg_seq)};
+	char		nulls[5] = {' ', null_flag(keys == NULL), null_flag(headers == NULL), ' ', ' '};
+	int			table;
 	uint64		n;
 
 	if (q->keyed && keys != NULL)
@@ -458,12 +705,9 @@ MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 			if (!elem_nulls[i])
 				strs[nkeys++] = TextDatumGetCString(elems[i]);
 		lock_keys(q, strs, nkeys);
-		n = run_plan_latest(q, PLAN_SEND_BATCH_KEYED, values, nulls, SPI_OK_INSERT_RETURNING);
 	}
-	else
-		n = run_plan(q, PLAN_SEND_BATCH, values, nulls, SPI_OK_INSERT_RETURNING);
-	MqWaitNoteSend(q->queue_id);
-	MqNotifySend(q);
+	table = send_table(q, delay);
+	n = run(q, PLAN_INSERT_BATCH, table, values, nulls, SPI_OK_INSERT_RETURNING);
 	for (uint64 i = 0; i < n; i++)
 	{
 		bool		isnull;
@@ -472,7 +716,36 @@ MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
 	}
+	/* the ids are consecutive but for other senders' interleaved ones */
+	if (n > 0 && table != DELAYED)
+	{
+		bool		isnull;
+
+		MqStateNoteSent(q, table, int8_col(0, 1, &isnull), int8_col(n - 1, 1, &isnull) + 1);
+	}
+	sent(q, table, delay);
 }
+
+/* ---- claim --------------------------------------------------------------------- */
+
+/* Columns of the claim's RETURNING list. */
+enum
+{
+	C_MSG_ID = 1, C_ATTEMPTS, C_KEY, C_PAYLOAD, C_HEADERS, C_ENQUEUED_AT,
+	C_VT, C_LAST_ERROR, C_DEAD_LETTER, C_CLAIMED
+};
+
+/* One call's claim: what it asks for and what it got. */
+typedef struct Claim
+{
+	MqQueue    *q;
+	Interval   *vt;
+	int64		token;
+	bool		registered;
+	int			want;
+	int			got;
+	ReturnSetInfo *rsinfo;
+} Claim;
 
 /* Claimed rows, sorted by msg_id so the caller gets oldest first. */
 typedef struct ClaimedRow
@@ -489,13 +762,6 @@ claimed_row_cmp(const void *a, const void *b)
 
 	return (x > y) - (x < y);
 }
-
-/* Columns of PLAN_CLAIM's RETURNING list. */
-enum
-{
-	C_MSG_ID = 1, C_ATTEMPTS, C_KEY, C_PAYLOAD, C_HEADERS, C_ENQUEUED_AT,
-	C_VT, C_LAST_ERROR, C_DEAD_LETTER, C_CLAIMED
-};
 
 /* Emit one claimed row as an mq.message. */
 static void
@@ -514,61 +780,293 @@ put_message(ReturnSetInfo *rsinfo, HeapTuple tup, TupleDesc desc)
 }
 
 /*
+ * Run one claim statement of a table (values from $5 on in extra) and emit
+ * what it claimed; exhausted messages it met are dead-lettered.  Returns
+ * how many rows the statement returned (claimed or exhausted), and the
+ * highest msg_id among them in *last.
+ */
+static uint64
+claim_with(Claim *c, PlanKind kind, int table, Datum *extra, int nextra, int64 *last)
+{
+	MqQueue    *q = c->q;
+	Datum		values[6] = {Int32GetDatum(c->want - c->got), PointerGetDatum(c->vt),
+	Int32GetDatum(q->max_attempts), Int64GetDatum(c->token)};
+	char		nulls[7] = "      ";
+	uint64		n;
+	TupleDesc	desc;
+	ClaimedRow *rows;
+	int64	   *exhausted;
+	int			nrows = 0,
+				nexhausted = 0;
+
+	if (!c->registered)
+		nulls[3] = 'n';
+	for (int i = 0; i < nextra; i++)
+		values[4 + i] = extra[i];
+	nulls[4 + nextra] = '\0';
+	n = run(q, kind, table, values, nulls, SPI_OK_UPDATE_RETURNING);
+	desc = SPI_tuptable->tupdesc;
+	rows = palloc(sizeof(ClaimedRow) * Max(n, 1));
+	exhausted = palloc(sizeof(int64) * Max(n, 1));
+	*last = PG_INT64_MIN;
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, C_MSG_ID, &isnull));
+
+		if (id > *last)
+			*last = id;
+		if (DatumGetBool(SPI_getbinval(tup, desc, C_CLAIMED, &isnull)))
+		{
+			rows[nrows].msg_id = id;
+			rows[nrows++].tuple = tup;
+			MqStateNoteClaim(q, table, id);
+		}
+		else
+			exhausted[nexhausted++] = id;
+	}
+	qsort(rows, nrows, sizeof(ClaimedRow), claimed_row_cmp);
+	for (int i = 0; i < nrows; i++)
+		put_message(c->rsinfo, rows[i].tuple, desc);
+	c->got += nrows;
+	if (nrows > 0 && table != DELAYED)
+		MqStateNoteLapse(q, table, TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+															  (int64) (MqIntervalSeconds(c->vt) * 1000.0)));
+	(void) dead_letter_lapsed(q, table, exhausted, nexhausted);
+	return n;
+}
+
+/* Due messages of the delayed table. */
+static void
+claim_due(Claim *c, bool hints)
+{
+	uint64		changes = 0;
+	int64		last;
+	bool		isnull;
+	Datum		d;
+
+	if (hints && MqStateEarliestDue(c->q, &changes) > GetCurrentTimestamp())
+		return;
+	while (c->got < c->want &&
+		   claim_with(c, PLAN_CLAIM_DUE, DELAYED, NULL, 0, &last) > 0)
+		;
+	if (!hints || c->got >= c->want)
+		return;
+	/* nothing else is due: learn when the next one is */
+	run(c->q, PLAN_DUE_MIN, 0, NULL, NULL, SPI_OK_SELECT);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	MqStateSetEarliestDue(c->q, isnull ? DT_NOEND : DatumGetTimestampTz(d), changes);
+}
+
+/*
+ * Messages on the ring.  What this read does not need, or a range holds
+ * beyond what it claimed, goes back on the ring.
+ */
+static void
+claim_ring(Claim *c)
+{
+	MqRingEntry entries[16];
+	int			n = MqStatePopRing(c->q, entries, Min(c->want - c->got, 16));
+
+	for (int i = 0; i < n; i++)
+	{
+		MqRingEntry *e = &entries[i];
+		Datum		extra[2] = {Int64GetDatum(e->from), Int64GetDatum(e->to)};
+		int			before = c->got;
+		int64		last;
+		uint64		got;
+
+		if (e->epoch != c->q->segments[e->segment].epoch)
+			continue;			/* its segment was emptied since */
+		if (c->got >= c->want)
+		{
+			(void) MqStatePushRing(c->q, e);
+			continue;
+		}
+		got = claim_with(c, PLAN_CLAIM_RANGE, e->segment, extra, 2, &last);
+		if (got > 0 && got >= (uint64) (c->want - before) && last + 1 < e->to)
+		{
+			e->from = last + 1;
+			(void) MqStatePushRing(c->q, e);
+		}
+	}
+}
+
+/* Segments to read, oldest (lowest first msg_id) first. */
+static int
+segments_by_age(MqQueue *q, int *out)
+{
+	int			n = 0;
+
+	for (int i = 0; i < q->nsegments; i++)
+	{
+		int			j;
+
+		if (q->segments[i].state == MQ_SEG_FREE)
+			continue;
+		for (j = n; j > 0 && q->segments[out[j - 1]].lo > q->segments[i].lo; j--)
+			out[j] = out[j - 1];
+		out[j] = i;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * The sweep of a segment: behind its ticket, claims whose visibility
+ * timeout lapsed and anything else claimable go on the ring (at their last
+ * attempt, to the dead-letter queue); then it learns when the next claim
+ * there lapses.  Read-only but for dead letters; returns how many.
+ */
+static uint64
+sweep(MqQueue *q, int segment, int64 behind)
+{
+	Datum		ticket = Int64GetDatum(behind);
+	uint64		n = run(q, PLAN_SWEEP, segment, &ticket, " ", SPI_OK_SELECT);
+	int64	   *exhausted = palloc(sizeof(int64) * Max(n, 1));
+	int			nexhausted = 0;
+	bool		isnull;
+	Datum		next;
+	uint64		dead;
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		int64		id = int8_col(i, 1, &isnull);
+		int32		attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i],
+														   SPI_tuptable->tupdesc, 2, &isnull));
+		MqRingEntry e = {segment, q->segments[segment].epoch, id, id + 1};
+
+		if (attempts >= q->max_attempts)
+			exhausted[nexhausted++] = id;
+		else
+			(void) MqStatePushRing(q, &e);
+	}
+	dead = dead_letter_lapsed(q, segment, exhausted, nexhausted);
+	run(q, PLAN_NEXT_LAPSE, segment, &ticket, " ", SPI_OK_SELECT);
+	next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	MqStateSweepDone(q, segment, isnull ? 0 : DatumGetTimestampTz(next));
+	if (n > dead)
+		MqWaitWake(q->queue_id);
+	return dead;
+}
+
+/* Sweep the segments that are due. */
+static void
+sweep_due(MqQueue *q)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	for (int i = 0; i < q->nsegments; i++)
+		if (q->segments[i].state != MQ_SEG_FREE && MqStateSweepDue(q, i, now))
+			(void) sweep(q, i, MqStateTicket(q, i));
+}
+
+/* How far a reader may take tickets in a segment. */
+static int64
+ticket_bound(MqQueue *q, int segment, int64 visible_end)
+{
+	int64		max_id;
+
+	if (q->segments[segment].state == MQ_SEG_SEALED &&
+		MqStateSegmentClosed(q, segment, &max_id) && max_id < visible_end)
+		return max_id + 1;
+	return visible_end;
+}
+
+/*
+ * Claim through tickets in one segment.  A range with no claimable message
+ * (ids taken by rolled-back or delayed sends, messages already gone) makes
+ * the next one larger, so that a long stretch of them costs a few range
+ * scans; what a range had beyond what was asked is given back.
+ */
+static void
+claim_tickets(Claim *c, int segment, int64 visible_end)
+{
+	int64		bound = ticket_bound(c->q, segment, visible_end);
+	int64		size = c->want - c->got;
+
+	while (c->got < c->want)
+	{
+		MqTickets	t;
+		Datum		extra[2];
+		int64		last;
+		int			before = c->got;
+		uint64		n;
+
+		if (!MqStateTakeTickets(c->q, segment, bound, size, &t))
+			break;
+		MqStateNotePending(c->q, &t);
+		extra[0] = Int64GetDatum(t.from);
+		extra[1] = Int64GetDatum(t.to);
+		n = claim_with(c, PLAN_CLAIM_RANGE, segment, extra, 2, &last);
+		MqStateClearPending();
+		if (n > 0 && n >= (uint64) (c->want - before) && last + 1 < t.to)
+			MqStateReturnTickets(c->q, segment, t.epoch, last + 1);
+		size = n == 0 ? Min(size * 4, 1 << 20) : c->want - c->got;
+	}
+}
+
+/*
  * Claim up to qty messages into rsinfo's tuplestore; returns how many.
- * Exhausted messages met on the way are dead-lettered and the claim is
- * repeated for the shortfall, so they never hide live messages.
+ * Exhausted messages met on the way are dead-lettered and the claim goes
+ * on for the shortfall, so they never hide live messages.
  */
 uint64
 MqStorageClaim(MqQueue *q, int qty, Interval *vt, ReturnSetInfo *rsinfo)
 {
-	uint64		total = 0;
-	int64		token = 0;
-	bool		registered = MqConsumerToken(&token);
+	Claim		c = {q, vt, 0, false, qty, 0, rsinfo};
+	bool		hints = MqStateAttach(q);
+	int			order[MQ_MAX_SEGMENTS];
+	int			nsegments = segments_by_age(q, order);
 
+	c.registered = MqConsumerToken(&c.token);
 	/* a registered consumer's claims are released as soon as it dies */
-	if (registered)
+	if (c.registered)
 		MqConsumerSawQueue(q->queue_id);
-	while (total < (uint64) qty)
+
+	claim_due(&c, hints);
+	if (hints)
 	{
-		Datum		values[4] = {Int32GetDatum(qty - (int) total), PointerGetDatum(vt),
-		Int32GetDatum(q->max_attempts), Int64GetDatum(token)};
-		uint64		n = run_plan(q, PLAN_CLAIM, values, registered ? "    " : "   n",
-								 SPI_OK_UPDATE_RETURNING);
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		ClaimedRow *rows = palloc(sizeof(ClaimedRow) * Max(n, 1));
-		int64	   *exhausted = palloc(sizeof(int64) * Max(n, 1));
-		int			nrows = 0,
-					nexhausted = 0;
+		int64		visible_end;
 
-		for (uint64 i = 0; i < n; i++)
+		sweep_due(q);
+		if (c.got < c.want)
+			claim_ring(&c);
+		/* every id below it was handed out; senders ring what commits late */
+		visible_end = MqSequenceEnd(q->msg_seq);
+		for (int i = 0; i < nsegments && c.got < c.want; i++)
+			claim_tickets(&c, order[i], visible_end);
+	}
+	else
+	{
+		for (int i = 0; i < nsegments && c.got < c.want; i++)
 		{
-			HeapTuple	tup = SPI_tuptable->vals[i];
-			bool		isnull;
-			int64		id = DatumGetInt64(SPI_getbinval(tup, desc, C_MSG_ID, &isnull));
+			Datum		lo = Int64GetDatum(q->segments[order[i]].lo);
+			int64		last;
 
-			if (DatumGetBool(SPI_getbinval(tup, desc, C_CLAIMED, &isnull)))
-			{
-				rows[nrows].msg_id = id;
-				rows[nrows++].tuple = tup;
-			}
-			else
-				exhausted[nexhausted++] = id;
-		}
-		qsort(rows, nrows, sizeof(ClaimedRow), claimed_row_cmp);
-		for (int i = 0; i < nrows; i++)
-			put_message(rsinfo, rows[i].tuple, desc);
-		total += nrows;
-
-		if (nexhausted == 0)
-			break;				/* a short claim means nothing else is visible */
-		{
-			MqNullable	none = {(Datum) 0, true};
-
-			dead_letter(q, int8_array(exhausted, nexhausted), none, none,
-						"visibility timeout lapsed on the last attempt", false);
+			while (c.got < c.want &&
+				   claim_with(&c, PLAN_CLAIM_SCAN, order[i], &lo, 1, &last) > 0)
+				;
 		}
 	}
-	return total;
+	return c.got;
+}
+
+/* When a waiting read should look again though nothing was sent (0: poll). */
+TimestampTz
+MqStorageNextTimedEvent(MqQueue *q)
+{
+	return MqStateAttach(q) ? MqStateNextTimedEvent(q) : 0;
+}
+
+/* ---- ack, archive, nack, extend ------------------------------------------ */
+
+static void
+count_acked(MqQueue *q, uint64 n)
+{
+	for (uint64 i = 0; i < n; i++)
+		(void) nextval_internal(q->acked_seq, false);
 }
 
 bool
@@ -576,32 +1074,80 @@ MqStorageAck(MqQueue *q, int64 msg_id, MqNullable receipt, bool archive)
 {
 	Datum		values[2] = {Int64GetDatum(msg_id), receipt.value};
 	char		nulls[2] = {' ', null_flag(receipt.isnull)};
-	uint64		n;
+	int			tables[NTABLES];
+	int			ntables = tables_for(q, msg_id, tables);
 
-	if (archive)
-		n = run_plan(q, PLAN_ARCHIVE, values, nulls, SPI_OK_INSERT_RETURNING);
-	else
-		n = run_plan(q, PLAN_ACK, values, nulls, SPI_OK_DELETE_RETURNING);
-	unblock_removed_keys(q);
-	count_acked(q, n);
-	return n > 0;
+	for (int i = 0; i < ntables; i++)
+	{
+		uint64		n = archive ?
+			run(q, PLAN_ARCHIVE, tables[i], values, nulls, SPI_OK_INSERT_RETURNING) :
+			run(q, PLAN_ACK, tables[i], values, nulls, SPI_OK_DELETE_RETURNING);
+
+		if (n > 0)
+		{
+			unblock_removed_keys(q, 2);
+			count_acked(q, n);
+			return true;
+		}
+	}
+	return false;
 }
 
+/* Ack many; each table gets the ids not found yet, most likely first. */
 int64
 MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids)
 {
-	Datum		value = PointerGetDatum(msg_ids);
-	uint64		n = run_plan(q, PLAN_ACK_BATCH, &value, " ", SPI_OK_DELETE_RETURNING);
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			nelems;
+	int			tables[NTABLES];
+	int			ntables;
+	int64	   *left;
+	int			nleft = 0;
+	int64		acked = 0;
 
-	unblock_removed_keys(q);
-	count_acked(q, n);
-	return (int64) n;
+	deconstruct_array(msg_ids, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+					  &elems, &elem_nulls, &nelems);
+	if (nelems == 0)
+		return 0;
+	left = palloc(sizeof(int64) * nelems);
+	for (int i = 0; i < nelems; i++)
+		left[nleft++] = DatumGetInt64(elems[i]);
+	ntables = tables_for(q, left[0], tables);
+	for (int t = 0; t < ntables && nleft > 0; t++)
+	{
+		Datum		value = PointerGetDatum(int8_array(left, nleft));
+		uint64		n = run(q, PLAN_ACK_BATCH, tables[t], &value, " ", SPI_OK_DELETE_RETURNING);
+		int			kept = 0;
+
+		if (n == 0)
+			continue;
+		acked += n;
+		count_acked(q, n);
+		/* drop what this table had from the ids left */
+		for (int i = 0; i < nleft; i++)
+		{
+			bool		found = false;
+
+			for (uint64 r = 0; r < n && !found; r++)
+			{
+				bool		isnull;
+
+				found = int8_col(r, 1, &isnull) == left[i];
+			}
+			if (!found)
+				left[kept++] = left[i];
+		}
+		nleft = kept;
+		unblock_removed_keys(q, 2);
+	}
+	return acked;
 }
 
 /*
  * Release a message for another attempt after delay (NULL: the queue's
- * backoff); at its last attempt, dead-letter it instead.  False when there
- * is no such message or the receipt is stale.
+ * backoff), into the delayed table; at its last attempt, dead-letter it
+ * instead.  False when there is no such message or the receipt is stale.
  */
 bool
 MqStorageRelease(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *delay,
@@ -616,14 +1162,28 @@ MqStorageRelease(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *delay,
 	};
 	char		nulls[8] = {' ', null_flag(receipt.isnull), null_flag(delay == NULL),
 	null_flag(error.isnull), ' ', ' ', ' ', ' '};
+	int			tables[NTABLES];
+	int			ntables = tables_for(q, msg_id, tables);
 
-	if (run_plan(q, PLAN_RELEASE, values, nulls, SPI_OK_UPDATE) > 0)
+	for (int i = 0; i < ntables; i++)
 	{
-		MqWaitNoteSend(q->queue_id);
-		return true;
+		int			expected = tables[i] == DELAYED ? SPI_OK_UPDATE_RETURNING : SPI_OK_INSERT_RETURNING;
+
+		if (run(q, PLAN_RELEASE, tables[i], values, nulls, expected) > 0)
+		{
+			bool		isnull;
+
+			MqStateNoteDue(q->queue_id, DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+																		  SPI_tuptable->tupdesc, 1, &isnull)));
+			MqWaitNoteSend(q->queue_id);
+			return true;
+		}
 	}
-	return dead_letter(q, int8_array(&msg_id, 1), receipt, error,
-					   "nack on the last attempt", true) > 0;
+	for (int i = 0; i < ntables; i++)
+		if (dead_letter(q, tables[i], int8_array(&msg_id, 1), receipt, error,
+						"nack on the last attempt", true) > 0)
+			return true;
+	return false;
 }
 
 bool
@@ -632,45 +1192,54 @@ MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *vt,
 {
 	Datum		values[3] = {Int64GetDatum(msg_id), receipt.value, PointerGetDatum(vt)};
 	char		nulls[3] = {' ', null_flag(receipt.isnull), ' '};
-	bool		isnull;
+	int			tables[NTABLES];
+	int			ntables = tables_for(q, msg_id, tables);
 
-	if (run_plan(q, PLAN_EXTEND, values, nulls, SPI_OK_UPDATE_RETURNING) == 0)
-		return false;
-	*visible_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-													SPI_tuptable->tupdesc, 1, &isnull));
-	return true;
+	for (int i = 0; i < ntables; i++)
+	{
+		if (run(q, PLAN_EXTEND, tables[i], values, nulls, SPI_OK_UPDATE_RETURNING) > 0)
+		{
+			bool		isnull;
+
+			*visible_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+															SPI_tuptable->tupdesc, 1, &isnull));
+			if (tables[i] == DELAYED)
+				MqStateNoteDue(q->queue_id, *visible_at);
+			else
+				MqStateNoteLapse(q, tables[i], *visible_at);
+			return true;
+		}
+	}
+	return false;
 }
 
 /*
- * Maintenance of one queue: dead-letter the messages among the oldest
- * visible ones whose last attempt's visibility lapsed.
+ * Maintenance of one work queue: the segments (segment.c), a sweep of each
+ * (with preloading), and in the delayed table the due messages whose last
+ * attempt lapsed.  Returns how many messages were dead-lettered or moved.
  */
 int64
 MqStorageMaintain(MqQueue *q)
 {
-	int64		total = 0;
-	MqNullable	none = {(Datum) 0, true};
+	int64		total = MqSegmentMaintain(q);
+	Datum		max_attempts = Int32GetDatum(q->max_attempts);
+	uint64		n;
 
-	for (;;)
+	/* without hints, the whole of each segment is looked at */
+	bool		hints = MqStateAttach(q);
+
+	for (int i = 0; i < q->nsegments; i++)
+		if (q->segments[i].state != MQ_SEG_FREE)
+			total += sweep(q, i, hints ? MqStateTicket(q, i) : PG_INT64_MAX);
+	n = run(q, PLAN_EXHAUSTED, DELAYED, &max_attempts, " ", SPI_OK_SELECT);
+	if (n > 0)
 	{
-		Datum		max_attempts = Int32GetDatum(q->max_attempts);
-		uint64		n = run_plan(q, PLAN_EXPIRED, &max_attempts, " ", SPI_OK_SELECT);
-		int64	   *ids;
+		int64	   *ids = palloc(sizeof(int64) * n);
+		bool		isnull;
 
-		if (n == 0)
-			break;
-		ids = palloc(sizeof(int64) * n);
 		for (uint64 i = 0; i < n; i++)
-		{
-			bool		isnull;
-
-			ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
-												 SPI_tuptable->tupdesc, 1, &isnull));
-		}
-		total += dead_letter(q, int8_array(ids, (int) n), none, none,
-							 "visibility timeout lapsed on the last attempt", false);
-		if (n < 1000)
-			break;
+			ids[i] = int8_col(i, 1, &isnull);
+		total += dead_letter_lapsed(q, DELAYED, ids, (int) n);
 	}
 	return total;
 }

@@ -39,5 +39,7 @@ extern bool MqStorageRelease(MqQueue *q, int64 msg_id, MqNullable receipt,
 extern bool MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt,
 							Interval *vt, TimestampTz *visible_at);
 extern int64 MqStorageMaintain(MqQueue *q);
+extern TimestampTz MqStorageNextTimedEvent(MqQueue *q);
+extern void MqStorageLockAllKeys(MqQueue *q);
 
 #endif							/* MQ_STORAGE_H */

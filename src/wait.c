@@ -15,9 +15,11 @@
  * it does not sleep.  Slots are shared by queues that collide modulo the
  * slot count: a wake-up for another queue only costs a retry.
  *
- * Messages also become visible by the passing of time (delay, retry backoff,
- * a lapsed visibility timeout) with no commit to announce them, so a
- * preloaded reader re-checks at least every MQ_WAIT_RECHECK_MS.
+ * Messages also become claimable by the passing of time (a delay, a retry
+ * backoff, a lapsed visibility timeout) with no commit to announce them: a
+ * waiting read of a work queue sleeps at most until the next such moment
+ * its queue's hints know of (state.c), and otherwise re-checks every
+ * MQ_WAIT_RECHECK_MS.
  *
  * Locking: the counters are atomics and the condition variables need no
  * lock; the bitmap is backend-local.
@@ -41,7 +43,9 @@
 
 #include "ratelimit.h"
 #include "shmem.h"
+#include "storage.h"
 #include "wait.h"
+#include "utils/inval.h"
 
 #define MQ_WAIT_SLOTS 1024
 #define MQ_WAIT_RECHECK_MS 250
@@ -157,6 +161,18 @@ MqWaitNoteSend(int32 queue_id)
 	any_pending = true;
 }
 
+/* Wake the waiting readers of queue_id now (an abort made messages claimable). */
+void
+MqWaitWake(int32 queue_id)
+{
+	int			slot = wait_slot(queue_id);
+
+	if (wait_shared == NULL)
+		return;
+	pg_atomic_fetch_add_u64(&wait_shared->commits[slot], 1);
+	ConditionVariableBroadcast(&wait_shared->cv[slot]);
+}
+
 /* Sample before a claim; pass to MqWaitForSend after an empty one. */
 uint64
 MqWaitSendCount(int32 queue_id)
@@ -187,13 +203,19 @@ MqWaitLoop(text *queue_name, bool partitioned, int want, TimestampTz deadline,
 	for (;;)
 	{
 		MqSession	session;
-		MqQueue    *q = MqQueueOpen(queue_name, &session, MQ_RIGHT_CONSUME);
-		int32		queue_id = q->queue_id;
-		uint64		seen = MqWaitSendCount(queue_id);
+		MqQueue    *q;
+		int32		queue_id;
+		uint64		seen;
 		TimestampTz due = 0;
+		TimestampTz next = 0;
 		int			granted;
 		uint64		n = 0;
 
+		/* a revoke or a dropped queue takes effect during a wait too */
+		AcceptInvalidationMessages();
+		q = MqQueueOpen(queue_name, &session, MQ_RIGHT_CONSUME);
+		queue_id = q->queue_id;
+		seen = MqWaitSendCount(queue_id);
 		if (partitioned)
 			MqRequirePartitioned(q);
 		else
@@ -203,13 +225,15 @@ MqWaitLoop(text *queue_name, bool partitioned, int want, TimestampTz deadline,
 		if (granted > 0)
 			n = fetch(q, granted, arg);
 		MqRateRefund(q, granted - (int) n);
+		if (n == 0 && !partitioned)
+			next = MqStorageNextTimedEvent(q);
 		MqQueueClose(&session);
 		if (n > 0 || GetCurrentTimestamp() >= deadline)
 			break;
 		if (granted == 0)
 			MqWaitUntil(Min(due, deadline));
 		else
-			MqWaitForSend(queue_id, seen, deadline, &fallback_ms);
+			MqWaitForSend(queue_id, seen, deadline, next, &fallback_ms);
 	}
 }
 
@@ -230,18 +254,20 @@ MqWaitUntil(TimestampTz until)
 
 /*
  * Sleep until a commit that made messages of queue_id visible (counter moved
- * past seen), the re-check interval, or the deadline.  Query cancel and
- * statement_timeout interrupt the sleep with an error as usual.
+ * past seen), the next timed event (0: unknown, then the re-check
+ * interval), or the deadline.  Query cancel and statement_timeout
+ * interrupt the sleep with an error as usual.
  */
 void
-MqWaitForSend(int32 queue_id, uint64 seen, TimestampTz deadline, int *fallback_ms)
+MqWaitForSend(int32 queue_id, uint64 seen, TimestampTz deadline, TimestampTz next,
+			  int *fallback_ms)
 {
 	if (wait_shared != NULL)
 	{
 		int			slot = wait_slot(queue_id);
 		ConditionVariable *cv = &wait_shared->cv[slot];
-		TimestampTz recheck = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														  MQ_WAIT_RECHECK_MS);
+		TimestampTz recheck = next != 0 ? next :
+			TimestampTzPlusMilliseconds(GetCurrentTimestamp(), MQ_WAIT_RECHECK_MS);
 
 		if (recheck < deadline)
 			deadline = recheck;

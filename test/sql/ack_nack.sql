@@ -7,23 +7,35 @@ SET client_min_messages = warning;
 
 -- Test helpers.  Seconds from now until a message becomes visible again, and
 -- the number of archived messages.  These are the only places that look at
--- mq's storage (mq.q_<id>, mq.a_<id>); change them if the storage changes.
+-- mq's storage (the tables mq.q_<id>_0..3 and mq.q_<id>_d, mq.a_<id>);
+-- change them if the storage changes.
 CREATE FUNCTION pg_temp.vt_in(p_queue text, p_msg_id bigint) RETURNS double precision
 LANGUAGE plpgsql AS $$
 DECLARE
     v double precision;
+    t text;
 BEGIN
-    EXECUTE format('SELECT extract(epoch FROM vt - clock_timestamp())::float8 FROM mq.%I WHERE msg_id = $1',
-                   'q_' || (SELECT queue_id FROM mq.queue WHERE queue_name = p_queue))
-       INTO v USING p_msg_id;
+    FOREACH t IN ARRAY ARRAY['_0', '_1', '_2', '_3', '_d'] LOOP
+        EXECUTE format('SELECT extract(epoch FROM vt - clock_timestamp())::float8 FROM mq.%I WHERE msg_id = $1',
+                       'q_' || (SELECT queue_id FROM mq.queue WHERE queue_name = p_queue) || t)
+           INTO v USING p_msg_id;
+        EXIT WHEN v IS NOT NULL;
+    END LOOP;
     RETURN v;
 END $$;
 CREATE FUNCTION pg_temp.make_visible(p_queue text, p_msg_id bigint) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    t text;
 BEGIN
-    EXECUTE format('UPDATE mq.%I SET vt = clock_timestamp() WHERE msg_id = $1',
-                   'q_' || (SELECT queue_id FROM mq.queue WHERE queue_name = p_queue))
-       USING p_msg_id;
+    FOREACH t IN ARRAY ARRAY['_0', '_1', '_2', '_3', '_d'] LOOP
+        EXECUTE format('UPDATE mq.%I SET vt = clock_timestamp() WHERE msg_id = $1',
+                       'q_' || (SELECT queue_id FROM mq.queue WHERE queue_name = p_queue) || t)
+           USING p_msg_id;
+    END LOOP;
+    -- mq's hints in shared memory (when a delayed message is due) do not
+    -- know of this change: drop them, as a restart would
+    PERFORM mq._forget_queue((SELECT queue_id FROM mq.queue WHERE queue_name = p_queue));
 END $$;
 CREATE FUNCTION pg_temp.archived(p_queue text) RETURNS bigint
 LANGUAGE plpgsql AS $$

@@ -1154,7 +1154,8 @@ SELECT * FROM mq.queue_privileges WHERE queue_name LIKE 'hpq%' ORDER BY 1, 2, 3;
 -- leaving it dead but listed until maintenance) holding a message
 SELECT count(*) AS polled FROM mq.poll('hpq_l2', 'g2', 'm');
 INSERT INTO hostile.qtables
-SELECT q.queue_name, k.kind, k.kind || '_' || q.queue_id FROM mq.queue q, unnest(ARRAY['q', 'a', 'p']) k(kind)
+SELECT q.queue_name, k.kind, k.kind || '_' || q.queue_id || CASE WHEN k.kind = 'a' THEN '' ELSE '_0' END
+  FROM mq.queue q, unnest(ARRAY['q', 'a', 'p']) k(kind)
  WHERE q.queue_name LIKE 'hpq%';
 \c - :superuser
 SELECT mq.register_consumer('spy');

@@ -13,8 +13,11 @@ SELECT mq.create_queue('dlq');
 SELECT mq.create_queue('k', ordering => 'key', max_attempts => 2, retry_delay => '0',
                        dead_letter_queue => 'dlq');
 SELECT ordering FROM mq.queues WHERE queue_name = 'k';
--- the message table, to look at blocked flags (tests run as superuser)
-SELECT format('mq.q_%s', queue_id) AS qt FROM mq.queue WHERE queue_name = 'k' \gset
+-- the messages, to look at blocked flags (tests run as superuser): the
+-- queue's segments and its delayed table
+SELECT format('(SELECT * FROM mq.q_%1$s_0 UNION ALL SELECT * FROM mq.q_%1$s_1 UNION ALL SELECT * FROM mq.q_%1$s_2'
+              ' UNION ALL SELECT * FROM mq.q_%1$s_3 UNION ALL SELECT * FROM mq.q_%1$s_d) m', queue_id) AS qt
+  FROM mq.queue WHERE queue_name = 'k' \gset
 
 -- a batch keeps its own order per key; unkeyed messages are never blocked
 SELECT count(*) FROM mq.send_batch('k',

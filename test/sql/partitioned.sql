@@ -55,19 +55,32 @@ SELECT mq.heartbeat('p', 'g2', 'm9');
 SELECT depth, in_flight, delayed, total_sent FROM mq.metrics('p');
 
 -- retention: maintenance truncates the oldest segment once it is old enough
-SELECT format('mq.p_%s', queue_id) AS log FROM mq.queue WHERE queue_name = 'p' \gset
+-- (the log's three segment tables, and the segment taking new messages)
+SELECT queue_id AS pid FROM mq.queue WHERE queue_name = 'p' \gset
+SELECT format('(SELECT * FROM mq.p_%1$s_0 UNION ALL SELECT * FROM mq.p_%1$s_1 UNION ALL SELECT * FROM mq.p_%1$s_2) l',
+              :pid) AS log \gset
+CREATE FUNCTION pg_temp.age_segment() RETURNS void LANGUAGE sql AS
+$$ UPDATE mq.segment SET since = now() - interval '13 hours'
+    WHERE queue_id = (SELECT queue_id FROM mq.queue WHERE queue_name = 'p') AND state = 'current';
+   SELECT mq._invalidate() $$;     -- sessions reload what they cached
 SELECT mq.maintain();
 SELECT count(*) FROM :log;
-UPDATE mq.queue SET segment_since = now() - interval '13 hours' WHERE queue_name = 'p';
+SELECT pg_temp.age_segment();
 SELECT mq.maintain();                      -- next segment is empty: rotate
-SELECT segment FROM mq.queue WHERE queue_name = 'p';
+SELECT segment FROM mq.segment WHERE queue_id = :pid AND state = 'current';
 SELECT mq.send('p', '{"after": "rotation"}', 'k1') > 0 AS sent;
-UPDATE mq.queue SET segment_since = now() - interval '13 hours' WHERE queue_name = 'p';
+SELECT pg_temp.age_segment();
 SELECT mq.maintain();                      -- segment 2 is empty too
-UPDATE mq.queue SET segment_since = now() - interval '13 hours' WHERE queue_name = 'p';
+SELECT pg_temp.age_segment();
 SELECT mq.maintain();                      -- segment 0 holds young messages: kept
-SELECT segment FROM mq.queue WHERE queue_name = 'p';
-UPDATE :log SET enqueued_at = enqueued_at - interval '2 days';
+SELECT segment FROM mq.segment WHERE queue_id = :pid AND state = 'current';
+DO $$
+BEGIN
+    FOR i IN 0..2 LOOP
+        EXECUTE format('UPDATE mq.%I SET enqueued_at = enqueued_at - interval ''2 days''',
+                       'p_' || (SELECT queue_id FROM mq.queue WHERE queue_name = 'p') || '_' || i);
+    END LOOP;
+END $$;
 SELECT mq.maintain();                      -- now old: segment 0 truncated
 SELECT count(*), min(payload->>'after') FROM :log;
 SELECT mq.seek('p', 'g3', NULL, 'earliest');

@@ -19,7 +19,7 @@ RESET client_min_messages;
 
 SELECT mq.create_queue('priv');
 SELECT mq.send('priv', '{"n": 1}') AS m1 \gset
-SELECT 'mq.q_' || queue_id AS qtable, 'mq.a_' || queue_id AS atable, 'mq.q_' || queue_id || '_acked' AS aseq
+SELECT 'mq.q_' || queue_id || '_0' AS qtable, 'mq.a_' || queue_id AS atable, 'mq.q_' || queue_id || '_acked' AS aseq
   FROM mq.queue WHERE queue_name = 'priv' \gset
 CREATE TEMP TABLE before AS SELECT depth, in_flight, delayed, total_sent, total_acked FROM mq.metrics('priv');
 GRANT SELECT ON before TO PUBLIC;
