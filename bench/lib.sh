@@ -122,6 +122,6 @@ holder_stop() {
 # sleep_until EPOCH: sleep until the given Unix time (fractions allowed)
 sleep_until() {
     local s
-    s=$(awk -v t="$1" -v now="$(date +%s.%N)" 'BEGIN{ d = t - now; printf "%.3f\n", d > 0 ? d : 0 }')
+    s=$(awk -v t="$1" -v now="$(date +%s.%N)" 'BEGIN{ d = t - now; printf "%.3f\n", (d > 0) ? d : 0 }')
     sleep "$s"
 }
