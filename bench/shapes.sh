@@ -115,6 +115,10 @@ NOTES=$RES/notes.txt; : >"$NOTES"
 note() { echo "$*" >>"$NOTES"; log "$*"; }
 TABLES=$RES/tables.txt; : >"$TABLES"
 
+# what is measured, taken before anything runs
+STARTED="$(date -u '+%Y-%m-%d %H:%M UTC'), mode $MODE, host $(hostname), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+BUILD="$("$PGBIN/postgres" --version); installed mq.so $(date -u -r "$("$PGBIN/pg_config" --pkglibdir)/mq.so" '+%Y-%m-%d %H:%M:%S UTC'); repo commit $(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$HERE/.." diff --quiet HEAD -- src sql 2>/dev/null || echo '+dirty(src)')"
+
 # ---------------------------------------------------------------- shape 0 (bench/run.sh)
 if want 0; then
     log "shape 0: bench/run.sh --preload --only 1,2,3 $([ $MODE = quick ] && echo --quick)"
@@ -136,8 +140,8 @@ q -c "CREATE TABLE baseline(id bigserial primary key, payload jsonb not null,
                             created_at timestamptz not null default clock_timestamp())"
 
 {
-    echo "mq shapes bench $(date -u '+%Y-%m-%d %H:%M UTC'), mode $MODE, host $(hostname), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "$("$PGBIN/postgres" --version); installed mq.so $(date -u -r "$("$PGBIN/pg_config" --pkglibdir)/mq.so" '+%Y-%m-%d %H:%M:%S UTC'); repo commit $(git -C "$HERE/.." rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$HERE/.." diff --quiet HEAD -- src sql 2>/dev/null || echo '+dirty(src)')"
+    echo "mq shapes bench, started $STARTED"
+    echo "$BUILD"
     echo "pgbench -M prepared -n -j $THREADS; ${DUR}s per run, $ROUNDS interleaved rounds (median); snapshots held ${HOLD}s, ${WIN}s windows"
     echo "shared_preload_libraries=mq, max_connections=300, shared_buffers=256MB, fsync=on, synchronous_commit=on, autovacuum default; payload ${#PAYLOAD} bytes"
 } | tee "$SUMMARY" >&2
@@ -590,6 +594,7 @@ fi
 # ---------------------------------------------------------------- report
 {
     echo
+    echo "ended $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg)"
     printf '%-52s %12s %12s %7s %8s  %s\n' "shape / figure" "reference" "measured" "ratio" "target" "verdict"
     echo "(reference = the same workload without the obstacle / 8 clients / plain table / small queue, same run)"
     printf '%s\n' "${ROWS[@]}"
