@@ -31,9 +31,9 @@
 #     make PG_CONFIG=$PGBIN/pg_config && make PG_CONFIG=$PGBIN/pg_config install
 # then run as root (the cluster runs as the `postgres` OS user):
 #     PGBIN=/path/to/postgresql/15/bin PORT=56010 bench/shapes.sh --quick
-# A throwaway cluster (bench/cluster.sh) with shared_preload_libraries = 'mq',
-# and max_connections = 300 listens on the unix socket of a
-# mktemp directory, port $PORT (default 55443), and is removed on every exit.
+# A throwaway cluster (bench/cluster.sh) with shared_preload_libraries = 'mq'
+# and max_connections = 300 listens on the unix socket of a mktemp directory,
+# port $PORT (default 55443), and is removed on every exit.
 # Raw output and summary.txt go to bench/results/shapes-<UTC timestamp>/ (git-ignored).
 set -eu -o pipefail
 shopt -s inherit_errexit
@@ -64,10 +64,14 @@ want() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 if [ $MODE = quick ]; then
     DUR=${DUR:-5}; HOLD=${HOLD:-60}; RECOVER=${RECOVER:-20}; ROUNDS=${ROUNDS:-1}; LAT_TRIES=${LAT_TRIES:-10}
 else
-    DUR=${DUR:-15}; HOLD=${HOLD:-180}; RECOVER=${RECOVER:-60}; ROUNDS=${ROUNDS:-3}; LAT_TRIES=${LAT_TRIES:-20}
+    DUR=${DUR:-15}; RECOVER=${RECOVER:-60}; ROUNDS=${ROUNDS:-3}; LAT_TRIES=${LAT_TRIES:-20}
+    if [ $MODE = long ]; then HOLD=${HOLD:-600}; else HOLD=${HOLD:-180}; fi
 fi
-[ $MODE = long ] && HOLD=${HOLD_LONG:-600}
 WIN=20                                   # shapes 3 and 6: window length (s)
+if [ $(( HOLD % WIN )) != 0 ] || [ $(( RECOVER % WIN )) != 0 ] || [ "$HOLD" -lt $(( 3 * WIN )) ]; then
+    echo "HOLD ($HOLD) and RECOVER ($RECOVER) must be multiples of $WIN s, HOLD at least $(( 3 * WIN ))" >&2
+    exit 2
+fi
 THREADS=2
 # shapes 1 and 2: ready messages behind the head (200,000, or more for long runs
 # so that a run without a head cannot drain)
@@ -217,10 +221,8 @@ bg_wait() {
     return $rc
 }
 
-# frac A B: A/B with two decimals ("-" if B is 0 or either is ERR)
-frac() { ratio "$2" "$1"; }
-mb() { awk -v b="$1" 'BEGIN{ printf "%.1f\n", b / 1048576 }'; }
-# median_of FILE FIELD=value lines: the median of the field (e.g. late_ms)
+# median_field FILE FIELD: the median of FIELD=value over the lines of FILE
+# (latency.c's output, e.g. late_ms); max_field the largest
 median_field() { sed -n "s/.*$2=\([-0-9.]*\).*/\1/p" "$1" | sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "ERR"; else if (NR%2) printf "%.2f\n", a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 max_field() { sed -n "s/.*$2=\([-0-9.]*\).*/\1/p" "$1" | sort -g | tail -1; }
 
@@ -295,8 +297,8 @@ if want 1; then
     row "1d delay 1-1.25 s (random): ms after due, median" "$L0" "$LJ" "-" "<10ms" "$(lv "$LJ")"
     row "1d   the same, due = enqueued_at + delay" "" "$LJs" "-" "-" "info"
     note "s1c reference column: delay 0, ms from the send's commit to the read's return (median of $LAT_TRIES)"
-    note "s1c delay 1 s, $LAT_TRIES tries, ms late: $(sed -n 's/.*late_ms=\([-0-9.]*\).*/\1/p' "$RES/s1c-delay1s.txt" | tr '\n' ' ')$(grep -c timeout "$RES/s1c-delay1s.txt" | sed 's/^0$//;s/.\+/ TIMEOUTS: &/')"
-    note "s1d delay 1-1.25 s, $LAT_TRIES tries, ms late: $(sed -n 's/.*late_ms=\([-0-9.]*\).*/\1/p' "$RES/s1c-delay1s-jitter.txt" | tr '\n' ' ')$(grep -c timeout "$RES/s1c-delay1s-jitter.txt" | sed 's/^0$//;s/.\+/ TIMEOUTS: &/'); max $(max_field "$RES/s1c-delay1s-jitter.txt" late_ms)"
+    note "s1c delay 1 s, $LAT_TRIES tries, ms late: $(sed -n 's/.*late_ms=\([-0-9.]*\).*/\1/p' "$RES/s1c-delay1s.txt" | tr '\n' ' ')$({ grep -c timeout "$RES/s1c-delay1s.txt" || true; } | sed 's/^0$//;s/.\+/ TIMEOUTS: &/')"
+    note "s1d delay 1-1.25 s, $LAT_TRIES tries, ms late: $(sed -n 's/.*late_ms=\([-0-9.]*\).*/\1/p' "$RES/s1c-delay1s-jitter.txt" | tr '\n' ' ')$({ grep -c timeout "$RES/s1c-delay1s-jitter.txt" || true; } | sed 's/^0$//;s/.\+/ TIMEOUTS: &/'); max $(max_field "$RES/s1c-delay1s-jitter.txt" late_ms)"
 fi
 
 if want 2; then
