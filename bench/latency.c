@@ -1,9 +1,12 @@
 /*
- * bench/latency.c -- consumer client for bench/push.sh (issue 4).
+ * bench/latency.c -- consumer client for bench/push.sh (issue 4) and the
+ * delayed-message latency check of bench/shapes.sh (shape 1).
  *
- * Built by push.sh:  cc -O2 -o latency latency.c -I$(pg_config --includedir) -lpq
+ * Built by push.sh and shapes.sh:
+ *     cc -O2 -o latency latency.c -I$(pg_config --includedir) -lpq
  *
  * usage: latency MODE QUEUE SECONDS [WAIT_MS]
+ *        latency delayed QUEUE TRIES [DELAY_MS [JITTER_MS]]
  *   Connection parameters come from the environment (PGHOST, PGPORT, ...).
  *   MODE
  *     longpoll  loop: mq.read(QUEUE, 50, wait => WAIT_MS) (default 5000 ms)
@@ -21,6 +24,29 @@
  *   producer's commit timestamps.
  *   Runs SECONDS seconds, then prints one line:
  *     mode=... queries=N messages=M empty=E notifies=K seconds=S
+ *
+ *   delayed: how late a delayed message reaches a reader that is already
+ *     waiting.  Two connections.  Per try: the reader starts
+ *       SELECT ... FROM mq.read(QUEUE, 1, NULL, '5 seconds')
+ *     on the (empty) queue; once its backend is active, and after a further
+ *     random 20-270 ms, the other connection sends (autocommit)
+ *       SELECT mq.send(QUEUE, '{"n":1}', delay => D)
+ *     with D = DELAY_MS (default 1000), plus a random 0..JITTER_MS-1 ms when
+ *     JITTER_MS > 0 (a delay of 0 measures plain commit-to-delivery latency).
+ *     Client clock (CLOCK_REALTIME, the server's clock on this machine):
+ *       t1 = when the send returned (its commit is acknowledged)
+ *       t2 = when the read's result arrived
+ *     late_ms = t2 - (t1 + D): how long after its due time the message came
+ *     (its due time counted from the commit, the latest it can be; the
+ *     commit happens before t1, so this is a lower bound by the commit's
+ *     acknowledgement, a few microseconds over a unix socket).
+ *     late_server_ms = the reader backend's clock_timestamp() right after
+ *     the read - (enqueued_at + D), the due time counted from the send.
+ *     The message is then acked (not timed).  Prints one line per try
+ *       try=N delay_ms=D late_ms=X late_server_ms=Y send_ms=Z
+ *     (send_ms: how long the send took, commit included), or
+ *       try=N delay_ms=D timeout
+ *     when the read returned nothing within its wait.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -118,6 +144,118 @@ wait_notify(PGconn *conn, double timeout_s)
 	return got;
 }
 
+static double
+real_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static PGconn *
+connect_or_die(void)
+{
+	PGconn	   *conn = PQconnectdb("");
+
+	if (PQstatus(conn) != CONNECTION_OK)
+		die(conn, "connect");
+	return conn;
+}
+
+/* delayed mode: see the banner */
+static int
+run_delayed(const char *queue, int tries, long base_ms, long jitter_ms)
+{
+	static const char *read_sql =
+		"SELECT msg_id, extract(epoch FROM enqueued_at)::float8,"
+		"       extract(epoch FROM clock_timestamp())::float8"
+		"  FROM mq.read($1, 1, NULL, '5 seconds')";
+	static const char *active_sql =
+		"SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'";
+	static const char *send_sql =
+		"SELECT mq.send($1, '{\"n\":1}'::jsonb, delay => ($2 || ' ms')::interval)";
+	static const char *ack_sql = "SELECT mq.ack($1, $2::bigint)";
+	PGconn	   *rd = connect_or_die();
+	PGconn	   *sd = connect_or_die();
+	char		pidbuf[16];
+	int			t;
+
+	snprintf(pidbuf, sizeof(pidbuf), "%d", PQbackendPID(rd));
+	srandom((unsigned) getpid() ^ (unsigned) time(NULL));
+	for (t = 1; t <= tries; t++)
+	{
+		const char *rparams[1] = {queue};
+		const char *aparams[1] = {pidbuf};
+		const char *sparams[2];
+		char		delaybuf[32];
+		long		delay_ms = base_ms + (jitter_ms > 0 ? random() % jitter_ms : 0);
+		double		t0, t1, t2;
+		PGresult   *res;
+		int			i;
+
+		if (!PQsendQueryParams(rd, read_sql, 1, NULL, rparams, NULL, NULL, 0))
+			die(rd, "send read");
+		/* until the reader's statement is running */
+		for (i = 0; i < 2000; i++)
+		{
+			int			active;
+
+			res = PQexecParams(sd, active_sql, 1, NULL, aparams, NULL, NULL, 0);
+			if (PQresultStatus(res) != PGRES_TUPLES_OK)
+				die(sd, "pg_stat_activity");
+			active = atoi(PQgetvalue(res, 0, 0));
+			PQclear(res);
+			if (active)
+				break;
+			usleep(1000);
+		}
+		/* then a random while, so the send falls at any phase of its wait */
+		usleep(20000 + random() % 250000);
+
+		snprintf(delaybuf, sizeof(delaybuf), "%ld", delay_ms);
+		sparams[0] = queue;
+		sparams[1] = delaybuf;
+		t0 = real_s();
+		res = PQexecParams(sd, send_sql, 2, NULL, sparams, NULL, NULL, 0);
+		t1 = real_s();
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+			die(sd, "send");
+		PQclear(res);
+
+		res = PQgetResult(rd);	/* blocks until the read returns */
+		t2 = real_s();
+		if (PQresultStatus(res) != PGRES_TUPLES_OK)
+			die(rd, "read");
+		if (PQntuples(res) != 1)
+			printf("try=%d delay_ms=%ld timeout\n", t, delay_ms);
+		else
+		{
+			const char *ap[2];
+			PGresult   *ar;
+			double		enq = atof(PQgetvalue(res, 0, 1));
+			double		srv = atof(PQgetvalue(res, 0, 2));
+
+			printf("try=%d delay_ms=%ld late_ms=%.3f late_server_ms=%.3f send_ms=%.3f\n",
+				   t, delay_ms, (t2 - t1) * 1000 - delay_ms,
+				   (srv - enq) * 1000 - delay_ms, (t1 - t0) * 1000);
+			ap[0] = queue;
+			ap[1] = PQgetvalue(res, 0, 0);
+			ar = PQexecParams(sd, ack_sql, 2, NULL, ap, NULL, NULL, 0);
+			if (PQresultStatus(ar) != PGRES_TUPLES_OK)
+				die(sd, "ack");
+			PQclear(ar);
+		}
+		fflush(stdout);
+		PQclear(res);
+		while ((res = PQgetResult(rd)) != NULL)
+			PQclear(res);
+	}
+	PQfinish(rd);
+	PQfinish(sd);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -129,9 +267,13 @@ main(int argc, char **argv)
 
 	if (argc < 4)
 	{
-		fprintf(stderr, "usage: latency longpoll|listen|poll|drain|rawdrain QUEUE SECONDS [WAIT_MS]\n");
+		fprintf(stderr, "usage: latency longpoll|listen|poll|drain|rawdrain QUEUE SECONDS [WAIT_MS]\n"
+				"       latency delayed QUEUE TRIES [DELAY_MS [JITTER_MS]]\n");
 		return 2;
 	}
+	if (strcmp(argv[1], "delayed") == 0)
+		return run_delayed(argv[2], atoi(argv[3]), argc > 4 ? atol(argv[4]) : 1000,
+						   argc > 5 ? atol(argv[5]) : 0);
 	mode = argv[1];
 	queue = argv[2];
 	seconds = atof(argv[3]);

@@ -1,4 +1,4 @@
-# bench/lib.sh: helpers shared by run.sh, ordering.sh and push.sh (sourced).
+# bench/lib.sh: helpers shared by run.sh, ordering.sh, push.sh and shapes.sh (sourced).
 
 # median of the arguments (ERR values are ignored)
 median() {
@@ -18,4 +18,110 @@ ratio() {
 verdict() {
     if [ "$1" = - ]; then echo n/a; return; fi
     awk -v r="$1" -v t="$2" 'BEGIN{ print (r+0 >= t+0) ? "PASS" : "below" }'
+}
+
+# ------------------------------------------------------------------------
+# Helpers for scripts running on bench/cluster.sh's cluster (they use its q
+# and expect $RES, the results directory). Used by shapes.sh.
+
+log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
+
+# tps_of PGBENCH_OUTPUT: the tps pgbench printed, one decimal, or ERR
+tps_of() {
+    local tps
+    tps=$(awk '/^tps = /{print $3; exit}' "$1")
+    if [ -z "$tps" ]; then echo ERR; else printf '%.1f\n' "$tps"; fi
+}
+
+# tx_of PGBENCH_OUTPUT: "number of transactions actually processed", or ERR
+tx_of() {
+    local n
+    n=$(awk -F': ' '/^number of transactions actually processed/{ split($2, a, "/"); print a[1]; exit }' "$1")
+    echo "${n:-ERR}"
+}
+
+# mq_fill QUEUE N PAYLOAD [DELAY]: N messages into a work queue through the
+# public API, mq.send_batch of 10,000 per statement, each sent with DELAY
+# (an interval, default '0').
+mq_fill() {
+    q -v queue="$1" -v n="$2" -v payload="$3" -v delay="${4:-0}" <<'SQL'
+SELECT set_config('bench.queue', :'queue', false), set_config('bench.n', :'n', false),
+       set_config('bench.payload', :'payload', false), set_config('bench.delay', :'delay', false) \g /dev/null
+DO $$
+DECLARE
+    qn    text := current_setting('bench.queue');
+    n     int := current_setting('bench.n')::int;
+    p     jsonb := current_setting('bench.payload')::jsonb;
+    d     interval := current_setting('bench.delay')::interval;
+    done  int := 0;
+    chunk int;
+BEGIN
+    WHILE done < n LOOP
+        chunk := least(10000, n - done);
+        PERFORM mq.send_batch(qn, array_fill(p, ARRAY[chunk]), delay => d);
+        done := done + chunk;
+    END LOOP;
+END $$;
+SQL
+}
+
+# rel_stats CONDITION: "dead_tuples total_bytes autovacuum_count" summed over
+# the tables (relkind r or m) of pg_class c / pg_namespace n matching the SQL
+# CONDITION, e.g. "n.nspname = 'mq'" (every table of the schema, whatever the
+# storage calls them) or "c.oid = 'baseline'::regclass". Bytes include indexes
+# and TOAST (pg_total_relation_size).
+rel_stats() {
+    q -F ' ' -c "SELECT coalesce(sum(s.n_dead_tup), 0), coalesce(sum(pg_total_relation_size(c.oid)), 0),
+                        coalesce(sum(s.autovacuum_count), 0)
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
+                  WHERE c.relkind IN ('r', 'm') AND ($1)"
+}
+
+# rel_list CONDITION: one line per table as rel_stats: "name live dead bytes"
+rel_list() {
+    q -F ' ' -c "SELECT c.relname, coalesce(s.n_live_tup, 0), coalesce(s.n_dead_tup, 0), pg_total_relation_size(c.oid)
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
+                  WHERE c.relkind IN ('r', 'm') AND ($1) ORDER BY 1"
+}
+
+# Held snapshot: holder_start TAG SECONDS starts a session (application_name
+# mq-bench-holder) that runs BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1
+# FROM pg_class LIMIT 1; and then idles in its transaction (pg_sleep) for
+# SECONDS, so the xmin horizon cannot advance; it returns once the session's
+# snapshot is held. holder_stop ends it (pg_terminate_backend).
+HOLDER_PID=
+holder_start() {
+    PGAPPNAME=mq-bench-holder "$PGBIN/psql" -h "$SOCK_DIR" -p "$PORT" -U postgres -d bench -X -q \
+        >"$RES/$1-holder.log" 2>&1 <<SQL &
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT 1 FROM pg_class LIMIT 1;
+SELECT pg_sleep($2);
+COMMIT;
+SQL
+    HOLDER_PID=$!
+    local i
+    for i in $(seq 100); do
+        if [ "$(q -c "SELECT count(*) FROM pg_stat_activity
+                       WHERE application_name = 'mq-bench-holder' AND backend_xmin IS NOT NULL")" = 1 ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    log "the REPEATABLE READ holder did not start"; return 1
+}
+holder_stop() {
+    [ -n "$HOLDER_PID" ] || return 0
+    q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+           WHERE application_name = 'mq-bench-holder'" >/dev/null
+    wait "$HOLDER_PID" 2>/dev/null || true
+    HOLDER_PID=
+}
+
+# sleep_until EPOCH: sleep until the given Unix time (fractions allowed)
+sleep_until() {
+    local s
+    s=$(awk -v t="$1" -v now="$(date +%s.%N)" 'BEGIN{ d = t - now; printf "%.3f\n", (d > 0) ? d : 0 }')
+    sleep "$s"
 }
