@@ -56,10 +56,7 @@ CREATE TABLE mq.queue (
     session_timeout interval,
     notify boolean NOT NULL DEFAULT true,
     rate_limit double precision,    -- messages per second handed out, NULL: no limit
-    rate_limit_burst integer,
-    -- per-queue grants: INSERT = send, SELECT = consume, UPDATE = admin
-    -- (src/rights.c); aclitem so that dumps name the grantees
-    acl aclitem[]
+    rate_limit_burst integer
 );
 COMMENT ON TABLE mq.queue IS 'mq internal: one row per queue; use the view mq.queues';
 
@@ -135,10 +132,10 @@ COMMENT ON TYPE mq.message IS
 'A delivered message: msg_id, receipt (identifies this delivery, as an SQS receipt handle), key, payload, headers, attempts (deliveries so far, this one included), enqueued_at, visible_at (when the visibility timeout lapses), last_error (from the last nack), dead_letter (NULL unless the message was dead-lettered: origin queue, msg_id, attempts, error, reason)';
 
 -- Rights: whether the caller may use a queue (src/rights.c).
-CREATE FUNCTION mq._can(acl aclitem[], privilege text) RETURNS boolean
+CREATE FUNCTION mq._can(queue_id integer, privilege text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_can' LANGUAGE C STABLE PARALLEL SAFE;
-COMMENT ON FUNCTION mq._can(aclitem[], text) IS
-'mq internal: whether the current user may use a queue with these grants for privilege (send, consume, admin, any); the views filter with it';
+COMMENT ON FUNCTION mq._can(integer, text) IS
+'mq internal: whether the current user may use the queue for privilege (send, consume, admin, any); the views filter with it';
 
 -- Internal C helpers.  EXECUTE is revoked from PUBLIC below; the admin
 -- functions run as the extension owner and call them.
@@ -154,6 +151,71 @@ COMMENT ON FUNCTION mq._invalidate() IS
 
 -- Admin functions: PL/pgSQL, SECURITY DEFINER with a pinned search_path.
 -- Who may call them is decided by EXECUTE grants (mq_admin).
+
+-- The tables of queues are owned by the superuser who installed mq and
+-- created by the functions below, which alone run with that superuser's
+-- rights (SECURITY DEFINER, only mq_owner may execute them, and they take
+-- nothing but numbers and a role's oid).  mq_owner may read and write the
+-- tables and empty them, no more: it cannot add triggers, indexes or
+-- functions anywhere (docs/concepts.md#privileges).
+CREATE FUNCTION mq._grant_to_owner(p_prefix text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_obj record;
+BEGIN
+    FOR v_obj IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
+                  WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
+                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'S']::"char"[])
+                    AND (c.relname OPERATOR(pg_catalog.=) p_prefix
+                         OR pg_catalog.starts_with(c.relname, p_prefix OPERATOR(pg_catalog.||) '_'))
+                    AND c.relname OPERATOR(pg_catalog.<>) (p_prefix OPERATOR(pg_catalog.||) '_rights') LOOP
+        IF v_obj.relkind OPERATOR(pg_catalog.=) 'S' THEN
+            EXECUTE format('GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.%I TO mq_owner', v_obj.relname);
+        ELSE
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON mq.%I TO mq_owner', v_obj.relname);
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION mq._grant_to_owner(text) IS 'mq internal: lets mq_owner use the tables and sequences of one queue';
+
+CREATE FUNCTION mq._drop_queue_tables(p_queue_id integer, p_partitions integer) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_prefix text := CASE WHEN p_partitions IS NULL THEN 'q_' ELSE 'p_' END || p_queue_id;
+    v_obj record;
+BEGIN
+    FOR v_obj IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
+                  WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
+                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'S']::"char"[])
+                    AND (pg_catalog.starts_with(c.relname, v_prefix OPERATOR(pg_catalog.||) '_')
+                         OR (p_partitions IS NULL
+                             AND c.relname OPERATOR(pg_catalog.=) ('a_' OPERATOR(pg_catalog.||) p_queue_id)))
+                  ORDER BY c.relkind DESC, c.relname LOOP
+        EXECUTE format(CASE WHEN v_obj.relkind OPERATOR(pg_catalog.=) 'S' THEN 'DROP SEQUENCE mq.%I' ELSE 'DROP TABLE mq.%I' END,
+                       v_obj.relname);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION mq._drop_queue_tables(integer, integer) IS 'mq internal: drops the tables and sequences of one queue';
+
+-- Per-queue rights are table privileges on the queue's empty table
+-- mq.q_<id>_rights (p_<id>_rights): SELECT = consume, REFERENCES = send,
+-- TRUNCATE = admin (src/rights.c).  PostgreSQL then keeps them: role
+-- membership, renames, pg_dump's GRANTs, DROP ROLE refused while they
+-- exist, DROP OWNED revoking them.
+CREATE FUNCTION mq._set_right(p_rights regclass, p_role regrole, p_privilege text, p_grant boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format(CASE WHEN p_grant THEN 'GRANT %s ON %s TO %s' ELSE 'REVOKE %s ON %s FROM %s' END,
+                   p_privilege, p_rights, p_role);
+END
+$$;
+COMMENT ON FUNCTION mq._set_right(regclass, regrole, text, boolean) IS 'mq internal: grants or revokes one privilege on a queue''s rights table';
 
 -- A work queue: four segment tables of the same shape, one taking new
 -- messages, that maintenance empties with TRUNCATE once every message in
@@ -210,6 +272,9 @@ BEGIN
             PRIMARY KEY (msg_id)
         )$ddl$, 'a_' || p_queue_id, 'q_' || p_queue_id || '_0');
     EXECUTE format('CREATE SEQUENCE mq.%I', 'q_' || p_queue_id || '_acked');
+    EXECUTE format('CREATE TABLE mq.%I ()', 'q_' || p_queue_id || '_rights');
+    PERFORM mq._grant_to_owner('q_' || p_queue_id);
+    PERFORM mq._grant_to_owner('a_' || p_queue_id);
 END
 $$;
 COMMENT ON FUNCTION mq._create_queue_tables(integer, boolean) IS 'mq internal: creates the tables of one work queue';
@@ -273,6 +338,8 @@ BEGIN
     FOR v_partition IN 0..p_partitions - 1 LOOP
         EXECUTE format('CREATE SEQUENCE mq.%I AS bigint CACHE 1', 'p_' || p_queue_id || '_o' || v_partition);
     END LOOP;
+    EXECUTE format('CREATE TABLE mq.%I ()', 'p_' || p_queue_id || '_rights');
+    PERFORM mq._grant_to_owner('p_' || p_queue_id);
 END
 $$;
 COMMENT ON FUNCTION mq._create_log_tables(integer, integer) IS 'mq internal: creates the tables and offset sequences of one partitioned queue';
@@ -532,7 +599,7 @@ CREATE FUNCTION mq.alter_queue(
 RETURNS void
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) IS
-'Changes settings of a queue (as SQS SetQueueAttributes); a NULL argument leaves that setting as it is, rate_limit => ''none'' removes a rate limit. Units and ranges as mq.create_queue. New values apply to the next operation of every session (messages already claimed keep their visibility). Errors: 22023 bad value, or retention/session_timeout for a work queue; 42704 no such queue; 42501 not mq_admin.';
+'Changes settings of a queue (as SQS SetQueueAttributes); a NULL argument leaves that setting as it is, rate_limit => ''none'' removes a rate limit. Units and ranges as mq.create_queue. New values apply to the next operation of every session (messages already claimed keep their visibility). Errors: 22023 bad value, or retention/session_timeout for a work queue; 42704 no such queue; 42501 no admin right on the queue .';
 
 CREATE FUNCTION mq._queue_id(p_queue_name text) RETURNS integer
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -577,18 +644,7 @@ BEGIN
     END IF;
     SELECT q.partitions INTO v_partitions FROM mq.queue q WHERE q.queue_id = v_queue_id;
     DELETE FROM mq.queue q WHERE q.queue_id = v_queue_id;
-    IF v_partitions IS NULL THEN
-        EXECUTE format('DROP TABLE mq.%I, mq.%I, mq.%I, mq.%I, mq.%I, mq.%I',
-                       'q_' || v_queue_id || '_0', 'q_' || v_queue_id || '_1', 'q_' || v_queue_id || '_2',
-                       'q_' || v_queue_id || '_3', 'q_' || v_queue_id || '_d', 'a_' || v_queue_id);
-        EXECUTE format('DROP SEQUENCE mq.%I, mq.%I', 'q_' || v_queue_id || '_seq', 'q_' || v_queue_id || '_acked');
-    ELSE
-        EXECUTE format('DROP TABLE mq.%I, mq.%I, mq.%I', 'p_' || v_queue_id || '_0',
-                       'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2');
-        FOR v_partition IN 0..v_partitions - 1 LOOP
-            EXECUTE format('DROP SEQUENCE mq.%I', 'p_' || v_queue_id || '_o' || v_partition);
-        END LOOP;
-    END IF;
+    PERFORM mq._drop_queue_tables(v_queue_id, v_partitions);
     -- now that the tables are locked, nobody else is using the queue
     PERFORM mq._forget_queue(v_queue_id);
     PERFORM mq._invalidate();
@@ -600,7 +656,7 @@ COMMENT ON FUNCTION mq._drop_queue(text) IS 'mq internal: body of mq.drop_queue,
 CREATE FUNCTION mq.drop_queue(queue_name text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.drop_queue(text) IS
-'Drops a queue with its messages, archive and counters (as SQS DeleteQueue). Returns false when there is no such queue. Errors: 22004 NULL, 2BP01 the queue is another queue''s dead-letter queue, 42501 not mq_admin.';
+'Drops a queue with its messages, archive and counters (as SQS DeleteQueue). Returns false when there is no such queue. Errors: 22004 NULL, 2BP01 the queue is another queue''s dead-letter queue, 42501 no admin right on the queue .';
 
 CREATE FUNCTION mq._purge(queue_name text) RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -635,7 +691,7 @@ COMMENT ON FUNCTION mq._purge(text) IS 'mq internal: body of mq.purge, reached t
 CREATE FUNCTION mq.purge(queue_name text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.purge(text) IS
-'Deletes every message of a queue, visible, in flight or delayed (as SQS PurgeQueue); the archive is kept. For a partitioned queue it empties the log (offsets keep increasing, consumer groups keep their offsets). Returns the number deleted. Errors: 22004 NULL, 42704 no such queue, 42501 not mq_admin.';
+'Deletes every message of a queue, visible, in flight or delayed (as SQS PurgeQueue); the archive is kept. For a partitioned queue it empties the log (offsets keep increasing, consumer groups keep their offsets). Returns the number deleted. Errors: 22004 NULL, 42704 no such queue, 42501 no admin right on the queue .';
 
 CREATE FUNCTION mq._metrics(p_queue_name text)
 RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
@@ -698,69 +754,64 @@ RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, 
                oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
 COMMENT ON FUNCTION mq.metrics(text) IS
-'Queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*): depth = visible messages, in_flight = claimed and within their visibility timeout, delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back), blocked = messages of a keyed queue waiting behind an earlier message of their key. For a partitioned queue: depth = retained messages, oldest_age_s = age of the oldest retained one, total_sent = offsets issued over all partitions, the rest 0 (see mq.consumer_groups for lag). Errors: 22004 NULL, 42704 no such queue, 42501 not mq_consumer.';
+'Queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*): depth = visible messages, in_flight = claimed and within their visibility timeout, delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back), blocked = messages of a keyed queue waiting behind an earlier message of their key. For a partitioned queue: depth = retained messages, oldest_age_s = age of the oldest retained one, total_sent = offsets issued over all partitions, the rest 0 (see mq.consumer_groups for lag). Errors: 22004 NULL, 42704 no such queue, 42501 no consume right on the queue.';
 
 CREATE VIEW mq.queues WITH (security_barrier) AS
-SELECT q.queue_name, q.visibility_timeout, q.max_attempts, d.queue_name AS dead_letter_queue,
+SELECT q.queue_name, q.visibility_timeout, q.max_attempts,
+       CASE WHEN mq._can(d.queue_id, 'any') THEN d.queue_name END AS dead_letter_queue,
        q.retry_delay, q.retry_backoff, q.retry_delay_max, q.ordering,
        q.partitions, q.retention, q.session_timeout, q.notify,
        q.rate_limit AS rate_limit_per_second, q.rate_limit_burst, q.created_at
   FROM mq.queue q LEFT JOIN mq.queue d ON d.queue_id OPERATOR(pg_catalog.=) q.dead_letter_queue_id
- WHERE mq._can(q.acl, 'any');
+ WHERE mq._can(q.queue_id, 'any');
 COMMENT ON VIEW mq.queues IS 'One row per queue the caller has a right on, with its settings (as SQS ListQueues + GetQueueAttributes)';
 
 -- ---------------------------------------------------------------------------
 -- Rights (src/rights.c).
 
 
-CREATE FUNCTION mq._acl_mode(p_privilege text) RETURNS text
+-- The table privilege that stands for a right, and the queue's rights table.
+CREATE FUNCTION mq._right_privilege(p_privilege text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     IF p_privilege IS NULL THEN
         RAISE EXCEPTION 'privilege must not be NULL' USING ERRCODE = '22004';
-    ELSIF p_privilege = 'send' THEN
-        RETURN 'INSERT';
     ELSIF p_privilege = 'consume' THEN
         RETURN 'SELECT';
+    ELSIF p_privilege = 'send' THEN
+        RETURN 'REFERENCES';
     ELSIF p_privilege = 'admin' THEN
-        RETURN 'UPDATE';
+        RETURN 'TRUNCATE';
     END IF;
     RAISE EXCEPTION 'invalid privilege "%"', p_privilege
         USING ERRCODE = '22023', HINT = 'Use ''send'', ''consume'' or ''admin''.';
 END
 $$;
-COMMENT ON FUNCTION mq._acl_mode(text) IS 'mq internal: the aclitem privilege that stands for send, consume or admin; 22004 NULL, 22023 unknown';
+COMMENT ON FUNCTION mq._right_privilege(text) IS 'mq internal: the table privilege that stands for send, consume or admin; 22004 NULL, 22023 unknown';
 
--- p_acl with (p_role, p_mode) added or removed; NULL when nothing is left
-CREATE FUNCTION mq._acl_edit(p_acl aclitem[], p_role oid, p_mode text, p_add boolean) RETURNS aclitem[]
-LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+CREATE FUNCTION mq._rights_table(p_queue_name text) RETURNS regclass
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT pg_catalog.array_agg(pg_catalog.makeaclitem(a.grantee, a.grantor, a.privilege_type, false)
-                                ORDER BY a.grantee, a.privilege_type)
-      FROM (SELECT e.grantee, e.grantor, e.privilege_type
-              FROM pg_catalog.aclexplode(p_acl) e
-             WHERE NOT (e.grantee OPERATOR(pg_catalog.=) p_role
-                        AND e.privilege_type OPERATOR(pg_catalog.=) p_mode)
-            UNION ALL
-            SELECT p_role, n.nspowner, p_mode FROM pg_catalog.pg_namespace n
-             WHERE n.nspname OPERATOR(pg_catalog.=) 'mq' AND p_add) a
+BEGIN
+    RETURN (SELECT format('mq.%I', CASE WHEN q.partitions IS NULL THEN 'q_' ELSE 'p_' END
+                                   || q.queue_id || '_rights')::regclass
+              FROM mq.queue q WHERE q.queue_id = mq._queue_id(p_queue_name));
+END
 $$;
-COMMENT ON FUNCTION mq._acl_edit(aclitem[], oid, text, boolean) IS 'mq internal: adds or removes one grant of a queue''s acl';
+COMMENT ON FUNCTION mq._rights_table(text) IS 'mq internal: the empty table whose privileges are a queue''s per-queue rights; 42704 no such queue';
 
 CREATE FUNCTION mq._grant(queue_name text, role regrole, privilege text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_mode text := mq._acl_mode(_grant.privilege);
-    v_queue_id integer := mq._queue_id(_grant.queue_name);
+    v_privilege text := mq._right_privilege(_grant.privilege);
+    v_rights regclass := mq._rights_table(_grant.queue_name);
 BEGIN
     IF _grant.role IS NULL THEN
         RAISE EXCEPTION 'role must not be NULL' USING ERRCODE = '22004';
     END IF;
-    UPDATE mq.queue q SET acl = mq._acl_edit(q.acl, _grant.role, v_mode, true)
-     WHERE q.queue_id = v_queue_id;
-    PERFORM mq._invalidate();
+    PERFORM mq._set_right(v_rights, _grant.role, v_privilege, true);
 END
 $$;
 COMMENT ON FUNCTION mq._grant(text, regrole, text) IS 'mq internal: body of mq.grant, reached through mq_checked (src/rights.c)';
@@ -774,20 +825,18 @@ CREATE FUNCTION mq._revoke(queue_name text, role regrole, privilege text) RETURN
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_mode text := mq._acl_mode(_revoke.privilege);
-    v_queue_id integer := mq._queue_id(_revoke.queue_name);
+    v_privilege text := mq._right_privilege(_revoke.privilege);
+    v_rights regclass := mq._rights_table(_revoke.queue_name);
     v_had boolean;
 BEGIN
     IF _revoke.role IS NULL THEN
         RAISE EXCEPTION 'role must not be NULL' USING ERRCODE = '22004';
     END IF;
-    SELECT EXISTS (SELECT FROM pg_catalog.aclexplode(q.acl) e
-                    WHERE e.grantee = _revoke.role AND e.privilege_type = v_mode)
-      INTO v_had FROM mq.queue q WHERE q.queue_id = v_queue_id FOR UPDATE;
+    SELECT EXISTS (SELECT FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) e
+                    WHERE c.oid = v_rights AND e.grantee = _revoke.role AND e.privilege_type = v_privilege)
+      INTO v_had;
     IF v_had THEN
-        UPDATE mq.queue q SET acl = mq._acl_edit(q.acl, _revoke.role, v_mode, false)
-         WHERE q.queue_id = v_queue_id;
-        PERFORM mq._invalidate();
+        PERFORM mq._set_right(v_rights, _revoke.role, v_privilege, false);
     END IF;
     RETURN v_had;
 END
@@ -801,9 +850,14 @@ COMMENT ON FUNCTION mq.revoke(text, regrole, text) IS
 
 CREATE VIEW mq.queue_privileges WITH (security_barrier) AS
 SELECT q.queue_name, a.grantee::pg_catalog.regrole::pg_catalog.text AS grantee,
-       CASE a.privilege_type WHEN 'INSERT' THEN 'send' WHEN 'SELECT' THEN 'consume' ELSE 'admin' END AS privilege
-  FROM mq.queue q CROSS JOIN LATERAL pg_catalog.aclexplode(q.acl) a
- WHERE mq._can(q.acl, 'admin') OR pg_catalog.pg_has_role(a.grantee, 'MEMBER');
+       CASE a.privilege_type WHEN 'REFERENCES' THEN 'send' WHEN 'SELECT' THEN 'consume' ELSE 'admin' END AS privilege
+  FROM mq.queue q
+  JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
+   AND c.relname OPERATOR(pg_catalog.=) (CASE WHEN q.partitions IS NULL THEN 'q_' ELSE 'p_' END
+                                         OPERATOR(pg_catalog.||) q.queue_id OPERATOR(pg_catalog.||) '_rights')
+ CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+ WHERE a.grantee OPERATOR(pg_catalog.<>) c.relowner
+   AND (mq._can(q.queue_id, 'admin') OR pg_catalog.pg_has_role(a.grantee, 'MEMBER'));
 COMMENT ON VIEW mq.queue_privileges IS
 'Per-queue grants made with mq.grant: all of a queue''s for those who may administer it, and one''s own elsewhere.';
 
@@ -816,45 +870,45 @@ CREATE FUNCTION mq.send(queue_name text, payload jsonb, key text DEFAULT NULL,
                         headers jsonb DEFAULT NULL, delay interval DEFAULT '0')
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_send' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.send(text, jsonb, text, jsonb, interval) IS
-'Sends one message (as SQS SendMessage with DelaySeconds); returns its msg_id. It becomes visible when the sending transaction commits and not before delay (0 to 365 days, server clock) has passed. In a keyed queue it waits behind earlier messages of its key. In a partitioned queue (as a Kafka produce) it goes to partition hash(key) mod partitions (keyless: round robin per session), returns its offset in that partition, and takes no delay. Errors: 22004 NULL queue_name, payload or delay; 22023 delay out of range, or any delay on a partitioned queue; 42704 no such queue; 54000 more than 256 partitions written in one transaction; 55000 partitioned queue without mq preloaded; 0A000 PREPARE TRANSACTION after sending to a partitioned queue; 42501 not mq_producer.';
+'Sends one message (as SQS SendMessage with DelaySeconds); returns its msg_id. It becomes visible when the sending transaction commits and not before delay (0 to 365 days, server clock) has passed. In a keyed queue it waits behind earlier messages of its key. In a partitioned queue (as a Kafka produce) it goes to partition hash(key) mod partitions (keyless: round robin per session), returns its offset in that partition, and takes no delay. Errors: 22004 NULL queue_name, payload or delay; 22023 delay out of range, or any delay on a partitioned queue; 42704 no such queue; 54000 more than 256 partitions written in one transaction; 55000 partitioned queue without mq preloaded; 0A000 PREPARE TRANSACTION after sending to a partitioned queue; 42501 no send right on the queue.';
 
 CREATE FUNCTION mq.send_batch(queue_name text, payloads jsonb[], keys text[] DEFAULT NULL,
                               headers jsonb[] DEFAULT NULL, delay interval DEFAULT '0')
 RETURNS SETOF bigint AS 'MODULE_PATHNAME', 'mq_send_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
 COMMENT ON FUNCTION mq.send_batch(text, jsonb[], text[], jsonb[], interval) IS
-'Sends many messages in one statement, all or nothing (as SQS SendMessageBatch, without its 10-message cap: at most 100000); returns the msg_ids in array order. keys and headers, when given, must have as many elements as payloads. For a partitioned queue it returns the offsets, each in its key''s partition. Errors: 22004 NULL queue_name, payloads, delay or a NULL payload element; 22023 arrays of different lengths, multidimensional arrays, too many messages or delay out of range (any delay on a partitioned queue); 42704 no such queue; 54000, 55000, 0A000 as mq.send; 42501 not mq_producer.';
+'Sends many messages in one statement, all or nothing (as SQS SendMessageBatch, without its 10-message cap: at most 100000); returns the msg_ids in array order. keys and headers, when given, must have as many elements as payloads. For a partitioned queue it returns the offsets, each in its key''s partition. Errors: 22004 NULL queue_name, payloads, delay or a NULL payload element; 22023 arrays of different lengths, multidimensional arrays, too many messages or delay out of range (any delay on a partitioned queue); 42704 no such queue; 54000, 55000, 0A000 as mq.send; 42501 no send right on the queue.';
 
 CREATE FUNCTION mq.read(queue_name text, qty integer DEFAULT 1, visibility_timeout interval DEFAULT NULL,
                         wait interval DEFAULT '0')
 RETURNS SETOF mq.message AS 'MODULE_PATHNAME', 'mq_read' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10;
 COMMENT ON FUNCTION mq.read(text, integer, interval, interval) IS
-'Claims up to qty (1 to 10000) visible messages, oldest first, with FOR UPDATE SKIP LOCKED so concurrent readers never get the same message (as SQS ReceiveMessage). Each becomes invisible for visibility_timeout (0 to 12 hours; NULL: the queue default) and its attempts grows by one. A visible message that already used its last attempt is moved to the dead-letter queue instead of being returned. wait (0 to 15 minutes) is long polling, as SQS WaitTimeSeconds: when nothing is visible the read sleeps until a send commits or wait passes, and returns as soon as it has at least one message; it is woken at once when mq is in shared_preload_libraries, and otherwise re-checks every 10 ms backing off to 200 ms. Query cancel and statement_timeout end a wait, and a cancelled read claims nothing. Errors: 22004 NULL queue_name, qty or wait; 22023 qty, visibility_timeout or wait out of range; 42704 no such queue; 42501 not mq_consumer.';
+'Claims up to qty (1 to 10000) visible messages, oldest first, with FOR UPDATE SKIP LOCKED so concurrent readers never get the same message (as SQS ReceiveMessage). Each becomes invisible for visibility_timeout (0 to 12 hours; NULL: the queue default) and its attempts grows by one. A visible message that already used its last attempt is moved to the dead-letter queue instead of being returned. wait (0 to 15 minutes) is long polling, as SQS WaitTimeSeconds: when nothing is visible the read sleeps until a send commits or wait passes, and returns as soon as it has at least one message; it is woken at once when mq is in shared_preload_libraries, and otherwise re-checks every 10 ms backing off to 200 ms. Query cancel and statement_timeout end a wait, and a cancelled read claims nothing. Errors: 22004 NULL queue_name, qty or wait; 22023 qty, visibility_timeout or wait out of range; 42704 no such queue; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.ack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_ack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.ack(text, bigint, bigint) IS
-'Deletes a processed message (as SQS DeleteMessage). With a receipt, only the delivery it names may ack: if the message was delivered again since, nothing changes and the result is false. Returns false when there is no such message. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42501 not mq_consumer.';
+'Deletes a processed message (as SQS DeleteMessage). With a receipt, only the delivery it names may ack: if the message was delivered again since, nothing changes and the result is false. Returns false when there is no such message. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.ack(queue_name text, msg_ids bigint[])
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_ack_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.ack(text, bigint[]) IS
-'Deletes many processed messages (as SQS DeleteMessageBatch); returns how many existed and were deleted. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42501 not mq_consumer.';
+'Deletes many processed messages (as SQS DeleteMessageBatch); returns how many existed and were deleted. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.nack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL,
                         delay interval DEFAULT NULL, error text DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_nack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.nack(text, bigint, bigint, interval, text) IS
-'Releases a claimed message (one that was read and not since released) for another attempt after delay (0 to 365 days; NULL: the queue backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max), keeping error as last_error (as SQS ChangeMessageVisibility with a retry policy). At its last attempt the message goes to the dead-letter queue (or is discarded when the queue has none). Returns false when there is no such claimed message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 22023 delay out of range; 42704 no such queue; 42501 not mq_consumer.';
+'Releases a claimed message (one that was read and not since released) for another attempt after delay (0 to 365 days; NULL: the queue backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max), keeping error as last_error (as SQS ChangeMessageVisibility with a retry policy). At its last attempt the message goes to the dead-letter queue (or is discarded when the queue has none). Returns false when there is no such claimed message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 22023 delay out of range; 42704 no such queue; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.extend(queue_name text, msg_id bigint, visibility_timeout interval, receipt bigint DEFAULT NULL)
 RETURNS timestamptz AS 'MODULE_PATHNAME', 'mq_extend' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.extend(text, bigint, interval, bigint) IS
-'Heartbeat for long work: sets a claimed message''s visibility to now + visibility_timeout (0 to 12 hours), as SQS ChangeMessageVisibility. Returns the new visible_at, or NULL when the message does not exist, is not claimed, or the receipt is stale. Errors: 22004 NULL queue_name, msg_id or visibility_timeout; 22023 visibility_timeout out of range; 42704 no such queue; 42501 not mq_consumer.';
+'Heartbeat for long work: sets a claimed message''s visibility to now + visibility_timeout (0 to 12 hours), as SQS ChangeMessageVisibility. Returns the new visible_at, or NULL when the message does not exist, is not claimed, or the receipt is stale. Errors: 22004 NULL queue_name, msg_id or visibility_timeout; 22023 visibility_timeout out of range; 42704 no such queue; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.archive(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_archive' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.archive(text, bigint, bigint) IS
-'Acks a message by moving it to the queue''s archive instead of deleting it (as pgmq archive). Receipt rules as mq.ack. Returns false when there is no such message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42501 not mq_consumer.';
+'Acks a message by moving it to the queue''s archive instead of deleting it (as pgmq archive). Receipt rules as mq.ack. Returns false when there is no such message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42501 no consume right on the queue.';
 
 -- ---------------------------------------------------------------------------
 -- Partitioned queues: consumer groups, offsets, replay.
@@ -869,7 +923,7 @@ CREATE FUNCTION mq.poll(queue_name text, consumer_group text, member text,
 RETURNS TABLE (partition integer, "offset" bigint, key text, payload jsonb, headers jsonb, enqueued_at timestamptz)
     AS 'MODULE_PATHNAME', 'mq_poll' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
 COMMENT ON FUNCTION mq.poll(text, text, text, integer, interval) IS
-'Reads the next messages of a partitioned queue for one member of a consumer group (as a Kafka consumer poll). Joins the group and heartbeats; the group leases each partition to one live member at a time and rebalances to a fair share when members come and go. Returns up to max_messages (1 to 10000) messages of the member''s partitions after its position, in offset order per partition, never past an offset whose sending transaction is still open. wait (0 to 15 minutes) is long polling. Nothing is written per message; the position moves per partition per poll; use mq.commit to record progress. consumer_group and member: 1 to 200 bytes. Errors: 22004 NULL argument; 22023 bad max_messages, wait, group or member; 42704 no such queue; 42809 not a partitioned queue; 55000 mq not preloaded; 42501 not mq_consumer.';
+'Reads the next messages of a partitioned queue for one member of a consumer group (as a Kafka consumer poll). Joins the group and heartbeats; the group leases each partition to one live member at a time and rebalances to a fair share when members come and go. Returns up to max_messages (1 to 10000) messages of the member''s partitions after its position, in offset order per partition, never past an offset whose sending transaction is still open. wait (0 to 15 minutes) is long polling. Nothing is written per message; the position moves per partition per poll; use mq.commit to record progress. consumer_group and member: 1 to 200 bytes. Errors: 22004 NULL argument; 22023 bad max_messages, wait, group or member; 42704 no such queue; 42809 not a partitioned queue; 55000 mq not preloaded; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq._log_id(p_queue_name text, p_group text) RETURNS integer
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1028,7 +1082,7 @@ CREATE FUNCTION mq.commit(queue_name text, consumer_group text, partition intege
                           member text DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_commit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.commit(text, text, integer, bigint, text) IS
-'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 42501 not mq_consumer.';
+'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq._seek_to(p_queue_name text, p_group text, p_partition integer, p_how text,
                          p_offset bigint, p_at timestamptz)
@@ -1090,7 +1144,7 @@ COMMENT ON FUNCTION mq._seek(text, text, integer, bigint) IS 'mq internal: body 
 CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, "offset" bigint) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, bigint) IS
-'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset. Returns the number of partitions moved. Errors: 22004 NULL offset; 22023 offset below 1 or partition out of range; 42704 no such queue; 42809 not partitioned; 42501 not mq_consumer.';
+'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset. Returns the number of partitions moved. Errors: 22004 NULL offset; 22023 offset below 1 or partition out of range; 42704 no such queue; 42809 not partitioned; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1163,7 +1217,7 @@ SELECT gq.queue_name, gq.consumer_group, gq.partition, gq.member, gq.lease_until
                                 AND o.consumer_group OPERATOR(pg_catalog.=) g.consumer_group
                                 AND o.partition OPERATOR(pg_catalog.=) g.partition
           JOIN mq.queue q ON q.queue_id OPERATOR(pg_catalog.=) g.queue_id
-         WHERE mq._can(q.acl, 'consume') OFFSET 0) gq
+         WHERE mq._can(q.queue_id, 'consume') OFFSET 0) gq
   CROSS JOIN LATERAL (SELECT mq._partition_end(gq.queue_name, gq.partition) OPERATOR(pg_catalog.-) 1 AS end_offset) e;
 COMMENT ON VIEW mq.consumer_groups IS
 'One row per consumer group and partition: the member holding the lease and until when, the committed offset, the last visible offset of the partition (end_offset) and lag = end_offset - committed_offset (offsets of rolled-back sends count in it).';
@@ -1199,7 +1253,7 @@ COMMENT ON FUNCTION mq._maintain_queues() IS 'mq internal: the per-queue part of
 CREATE FUNCTION mq.listen(queue_name text) RETURNS text
     AS 'MODULE_PATHNAME', 'mq_listen' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.listen(text) IS
-'LISTENs (at commit) to the queue''s channel "mq.<queue_name>" and returns the channel name. With mq preloaded, senders NOTIFY only while somebody listens through mq.listen (NOTIFY serializes committing senders, so it is skipped when unneeded); a transaction that sent to the queue notifies once at commit, never on rollback. After listening, read once: a send that committed just before may not notify. Errors: 22004 NULL; 42704 no such queue; 42501 not mq_consumer.';
+'LISTENs (at commit) to the queue''s channel "mq.<queue_name>" and returns the channel name. With mq preloaded, senders NOTIFY only while somebody listens through mq.listen (NOTIFY serializes committing senders, so it is skipped when unneeded); a transaction that sent to the queue notifies once at commit, never on rollback. After listening, read once: a send that committed just before may not notify. Errors: 22004 NULL; 42704 no such queue; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.unlisten(queue_name text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_unlisten' LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -1212,17 +1266,17 @@ COMMENT ON FUNCTION mq.unlisten(text) IS
 CREATE FUNCTION mq.register_consumer(consumer_id text, heartbeat_timeout interval DEFAULT '30 seconds')
 RETURNS void AS 'MODULE_PATHNAME', 'mq_register_consumer' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.register_consumer(text, interval) IS
-'Registers this session as a consumer named consumer_id (1 to 127 bytes; calling again renames it or changes its timeout). From now on, the messages it reads and the partitions it holds are released at once (within mq.maintenance_interval) when the session ends - exit, crash, kill or dropped connection - or when it neither reads, polls nor calls mq.consumer_heartbeat for heartbeat_timeout (1 second to 1 hour); each such delivery still counts as an attempt. Do not register a session that reads messages which another session acks. Errors: 22004 NULL; 22023 bad consumer_id or timeout; 53400 too many consumers; 55000 mq not preloaded; 42501 not mq_consumer.';
+'Registers this session as a consumer named consumer_id (1 to 127 bytes; calling again renames it or changes its timeout). From now on, the messages it reads and the partitions it holds are released at once (within mq.maintenance_interval) when the session ends - exit, crash, kill or dropped connection - or when it neither reads, polls nor calls mq.consumer_heartbeat for heartbeat_timeout (1 second to 1 hour); each such delivery still counts as an attempt. Do not register a session that reads messages which another session acks. Errors: 22004 NULL; 22023 bad consumer_id or timeout; 53400 too many consumers; 55000 mq not preloaded; 42501 no consume right on any queue.';
 
 CREATE FUNCTION mq.consumer_heartbeat() RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_consumer_heartbeat' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.consumer_heartbeat() IS
-'Tells mq that this registered consumer is alive (reads and polls do so too); a consumer whose claims were released for a lapsed heartbeat is tracked again. Returns false when the session is not registered. Errors: 55000 mq not preloaded; 42501 not mq_consumer.';
+'Tells mq that this registered consumer is alive (reads and polls do so too); a consumer whose claims were released for a lapsed heartbeat is tracked again. Returns false when the session is not registered. Errors: 55000 mq not preloaded.';
 
 CREATE FUNCTION mq.unregister_consumer() RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_unregister_consumer' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.unregister_consumer() IS
-'Stops tracking this session; its current claims then lapse with their visibility timeouts. Returns false when it was not registered. Errors: 55000; 42501.';
+'Stops tracking this session; its current claims then lapse with their visibility timeouts. Returns false when it was not registered. Errors: 55000 mq not preloaded.';
 
 CREATE FUNCTION mq._consumers()
 RETURNS TABLE (consumer_id text, pid integer, token bigint, registered_at timestamptz,
@@ -1268,10 +1322,12 @@ COMMENT ON FUNCTION mq.maintain() IS
 
 -- Privileges.  The public functions and views may be used by anyone and
 -- check the caller's rights themselves (src/rights.c); everything else is
--- for mq_owner only.  mq_owner owns the schema, the tables and every
--- function (so the SECURITY DEFINER bodies run as mq_owner, never as the
--- superuser who installed mq); a C function cannot be replaced by a
--- non-superuser, so owning them gives mq_owner no new power.
+-- for mq_owner only.  mq_owner owns just the SECURITY DEFINER bodies, so
+-- that they run as mq_owner, never as the superuser who installed mq; it
+-- may use mq's tables but owns none, has no CREATE on schema mq, and so can
+-- neither replace a function nor plant a trigger, an index or a look-alike
+-- that a superuser would run.  The few bodies that must create, drop or
+-- grant on tables stay the installer's and take only numbers and oids.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mq FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA mq FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
@@ -1304,27 +1360,26 @@ GRANT EXECUTE ON FUNCTION
     mq.consumer_heartbeat(),
     mq.unregister_consumer(),
     -- used by the views, which run functions as their user
-    mq._can(aclitem[], text),
+    mq._can(integer, text),
     mq._partition_end(text, integer),
     mq._consumers(),
     mq._consumer_in_flight(bigint, integer[])
     TO PUBLIC;
 GRANT SELECT ON mq.queues, mq.consumer_groups, mq.consumers, mq.queue_privileges TO PUBLIC;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mq TO mq_owner;
+GRANT SELECT, INSERT, UPDATE, DELETE ON mq.queue, mq.segment, mq.group_partition, mq.group_offset,
+    mq.group_member TO mq_owner;
+GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.queue_queue_id_seq TO mq_owner;
 
 DO $$
 DECLARE
-    v_obj record;
+    v_fn regprocedure;
 BEGIN
-    ALTER SCHEMA mq OWNER TO mq_owner;
-    FOR v_obj IN SELECT c.oid::regclass AS name, c.relkind FROM pg_catalog.pg_class c
-                  WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::regnamespace
-                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'v', 'p']::"char"[]) LOOP
-        EXECUTE pg_catalog.format('ALTER TABLE %s OWNER TO mq_owner', v_obj.name);
+    FOR v_fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+                 WHERE p.pronamespace OPERATOR(pg_catalog.=) 'mq'::regnamespace AND p.prosecdef
+                   AND p.proname OPERATOR(pg_catalog.<>) ALL (ARRAY['_create_queue_tables', '_create_log_tables',
+                       '_drop_queue_tables', '_grant_to_owner', '_set_right']::name[]) LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO mq_owner', v_fn);
     END LOOP;
-    FOR v_obj IN SELECT p.oid::regprocedure AS name FROM pg_catalog.pg_proc p
-                  WHERE p.pronamespace OPERATOR(pg_catalog.=) 'mq'::regnamespace LOOP
-        EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO mq_owner', v_obj.name);
-    END LOOP;
-    ALTER TYPE mq.message OWNER TO mq_owner;
 END
 $$;

@@ -14,14 +14,15 @@
  * keep plain visibility-timeout semantics (a worker that reads on one
  * connection and acks on another must not register).
  *
- * Shared state: MQ_CONSUMER_SLOTS slots, each owned by one registered
- * session, and as many records of sessions that ended.  When a session
- * ends, its exit callback frees its slot at once and leaves a record (its
- * database, token and queues) for the maintenance of its database, which
- * releases the claims and removes the record; so sessions that come and go
- * in a database without maintenance can never use up the slots of the
- * server.  When the records are full, the oldest is overwritten and its
- * claims lapse with their visibility timeouts instead.  A slot whose
+ * Shared state: a slot per backend (so registering never runs out), each
+ * owned by one registered session, and MQ_ENDED_RECORDS records of
+ * sessions that ended.  When a session ends, its exit callback frees its
+ * slot at once and leaves a record (its database, token and queues) for the
+ * maintenance of its database, which releases the claims and removes the
+ * record.  When the records are full, the oldest record of the database
+ * that has the most is overwritten (its claims then lapse with their
+ * visibility timeouts instead), so sessions that come and go in one
+ * database without maintenance cannot take the records of the others.  A slot whose
  * heartbeat lapsed is released once and revives at its next heartbeat.  A
  * crash restart empties shared memory, so maintenance also sweeps, once per
  * database and server run, every claim whose token predates the run.
@@ -63,7 +64,7 @@ PG_FUNCTION_INFO_V1(mq_consumers);
 PG_FUNCTION_INFO_V1(mq_release_consumers);
 PG_FUNCTION_INFO_V1(mq_consumer_in_flight);
 
-#define MQ_CONSUMER_SLOTS 1024
+#define MQ_ENDED_RECORDS 1024
 #define MQ_CONSUMER_QUEUES 32
 #define MQ_SWEPT_DATABASES 64
 #define CONSUMER_ID_LEN 128
@@ -96,19 +97,40 @@ typedef struct ConsumerShared
 	TimestampTz run_start;		/* this server run's shared memory init */
 	int			nswept;
 	Oid			swept[MQ_SWEPT_DATABASES];
-	ConsumerSlot slots[MQ_CONSUMER_SLOTS];
 	/* sessions that ended, state SLOT_DEAD, until maintenance released them */
-	ConsumerSlot ended[MQ_CONSUMER_SLOTS];
+	ConsumerSlot ended[MQ_ENDED_RECORDS];
+	int			nslots;			/* MaxBackends */
+	ConsumerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } ConsumerShared;
 
 static ConsumerShared *shared = NULL;
 static ConsumerSlot *my_slot = NULL;
 static bool exit_callback_set = false;
 
+static Size
+shared_size(void)
+{
+	return add_size(offsetof(ConsumerShared, slots),
+					mul_size(MaxBackends, sizeof(ConsumerSlot)));
+}
+
+/* Slot i of all slots then all records, for loops over both. */
+static ConsumerSlot *
+slot_at(int i)
+{
+	return i < shared->nslots ? &shared->slots[i] : &shared->ended[i - shared->nslots];
+}
+
+static int
+all_slots(void)
+{
+	return shared->nslots + MQ_ENDED_RECORDS;
+}
+
 void
 MqConsumerShmemRequest(void)
 {
-	RequestAddinShmemSpace(MAXALIGN(sizeof(ConsumerShared)));
+	RequestAddinShmemSpace(MAXALIGN(shared_size()));
 	RequestNamedLWLockTranche("mq consumers", 1);
 }
 
@@ -117,10 +139,11 @@ MqConsumerShmemStartup(void)
 {
 	bool		found;
 
-	shared = ShmemInitStruct("mq consumers", sizeof(ConsumerShared), &found);
+	shared = ShmemInitStruct("mq consumers", shared_size(), &found);
 	if (!found)
 	{
-		memset(shared, 0, sizeof(ConsumerShared));
+		memset(shared, 0, shared_size());
+		shared->nslots = MaxBackends;
 		shared->lock = &(GetNamedLWLockTranche("mq consumers"))->lock;
 		shared->run_start = GetCurrentTimestamp();
 	}
@@ -148,20 +171,34 @@ static void
 consumer_exit(int code, Datum arg)
 {
 	ConsumerSlot *record = NULL;
+	Oid			crowded = InvalidOid;
+	int			most = 0;
 
 	if (my_slot == NULL)
 		return;
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < MQ_CONSUMER_SLOTS; i++)
+	for (int i = 0; i < MQ_ENDED_RECORDS && record == NULL; i++)
+		if (shared->ended[i].state == SLOT_FREE)
+			record = &shared->ended[i];
+	/* full: the database with the most records gives up its oldest */
+	for (int i = 0; i < MQ_ENDED_RECORDS && record == NULL; i++)
+	{
+		int			n = 0;
+
+		for (int j = 0; j < MQ_ENDED_RECORDS; j++)
+			n += shared->ended[j].database == shared->ended[i].database;
+		if (n > most)
+		{
+			most = n;
+			crowded = shared->ended[i].database;
+		}
+	}
+	for (int i = 0; i < MQ_ENDED_RECORDS && OidIsValid(crowded); i++)
 	{
 		ConsumerSlot *r = &shared->ended[i];
 
-		if (r->state == SLOT_FREE)
-		{
-			record = r;
-			break;
-		}
-		if (record == NULL || r->last_heartbeat < record->last_heartbeat)
+		if (r->database == crowded &&
+			(record == NULL || r->last_heartbeat < record->last_heartbeat))
 			record = r;
 	}
 	memcpy(record, my_slot, sizeof(ConsumerSlot));
@@ -238,7 +275,7 @@ mq_register_consumer(PG_FUNCTION_ARGS)
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	if (my_slot == NULL)
 	{
-		for (int i = 0; i < MQ_CONSUMER_SLOTS && my_slot == NULL; i++)
+		for (int i = 0; i < shared->nslots && my_slot == NULL; i++)
 			if (shared->slots[i].state == SLOT_FREE)
 				my_slot = &shared->slots[i];
 		if (my_slot == NULL)
@@ -247,7 +284,7 @@ mq_register_consumer(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 					 errmsg("too many registered consumers"),
-					 errdetail("mq tracks at most %d consumers at once.", MQ_CONSUMER_SLOTS)));
+					 errdetail("mq tracks at most %d consumers at once.", shared->nslots)));
 		}
 		memset(my_slot, 0, sizeof(ConsumerSlot));
 		my_slot->pid = MyProcPid;
@@ -305,18 +342,32 @@ mq_consumers(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	static const char *const states[] = {"free", "alive", "lapsed", "dead"};
 
+	ConsumerSlot *copies;
+	int			ncopies = 0;
+	bool		all = false;
+
 	require_shared();
 	InitMaterializedSRF(fcinfo, 0);
+	copies = palloc(sizeof(ConsumerSlot) * all_slots());
 	LWLockAcquire(shared->lock, LW_SHARED);
-	for (int i = 0; i < 2 * MQ_CONSUMER_SLOTS; i++)
+	for (int i = 0; i < all_slots(); i++)
+		if (slot_at(i)->state != SLOT_FREE && slot_at(i)->database == MyDatabaseId)
+			copies[ncopies++] = *slot_at(i);
+	LWLockRelease(shared->lock);
+	all = MqHasRole(GetUserId(), "mq_consumer");
+
+	for (int i = 0; i < ncopies; i++)
 	{
-		ConsumerSlot *s = i < MQ_CONSUMER_SLOTS ? &shared->slots[i] :
-			&shared->ended[i - MQ_CONSUMER_SLOTS];
+		ConsumerSlot *s = &copies[i];
 		Datum		values[8];
 		bool		nulls[8] = {false};
 		Datum	   *queues;
+		bool		visible = all || s->pid == MyProcPid;
 
-		if (s->state == SLOT_FREE || s->database != MyDatabaseId)
+		/* others' consumers show to those who may consume from their queues */
+		for (int q = 0; q < s->nqueues && !visible; q++)
+			visible = MqQueueIdHasRight(s->queues[q], MQ_RIGHT_CONSUME);
+		if (!visible)
 			continue;
 		values[0] = CStringGetTextDatum(s->consumer_id);
 		values[1] = Int32GetDatum(s->pid);
@@ -334,7 +385,6 @@ mq_consumers(PG_FUNCTION_ARGS)
 			values[7] = PointerGetDatum(construct_array_builtin(queues, s->nqueues, INT4OID));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
-	LWLockRelease(shared->lock);
 	return (Datum) 0;
 }
 
@@ -438,12 +488,11 @@ mq_release_consumers(PG_FUNCTION_ARGS)
 	if (shared == NULL)
 		PG_RETURN_INT64(0);		/* nothing is tracked without preloading */
 
-	todo = palloc(sizeof(Release) * 2 * MQ_CONSUMER_SLOTS);
+	todo = palloc(sizeof(Release) * all_slots());
 	LWLockAcquire(shared->lock, LW_SHARED);
-	for (int i = 0; i < 2 * MQ_CONSUMER_SLOTS; i++)
+	for (int i = 0; i < all_slots(); i++)
 	{
-		ConsumerSlot *s = i < MQ_CONSUMER_SLOTS ? &shared->slots[i] :
-			&shared->ended[i - MQ_CONSUMER_SLOTS];
+		ConsumerSlot *s = slot_at(i);
 		bool		lapsed = s->state == SLOT_ALIVE &&
 			now > TimestampTzPlusMilliseconds(s->last_heartbeat, s->timeout_ms);
 
@@ -490,9 +539,7 @@ mq_release_consumers(PG_FUNCTION_ARGS)
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	for (int t = 0; t < ntodo; t++)
 	{
-		int			i = todo[t].slot;
-		ConsumerSlot *s = i < MQ_CONSUMER_SLOTS ? &shared->slots[i] :
-			&shared->ended[i - MQ_CONSUMER_SLOTS];
+		ConsumerSlot *s = slot_at(todo[t].slot);
 
 		if (s->token != todo[t].token)
 			continue;
@@ -534,7 +581,11 @@ mq_consumer_in_flight(PG_FUNCTION_ARGS)
 		return (Datum) 0;
 	token = PG_GETARG_INT64(0);
 	MqOwnerBegin(&session);
-	if (SPI_execute_with_args("SELECT queue_id, queue_name, acl FROM mq.queue"
+	if (SPI_execute_with_args("SELECT queue_id, queue_name, c.oid FROM mq.queue q"
+							  " LEFT JOIN pg_catalog.pg_class c"
+							  " ON c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace"
+							  " AND c.relname OPERATOR(pg_catalog.=) ('q_' OPERATOR(pg_catalog.||) q.queue_id"
+							  " OPERATOR(pg_catalog.||) '_rights')"
 							  " WHERE partitions IS NULL"
 							  " AND ($1 IS NULL OR queue_id " OP("=") " ANY ($1))"
 							  " ORDER BY queue_id",
@@ -549,12 +600,12 @@ mq_consumer_in_flight(PG_FUNCTION_ARGS)
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		bool		no_acl;
-		Datum		acl = SPI_getbinval(tup, desc, 3, &no_acl);
+		bool		no_rights;
+		Datum		rights = SPI_getbinval(tup, desc, 3, &no_rights);
 
 		queue_ids[i] = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
-		names[i] = MqHasRight(caller, no_acl ? NULL : DatumGetAclP(acl), MQ_RIGHT_CONSUME)
-			? SPI_getvalue(tup, desc, 2) : NULL;
+		names[i] = MqHasRight(caller, no_rights ? InvalidOid : DatumGetObjectId(rights),
+							  MQ_RIGHT_CONSUME) ? SPI_getvalue(tup, desc, 2) : NULL;
 	}
 	for (uint64 i = 0; i < nqueues; i++)
 	{

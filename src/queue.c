@@ -7,9 +7,9 @@
  * Every hot path starts with MqQueueOpen(): it finds the queue in a hash
  * table keyed by name (loading it from mq.queue on a miss), checks that the
  * caller has the right the operation needs (rights.c), switches the current
- * user to the owner of schema mq (the role mq_owner, not a superuser) and
- * connects to SPI.  Switching to the owner is what lets callers use queues
- * without any right on mq's tables, as SECURITY DEFINER would.
+ * user to the role mq_owner (not a superuser; it may use mq's tables and
+ * owns none) and connects to SPI.  Switching is what lets callers use
+ * queues without any right on mq's tables, as SECURITY DEFINER would.
  *
  * While mq runs statements as the owner, search_path is pinned to
  * "pg_catalog, pg_temp" (MqOwnerBegin), for preparing and for executing:
@@ -62,7 +62,7 @@ static Oid	mq_namespace = InvalidOid;
 static Oid	catalog_relid = InvalidOid;	/* mq.queue */
 static Oid	segment_relid = InvalidOid; /* mq.segment */
 static uint64 segments_version = 1;	/* bumped when mq.segment changes */
-static Oid	owner_id = InvalidOid;	/* owner of schema mq */
+static Oid	owner_id = InvalidOid;	/* the role mq_owner */
 
 const char *const MqPinnedSearchPath = "pg_catalog, pg_temp";
 
@@ -97,8 +97,6 @@ cache_reset(void)
 					SPI_freeplan(q->plans[i]);
 			if (q->offset_seqs != NULL)
 				pfree(q->offset_seqs);
-			if (q->acl != NULL)
-				pfree(q->acl);
 		}
 		hash_destroy(queue_cache);
 		queue_cache = NULL;
@@ -155,7 +153,6 @@ static void
 cache_ensure(void)
 {
 	HASHCTL		ctl;
-	HeapTuple	tup;
 
 	if (cache_stale)
 		cache_reset();
@@ -172,11 +169,7 @@ cache_ensure(void)
 				 errhint("Run CREATE EXTENSION mq.")));
 	catalog_relid = get_relname_relid("queue", mq_namespace);
 	segment_relid = get_relname_relid("segment", mq_namespace);
-	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(mq_namespace));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for namespace %u", mq_namespace);
-	owner_id = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
-	ReleaseSysCache(tup);
+	owner_id = get_role_oid("mq_owner", false);
 
 	ctl.keysize = NAMEDATALEN;
 	ctl.entrysize = sizeof(MqQueue);
@@ -219,7 +212,7 @@ MqCheckQueueName(const char *name)
 	}
 }
 
-/* The owner of schema mq, whose rights mq's statements run with. */
+/* The role mq_owner, whose rights mq's statements run with. */
 Oid
 MqOwner(void)
 {
@@ -296,7 +289,7 @@ load_queue(const char *key, MqQueue *q)
 								" ordering OPERATOR(pg_catalog.=) 'key',"
 								" COALESCE(partitions, 0), COALESCE(retention, '0'), notify,"
 								" COALESCE(rate_limit, 0), COALESCE(rate_limit_burst, 0),"
-								" COALESCE(session_timeout, '0'), acl"
+								" COALESCE(session_timeout, '0')"
 								" FROM mq.queue WHERE queue_name OPERATOR(pg_catalog.=) $1",
 								1, argtypes, values, NULL, true, 1);
 	if (ret != SPI_OK_SELECT)
@@ -322,18 +315,9 @@ load_queue(const char *key, MqQueue *q)
 	q->rate_limit = DatumGetFloat8(SPI_getbinval(tup, desc, 12, &isnull));
 	q->rate_burst = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
 	q->session_timeout = *interval_col(tup, desc, 14);
-	{
-		Datum		acl = SPI_getbinval(tup, desc, 15, &isnull);
-
-		if (!isnull)
-		{
-			Acl		   *detoasted = DatumGetAclP(acl);
-
-			q->acl = MemoryContextAlloc(CacheMemoryContext, VARSIZE(detoasted));
-			memcpy(q->acl, detoasted, VARSIZE(detoasted));
-		}
-	}
 	snprintf(q->channel, NAMEDATALEN, "mq.%s", key);
+	q->rights_relid = MqQueueRelid(q, psprintf("%c_%d_rights", q->partitions > 0 ? 'p' : 'q',
+											   q->queue_id));
 	if (q->partitions > 0)
 	{
 		q->offset_seqs = MemoryContextAlloc(CacheMemoryContext,
@@ -472,7 +456,7 @@ MqQueueOpen(text *queue_name, MqSession *session, MqRight right)
 
 	if (q == NULL)
 		no_such_queue(name);
-	if (!MqHasRight(GetUserId(), q->acl, right))
+	if (!MqHasRight(GetUserId(), q->rights_relid, right))
 		permission_denied(name, right);
 	MqOwnerBegin(session);
 	return q;
@@ -484,7 +468,7 @@ MqQueueOpenIfAllowed(const char *queue_name, MqSession *session, MqRight right)
 {
 	MqQueue    *q = lookup(queue_name);
 
-	if (q == NULL || !MqHasRight(GetUserId(), q->acl, right))
+	if (q == NULL || !MqHasRight(GetUserId(), q->rights_relid, right))
 		return NULL;
 	MqOwnerBegin(session);
 	return q;
@@ -501,7 +485,7 @@ MqQueueCheckRight(const char *queue_name, MqRight right)
 
 	if (q == NULL)
 		return false;
-	if (!MqHasRight(GetUserId(), q->acl, right))
+	if (!MqHasRight(GetUserId(), q->rights_relid, right))
 		permission_denied(queue_name, right);
 	return true;
 }

@@ -80,7 +80,7 @@ typedef struct MqQueue
 	/* the queue's shared hints (state.c), NULL when it has none */
 	void	   *state;
 	uint64		state_generation;
-	Acl		   *acl;			/* per-queue grants, NULL: none (rights.c) */
+	Oid			rights_relid;	/* its per-queue grants are on this (rights.c) */
 	SPIPlanPtr	plans[MQ_MAX_PLANS];
 } MqQueue;
 
@@ -123,7 +123,9 @@ extern bool MqQueueCheckRight(const char *queue_name, MqRight right);
 extern void MqQueueClose(MqSession *session);
 
 /* rights.c */
-extern bool MqHasRight(Oid roleid, Acl *acl, MqRight right);
+extern bool MqHasRight(Oid roleid, Oid rights_relid, MqRight right);
+extern bool MqHasRole(Oid roleid, const char *rolname);
+extern bool MqQueueIdHasRight(int32 queue_id, MqRight right);
 extern void MqRequireRole(const char *rolname, const char *what);
 extern void MqRequireSomeConsumeRight(const char *what);
 extern void MqRequireWorkQueue(MqQueue *q);

@@ -23,8 +23,10 @@
  * grow into the server's free shared memory, which other databases need
  * for their locks).  A bucket that is full again carries no state (a new
  * one starts full), so when the table is full such a bucket is reused;
- * drop_queue frees its queue's bucket at once.  Only MQ_RATE_BUCKETS
- * buckets that are not full at the same moment make a read fail (53400).
+ * drop_queue frees its queue's bucket at once.  A database may hold at
+ * most MQ_RATE_BUCKETS_PER_DB buckets, so that one cannot take the table
+ * from the others: more buckets of one database that are not full at the
+ * same moment make its reads fail (53400), and only its own.
  *
  * Needs shared_preload_libraries = 'mq'; a queue cannot get a rate limit
  * otherwise (55000).
@@ -44,7 +46,8 @@
 #include "ratelimit.h"
 #include "shmem.h"
 
-#define MQ_RATE_BUCKETS 1024
+#define MQ_RATE_BUCKETS 4096
+#define MQ_RATE_BUCKETS_PER_DB 1024
 
 typedef struct BucketKey
 {
@@ -107,27 +110,43 @@ bucket_full(Bucket *b, TimestampTz now)
 	return full;
 }
 
-/* With the lock held exclusively: remove one full bucket; whether one was. */
+/*
+ * With the lock held exclusively, before adding a bucket of this database:
+ * make room if this database holds its share or the table is full, by
+ * removing a full bucket (of this database if it is at its share).
+ * Returns false when there is no room.
+ */
 static bool
-evict_full_bucket(void)
+make_room(void)
 {
 	HASH_SEQ_STATUS status;
 	Bucket	   *b;
+	Bucket	   *victim = NULL;
 	TimestampTz now = GetCurrentTimestamp();
+	long		mine = 0;
+	long		all = 0;
 
 	hash_seq_init(&status, buckets);
 	while ((b = hash_seq_search(&status)) != NULL)
 	{
-		if (bucket_full(b, now))
-		{
-			BucketKey	key = b->key;
+		bool		own = b->key.database == MyDatabaseId;
 
-			hash_seq_term(&status);
-			(void) hash_search(buckets, &key, HASH_REMOVE, NULL);
-			return true;
-		}
+		all++;
+		mine += own;
+		if (victim == NULL || (own && victim->key.database != MyDatabaseId))
+			if (bucket_full(b, now))
+				victim = b;
 	}
-	return false;
+	if (mine < MQ_RATE_BUCKETS_PER_DB && all < MQ_RATE_BUCKETS)
+		return true;
+	if (victim == NULL || (mine >= MQ_RATE_BUCKETS_PER_DB && victim->key.database != MyDatabaseId))
+		return false;
+	{
+		BucketKey	key = victim->key;
+
+		(void) hash_search(buckets, &key, HASH_REMOVE, NULL);
+	}
+	return true;
 }
 
 /*
@@ -140,7 +159,7 @@ bucket_for(MqQueue *q)
 {
 	BucketKey	key = key_of(q->queue_id);
 	Bucket	   *b;
-	bool		found;
+	bool		found = true;
 
 	MqRequirePreload("rate limits");
 	LWLockAcquire(buckets_lock, LW_SHARED);
@@ -150,8 +169,8 @@ bucket_for(MqQueue *q)
 	LWLockRelease(buckets_lock);
 
 	LWLockAcquire(buckets_lock, LW_EXCLUSIVE);
-	b = hash_search(buckets, &key, HASH_ENTER_NULL, &found);
-	if (b == NULL && evict_full_bucket())
+	b = hash_search(buckets, &key, HASH_FIND, NULL);
+	if (b == NULL && make_room())
 		b = hash_search(buckets, &key, HASH_ENTER_NULL, &found);
 	if (b != NULL && !found)
 	{
@@ -166,8 +185,8 @@ bucket_for(MqQueue *q)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many rate-limited queues in use"),
-				 errdetail("mq keeps at most %d rate limits that are not full at once.",
-						   MQ_RATE_BUCKETS),
+				 errdetail("mq keeps at most %d rate limits per database that are not full at once.",
+						   MQ_RATE_BUCKETS_PER_DB),
 				 errhint("Wait for other queues' limits to refill, or remove limits that are not needed.")));
 	/* the bucket may have been evicted meanwhile: look again */
 	return bucket_for(q);

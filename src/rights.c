@@ -6,25 +6,30 @@
  *
  * A caller may send to, consume from or administer a queue when it has
  * the privileges of the matching role (mq_producer, mq_consumer, mq_admin:
- * a right on every queue), or a per-queue grant.  Per-queue grants live in
- * mq.queue.acl, an aclitem[] written by mq.grant and mq.revoke, so that
- * PostgreSQL's own ACL code does the matching (role membership included)
- * and pg_dump writes the grantees by name.  The privilege bits stand for:
- * INSERT = send, SELECT = consume, UPDATE = admin (which includes both).
+ * a right on every queue), or a per-queue grant.  Per-queue grants are
+ * table privileges on the queue's empty table mq.q_<id>_rights (or
+ * p_<id>_rights), granted by mq.grant and revoked by mq.revoke, so that
+ * PostgreSQL keeps them as it keeps its own: matching with role
+ * membership, renames, dumps, and no DROP ROLE of a grantee.  They stand
+ * for: REFERENCES = send, SELECT = consume, TRUNCATE = admin (which
+ * includes both); none of them gives access to any message.
  *
  * The checks use the caller's identity, before mq switches to the owner of
  * schema mq, so EXECUTE on the public functions is granted to PUBLIC and
  * the decision is made here.  Hot paths check in MqQueueOpen(); the
  * PL/pgSQL administrative functions are reached through mq_checked(),
- * which checks and then calls the SECURITY DEFINER body mq._<name>, which
- * nobody else may execute.  Rights checked at open time apply to the
- * statement; a revoke takes effect at the next call after it commits.
+ * which checks and then calls the SECURITY DEFINER body mq._<name> (owned
+ * by mq_owner, which nobody else may execute).  A right checked at open
+ * applies to that call; a revoke takes effect at the next call, or the
+ * next round of a waiting read, after it commits.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -33,6 +38,7 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 #include "queue.h"
 
@@ -42,18 +48,18 @@ PG_FUNCTION_INFO_V1(mq_can);
 /* the role that has a right on every queue */
 static const char *const role_of_right[] = {"mq_producer", "mq_consumer", "mq_admin"};
 
-/* aclitem bits that carry a right: admin implies the other two */
+/* privileges on the rights table that carry a right: admin implies both */
 static AclMode
 mode_of_right(MqRight right)
 {
 	switch (right)
 	{
 		case MQ_RIGHT_SEND:
-			return ACL_INSERT | ACL_UPDATE;
+			return ACL_REFERENCES | ACL_TRUNCATE;
 		case MQ_RIGHT_CONSUME:
-			return ACL_SELECT | ACL_UPDATE;
+			return ACL_SELECT | ACL_TRUNCATE;
 		case MQ_RIGHT_ADMIN:
-			return ACL_UPDATE;
+			return ACL_TRUNCATE;
 	}
 	return 0;					/* keep compiler quiet */
 }
@@ -66,15 +72,31 @@ has_role(Oid roleid, const char *rolname)
 	return OidIsValid(role) && has_privs_of_role(roleid, role);
 }
 
-/* Whether roleid may use a queue whose grants are acl (NULL: none) for right. */
+/* Whether roleid has the privileges of the role named rolname. */
 bool
-MqHasRight(Oid roleid, Acl *acl, MqRight right)
+MqHasRole(Oid roleid, const char *rolname)
 {
-	/* mq's own functions, running as the owner, may do anything */
+	return has_role(roleid, rolname);
+}
+
+static Oid	rights_relid_of(int32 queue_id);
+
+/* Whether the current user may use the queue with this id for right. */
+bool
+MqQueueIdHasRight(int32 queue_id, MqRight right)
+{
+	return MqHasRight(GetUserId(), rights_relid_of(queue_id), right);
+}
+
+/* Whether roleid may use the queue whose rights table is rights_relid. */
+bool
+MqHasRight(Oid roleid, Oid rights_relid, MqRight right)
+{
+	/* mq's own functions, running as mq_owner, may do anything */
 	if (roleid == MqOwner() || has_role(roleid, role_of_right[right]))
 		return true;
-	return acl != NULL &&
-		aclmask(acl, roleid, MqOwner(), mode_of_right(right), ACLMASK_ANY) != 0;
+	return OidIsValid(rights_relid) &&
+		pg_class_aclmask(rights_relid, roleid, mode_of_right(right), ACLMASK_ANY) != 0;
 }
 
 /* Raise 42501 unless the caller has the privileges of rolname. */
@@ -104,14 +126,17 @@ MqRequireSomeConsumeRight(const char *what)
 	if (has_role(user, role_of_right[MQ_RIGHT_CONSUME]))
 		return;
 	MqOwnerBegin(&session);
-	if (SPI_execute("SELECT acl FROM mq.queue WHERE acl IS NOT NULL", true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read mq.queue");
+	if (SPI_execute("SELECT c.oid FROM pg_catalog.pg_class c"
+					" WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace"
+					" AND pg_catalog.right(c.relname, 7) OPERATOR(pg_catalog.=) '_rights'"
+					" AND c.relacl IS NOT NULL", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the rights of queues");
 	for (uint64 i = 0; i < SPI_processed && !found; i++)
 	{
 		bool		isnull;
-		Datum		acl = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		Datum		relid = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
 
-		found = MqHasRight(user, DatumGetAclP(acl), MQ_RIGHT_CONSUME);
+		found = MqHasRight(user, DatumGetObjectId(relid), MQ_RIGHT_CONSUME);
 	}
 	MqOwnerEnd(&session);
 	if (!found)
@@ -139,26 +164,41 @@ right_arg(text *t)
 	return MQ_RIGHT_ADMIN;		/* keep compiler quiet */
 }
 
+/* The rights table of queue_id, InvalidOid when the queue is gone. */
+static Oid
+rights_relid_of(int32 queue_id)
+{
+	Oid			nsp = get_namespace_oid("mq", false);
+	Oid			relid = get_relname_relid(psprintf("q_%d_rights", queue_id), nsp);
+
+	if (!OidIsValid(relid))
+		relid = get_relname_relid(psprintf("p_%d_rights", queue_id), nsp);
+	return relid;
+}
+
 /*
- * mq._can(acl aclitem[], privilege text) RETURNS boolean
- *	  Whether the current user may use a queue whose grants are acl for
- *	  privilege ('send', 'consume', 'admin' or 'any').  The views filter
- *	  their rows with it; functions in a view run as the view's user.
+ * mq._can(queue_id integer, privilege text) RETURNS boolean
+ *	  Whether the current user may use the queue for privilege ('send',
+ *	  'consume', 'admin' or 'any').  The views filter their rows with it;
+ *	  functions in a view run as the view's user.  NULL queue_id: false.
  */
 Datum
 mq_can(PG_FUNCTION_ARGS)
 {
-	Acl		   *acl = PG_ARGISNULL(0) ? NULL : PG_GETARG_ACL_P(0);
 	Oid			user = GetUserId();
+	Oid			rights;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("privilege must not be NULL")));
+	if (PG_ARGISNULL(0))
+		PG_RETURN_BOOL(false);
+	rights = rights_relid_of(PG_GETARG_INT32(0));
 	if (strcmp(text_to_cstring(PG_GETARG_TEXT_PP(1)), "any") == 0)
-		PG_RETURN_BOOL(MqHasRight(user, acl, MQ_RIGHT_SEND) ||
-					   MqHasRight(user, acl, MQ_RIGHT_CONSUME));
-	PG_RETURN_BOOL(MqHasRight(user, acl, right_arg(PG_GETARG_TEXT_PP(1))));
+		PG_RETURN_BOOL(MqHasRight(user, rights, MQ_RIGHT_SEND) ||
+					   MqHasRight(user, rights, MQ_RIGHT_CONSUME));
+	PG_RETURN_BOOL(MqHasRight(user, rights, right_arg(PG_GETARG_TEXT_PP(1))));
 }
 
 /*
@@ -216,6 +256,21 @@ checked_cache(FunctionCallInfo fcinfo)
 	(void) get_func_signature(flinfo->fn_oid, &argtypes, &nargs);
 	body = LookupFuncName(list_make2(makeString("mq"), makeString(psprintf("_%s", name))),
 						  nargs, argtypes, false);
+	/* the body must run as mq_owner, never as this caller */
+	{
+		HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(body));
+		Form_pg_proc proc;
+
+		if (!HeapTupleIsValid(tup))
+			elog(ERROR, "cache lookup failed for function %u", body);
+		proc = (Form_pg_proc) GETSTRUCT(tup);
+		if (!proc->prosecdef || proc->proowner != MqOwner())
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("function mq._%s is not mq's own", name),
+					 errdetail("It must be SECURITY DEFINER and owned by mq_owner.")));
+		ReleaseSysCache(tup);
+	}
 	fmgr_info_cxt(body, &cache->body, flinfo->fn_mcxt);
 	cache->body.fn_expr = flinfo->fn_expr;
 	flinfo->fn_extra = cache;

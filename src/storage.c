@@ -431,32 +431,49 @@ tables_for(MqQueue *q, int64 msg_id, int *out)
 /* ---- keys ------------------------------------------------------------------ */
 
 /*
- * Keys are serialized through MQ_KEY_LOCKS transaction locks per queue,
- * key k taking lock hash(k) mod MQ_KEY_LOCKS: a batch of any number of
- * distinct keys takes at most that many locks, so it cannot fill the
- * server's lock table for everyone (one lock per key did at about 16,000
- * keys).  Two keys sharing a lock only wait for each other.
+ * Key locks.  A send and a removal of one key serialize through a
+ * transaction lock on the key (an advisory lock tag with field4 = 'mq', so
+ * it never meets a user's advisory locks, which use 1 and 2), taken with the
+ * queue's keys lock in share mode.  A batch with more than MQ_BATCH_KEY_LOCKS
+ * distinct keys takes the queue's keys lock in exclusive mode instead, so
+ * that a batch of any size takes a bounded number of locks and cannot fill
+ * the server's lock table for everyone (one lock per key did at about
+ * 16,000 keys); mq.purge does too.  Distinct keys never wait for each
+ * other except behind such a batch.
  */
-#define MQ_KEY_LOCKS 256
+#define MQ_BATCH_KEY_LOCKS 100
+#define KEY_LOCK_FIELD4 0x6d71
+#define KEYS_LOCK_FIELD4 0x6d72
 
 static uint32
-key_lock_of(const char *key)
+key_hash(const char *key)
 {
-	return hash_bytes((const unsigned char *) key, strlen(key)) % MQ_KEY_LOCKS;
+	return hash_bytes((const unsigned char *) key, strlen(key));
 }
 
-/*
- * Serialize sends and removals of a key of a keyed queue until the end of
- * the transaction.  An advisory lock tag with field4 = 'mq' keeps it apart
- * from user advisory locks (which use 1 and 2).
- */
 static void
-lock_key_lock(MqQueue *q, uint32 lock)
+lock_keys_of_queue(MqQueue *q, LOCKMODE mode)
 {
 	LOCKTAG		tag;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) q->queue_id, lock, 0x6d71);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) q->queue_id, 0, KEYS_LOCK_FIELD4);
+	(void) LockAcquire(&tag, mode, false, false);
+}
+
+static void
+lock_key_hash(MqQueue *q, uint32 hash)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) q->queue_id, hash, KEY_LOCK_FIELD4);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+static void
+lock_key(MqQueue *q, const char *key)
+{
+	lock_keys_of_queue(q, ShareLock);
+	lock_key_hash(q, key_hash(key));
 }
 
 static int
@@ -465,15 +482,25 @@ cstring_cmp(const void *a, const void *b)
 	return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
+static int
+uint32_cmp(const void *a, const void *b)
+{
+	uint32		x = *(const uint32 *) a;
+	uint32		y = *(const uint32 *) b;
+
+	return (x > y) - (x < y);
+}
+
 /*
- * Sort and deduplicate keys (returns how many are distinct) and take their
- * locks in ascending order, so that two batches cannot deadlock.
+ * Sort and deduplicate keys (returns how many are distinct) and lock them:
+ * each in ascending order of hash, so that two batches cannot deadlock, or
+ * all at once when there are many.
  */
 static int
 lock_keys(MqQueue *q, char **keys, int n)
 {
 	int			nunique = 0;
-	bool		want[MQ_KEY_LOCKS] = {false};
+	uint32	   *hashes;
 
 	qsort(keys, n, sizeof(char *), cstring_cmp);
 	for (int i = 0; i < n; i++)
@@ -481,20 +508,28 @@ lock_keys(MqQueue *q, char **keys, int n)
 		if (nunique > 0 && strcmp(keys[nunique - 1], keys[i]) == 0)
 			continue;
 		keys[nunique++] = keys[i];
-		want[key_lock_of(keys[i])] = true;
 	}
-	for (uint32 lock = 0; lock < MQ_KEY_LOCKS; lock++)
-		if (want[lock])
-			lock_key_lock(q, lock);
+	if (nunique > MQ_BATCH_KEY_LOCKS)
+	{
+		lock_keys_of_queue(q, ExclusiveLock);
+		return nunique;
+	}
+	lock_keys_of_queue(q, ShareLock);
+	hashes = palloc(sizeof(uint32) * Max(nunique, 1));
+	for (int i = 0; i < nunique; i++)
+		hashes[i] = key_hash(keys[i]);
+	qsort(hashes, nunique, sizeof(uint32), uint32_cmp);
+	for (int i = 0; i < nunique; i++)
+		if (i == 0 || hashes[i] != hashes[i - 1])
+			lock_key_hash(q, hashes[i]);
 	return nunique;
 }
 
-/* Every key lock of the queue (purge). */
+/* Every key of the queue (purge). */
 void
 MqStorageLockAllKeys(MqQueue *q)
 {
-	for (uint32 lock = 0; lock < MQ_KEY_LOCKS; lock++)
-		lock_key_lock(q, lock);
+	lock_keys_of_queue(q, ExclusiveLock);
 }
 
 /* Unblock the key's oldest message if it is blocked. */
@@ -661,7 +696,7 @@ MqStorageSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers,
 	{
 		bool		isnull;
 
-		lock_key_lock(q, key_lock_of(TextDatumGetCString(key.value)));
+		lock_key(q, TextDatumGetCString(key.value));
 		run(q, PLAN_KEY_EXISTS, 0, &key.value, " ", SPI_OK_SELECT);
 		blocked = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}

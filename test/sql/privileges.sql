@@ -178,8 +178,17 @@ SELECT p.oid::regprocedure AS internal_executable_by_the_roles
  CROSS JOIN (VALUES ('regress_mq_producer'), ('regress_mq_consumer'), ('regress_mq_admin')) r(rolname)
  WHERE n.nspname = 'mq' AND has_function_privilege(r.rolname, p.oid, 'EXECUTE')
    AND NOT has_function_privilege('regress_mq_nobody', p.oid, 'EXECUTE');
-SELECT DISTINCT pg_get_userbyid(p.proowner) AS function_owner
-  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'mq';
+-- mq_owner owns the SECURITY DEFINER bodies only; the installer owns the
+-- rest, and the few bodies that create, drop or grant on tables
+SELECT p.prosecdef, pg_get_userbyid(p.proowner) = current_user AS installer_owns,
+       pg_get_userbyid(p.proowner) = 'mq_owner' AS mq_owner_owns, count(*) > 0 AS some
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'mq'
+ GROUP BY 1, 2, 3 ORDER BY 1, 2;
+SELECT p.proname AS installer_security_definer
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = 'mq' AND p.prosecdef AND pg_get_userbyid(p.proowner) <> 'mq_owner' ORDER BY 1;
+SELECT nspowner = 'mq_owner'::regrole AS mq_owner_owns_schema, has_schema_privilege('mq_owner', 'mq', 'CREATE')
+  FROM pg_namespace WHERE nspname = 'mq';
 SELECT r.rolname, r.rolsuper, r.rolcanlogin FROM pg_roles r WHERE r.rolname = 'mq_owner';
 -- and nobody has any right on a table or sequence of mq except the views
 SELECT r.rolname, c.relname

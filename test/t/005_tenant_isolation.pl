@@ -48,11 +48,11 @@ is($node->safe_psql('tenant_b', q{SELECT count(*) FROM mq.poll('log', 'g', 'm', 
 $open->query_safe('ROLLBACK');
 $open->quit;
 
-# 2. rate-limit buckets live in a fixed table of 1,024.  A bucket that is
-# not full (its queue took a token of a 1/h limit) holds state; a full one
-# does not and is reused.  0.1.0 let the table grow into the server's free
-# shared memory without limit and never freed a bucket, so dropped queues
-# ate that memory for good (43,100 cycles exhausted it).
+# 2. rate-limit buckets live in a fixed table, at most 1,024 per database.
+# A bucket that is not full (its queue took a token of a 1/h limit) holds
+# state; a full one does not and is reused.  0.1.0 let the table grow into
+# the server's free shared memory without limit and never freed a bucket,
+# so dropped queues ate that memory for good (43,100 cycles exhausted it).
 $node->safe_psql('tenant_a', join('', map { "SELECT mq.create_queue('fast$_', rate_limit => '1000000/s');"
 	  . "SELECT count(*) FROM mq.read('fast$_');" } 1 .. 200));
 my $active = join('', map { "SELECT mq.create_queue('rl$_', rate_limit => '1/h');"
@@ -68,6 +68,10 @@ like($err, qr/too many rate-limited queues in use/,
 	'the 1,025th limit that is not full is refused clearly');
 is($node->safe_psql('tenant_a', q{SELECT depth FROM mq.metrics('rl_more')}), '1',
 	'the refused read took nothing');
+$node->safe_psql('tenant_b', q{SELECT mq.create_queue('rl_b', rate_limit => '1/h');
+SELECT mq.send('rl_b', '{}')});
+is($node->safe_psql('tenant_b', q{SELECT count(*) FROM mq.read('rl_b')}), '1',
+	'another database still gets its rate limits: a database holds at most its share');
 # dropping them frees their buckets: 1,024 more fit
 $node->safe_psql('tenant_a', join('', map { "SELECT mq.drop_queue('rl$_');" } 1 .. 1024));
 ($ret, $out, $err) = $node->psql('tenant_a', $active);
