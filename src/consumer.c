@@ -420,6 +420,9 @@ release_token(int32 queue_id, int64 token, bool before)
 
 		if (ret != SPI_OK_UPDATE)
 			elog(ERROR, "could not release claims: %s", SPI_result_code_string(ret));
+		MqStateCount(queue_id, MQ_COUNT_IN_FLIGHT, -(int64) SPI_processed);
+		MqStateCount(queue_id, t == MQ_DELAYED_SEGMENT ? MQ_COUNT_DELAYED : MQ_COUNT_READY,
+					 (int64) SPI_processed);
 		released += SPI_processed;
 	}
 	if (released > 0)

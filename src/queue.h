@@ -18,10 +18,12 @@
 
 /*
  * Room for the kept plans of one queue: storage.c numbers the work-queue
- * plans from 0 (a plan per kind and table), partition.c the partitioned-
- * queue plans from MQ_PARTITION_PLAN_BASE.
+ * plans from 0 (a plan per kind and table), metrics.c its plans from
+ * MQ_METRICS_PLAN_BASE, partition.c the partitioned-queue plans from
+ * MQ_PARTITION_PLAN_BASE.
  */
 #define MQ_MAX_PLANS 128
+#define MQ_METRICS_PLAN_BASE 100
 #define MQ_PARTITION_PLAN_BASE 112
 
 /* Segment tables: 4 for a work queue, 3 for a partitioned queue. */

@@ -221,7 +221,6 @@ static const CheckedFunction checked_functions[] = {
 	{"purge", true, MQ_RIGHT_ADMIN},
 	{"grant", true, MQ_RIGHT_ADMIN},
 	{"revoke", true, MQ_RIGHT_ADMIN},
-	{"metrics", true, MQ_RIGHT_CONSUME},
 	{"heartbeat", true, MQ_RIGHT_CONSUME},
 	{"seek", true, MQ_RIGHT_CONSUME},
 	{"leave", true, MQ_RIGHT_CONSUME},

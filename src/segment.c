@@ -229,6 +229,25 @@ retire_empty(MqQueue *q)
 	return retired;
 }
 
+/* Ready messages a relocation moved are delayed ones now (metrics). */
+static void
+count_moved(int32 queue_id)
+{
+	int64		ready = 0;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		HeapTuple	tup = SPI_tuptable->vals[i];
+
+		if (!DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull)) &&
+			!DatumGetBool(SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull)))
+			ready++;
+	}
+	MqStateCount(queue_id, MQ_COUNT_READY, -ready);
+	MqStateCount(queue_id, MQ_COUNT_DELAYED, ready);
+}
+
 /*
  * Move what is left in the oldest sealed segment to the delayed table and
  * empty it; returns the segment, or -1 when it is in use.  *moved counts
@@ -247,9 +266,11 @@ relocate_oldest(MqQueue *q, int64 *moved)
 	if (oldest < 0 || !lock_if_idle(q, oldest))
 		return -1;
 	from = MqSegmentTable(q, oldest);
-	run(psprintf("INSERT INTO mq.q_%d_d SELECT * FROM mq.%s", q->queue_id, from),
-		0, NULL, NULL, SPI_OK_INSERT);
+	run(psprintf("INSERT INTO mq.q_%d_d SELECT * FROM mq.%s RETURNING claimed, blocked",
+				 q->queue_id, from),
+		0, NULL, NULL, SPI_OK_INSERT_RETURNING);
 	*moved += SPI_processed;
+	count_moved(q->queue_id);
 	truncate_segment(q, oldest);
 	/* the moved messages are found by time; some may be due now */
 	MqStateNoteDue(q->queue_id, 0);

@@ -27,6 +27,10 @@
  * waiting out a backoff are in the delayed table; earliest_due says when
  * to look there.
  *
+ * The entry also counts the queue's messages by state, for mq.metrics: a
+ * transaction's changes are added when it commits, to counts that start
+ * from one count of the tables (see "Counts" below).
+ *
  * All of it is a hint that can be rebuilt from the tables: a new entry
  * starts every ticket at its segment's first msg_id and sweeps at once, so
  * after a restart, or for a queue that found no free entry (it then works
@@ -35,7 +39,7 @@
  * Locking: one LWLock.  Shared mode for every use of an entry, which is
  * short and never spans a statement; exclusive to add or remove entries,
  * so that an entry cannot be removed and reused for another queue while
- * anyone is using it.  The entry's generation tells a backend whether the
+ * anyone is using it, and to start a count.  The entry's generation tells a backend whether the
  * entry it remembers is still its queue's.  Tickets are atomics; the rest
  * of an entry is guarded by its spinlock.
  *
@@ -43,14 +47,17 @@
  */
 #include "postgres.h"
 
+#include "access/transam.h"
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/lwlock.h"
+#include "storage/procarray.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 
 #include "segment.h"
 #include "shmem.h"
@@ -58,7 +65,6 @@
 #include "wait.h"
 
 #define MQ_QUEUE_STATES 1024
-#define MQ_RING 256
 #define MQ_SWEEP_PERIOD_MS 5000
 
 typedef struct StateKey
@@ -76,6 +82,21 @@ typedef struct SegmentHint
 	pg_atomic_uint64 ticket;	/* next msg_id to give to a reader */
 } SegmentHint;
 
+/*
+ * The snapshot a count of the queue's tables was made with: a transaction
+ * it saw is in that count, so its changes must not be added again.
+ */
+#define MQ_COUNT_XIDS 256
+typedef struct CountSnapshot
+{
+	uint64		count_id;		/* 0: none */
+	int			pid;			/* backend counting, until the count is in */
+	TransactionId xmin;
+	TransactionId xmax;
+	int			xcnt;
+	TransactionId xip[MQ_COUNT_XIDS];
+} CountSnapshot;
+
 typedef struct QueueState
 {
 	StateKey	key;
@@ -86,6 +107,9 @@ typedef struct QueueState
 	TimestampTz earliest_due;	/* no delayed message is due before */
 	uint64		due_changes;	/* bumped by MqStateNoteDue */
 	int			ring_len;
+	bool		counted;		/* counts are valid */
+	int64		counts[MQ_COUNTS];
+	CountSnapshot count_snap;	/* of the count the counts started from */
 	SegmentHint seg[MQ_MAX_SEGMENTS];
 	MqRingEntry ring[MQ_RING];
 } QueueState;
@@ -94,6 +118,7 @@ typedef struct StateShared
 {
 	LWLock	   *lock;
 	uint64		next_generation;	/* under lock, exclusive */
+	uint64		next_count_id;	/* under lock, exclusive */
 } StateShared;
 
 static StateShared *state_shared = NULL;
@@ -118,6 +143,7 @@ MqStateShmemStartup(void)
 	{
 		state_shared->lock = &(GetNamedLWLockTranche("mq queue states"))->lock;
 		state_shared->next_generation = 1;
+		state_shared->next_count_id = 1;
 	}
 	info.keysize = sizeof(StateKey);
 	info.entrysize = sizeof(QueueState);
@@ -147,6 +173,8 @@ state_reset(QueueState *st, MqQueue *q)
 	st->earliest_due = 0;		/* look in the delayed table at once */
 	st->due_changes = 0;
 	st->ring_len = 0;
+	st->counted = false;
+	st->count_snap.count_id = 0;
 	for (int i = 0; i < MQ_MAX_SEGMENTS; i++)
 	{
 		pg_atomic_write_u64(&st->seg[i].ticket, 0);
@@ -409,6 +437,23 @@ MqStatePopRing(MqQueue *q, MqRingEntry *out, int max)
 	return n;
 }
 
+/* Copy the ring without taking anything off it; returns the entries. */
+int
+MqStatePeekRing(MqQueue *q, MqRingEntry *out, int max)
+{
+	QueueState *st = lock_state(q);
+	int			n;
+
+	if (st == NULL)
+		return 0;
+	SpinLockAcquire(&st->mutex);
+	n = Min(max, st->ring_len);
+	memcpy(out, st->ring, sizeof(MqRingEntry) * n);
+	SpinLockRelease(&st->mutex);
+	unlock_state();
+	return n;
+}
+
 /*
  * Put messages on the ring; when the ring is full, lower the ticket of
  * their segment instead (the delayed table needs neither: reads find due
@@ -642,6 +687,167 @@ MqStateNextTimedEvent(MqQueue *q)
 }
 
 /* ------------------------------------------------------------------------
+ * Counts by state (mq.metrics).  A transaction's changes are added when it
+ * commits; the counts start from one count of the tables, made with a
+ * snapshot that is kept: a committing transaction that snapshot saw is
+ * already in the count.  Taking the snapshot and installing it happen
+ * under the lock in exclusive mode, so no change is added in between.
+ */
+
+static int32 counting_queue = 0;	/* whose count this backend began */
+
+/* The queue's counts by state; false when they are not known yet. */
+bool
+MqStateCounters(MqQueue *q, int64 *counts)
+{
+	QueueState *st = lock_state(q);
+	bool		counted;
+
+	if (st == NULL)
+		return false;
+	SpinLockAcquire(&st->mutex);
+	counted = st->counted;
+	for (int i = 0; i < MQ_COUNTS; i++)
+		counts[i] = Max(st->counts[i], 0);
+	SpinLockRelease(&st->mutex);
+	unlock_state();
+	return counted;
+}
+
+/*
+ * Start the count the counts will start from: *snap is the snapshot to
+ * count with (registered; the caller unregisters it).  Returns the count's
+ * id for MqStateCountEnd, or 0 when this count cannot be kept (no entry,
+ * another backend counting, too many transactions running); *snap is then
+ * the latest snapshot all the same.
+ */
+uint64
+MqStateCountBegin(MqQueue *q, Snapshot *snap)
+{
+	QueueState *st = lock_state(q);
+	CountSnapshot *cs;
+	uint64		id = 0;
+
+	if (st == NULL)
+	{
+		*snap = RegisterSnapshot(GetLatestSnapshot());
+		return 0;
+	}
+	unlock_state();
+	LWLockAcquire(state_shared->lock, LW_EXCLUSIVE);
+	*snap = RegisterSnapshot(GetLatestSnapshot());
+	cs = &st->count_snap;
+	if (st->generation == q->state_generation && !st->counted &&
+		(cs->pid == 0 || cs->pid == MyProcPid || BackendPidGetProc(cs->pid) == NULL) &&
+		(*snap)->xcnt <= MQ_COUNT_XIDS)
+	{
+		id = state_shared->next_count_id++;
+		SpinLockAcquire(&st->mutex);
+		memset(st->counts, 0, sizeof(st->counts));
+		cs->count_id = id;
+		cs->pid = MyProcPid;
+		cs->xmin = (*snap)->xmin;
+		cs->xmax = (*snap)->xmax;
+		cs->xcnt = (*snap)->xcnt;
+		memcpy(cs->xip, (*snap)->xip, sizeof(TransactionId) * cs->xcnt);
+		SpinLockRelease(&st->mutex);
+		counting_queue = q->queue_id;
+	}
+	LWLockRelease(state_shared->lock);
+	return id;
+}
+
+/* A count this backend began and an error interrupted: let others count. */
+static void
+abandon_count(void)
+{
+	StateKey	key = key_of(counting_queue);
+	QueueState *st;
+
+	if (counting_queue == 0 || states == NULL)
+		return;
+	LWLockAcquire(state_shared->lock, LW_SHARED);
+	st = hash_search(states, &key, HASH_FIND, NULL);
+	if (st != NULL)
+	{
+		SpinLockAcquire(&st->mutex);
+		if (st->count_snap.pid == MyProcPid)
+			st->count_snap.pid = 0;
+		SpinLockRelease(&st->mutex);
+	}
+	LWLockRelease(state_shared->lock);
+	counting_queue = 0;
+}
+
+/* The count made with MqStateCountBegin's snapshot: the counts are valid. */
+void
+MqStateCountEnd(MqQueue *q, uint64 count_id, const int64 *counts)
+{
+	QueueState *st = lock_state(q);
+
+	if (st == NULL)
+		return;
+	SpinLockAcquire(&st->mutex);
+	if (st->count_snap.count_id == count_id)
+	{
+		for (int i = 0; i < MQ_COUNTS; i++)
+			st->counts[i] += counts[i];
+		st->counted = true;
+		st->count_snap.pid = 0;
+	}
+	SpinLockRelease(&st->mutex);
+	unlock_state();
+	counting_queue = 0;
+}
+
+/*
+ * Whether the count's snapshot saw transaction xid as committed.  Past a
+ * billion transactions later none it saw can still be committing, and the
+ * snapshot is dropped before xids wrap around.
+ */
+static bool
+seen_by_count(CountSnapshot *cs, TransactionId xid)
+{
+	if (cs->count_id == 0 || !TransactionIdIsNormal(xid))
+		return false;
+	if ((int32) (xid - cs->xmax) > (1 << 30))
+	{
+		cs->count_id = 0;
+		return false;
+	}
+	if (TransactionIdPrecedes(xid, cs->xmin))
+		return true;
+	if (TransactionIdFollowsOrEquals(xid, cs->xmax))
+		return false;
+	for (int i = 0; i < cs->xcnt; i++)
+		if (TransactionIdEquals(cs->xip[i], xid))
+			return false;
+	return true;
+}
+
+/* A transaction that wrote as xid commits these changes. */
+static void
+add_counts(int32 queue_id, TransactionId xid, const int64 *delta)
+{
+	StateKey	key = key_of(queue_id);
+	QueueState *st;
+
+	if (states == NULL)
+		return;
+	LWLockAcquire(state_shared->lock, LW_SHARED);
+	st = hash_search(states, &key, HASH_FIND, NULL);
+	if (st != NULL)
+	{
+		SpinLockAcquire(&st->mutex);
+		if (!seen_by_count(&st->count_snap, xid))
+			for (int i = 0; i < MQ_COUNTS; i++)
+				st->counts[i] += delta[i];
+		SpinLockRelease(&st->mutex);
+	}
+	LWLockRelease(state_shared->lock);
+}
+
+/* ------------------------------------------------------------------------
  * Transaction bookkeeping.  Lists live in TopTransactionContext and are
  * reset when the transaction ends.
  */
@@ -662,6 +868,17 @@ typedef struct Noted
 } Noted;
 
 static List *notes = NIL;		/* of this transaction */
+
+/* count changes of this transaction, per queue and subtransaction level */
+typedef struct Delta
+{
+	int32		queue_id;
+	int			level;
+	int64		d[MQ_COUNTS];
+} Delta;
+
+static List *deltas = NIL;
+static TransactionId deltas_xid = InvalidTransactionId;
 static bool pending_valid = false;
 static int32 pending_queue;
 static MqTickets pending;		/* tickets taken, claim not done */
@@ -698,6 +915,63 @@ note(NoteKind kind, MqQueue *q, int segment, int64 from, int64 to)
 	n->entry.to = to;
 	notes = lappend(notes, n);
 	MemoryContextSwitchTo(old);
+}
+
+/* This transaction changes the count `what` of a work queue by delta. */
+void
+MqStateCount(int32 queue_id, MqCount what, int64 delta)
+{
+	int			level = GetCurrentTransactionNestLevel();
+	ListCell   *lc;
+	Delta	   *d = NULL;
+
+	if (states == NULL || delta == 0)
+		return;
+	deltas_xid = GetTopTransactionIdIfAny();	/* the change wrote: it has one */
+	foreach(lc, deltas)
+	{
+		Delta	   *e = lfirst(lc);
+
+		if (e->queue_id == queue_id && e->level == level)
+			d = e;
+	}
+	if (d == NULL)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+		d = palloc0(sizeof(Delta));
+		d->queue_id = queue_id;
+		d->level = level;
+		deltas = lappend(deltas, d);
+		MemoryContextSwitchTo(old);
+	}
+	d->d[what] += delta;
+}
+
+/* Deltas at level >= level: applied (commit), dropped, or handed up. */
+static void
+end_deltas(int level, bool commit, bool commit_sub)
+{
+	List	   *kept = NIL;
+	ListCell   *lc;
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+	foreach(lc, deltas)
+	{
+		Delta	   *e = lfirst(lc);
+
+		if (e->level < level)
+			kept = lappend(kept, e);
+		else if (commit_sub)
+		{
+			e->level = level - 1;	/* may now share a level: sums still add up */
+			kept = lappend(kept, e);
+		}
+		else if (commit)
+			add_counts(e->queue_id, deltas_xid, e->d);
+	}
+	MemoryContextSwitchTo(old);
+	deltas = kept;
 }
 
 /* A message claimed by this transaction: read again if it aborts. */
@@ -802,11 +1076,13 @@ state_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			end_level(0, true, false);
+			end_deltas(0, true, false);
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			return_pending();
 			end_level(0, false, false);
+			abandon_count();
 			break;
 		case XACT_EVENT_PREPARE:
 			/* what a prepared transaction changes later, the sweep finds */
@@ -815,6 +1091,8 @@ state_xact_callback(XactEvent event, void *arg)
 			return;
 	}
 	notes = NIL;
+	deltas = NIL;
+	deltas_xid = InvalidTransactionId;
 	pending_valid = false;
 }
 
@@ -828,9 +1106,13 @@ state_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 	{
 		return_pending();
 		end_level(level, false, false);
+		end_deltas(level, false, false);
 	}
 	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
 		end_level(level, false, true);
+		end_deltas(level, false, true);
+	}
 }
 
 /* Called from _PG_init. */

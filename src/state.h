@@ -11,9 +11,12 @@
 #ifndef MQ_STATE_H
 #define MQ_STATE_H
 
+#include "utils/snapshot.h"
 #include "utils/timestamp.h"
 
 #include "queue.h"
+
+#define MQ_RING 256				/* ranges the ring holds */
 
 /* Messages to claim again: a segment and a range of msg_ids in it. */
 typedef struct MqRingEntry
@@ -43,6 +46,7 @@ extern bool MqStateSegmentClosed(MqQueue *q, int segment, int64 *max_id);
 extern void MqStateCloseSegment(MqQueue *q, int segment, int32 epoch, int64 max_id);
 extern int	MqStatePopRing(MqQueue *q, MqRingEntry *out, int max);
 extern bool MqStatePushRing(MqQueue *q, const MqRingEntry *e);
+extern int	MqStatePeekRing(MqQueue *q, MqRingEntry *out, int max);
 extern TimestampTz MqStateEarliestDue(MqQueue *q, uint64 *changes);
 extern void MqStateSetEarliestDue(MqQueue *q, TimestampTz due, uint64 changes);
 extern void MqStateNoteDue(int32 queue_id, TimestampTz due);
@@ -51,6 +55,21 @@ extern bool MqStateSweepDue(MqQueue *q, int segment, TimestampTz now);
 extern void MqStateSweepDone(MqQueue *q, int segment, TimestampTz next);
 extern void MqStateNoteLapse(MqQueue *q, int segment, TimestampTz vt);
 extern TimestampTz MqStateNextTimedEvent(MqQueue *q);
+
+/* What the counters of a work queue count (metrics). */
+typedef enum MqCount
+{
+	MQ_COUNT_READY,				/* in a segment, neither claimed nor blocked */
+	MQ_COUNT_IN_FLIGHT,			/* claimed (lapsed claims until read again) */
+	MQ_COUNT_DELAYED,			/* in the delayed table, neither claimed nor blocked */
+	MQ_COUNT_BLOCKED,			/* waiting behind an older message of their key */
+	MQ_COUNTS
+} MqCount;
+
+extern void MqStateCount(int32 queue_id, MqCount what, int64 delta);
+extern bool MqStateCounters(MqQueue *q, int64 *counts);
+extern uint64 MqStateCountBegin(MqQueue *q, Snapshot *snap);
+extern void MqStateCountEnd(MqQueue *q, uint64 count_id, const int64 *counts);
 
 /* transaction bookkeeping (see state.c) */
 extern void MqStateNoteClaim(MqQueue *q, int segment, int64 msg_id);

@@ -110,7 +110,7 @@ typedef enum PlanKind
 	((kind) < PLAN_PER_TABLE ? (kind) * NTABLES + (table) : \
 	 PLAN_PER_TABLE * NTABLES + (kind) - PLAN_PER_TABLE)
 
-StaticAssertDecl(PLAN_PER_TABLE * NTABLES + PLAN_KINDS - PLAN_PER_TABLE <= MQ_PARTITION_PLAN_BASE,
+StaticAssertDecl(PLAN_PER_TABLE * NTABLES + PLAN_KINDS - PLAN_PER_TABLE <= MQ_METRICS_PLAN_BASE,
 				 "too many plans per queue");
 
 #define MAX_ARGS 8
@@ -126,7 +126,7 @@ typedef struct PlanDef
 #define NOW "pg_catalog.clock_timestamp()"
 #define RECEIPT_MATCHES "($2 IS NULL OR attempts " OP("=") " $2)"
 #define MESSAGE_COLUMNS "msg_id, vt, enqueued_at, attempts, claimed, key, payload," \
-	" headers, last_error, dead_letter, blocked, consumer"
+	" headers, last_error, dead_letter, blocked, consumer, lapsed"
 
 /*
  * A claim: the sub-select takes the rows, the UPDATE claims those with
@@ -141,12 +141,12 @@ typedef struct PlanDef
 	" ELSE '-infinity'::pg_catalog.timestamptz END," \
 	" attempts = CASE WHEN m.attempts " OP("<") " $3" \
 	" THEN m.attempts " OP("+") " 1 ELSE m.attempts END," \
-	" claimed = m.attempts " OP("<") " $3, consumer = $4" \
+	" claimed = m.attempts " OP("<") " $3, consumer = $4, lapsed = m.claimed" \
 	" WHERE m.msg_id " OP("=") " ANY (ARRAY(" \
 	" SELECT msg_id FROM mq.%1$s WHERE " where " AND vt " OP("<=") " " NOW \
 	" AND NOT blocked ORDER BY " order " LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED))" \
 	" RETURNING m.msg_id, m.attempts, m.key, m.payload, m.headers," \
-	" m.enqueued_at, m.vt, m.last_error, m.dead_letter, m.claimed"
+	" m.enqueued_at, m.vt, m.last_error, m.dead_letter, m.claimed, m.lapsed"
 #define CLAIM_ARGS INT4OID, INTERVALOID, INT4OID, INT8OID
 
 /*
@@ -167,7 +167,7 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 	},
 	/* SQL made in plan_sql(): with or without keys */
 	[PLAN_INSERT_BATCH] = {
-		NULL,
+		NULL,					/* returns msg_id, blocked */
 		5, {JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INTERVALOID, REGCLASSOID}
 	},
 	[PLAN_CLAIM_RANGE] = {
@@ -188,18 +188,19 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 	},
 	[PLAN_ACK] = {
 		"DELETE FROM mq.%1$s WHERE msg_id " OP("=") " $1 AND " RECEIPT_MATCHES
-		" RETURNING msg_id, key",
+		" RETURNING msg_id, key, claimed, blocked",
 		2, {INT8OID, INT8OID}
 	},
 	[PLAN_ACK_BATCH] = {
-		"DELETE FROM mq.%1$s WHERE msg_id " OP("=") " ANY ($1) RETURNING msg_id, key",
+		"DELETE FROM mq.%1$s WHERE msg_id " OP("=") " ANY ($1)"
+		" RETURNING msg_id, key, claimed, blocked",
 		1, {INT8ARRAYOID}
 	},
 	[PLAN_ARCHIVE] = {
 		"WITH d AS (DELETE FROM mq.%1$s WHERE msg_id " OP("=") " $1 AND "
 		RECEIPT_MATCHES " RETURNING *)"
 		" INSERT INTO mq.a_%2$d (" MESSAGE_COLUMNS ")"
-		" SELECT " MESSAGE_COLUMNS " FROM d RETURNING msg_id, key",
+		" SELECT " MESSAGE_COLUMNS " FROM d RETURNING msg_id, key, claimed, blocked",
 		2, {INT8OID, INT8OID}
 	},
 	/* SQL made in plan_sql(): from a segment, or in the delayed table */
@@ -208,7 +209,8 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 		8, {INT8OID, INT8OID, INTERVALOID, TEXTOID, FLOAT8OID, FLOAT8OID, FLOAT8OID, INT4OID}
 	},
 	[PLAN_EXTEND] = {
-		"UPDATE mq.%1$s SET vt = " NOW " " OP("+") " $3"
+		"UPDATE mq.%1$s SET vt = " NOW " " OP("+") " $3,"
+		" claimed = $3 " OP(">") " '0'::pg_catalog.interval"
 		" WHERE msg_id " OP("=") " $1 AND claimed AND " RECEIPT_MATCHES
 		" RETURNING vt",
 		3, {INT8OID, INT8OID, INTERVALOID}
@@ -259,18 +261,20 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 	"msg_id " OP("=") " ANY ($1) AND " RECEIPT_MATCHES " AND attempts " OP(">=") " $3" \
 	" AND (claimed OR NOT $7)"
 
+/* both return the removed messages' key, claimed and blocked */
 static const char *dead_letter_move_sql =
-"WITH d AS (DELETE FROM mq.%1$s WHERE " DEAD_LETTER_WHERE " RETURNING *)"
-" INSERT INTO mq.q_%2$d_d (msg_id, vt, key, payload, headers, dead_letter)"
+"WITH d AS (DELETE FROM mq.%1$s WHERE " DEAD_LETTER_WHERE " RETURNING *),"
+" i AS (INSERT INTO mq.q_%2$d_d (msg_id, vt, key, payload, headers, dead_letter)"
 " SELECT pg_catalog.nextval('mq.q_%2$d_seq'::pg_catalog.regclass), " NOW ","
 " d.key, d.payload, d.headers,"
 " pg_catalog.jsonb_build_object('queue', $4, 'msg_id', d.msg_id,"
 " 'attempts', d.attempts, 'error', COALESCE($5, d.last_error), 'reason', $6,"
 " 'enqueued_at', d.enqueued_at, 'dead_lettered_at', " NOW ")"
-" FROM d ORDER BY d.msg_id RETURNING key";
+" FROM d ORDER BY d.msg_id)"
+" SELECT key, claimed, blocked FROM d";
 
 static const char *dead_letter_discard_sql =
-"DELETE FROM mq.%1$s WHERE " DEAD_LETTER_WHERE " RETURNING key";
+"DELETE FROM mq.%1$s WHERE " DEAD_LETTER_WHERE " RETURNING key, claimed, blocked";
 
 /* a nack: to the delayed table, due after the backoff */
 static const char *release_move_sql =
@@ -278,7 +282,7 @@ static const char *release_move_sql =
 RECEIPT_MATCHES " AND attempts " OP("<") " $8 RETURNING *)"
 " INSERT INTO mq.q_%2$d_d (" MESSAGE_COLUMNS ")"
 " SELECT msg_id, " NOW " " OP("+") " COALESCE($3, " BACKOFF "), enqueued_at, attempts,"
-" false, key, payload, headers, COALESCE($4, last_error), dead_letter, blocked, NULL"
+" false, key, payload, headers, COALESCE($4, last_error), dead_letter, blocked, NULL, false"
 " FROM d, LATERAL " BACKOFF_SECONDS " RETURNING vt";
 
 static const char *release_delayed_sql =
@@ -295,7 +299,7 @@ static const char *insert_batch_sql =
 " SELECT pg_catalog.nextval($5), " NOW " " OP("+") " $4, u.k, u.p, u.h, %2$s"
 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 " pg_catalog.unnest($3)) WITH ORDINALITY AS u(p, k, h, n)"
-" ORDER BY u.n RETURNING msg_id";
+" ORDER BY u.n RETURNING msg_id, blocked";
 
 /* ---- plans ---------------------------------------------------------------- */
 
@@ -428,6 +432,36 @@ tables_for(MqQueue *q, int64 msg_id, int *out)
 	return n;
 }
 
+/* ---- counts (state.c, for mq.metrics) ------------------------------------ */
+
+/* Where an unclaimed, unblocked message of table is counted. */
+static MqCount
+count_of(int table)
+{
+	return table == DELAYED ? MQ_COUNT_DELAYED : MQ_COUNT_READY;
+}
+
+/*
+ * Count out the messages a statement removed from table; its result has
+ * their claimed and blocked flags in columns claimed_col and
+ * claimed_col + 1.
+ */
+static void
+count_removed(MqQueue *q, int table, int claimed_col)
+{
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		bool		claimed = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+														 claimed_col, &isnull));
+		bool		blocked = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+														 claimed_col + 1, &isnull));
+
+		MqStateCount(q->queue_id, claimed ? MQ_COUNT_IN_FLIGHT :
+					 blocked ? MQ_COUNT_BLOCKED : count_of(table), -1);
+	}
+}
+
 /* ---- keys ------------------------------------------------------------------ */
 
 /*
@@ -551,6 +585,8 @@ unblock_key(MqQueue *q, const char *key)
 	id = Int64GetDatum(msg_id);
 	if (run(q, PLAN_UNBLOCK, table, &id, " ", SPI_OK_UPDATE_RETURNING) == 0)
 		return;
+	MqStateCount(q->queue_id, MQ_COUNT_BLOCKED, -1);
+	MqStateCount(q->queue_id, count_of(table), 1);
 	if (table == DELAYED)
 		MqStateNoteDue(q->queue_id, DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
 																	  SPI_tuptable->tupdesc, 1, &isnull)));
@@ -605,10 +641,12 @@ dead_letter(MqQueue *q, int table, ArrayType *ids, MqNullable receipt, MqNullabl
 	values[5] = CStringGetTextDatum(reason);
 	values[6] = BoolGetDatum(only_claimed);
 	n = run(q, PLAN_DEAD_LETTER, table, values, nulls,
-			q->dlq_id != 0 ? SPI_OK_INSERT_RETURNING : SPI_OK_DELETE_RETURNING);
+			q->dlq_id != 0 ? SPI_OK_SELECT : SPI_OK_DELETE_RETURNING);
+	count_removed(q, table, 2);
 	unblock_removed_keys(q, 1);
 	if (n > 0 && q->dlq_id != 0)
 	{
+		MqStateCount(q->dlq_id, MQ_COUNT_DELAYED, (int64) n);
 		MqStateNoteDue(q->dlq_id, 0);
 		MqWaitNoteSend(q->dlq_id);
 	}
@@ -709,6 +747,7 @@ MqStorageSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers,
 	values[4] = PointerGetDatum(delay);
 	values[5] = BoolGetDatum(blocked);
 	run(q, PLAN_INSERT, table, values, nulls, SPI_OK_INSERT);
+	MqStateCount(q->queue_id, blocked ? MQ_COUNT_BLOCKED : count_of(table), 1);
 	if (table != DELAYED)
 		MqStateNoteSent(q, table, msg_id, msg_id + 1);
 	sent(q, table, delay);
@@ -748,8 +787,11 @@ MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 		bool		isnull;
 		Datum		id = SPI_getbinval(SPI_tuptable->vals[i],
 									   SPI_tuptable->tupdesc, 1, &isnull);
+		bool		blocked = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i],
+														 SPI_tuptable->tupdesc, 2, &isnull));
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &id, &isnull);
+		MqStateCount(q->queue_id, blocked ? MQ_COUNT_BLOCKED : count_of(table), 1);
 	}
 	/* the ids are consecutive but for other senders' interleaved ones */
 	if (n > 0 && table != DELAYED)
@@ -767,7 +809,7 @@ MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 enum
 {
 	C_MSG_ID = 1, C_ATTEMPTS, C_KEY, C_PAYLOAD, C_HEADERS, C_ENQUEUED_AT,
-	C_VT, C_LAST_ERROR, C_DEAD_LETTER, C_CLAIMED
+	C_VT, C_LAST_ERROR, C_DEAD_LETTER, C_CLAIMED, C_LAPSED
 };
 
 /* One call's claim: what it asks for and what it got. */
@@ -850,6 +892,8 @@ claim_with(Claim *c, PlanKind kind, int table, Datum *extra, int nextra, int64 *
 		bool		isnull;
 		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, C_MSG_ID, &isnull));
 
+		bool		lapsed = DatumGetBool(SPI_getbinval(tup, desc, C_LAPSED, &isnull));
+
 		if (id > *last)
 			*last = id;
 		if (DatumGetBool(SPI_getbinval(tup, desc, C_CLAIMED, &isnull)))
@@ -857,9 +901,23 @@ claim_with(Claim *c, PlanKind kind, int table, Datum *extra, int nextra, int64 *
 			rows[nrows].msg_id = id;
 			rows[nrows++].tuple = tup;
 			MqStateNoteClaim(q, table, id);
+			/* a claim that took over a lapsed one was in flight already */
+			if (!lapsed)
+			{
+				MqStateCount(q->queue_id, count_of(table), -1);
+				MqStateCount(q->queue_id, MQ_COUNT_IN_FLIGHT, 1);
+			}
 		}
 		else
+		{
 			exhausted[nexhausted++] = id;
+			/* marked unclaimed for dead_letter, which counts it out */
+			if (lapsed)
+			{
+				MqStateCount(q->queue_id, MQ_COUNT_IN_FLIGHT, -1);
+				MqStateCount(q->queue_id, count_of(table), 1);
+			}
+		}
 	}
 	qsort(rows, nrows, sizeof(ClaimedRow), claimed_row_cmp);
 	for (int i = 0; i < nrows; i++)
@@ -1120,6 +1178,7 @@ MqStorageAck(MqQueue *q, int64 msg_id, MqNullable receipt, bool archive)
 
 		if (n > 0)
 		{
+			count_removed(q, tables[i], 3);
 			unblock_removed_keys(q, 2);
 			count_acked(q, n);
 			return true;
@@ -1159,6 +1218,7 @@ MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids)
 			continue;
 		acked += n;
 		count_acked(q, n);
+		count_removed(q, tables[t], 3);
 		/* drop what this table had from the ids left */
 		for (int i = 0; i < nleft; i++)
 		{
@@ -1208,6 +1268,8 @@ MqStorageRelease(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *delay,
 		{
 			bool		isnull;
 
+			MqStateCount(q->queue_id, MQ_COUNT_IN_FLIGHT, -1);
+			MqStateCount(q->queue_id, MQ_COUNT_DELAYED, 1);
 			MqStateNoteDue(q->queue_id, DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
 																		  SPI_tuptable->tupdesc, 1, &isnull)));
 			MqWaitNoteSend(q->queue_id);
@@ -1238,6 +1300,12 @@ MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *vt,
 
 			*visible_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
 															SPI_tuptable->tupdesc, 1, &isnull));
+			/* extending by 0 releases the claim (as SQS's 0 visibility) */
+			if (MqIntervalSeconds(vt) == 0)
+			{
+				MqStateCount(q->queue_id, MQ_COUNT_IN_FLIGHT, -1);
+				MqStateCount(q->queue_id, count_of(tables[i]), 1);
+			}
 			if (tables[i] == DELAYED)
 				MqStateNoteDue(q->queue_id, *visible_at);
 			else
