@@ -39,11 +39,14 @@
 -- Queues keep all their messages (visible, delayed, in flight with their
 -- visibility timeouts, attempts and consumers, keyed messages blocked
 -- behind their key), archives, counters, dead-letter counts, partition
--- offsets and consumer groups' committed offsets.  Every table of mq is
--- locked and each queue's messages are copied once (archives and
--- partitioned queues' segments are kept as they are), in one transaction:
--- readers and senders get 55000 "extension is at version 0.1.0" from the
--- 0.2.0 library until it commits, and then carry on.
+-- offsets and consumer groups' committed offsets.  Each work queue's
+-- messages are copied once; archives and partitioned queues' segments keep
+-- their tables.  It all happens in one transaction that holds ACCESS
+-- EXCLUSIVE locks on mq.queue and on every queue's tables until it
+-- commits; meanwhile the 0.2.0 library refuses reads and sends with 55000
+-- "extension "mq" is at version 0.1.0" (without waiting for those locks),
+-- and they work again once it has committed.  Run it as the owner of the
+-- extension (section 1).
 
 \echo Use "ALTER EXTENSION mq UPDATE TO '0.2.0'" to load this file. \quit
 

@@ -434,6 +434,14 @@ sub all_refused
 }
 all_refused('before the update');
 
+# Only the extension's owner may update it: the objects it makes must be
+# owned as a fresh install's are.
+sql('CREATE ROLE someone_else SUPERUSER LOGIN');
+my ($rc, $out, $err) = $node->psql('postgres', 'ALTER EXTENSION mq UPDATE', extra_params => [ '-U', 'someone_else' ]);
+like($err, qr/only the owner of extension "mq" may update it/, 'another superuser cannot run the update');
+is(sql(q{SELECT extversion FROM pg_extension WHERE extname = 'mq'}), '0.1.0', 'the extension is still at 0.1.0');
+sql('DROP ROLE someone_else');
+
 # ALTER EXTENSION in an open transaction; the sessions keep trying while it
 # runs and after it has run, until it commits.
 my $admin = $node->background_psql('postgres');
