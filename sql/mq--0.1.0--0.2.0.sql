@@ -41,7 +41,8 @@
 -- behind their key), archives, counters, dead-letter counts, partition
 -- offsets and consumer groups' committed offsets.  Each work queue's
 -- messages are copied once; archives and partitioned queues' segments keep
--- their tables.  It all happens in one transaction that holds ACCESS
+-- their tables while 0.2.0 makes them in the same shape (else their rows
+-- are copied too).  It all happens in one transaction that holds ACCESS
 -- EXCLUSIVE locks on mq.queue and on every queue's tables until it
 -- commits; meanwhile the 0.2.0 library refuses reads and sends with 55000
 -- "extension "mq" is at version 0.1.0" (without waiting for those locks),
@@ -1469,6 +1470,51 @@ GRANT USAGE ON SCHEMA mq TO PUBLIC;
 
 CREATE SCHEMA mq_update_0_1_0;
 
+-- What must be the same for a 0.1.0 table to stand in for one made by 0.2.0.
+CREATE FUNCTION mq_update_0_1_0.shape(p_table regclass) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT concat_ws(E'\n',
+    (SELECT string_agg(concat_ws(' ', a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                                 pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated),
+                       ', ' ORDER BY a.attnum)
+       FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+      WHERE a.attrelid = p_table AND a.attnum > 0 AND NOT a.attisdropped),
+    (SELECT string_agg(c.conname || ' ' || pg_get_constraintdef(c.oid), ', ' ORDER BY c.conname)
+       FROM pg_constraint c WHERE c.conrelid = p_table),
+    (SELECT string_agg(x.def, ', ' ORDER BY x.def)
+       FROM (SELECT replace(pg_get_indexdef(i.indexrelid), ' ON ' || p_table::text || ' ', ' ON ') AS def
+               FROM pg_index i WHERE i.indrelid = p_table) x),
+    (SELECT c.reloptions::text FROM pg_class c WHERE c.oid = p_table))
+$$;
+
+-- The 0.1.0 table mq_update_0_1_0.<name> becomes mq.<name>, which a 0.2.0
+-- function has just made, empty: when their shapes are the same the 0.1.0
+-- table is kept, which costs nothing however many rows it has (archives);
+-- otherwise its rows are copied, column by column of the same name.
+CREATE FUNCTION mq_update_0_1_0.take_over(p_name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_old regclass := format('mq_update_0_1_0.%I', p_name)::regclass;
+    v_new regclass := format('mq.%I', p_name)::regclass;
+    v_columns text;
+BEGIN
+    IF mq_update_0_1_0.shape(v_old) = mq_update_0_1_0.shape(v_new) THEN
+        EXECUTE format('DROP TABLE %s', v_new);
+        EXECUTE format('ALTER TABLE %s SET SCHEMA mq', v_old);
+        RETURN;
+    END IF;
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_columns
+      FROM pg_attribute a
+     WHERE a.attrelid = v_old AND a.attnum > 0 AND NOT a.attisdropped
+       AND EXISTS (SELECT FROM pg_attribute b
+                    WHERE b.attrelid = v_new AND b.attname = a.attname AND NOT b.attisdropped);
+    EXECUTE format('INSERT INTO %1$s (%3$s) SELECT %3$s FROM %2$s', v_new, v_old, v_columns);
+    EXECUTE format('DROP TABLE %s', v_old);
+END
+$$;
+
 DO $$
 DECLARE
     -- one instant decides which messages are not due yet
@@ -1524,20 +1570,17 @@ BEGIN
                 PERFORM setval(format('mq.%I', 'q_' || v_id || '_acked'), v_last, true);
             END IF;
 
-            -- The archive has the same shape in 0.2.0: keep its table
-            -- rather than copy what may be many rows.
-            EXECUTE format('DROP TABLE mq.%I', 'a_' || v_id);
-            EXECUTE format('ALTER TABLE mq_update_0_1_0.%I SET SCHEMA mq', 'a_' || v_id);
+            PERFORM mq_update_0_1_0.take_over('a_' || v_id);
             PERFORM mq._grant_to_owner('a_' || v_id);
 
             EXECUTE format('DROP TABLE mq.%I', 'q_' || v_id);
             EXECUTE format('DROP SEQUENCE mq_update_0_1_0.%I', 'q_' || v_id || '_acked');
         ELSE
             -- A partitioned queue: the parent mq.p_<id>, its segments
-            -- mq.p_<id>_0..2 (which inherit it; the same shape otherwise,
-            -- and kept), the offset sequences mq.p_<id>_o<partition>.
-            -- Nothing was ever written to the parent itself; should
-            -- anything be there, it goes to the current segment.
+            -- mq.p_<id>_0..2 (which inherit it), the offset sequences
+            -- mq.p_<id>_o<partition>.  Nothing was ever written to the
+            -- parent itself; should anything be there, it goes to the
+            -- current segment.
             EXECUTE format('INSERT INTO mq.%I SELECT * FROM ONLY mq.%I',
                            'p_' || v_id || '_' || v_q.segment, 'p_' || v_id);
             FOR v_segment IN 0..2 LOOP
@@ -1552,8 +1595,7 @@ BEGIN
             PERFORM mq._create_log_tables(v_q.queue_id, v_q.partitions);
 
             FOR v_segment IN 0..2 LOOP
-                EXECUTE format('DROP TABLE mq.%I', 'p_' || v_id || '_' || v_segment);
-                EXECUTE format('ALTER TABLE mq_update_0_1_0.%I SET SCHEMA mq', 'p_' || v_id || '_' || v_segment);
+                PERFORM mq_update_0_1_0.take_over('p_' || v_id || '_' || v_segment);
                 -- The current segment stays current since it became so;
                 -- the others hold older messages (sealed) or none (free).
                 EXECUTE format('SELECT EXISTS (SELECT FROM mq.%I)', 'p_' || v_id || '_' || v_segment) INTO v_rows;
@@ -1586,6 +1628,8 @@ BEGIN
 END
 $$;
 
+DROP FUNCTION mq_update_0_1_0.take_over(text);
+DROP FUNCTION mq_update_0_1_0.shape(regclass);
 DROP SCHEMA mq_update_0_1_0;
 
 -- Which segment of a partitioned queue is current is in mq.segment now.
