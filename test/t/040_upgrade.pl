@@ -359,8 +359,8 @@ for my $q (@work)
 }
 $before{'events log'} = sql("SELECT string_agg(($log_cols)::text, E'\\n' ORDER BY partition, \"offset\") FROM mq.p_$id{events}");
 $before{"events offsets $_"} = sql(seq_sql("mq.p_$id{events}_o$_")) for 0 .. 2;
-$before{'committed'} = sql(q{SELECT string_agg(concat_ws(' ', consumer_group, partition, committed), ', ' ORDER BY 1) FROM mq.group_partition});
-$before{'leases'} = sql(q{SELECT string_agg(concat_ws(' ', consumer_group, partition, member, lease_until), ', ' ORDER BY 1) FROM mq.group_partition});
+$before{'committed'} = sql(q{SELECT string_agg(concat_ws(' ', consumer_group, partition, committed), ', ' ORDER BY consumer_group, partition) FROM mq.group_partition});
+$before{'leases'} = sql(q{SELECT string_agg(concat_ws(' ', consumer_group, partition, member, lease_until), ', ' ORDER BY consumer_group, partition) FROM mq.group_partition});
 $before{'members'} = sql(q{SELECT string_agg((g.*)::text, ', ' ORDER BY consumer_group, member) FROM mq.group_member g});
 $before{'queues'} = sql("SELECT string_agg(($queue_cols)::text, E'\\n' ORDER BY queue_id) FROM mq.queue");
 my %committed = map { split / / } split /\n/,
@@ -492,9 +492,9 @@ is(in_update(seq_sql("mq.p_$id{events}_o$_")), $before{"events offsets $_"}, "ev
   for 0 .. 2;
 is( in_update("SELECT segment FROM mq.segment WHERE queue_id = $id{events} AND state = 'current'"),
 	$current_segment{events}, 'events: the current segment stays current');
-is( in_update(q{SELECT string_agg(concat_ws(' ', consumer_group, partition, committed), ', ' ORDER BY 1) FROM mq.group_offset}),
+is( in_update(q{SELECT string_agg(concat_ws(' ', consumer_group, partition, committed), ', ' ORDER BY consumer_group, partition) FROM mq.group_offset}),
 	$before{committed}, 'committed offsets moved to mq.group_offset');
-is( in_update(q{SELECT string_agg(concat_ws(' ', consumer_group, partition, member, lease_until), ', ' ORDER BY 1) FROM mq.group_partition}),
+is( in_update(q{SELECT string_agg(concat_ws(' ', consumer_group, partition, member, lease_until), ', ' ORDER BY consumer_group, partition) FROM mq.group_partition}),
 	$before{leases}, 'leases kept');
 is(in_update(q{SELECT string_agg((g.*)::text, ', ' ORDER BY consumer_group, member) FROM mq.group_member g}),
 	$before{members}, 'group members kept');
@@ -642,7 +642,7 @@ SELECT string_agg(concat_ws(' ', rolname, rolsuper, rolinherit, rolcreaterole, r
                             rolreplication, rolbypassrls, rolconnlimit), E'\n' ORDER BY rolname)
   FROM pg_roles WHERE rolname LIKE 'mq\_%'
 UNION ALL
-SELECT string_agg(r.rolname || ' has member ' || m.rolname || ' ' || a.admin_option, E'\n' ORDER BY 1)
+SELECT string_agg(r.rolname || ' has member ' || m.rolname || ' ' || a.admin_option, E'\n' ORDER BY r.rolname, m.rolname)
   FROM pg_auth_members a JOIN pg_roles r ON r.oid = a.roleid JOIN pg_roles m ON m.oid = a.member
  WHERE r.rolname LIKE 'mq\_%'};
 my $roles_updated = sql($roles_sql);
