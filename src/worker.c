@@ -7,10 +7,13 @@
  *	  last attempts, retention of partitioned queues.
  *
  * Started when mq is in shared_preload_libraries and mq.database is not
- * empty.  It does nothing while the database lacks the extension.  An error
- * ends the worker and the postmaster starts it again a second later; after
- * a crash of any backend, it is restarted with the rest.  Without
- * preloading, call mq.maintain() from a scheduler such as pg_cron.
+ * empty.  It does nothing while the database lacks the extension, or has
+ * it at another version than the library's (after a package upgrade, until
+ * ALTER EXTENSION mq UPDATE), when mq.maintain() would fail every pass; it
+ * says so in the log once.  An error ends the worker and the postmaster
+ * starts it again a second later; after a crash of any backend, it is
+ * restarted with the rest.  Without preloading, call mq.maintain() from a
+ * scheduler such as pg_cron.
  *
  *-------------------------------------------------------------------------
  */
@@ -57,7 +60,43 @@ MqWorkerRegister(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* One pass: mq.maintain() in its own transaction, if mq is installed. */
+/* whether the log says that passes are skipped for the extension's version */
+static bool version_logged = false;
+
+/*
+ * Whether mq is installed at the library's version.  Any other version's
+ * SQL objects do not fit the library (src/queue.c refuses them), so a pass
+ * would fail and end the worker, to be started again every second.
+ */
+static bool
+extension_current(void)
+{
+	char	   *version;
+
+	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension"
+					" WHERE extname OPERATOR(pg_catalog.=) 'mq'", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_extension");
+	if (SPI_processed == 0)
+		return false;
+	version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (version != NULL && strcmp(version, MQ_VERSION) == 0)
+	{
+		version_logged = false;
+		return true;
+	}
+	if (!version_logged)
+		ereport(LOG,
+				(errmsg("skipping maintenance of database \"%s\": extension \"mq\" is at version %s, but its library is version %s",
+						MqDatabase, version ? version : "?", MQ_VERSION),
+				 errhint("Run ALTER EXTENSION mq UPDATE in that database.")));
+	version_logged = true;
+	return false;
+}
+
+/*
+ * One pass: mq.maintain() in its own transaction, if mq is installed at
+ * the library's version.
+ */
 static void
 maintain_once(void)
 {
@@ -66,11 +105,14 @@ maintain_once(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (OidIsValid(get_extension_oid("mq", true)))
 	{
-		pgstat_report_activity(STATE_RUNNING, "SELECT mq.maintain()");
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute("SELECT mq.maintain()", false, 0) != SPI_OK_SELECT)
-			elog(ERROR, "mq.maintain() failed");
+		if (extension_current())
+		{
+			pgstat_report_activity(STATE_RUNNING, "SELECT mq.maintain()");
+			if (SPI_execute("SELECT mq.maintain()", false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "mq.maintain() failed");
+		}
 		SPI_finish();
 	}
 	PopActiveSnapshot();

@@ -12,7 +12,9 @@
 #   3. `make installcheck` against it: pg_regress (test/sql/*.sql) and then
 #      isolationtester (test/specs/*.spec), each run even if the other fails
 #   4. every TAP test test/t/*.pl with prove (PostgreSQL::Test::Cluster makes
-#      its own nodes; as root the tests run as `postgres` from a copy)
+#      its own nodes; as root the tests run as `postgres` from a copy;
+#      t/040_upgrade.pl gets copies of the checkout and of its tag v0.1.0
+#      through MQ_SOURCE_DIR and MQ_SOURCE_0_1_0)
 # and ends with one line `N passed, N failed` counting regression tests,
 # isolation tests and TAP files.  Exits non-zero if anything failed.
 # The cluster is stopped and removed on every exit.  On failure the diffs are
@@ -182,6 +184,15 @@ if [ ${#tap_files[@]} -gt 0 ]; then
 	TAPDIR=$WORK/tap
 	mkdir -p "$TAPDIR"
 	cp -r "$REPO/test/t" "$TAPDIR/t"
+	# t/040_upgrade.pl builds this checkout and mq 0.1.0: copies the test
+	# user can read, 0.1.0 from git here (git trusts the checkout's owner).
+	mkdir -p "$TAPDIR/mq-src" "$TAPDIR/mq-0.1.0"
+	tar -C "$REPO" --exclude=./.git --exclude=./tmp_check --exclude=./results \
+		--exclude=./output_iso -cf - . | tar -C "$TAPDIR/mq-src" -xf -
+	if ! git -C "$REPO" archive v0.1.0 2>/dev/null | tar -x -C "$TAPDIR/mq-0.1.0" 2>/dev/null; then
+		say "no git or no tag v0.1.0: t/040_upgrade.pl will skip"
+		rm -rf "$TAPDIR/mq-0.1.0"
+	fi
 	[ "$(id -u)" -eq 0 ] && chown -R "$RUN_USER": "$TAPDIR"
 	tap_env=(
 		PATH="$PG_BIN:$PATH"
@@ -189,6 +200,8 @@ if [ ${#tap_files[@]} -gt 0 ]; then
 		PG_REGRESS="$PGXS_TEST/regress/pg_regress"
 		TESTDIR="$TAPDIR"
 		HOME="$TAPDIR"
+		MQ_SOURCE_DIR="$TAPDIR/mq-src"
+		MQ_SOURCE_0_1_0="$TAPDIR/mq-0.1.0"
 	)
 	[ -f "$WORK/mq.conf" ] && tap_env+=(TEMP_CONFIG="$WORK/mq.conf")
 	for t in "${tap_files[@]}"; do

@@ -1,0 +1,1666 @@
+-- mq: update from 0.1.0 to 0.2.0.
+--
+-- UNTIL 0.2.0 IS RELEASED THIS SCRIPT MUST BE RE-SYNCED WITH sql/mq.sql
+-- whenever that file changes.  It was written against sql/mq.sql as of
+-- commit f2d8b2fa4ba2 ("Security review fixes: mq_owner owns only the
+-- SECURITY DEFINER bodies; ...").  test/t/040_upgrade.pl fails when the
+-- result of this update differs from a fresh install of 0.2.0 in any
+-- object, definition, comment, owner, grant, membership or config-dump mark,
+-- and says which.  To re-sync:
+--   1. replace the block between "BEGIN copy of sql/mq.sql: functions and
+--      views" and its END line with the lines of sql/mq.sql from
+--      "-- Rights: whether the caller may use a queue" up to (not including)
+--      "-- Privileges.";
+--   2. replace the block between "BEGIN copy of sql/mq.sql: privileges" and
+--      its END line with the lines of sql/mq.sql from "-- Privileges." to
+--      the end;
+--   3. carry changes to the catalog tables (mq.queue, mq.segment,
+--      mq.group_partition, mq.group_offset, mq.group_member), the roles and
+--      the per-queue tables over by hand (sections 2, 4 and 7 below);
+--   4. run test/t/040_upgrade.pl.
+-- Once 0.2.0 is released this file is frozen like sql/mq--0.1.0.sql.
+--
+-- What the update does, in order:
+--   1. refuses to run as anyone but the extension's owner, who installed
+--      it: the objects it creates must be owned as a fresh install's are;
+--   2. the role mq_owner;
+--   3. drops every 0.1.0 view and function (they are all re-created);
+--   4. the catalog: new tables mq.segment and mq.group_offset (committed
+--      offsets move there from mq.group_partition, which gains
+--      lease_epoch and is no longer dumped with the extension's data);
+--   5. every function and view of 0.2.0, copied from sql/mq.sql;
+--   6. the privileges of 0.2.0, copied from sql/mq.sql, and the schema's;
+--   7. every queue's tables: work queue mq.q_<id> becomes the segments
+--      mq.q_<id>_0..3, the delayed table mq.q_<id>_d and the msg_id
+--      sequence mq.q_<id>_seq; a partitioned queue's inherited segments
+--      become plain tables; both get their empty rights table;
+--   8. leaves the per-queue tables out of the extension, as a fresh
+--      install's are.
+-- Queues keep all their messages (visible, delayed, in flight with their
+-- visibility timeouts, attempts and consumers, keyed messages blocked
+-- behind their key), archives, counters, dead-letter counts, partition
+-- offsets and consumer groups' committed offsets.  Each work queue's
+-- messages are copied once; archives and partitioned queues' segments keep
+-- their tables while 0.2.0 makes them in the same shape (else their rows
+-- are copied too).  It all happens in one transaction that holds ACCESS
+-- EXCLUSIVE locks on mq.queue and on every queue's tables until it
+-- commits; meanwhile the 0.2.0 library refuses reads and sends with 55000
+-- "extension "mq" is at version 0.1.0" (without waiting for those locks),
+-- and they work again once it has committed.  Run it as the owner of the
+-- extension (section 1).
+
+\echo Use "ALTER EXTENSION mq UPDATE TO '0.2.0'" to load this file. \quit
+
+-- ---------------------------------------------------------------------------
+-- 1. Who runs the update.
+
+-- Objects an update creates are owned by whoever runs it.  In a fresh
+-- install, the installer owns the schema, the catalog, the C and invoker
+-- functions and the five DDL helpers (and through them every queue's
+-- tables): the same role must own those made here.
+DO $$
+DECLARE
+    v_owner name := (SELECT r.rolname FROM pg_catalog.pg_extension e
+                       JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) e.extowner
+                      WHERE e.extname OPERATOR(pg_catalog.=) 'mq');
+BEGIN
+    IF v_owner OPERATOR(pg_catalog.<>) CURRENT_USER THEN
+        RAISE EXCEPTION 'only the owner of extension "mq" may update it'
+            USING ERRCODE = '42501',
+                  DETAIL = pg_catalog.format('Role %I installed mq and owns its objects; the ones the update creates must be owned by it too.', v_owner),
+                  HINT = pg_catalog.format('Run SET ROLE %I; first.', v_owner);
+    END IF;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- 2. Roles (as sql/mq.sql; mq_producer, mq_consumer and mq_admin exist, and
+-- mq_admin is a member of the first two, since 0.1.0).
+
+DO $$
+DECLARE
+    v_role text;
+BEGIN
+    FOREACH v_role IN ARRAY ARRAY['mq_producer', 'mq_consumer', 'mq_admin', 'mq_owner'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) v_role) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', v_role);
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- ---------------------------------------------------------------------------
+-- 3. The 0.1.0 views and functions.  All are created again below, from
+-- sql/mq.sql, so that each is exactly as a fresh install has it.  (A
+-- session calling one of the C entry points meanwhile runs the same symbol
+-- of the 0.2.0 library, which refuses until this transaction commits.)
+
+DROP VIEW mq.queues;
+DROP VIEW mq.consumer_groups;
+DROP VIEW mq.consumers;
+
+DROP FUNCTION mq._check_queue_name(text);
+DROP FUNCTION mq._invalidate();
+DROP FUNCTION mq._create_queue_tables(integer, boolean);
+DROP FUNCTION mq._require_preload(text);
+DROP FUNCTION mq._parse_rate(text);
+DROP FUNCTION mq._create_log_tables(integer, integer);
+DROP FUNCTION mq._interval_check(text, interval, interval, interval);
+DROP FUNCTION mq._rate_settings(text, integer);
+DROP FUNCTION mq._check_settings(interval, integer, interval, double precision, interval, boolean, interval, interval, boolean);
+DROP FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer);
+DROP FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer);
+DROP FUNCTION mq._queue_id(text);
+DROP FUNCTION mq.drop_queue(text);
+DROP FUNCTION mq.purge(text);
+DROP FUNCTION mq._metrics(text);
+DROP FUNCTION mq.metrics(text);
+DROP FUNCTION mq.send(text, jsonb, text, jsonb, interval);
+DROP FUNCTION mq.send_batch(text, jsonb[], text[], jsonb[], interval);
+DROP FUNCTION mq.read(text, integer, interval, interval);
+DROP FUNCTION mq.ack(text, bigint, bigint);
+DROP FUNCTION mq.ack(text, bigint[]);
+DROP FUNCTION mq.nack(text, bigint, bigint, interval, text);
+DROP FUNCTION mq.extend(text, bigint, interval, bigint);
+DROP FUNCTION mq.archive(text, bigint, bigint);
+DROP FUNCTION mq._partition_end(text, integer);
+DROP FUNCTION mq.poll(text, text, text, integer, interval);
+DROP FUNCTION mq._log_id(text, text);
+DROP FUNCTION mq._group_init(integer, text);
+DROP FUNCTION mq._group_sync(integer, text, text, bigint, integer, interval);
+DROP FUNCTION mq.heartbeat(text, text, text);
+DROP FUNCTION mq.commit(text, text, integer, bigint, text);
+DROP FUNCTION mq._seek(text, text, integer, text, bigint, timestamptz);
+DROP FUNCTION mq.seek(text, text, integer, bigint);
+DROP FUNCTION mq.seek(text, text, integer, text);
+DROP FUNCTION mq.seek(text, text, integer, timestamptz);
+DROP FUNCTION mq.leave(text, text, text);
+DROP FUNCTION mq._maintain_queue(text);
+DROP FUNCTION mq._maintain_work_queues();
+DROP FUNCTION mq._rotate_segments();
+DROP FUNCTION mq.listen(text);
+DROP FUNCTION mq.unlisten(text);
+DROP FUNCTION mq.register_consumer(text, interval);
+DROP FUNCTION mq.consumer_heartbeat();
+DROP FUNCTION mq.unregister_consumer();
+DROP FUNCTION mq._consumers();
+DROP FUNCTION mq._consumer_in_flight(bigint, integer[]);
+DROP FUNCTION mq._release_consumers();
+DROP FUNCTION mq.maintain();
+
+-- ---------------------------------------------------------------------------
+-- 4. The catalog.  mq.queue loses segment and segment_since in section 7,
+-- once the partitioned queues' segments have been read from them;
+-- mq.group_member and the type mq.message are unchanged.
+
+-- as in sql/mq.sql
+CREATE TABLE mq.segment (
+    queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
+    segment integer NOT NULL,
+    state text NOT NULL CHECK (state IN ('current', 'sealed', 'free')),
+    epoch integer NOT NULL DEFAULT 0,  -- times the table was emptied and reused
+    lo bigint NOT NULL DEFAULT 1,      -- work queues: first msg_id while current
+    since timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (queue_id, segment)
+);
+COMMENT ON TABLE mq.segment IS 'mq internal: the segment tables of each queue and their state';
+SELECT pg_catalog.pg_extension_config_dump('mq.segment', '');
+
+-- as in sql/mq.sql
+CREATE TABLE mq.group_offset (
+    queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
+    consumer_group text NOT NULL,
+    partition integer NOT NULL,
+    committed bigint NOT NULL,
+    PRIMARY KEY (queue_id, consumer_group, partition)
+) WITH (fillfactor = 50);
+COMMENT ON TABLE mq.group_offset IS 'mq internal: committed offsets of consumer groups; use the view mq.consumer_groups';
+SELECT pg_catalog.pg_extension_config_dump('mq.group_offset', '');
+
+-- Committed offsets move to mq.group_offset.  How far the owning member had
+-- read (position) is kept by the member's session in 0.2.0: every member
+-- resumes after the committed offset, as after a rebalance.  Leases stay;
+-- lease_epoch starts at 0, as for a new group.
+INSERT INTO mq.group_offset (queue_id, consumer_group, partition, committed)
+SELECT g.queue_id, g.consumer_group, g.partition, g.committed FROM mq.group_partition g;
+ALTER TABLE mq.group_partition DROP COLUMN committed, DROP COLUMN position,
+    ADD COLUMN lease_epoch bigint NOT NULL DEFAULT 0;  -- bumped whenever the lease is taken afresh
+COMMENT ON TABLE mq.group_partition IS 'mq internal: leases of consumer groups; use the view mq.consumer_groups';
+-- Leases are no longer dumped with the extension's data (they mean nothing
+-- in a restored database): leaving and joining the extension again clears
+-- the mark pg_extension_config_dump made in 0.1.0.
+ALTER EXTENSION mq DROP TABLE mq.group_partition;
+ALTER EXTENSION mq ADD TABLE mq.group_partition;
+
+-- ---------------------------------------------------------------------------
+-- 5. Functions and views.
+
+-- BEGIN copy of sql/mq.sql: functions and views
+-- Rights: whether the caller may use a queue (src/rights.c).
+CREATE FUNCTION mq._can(queue_id integer, privilege text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'mq_can' LANGUAGE C STABLE PARALLEL SAFE;
+COMMENT ON FUNCTION mq._can(integer, text) IS
+'mq internal: whether the current user may use the queue for privilege (send, consume, admin, any); the views filter with it';
+
+-- Internal C helpers.  EXECUTE is revoked from PUBLIC below; the admin
+-- functions run as the extension owner and call them.
+CREATE FUNCTION mq._check_queue_name(queue_name text) RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_check_queue_name' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION mq._check_queue_name(text) IS
+'mq internal: raises 22004 for NULL, 22023 for bad characters, 42622 for more than 48 bytes';
+
+CREATE FUNCTION mq._invalidate() RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_invalidate' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._invalidate() IS
+'mq internal: tells every session at commit to drop its cached queue definitions and plans';
+
+-- Admin functions: PL/pgSQL, SECURITY DEFINER with a pinned search_path.
+-- Who may call them is decided by EXECUTE grants (mq_admin).
+
+-- The tables of queues are owned by the superuser who installed mq and
+-- created by the functions below, which alone run with that superuser's
+-- rights (SECURITY DEFINER, only mq_owner may execute them, and they take
+-- nothing but numbers and a role's oid).  mq_owner may read and write the
+-- tables and empty them, no more: it cannot add triggers, indexes or
+-- functions anywhere (docs/concepts.md#privileges).
+CREATE FUNCTION mq._grant_to_owner(p_prefix text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_obj record;
+BEGIN
+    FOR v_obj IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
+                  WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
+                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'S']::"char"[])
+                    AND (c.relname OPERATOR(pg_catalog.=) p_prefix
+                         OR pg_catalog.starts_with(c.relname, p_prefix OPERATOR(pg_catalog.||) '_'))
+                    AND c.relname OPERATOR(pg_catalog.<>) (p_prefix OPERATOR(pg_catalog.||) '_rights') LOOP
+        IF v_obj.relkind OPERATOR(pg_catalog.=) 'S' THEN
+            EXECUTE format('GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.%I TO mq_owner', v_obj.relname);
+        ELSE
+            EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON mq.%I TO mq_owner', v_obj.relname);
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION mq._grant_to_owner(text) IS 'mq internal: lets mq_owner use the tables and sequences of one queue';
+
+CREATE FUNCTION mq._drop_queue_tables(p_queue_id integer, p_partitions integer) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_prefix text := CASE WHEN p_partitions IS NULL THEN 'q_' ELSE 'p_' END || p_queue_id;
+    v_obj record;
+BEGIN
+    FOR v_obj IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
+                  WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
+                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'S']::"char"[])
+                    AND (pg_catalog.starts_with(c.relname, v_prefix OPERATOR(pg_catalog.||) '_')
+                         OR (p_partitions IS NULL
+                             AND c.relname OPERATOR(pg_catalog.=) ('a_' OPERATOR(pg_catalog.||) p_queue_id)))
+                  ORDER BY c.relkind DESC, c.relname LOOP
+        EXECUTE format(CASE WHEN v_obj.relkind OPERATOR(pg_catalog.=) 'S' THEN 'DROP SEQUENCE mq.%I' ELSE 'DROP TABLE mq.%I' END,
+                       v_obj.relname);
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION mq._drop_queue_tables(integer, integer) IS 'mq internal: drops the tables and sequences of one queue';
+
+-- Per-queue rights are table privileges on the queue's empty table
+-- mq.q_<id>_rights (p_<id>_rights): SELECT = consume, REFERENCES = send,
+-- TRUNCATE = admin (src/rights.c).  PostgreSQL then keeps them: role
+-- membership, renames, pg_dump's GRANTs, DROP ROLE refused while they
+-- exist, DROP OWNED revoking them.
+CREATE FUNCTION mq._set_right(p_rights regclass, p_role regrole, p_privilege text, p_grant boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format(CASE WHEN p_grant THEN 'GRANT %s ON %s TO %s' ELSE 'REVOKE %s ON %s FROM %s' END,
+                   p_privilege, p_rights, p_role);
+END
+$$;
+COMMENT ON FUNCTION mq._set_right(regclass, regrole, text, boolean) IS 'mq internal: grants or revokes one privilege on a queue''s rights table';
+
+-- A work queue: four segment tables of the same shape, one taking new
+-- messages, that maintenance empties with TRUNCATE once every message in
+-- them is gone (so a held snapshot cannot make dead tuples pile up); a
+-- delayed table for messages not yet due (a send delay, a retry backoff,
+-- dead letters arriving), so that reads never step over them; the archive;
+-- the msg_id sequence (CACHE 1: readers compare its last value with the
+-- ids they hand out, src/offsets.c).
+CREATE FUNCTION mq._create_queue_tables(p_queue_id integer, p_keyed boolean) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_table text;
+BEGIN
+    EXECUTE format('CREATE SEQUENCE mq.%I AS bigint CACHE 1', 'q_' || p_queue_id || '_seq');
+    FOR v_segment IN 0..4 LOOP
+        -- 0..3: segments; 4: the delayed table
+        v_table := 'q_' || p_queue_id || CASE WHEN v_segment = 4 THEN '_d' ELSE '_' || v_segment END;
+        -- fillfactor leaves room on each page so that a claim (which changes
+        -- only unindexed columns) is a HOT update and adds no index entry,
+        -- even for a batch read that claims every message of a page.  The
+        -- delayed table's claims change vt, which it indexes.
+        EXECUTE format($ddl$
+            CREATE TABLE mq.%1$I (
+                msg_id bigint PRIMARY KEY,
+                vt timestamptz NOT NULL,
+                enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+                attempts integer NOT NULL DEFAULT 0,
+                claimed boolean NOT NULL DEFAULT false,
+                key text,
+                payload jsonb NOT NULL,
+                headers jsonb,
+                last_error text,
+                dead_letter jsonb,
+                blocked boolean NOT NULL DEFAULT false,
+                consumer bigint     -- token of the registered consumer holding the claim
+            ) WITH (fillfactor = %2$s)$ddl$, v_table, CASE WHEN v_segment = 4 THEN 70 ELSE 40 END);
+        IF v_segment = 4 THEN
+            EXECUTE format('CREATE INDEX %I ON mq.%I (vt)', v_table || '_vt', v_table);
+        ELSE
+            INSERT INTO mq.segment (queue_id, segment, state)
+            VALUES (p_queue_id, v_segment, CASE WHEN v_segment = 0 THEN 'current' ELSE 'free' END);
+        END IF;
+        -- keyed ordering: a key's messages in msg_id order, wherever they are
+        IF p_keyed THEN
+            EXECUTE format('CREATE INDEX %I ON mq.%I (key, msg_id) WHERE key IS NOT NULL',
+                           v_table || '_key', v_table);
+        END IF;
+    END LOOP;
+    EXECUTE format($ddl$
+        CREATE TABLE mq.%1$I (
+            LIKE mq.%2$I,
+            archived_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+            PRIMARY KEY (msg_id)
+        )$ddl$, 'a_' || p_queue_id, 'q_' || p_queue_id || '_0');
+    EXECUTE format('CREATE SEQUENCE mq.%I', 'q_' || p_queue_id || '_acked');
+    EXECUTE format('CREATE TABLE mq.%I ()', 'q_' || p_queue_id || '_rights');
+    PERFORM mq._grant_to_owner('q_' || p_queue_id);
+    PERFORM mq._grant_to_owner('a_' || p_queue_id);
+END
+$$;
+COMMENT ON FUNCTION mq._create_queue_tables(integer, boolean) IS 'mq internal: creates the tables of one work queue';
+
+CREATE FUNCTION mq._lock_keys(queue_name text) RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_lock_keys' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._lock_keys(text) IS 'mq internal: takes every key lock of a keyed work queue until the end of the transaction';
+
+CREATE FUNCTION mq._forget_queue(queue_id integer) RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_forget_queue' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._forget_queue(integer) IS 'mq internal: frees the shared memory of a queue being dropped';
+
+CREATE FUNCTION mq._require_preload(what text) RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_require_preload' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION mq._require_preload(text) IS 'mq internal: raises 55000 unless mq is in shared_preload_libraries';
+
+-- '25/min' -> 0.4666: messages per second
+CREATE FUNCTION mq._parse_rate(p_rate text) RETURNS double precision
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_m text[] := regexp_match(p_rate, '^\s*([0-9]+(\.[0-9]+)?)\s*/\s*(s|sec|second|min|minute|h|hour)\s*$');
+    v_rate double precision;
+BEGIN
+    IF v_m IS NULL THEN
+        RAISE EXCEPTION 'invalid rate_limit "%"', p_rate
+            USING ERRCODE = '22023', HINT = 'Write a number of messages per s, min or h, like ''25/min''.';
+    END IF;
+    v_rate := v_m[1]::double precision / CASE WHEN v_m[3] IN ('min', 'minute') THEN 60
+                                              WHEN v_m[3] IN ('h', 'hour') THEN 3600 ELSE 1 END;
+    IF v_rate <= 0 OR v_rate > 1000000 THEN
+        RAISE EXCEPTION 'rate_limit must be above 0 and at most 1000000/s' USING ERRCODE = '22023';
+    END IF;
+    RETURN v_rate;
+END
+$$;
+COMMENT ON FUNCTION mq._parse_rate(text) IS 'mq internal: a rate limit such as ''25/min'' in messages per second; 22023 when malformed';
+
+-- A partitioned queue is a log: three segment tables mq.p_<id>_0..2 (one
+-- takes new messages; maintenance truncates the oldest and moves on, so
+-- retention leaves no dead tuples; readers read them all with UNION ALL),
+-- and one offset sequence per partition (CACHE 1, src/offsets.c).
+CREATE FUNCTION mq._create_log_tables(p_queue_id integer, p_partitions integer) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    FOR v_segment IN 0..2 LOOP
+        EXECUTE format($ddl$
+            CREATE TABLE mq.%1$I (
+                partition integer NOT NULL,
+                "offset" bigint NOT NULL,
+                key text,
+                payload jsonb NOT NULL,
+                headers jsonb,
+                enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+                PRIMARY KEY (partition, "offset")
+            )$ddl$, 'p_' || p_queue_id || '_' || v_segment);
+        INSERT INTO mq.segment (queue_id, segment, state)
+        VALUES (p_queue_id, v_segment, CASE WHEN v_segment = 0 THEN 'current' ELSE 'free' END);
+    END LOOP;
+    FOR v_partition IN 0..p_partitions - 1 LOOP
+        EXECUTE format('CREATE SEQUENCE mq.%I AS bigint CACHE 1', 'p_' || p_queue_id || '_o' || v_partition);
+    END LOOP;
+    EXECUTE format('CREATE TABLE mq.%I ()', 'p_' || p_queue_id || '_rights');
+    PERFORM mq._grant_to_owner('p_' || p_queue_id);
+END
+$$;
+COMMENT ON FUNCTION mq._create_log_tables(integer, integer) IS 'mq internal: creates the tables and offset sequences of one partitioned queue';
+
+CREATE FUNCTION mq._interval_check(p_name text, p_value interval, p_min interval, p_max interval)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_value IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', p_name USING ERRCODE = '22004';
+    END IF;
+    IF p_value < p_min OR p_value > p_max THEN
+        RAISE EXCEPTION '% must be between % and %', p_name, p_min, p_max
+            USING ERRCODE = '22023', DETAIL = format('The value given was %s.', p_value);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION mq._interval_check(text, interval, interval, interval) IS
+'mq internal: raises 22004 when the interval is NULL and 22023 when it is outside [p_min, p_max]';
+
+CREATE FUNCTION mq._rate_settings(p_rate_limit text, p_burst integer)
+RETURNS TABLE (rate double precision, burst integer)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_rate_limit IS NULL OR p_rate_limit = 'none' THEN
+        IF p_burst IS NOT NULL THEN
+            RAISE EXCEPTION 'rate_limit_burst needs a rate_limit' USING ERRCODE = '22023';
+        END IF;
+        rate := NULL;
+        burst := NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    PERFORM mq._require_preload('rate limits');
+    rate := mq._parse_rate(p_rate_limit);
+    burst := coalesce(p_burst, greatest(1, ceil(rate)::integer));
+    IF burst NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'rate_limit_burst must be between 1 and 1000000' USING ERRCODE = '22023';
+    END IF;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION mq._rate_settings(text, integer) IS 'mq internal: checks a rate limit and its burst (22023, 55000)';
+
+CREATE FUNCTION mq._check_settings(
+    p_visibility_timeout interval, p_max_attempts integer, p_retry_delay interval,
+    p_retry_backoff double precision, p_retry_delay_max interval, p_notify boolean,
+    p_retention interval, p_session_timeout interval, p_partitioned boolean)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM mq._interval_check('visibility_timeout', p_visibility_timeout, '0', '12 hours');
+    PERFORM mq._interval_check('retry_delay', p_retry_delay, '0', '7 days');
+    PERFORM mq._interval_check('retry_delay_max', p_retry_delay_max, p_retry_delay, '7 days');
+    IF p_max_attempts IS NULL OR p_retry_backoff IS NULL OR p_notify IS NULL THEN
+        RAISE EXCEPTION 'max_attempts, retry_backoff and notify must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF p_max_attempts NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and 1000' USING ERRCODE = '22023';
+    END IF;
+    IF NOT p_retry_backoff BETWEEN 1.0 AND 10.0 THEN
+        RAISE EXCEPTION 'retry_backoff must be between 1 and 10' USING ERRCODE = '22023';
+    END IF;
+    IF p_partitioned THEN
+        PERFORM mq._interval_check('retention', p_retention, '1 minute', '3650 days');
+        PERFORM mq._interval_check('session_timeout', p_session_timeout, '1 second', '1 hour');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION mq._check_settings(interval, integer, interval, double precision, interval, boolean, interval, interval, boolean) IS
+'mq internal: the range checks shared by create_queue and alter_queue (22004, 22023)';
+
+CREATE FUNCTION mq._create_queue(
+    queue_name text,
+    visibility_timeout interval DEFAULT '30 seconds',
+    max_attempts integer DEFAULT 5,
+    dead_letter_queue text DEFAULT NULL,
+    retry_delay interval DEFAULT '1 second',
+    retry_backoff double precision DEFAULT 2.0,
+    retry_delay_max interval DEFAULT '15 minutes',
+    ordering text DEFAULT 'none',
+    partitions integer DEFAULT NULL,
+    retention interval DEFAULT '7 days',
+    session_timeout interval DEFAULT '30 seconds',
+    notify boolean DEFAULT true,
+    rate_limit text DEFAULT NULL,
+    rate_limit_burst integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue_id integer;
+    v_dlq_id integer;
+    v_dlq_ordering text;
+    v_rate double precision;
+    v_burst integer;
+BEGIN
+    PERFORM mq._check_queue_name(_create_queue.queue_name);
+    PERFORM mq._check_settings(_create_queue.visibility_timeout, _create_queue.max_attempts,
+                               _create_queue.retry_delay, _create_queue.retry_backoff,
+                               _create_queue.retry_delay_max, _create_queue.notify,
+                               _create_queue.retention, _create_queue.session_timeout,
+                               _create_queue.partitions IS NOT NULL);
+    IF _create_queue.ordering IS NULL THEN
+        RAISE EXCEPTION 'ordering must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT r.rate, r.burst INTO v_rate, v_burst
+      FROM mq._rate_settings(_create_queue.rate_limit, _create_queue.rate_limit_burst) r;
+    IF _create_queue.ordering NOT IN ('none', 'key') THEN
+        RAISE EXCEPTION 'invalid ordering "%"', _create_queue.ordering
+            USING ERRCODE = '22023', HINT = 'Use ''none'' or ''key''.';
+    END IF;
+    IF _create_queue.partitions IS NOT NULL THEN
+        IF _create_queue.partitions NOT BETWEEN 1 AND 256 THEN
+            RAISE EXCEPTION 'partitions must be between 1 and 256' USING ERRCODE = '22023';
+        END IF;
+        IF _create_queue.ordering <> 'none' OR _create_queue.dead_letter_queue IS NOT NULL THEN
+            RAISE EXCEPTION 'a partitioned queue takes neither ordering nor a dead-letter queue'
+                USING ERRCODE = '22023',
+                      DETAIL = 'A partitioned queue keeps each partition in offset order and has no per-message attempts.';
+        END IF;
+        PERFORM mq._require_preload('partitioned queues');
+    END IF;
+    IF _create_queue.dead_letter_queue IS NOT NULL THEN
+        IF _create_queue.dead_letter_queue = _create_queue.queue_name THEN
+            RAISE EXCEPTION 'a queue cannot be its own dead-letter queue' USING ERRCODE = '22023';
+        END IF;
+        SELECT q.queue_id, CASE WHEN q.partitions IS NULL THEN q.ordering ELSE 'partitioned' END
+          INTO v_dlq_id, v_dlq_ordering
+          FROM mq.queue q WHERE q.queue_name = _create_queue.dead_letter_queue;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'dead-letter queue "%" does not exist', _create_queue.dead_letter_queue
+                USING ERRCODE = '42704', HINT = 'Create the dead-letter queue first.';
+        END IF;
+        -- Dead letters arrive out of their keys' order, so a keyed queue
+        -- cannot receive them without breaking its own guarantee.
+        IF v_dlq_ordering <> 'none' THEN
+            RAISE EXCEPTION 'queue "%" is % and cannot be a dead-letter queue', _create_queue.dead_letter_queue,
+                    CASE v_dlq_ordering WHEN 'key' THEN 'keyed' ELSE 'partitioned' END
+                USING ERRCODE = '22023', HINT = 'Use an unkeyed work queue.';
+        END IF;
+    END IF;
+
+    INSERT INTO mq.queue AS q (queue_name, visibility_timeout, max_attempts, dead_letter_queue_id,
+                               retry_delay, retry_backoff, retry_delay_max, ordering,
+                               partitions, retention, session_timeout, notify,
+                               rate_limit, rate_limit_burst)
+    VALUES (_create_queue.queue_name, _create_queue.visibility_timeout, _create_queue.max_attempts, v_dlq_id,
+            _create_queue.retry_delay, _create_queue.retry_backoff, _create_queue.retry_delay_max,
+            _create_queue.ordering, _create_queue.partitions,
+            CASE WHEN _create_queue.partitions IS NOT NULL THEN _create_queue.retention END,
+            CASE WHEN _create_queue.partitions IS NOT NULL THEN _create_queue.session_timeout END,
+            _create_queue.notify, v_rate, v_burst)
+    ON CONFLICT ON CONSTRAINT queue_queue_name_key DO NOTHING
+    RETURNING q.queue_id INTO v_queue_id;
+    IF v_queue_id IS NULL THEN
+        RAISE EXCEPTION 'queue "%" already exists', _create_queue.queue_name USING ERRCODE = '42710';
+    END IF;
+
+    IF _create_queue.partitions IS NULL THEN
+        PERFORM mq._create_queue_tables(v_queue_id, _create_queue.ordering = 'key');
+    ELSE
+        PERFORM mq._create_log_tables(v_queue_id, _create_queue.partitions);
+    END IF;
+    PERFORM mq._invalidate();
+END
+$$;
+COMMENT ON FUNCTION mq._create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) IS 'mq internal: body of mq.create_queue, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.create_queue(
+    queue_name text,
+    visibility_timeout interval DEFAULT '30 seconds',
+    max_attempts integer DEFAULT 5,
+    dead_letter_queue text DEFAULT NULL,
+    retry_delay interval DEFAULT '1 second',
+    retry_backoff double precision DEFAULT 2.0,
+    retry_delay_max interval DEFAULT '15 minutes',
+    ordering text DEFAULT 'none',
+    partitions integer DEFAULT NULL,
+    retention interval DEFAULT '7 days',
+    session_timeout interval DEFAULT '30 seconds',
+    notify boolean DEFAULT true,
+    rate_limit text DEFAULT NULL,
+    rate_limit_burst integer DEFAULT NULL)
+RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) IS
+'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue does NOTIFY "mq.<queue_name>" at commit (once per queue per transaction; with mq preloaded only while a session listens through mq.listen); rate_limit: at most this many messages handed out by mq.read/mq.poll across all consumers, written ''N/s'', ''N/min'' or ''N/h'' (NULL: no limit; needs mq preloaded), with rate_limit_burst messages of burst (1 to 1000000; default the rate per second rounded up, at least 1): over any T seconds at most rate * T + burst. Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitioned queue without mq preloaded, 42501 not mq_admin.';
+
+CREATE FUNCTION mq._alter_queue(
+    queue_name text,
+    visibility_timeout interval DEFAULT NULL,
+    max_attempts integer DEFAULT NULL,
+    retry_delay interval DEFAULT NULL,
+    retry_backoff double precision DEFAULT NULL,
+    retry_delay_max interval DEFAULT NULL,
+    notify boolean DEFAULT NULL,
+    retention interval DEFAULT NULL,
+    session_timeout interval DEFAULT NULL,
+    rate_limit text DEFAULT NULL,
+    rate_limit_burst integer DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v mq.queue;
+BEGIN
+    SELECT * INTO v FROM mq.queue q WHERE q.queue_id = mq._queue_id(_alter_queue.queue_name) FOR UPDATE;
+    IF v.partitions IS NULL AND (_alter_queue.retention IS NOT NULL OR _alter_queue.session_timeout IS NOT NULL) THEN
+        RAISE EXCEPTION 'retention and session_timeout apply only to partitioned queues' USING ERRCODE = '22023';
+    END IF;
+    v.visibility_timeout := coalesce(_alter_queue.visibility_timeout, v.visibility_timeout);
+    v.max_attempts := coalesce(_alter_queue.max_attempts, v.max_attempts);
+    v.retry_delay := coalesce(_alter_queue.retry_delay, v.retry_delay);
+    v.retry_backoff := coalesce(_alter_queue.retry_backoff, v.retry_backoff);
+    v.retry_delay_max := coalesce(_alter_queue.retry_delay_max, v.retry_delay_max);
+    v.notify := coalesce(_alter_queue.notify, v.notify);
+    v.retention := coalesce(_alter_queue.retention, v.retention);
+    v.session_timeout := coalesce(_alter_queue.session_timeout, v.session_timeout);
+    -- 'none' removes a rate limit; a burst alone keeps the rate
+    IF _alter_queue.rate_limit IS NOT NULL OR _alter_queue.rate_limit_burst IS NOT NULL THEN
+        SELECT r.rate, r.burst INTO v.rate_limit, v.rate_limit_burst
+          FROM mq._rate_settings(CASE WHEN _alter_queue.rate_limit IS NULL AND v.rate_limit IS NOT NULL
+                                      THEN v.rate_limit || '/s' ELSE _alter_queue.rate_limit END,
+                                 _alter_queue.rate_limit_burst) r;
+    END IF;
+    PERFORM mq._check_settings(v.visibility_timeout, v.max_attempts, v.retry_delay, v.retry_backoff,
+                               v.retry_delay_max, v.notify, v.retention, v.session_timeout,
+                               v.partitions IS NOT NULL);
+    UPDATE mq.queue q
+       SET visibility_timeout = v.visibility_timeout, max_attempts = v.max_attempts,
+           retry_delay = v.retry_delay, retry_backoff = v.retry_backoff,
+           retry_delay_max = v.retry_delay_max, notify = v.notify,
+           retention = v.retention, session_timeout = v.session_timeout,
+           rate_limit = v.rate_limit, rate_limit_burst = v.rate_limit_burst
+     WHERE q.queue_id = v.queue_id;
+    PERFORM mq._invalidate();
+END
+$$;
+COMMENT ON FUNCTION mq._alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) IS 'mq internal: body of mq.alter_queue, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.alter_queue(
+    queue_name text,
+    visibility_timeout interval DEFAULT NULL,
+    max_attempts integer DEFAULT NULL,
+    retry_delay interval DEFAULT NULL,
+    retry_backoff double precision DEFAULT NULL,
+    retry_delay_max interval DEFAULT NULL,
+    notify boolean DEFAULT NULL,
+    retention interval DEFAULT NULL,
+    session_timeout interval DEFAULT NULL,
+    rate_limit text DEFAULT NULL,
+    rate_limit_burst integer DEFAULT NULL)
+RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) IS
+'Changes settings of a queue (as SQS SetQueueAttributes); a NULL argument leaves that setting as it is, rate_limit => ''none'' removes a rate limit. Units and ranges as mq.create_queue. New values apply to the next operation of every session (messages already claimed keep their visibility). Errors: 22023 bad value, or retention/session_timeout for a work queue; 42704 no such queue; 42501 no admin right on the queue .';
+
+CREATE FUNCTION mq._queue_id(p_queue_name text) RETURNS integer
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue_id integer;
+BEGIN
+    IF p_queue_name IS NULL THEN
+        RAISE EXCEPTION 'queue_name must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT q.queue_id INTO v_queue_id FROM mq.queue q WHERE q.queue_name = p_queue_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'queue "%" does not exist', p_queue_name USING ERRCODE = '42704';
+    END IF;
+    RETURN v_queue_id;
+END
+$$;
+COMMENT ON FUNCTION mq._queue_id(text) IS 'mq internal: the id of a queue; 22004 for NULL, 42704 when there is no such queue';
+
+CREATE FUNCTION mq._drop_queue(queue_name text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue_id integer;
+    v_user text;
+    v_partitions integer;
+BEGIN
+    IF _drop_queue.queue_name IS NULL THEN
+        RAISE EXCEPTION 'queue_name must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT q.queue_id INTO v_queue_id FROM mq.queue q WHERE q.queue_name = _drop_queue.queue_name FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- Dropping a dead-letter queue in use would silently turn dead-lettering
+    -- into discarding; refuse instead.
+    SELECT string_agg(format('"%s"', q.queue_name), ', ' ORDER BY q.queue_name) INTO v_user
+      FROM mq.queue q WHERE q.dead_letter_queue_id = v_queue_id;
+    IF v_user IS NOT NULL THEN
+        RAISE EXCEPTION 'cannot drop queue "%" because it is the dead-letter queue of %', _drop_queue.queue_name, v_user
+            USING ERRCODE = '2BP01', HINT = 'Drop those queues first.';
+    END IF;
+    SELECT q.partitions INTO v_partitions FROM mq.queue q WHERE q.queue_id = v_queue_id;
+    DELETE FROM mq.queue q WHERE q.queue_id = v_queue_id;
+    PERFORM mq._drop_queue_tables(v_queue_id, v_partitions);
+    -- now that the tables are locked, nobody else is using the queue
+    PERFORM mq._forget_queue(v_queue_id);
+    PERFORM mq._invalidate();
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION mq._drop_queue(text) IS 'mq internal: body of mq.drop_queue, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.drop_queue(queue_name text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.drop_queue(text) IS
+'Drops a queue with its messages, archive and counters (as SQS DeleteQueue). Returns false when there is no such queue. Errors: 22004 NULL, 2BP01 the queue is another queue''s dead-letter queue, 42501 no admin right on the queue .';
+
+CREATE FUNCTION mq._purge(queue_name text) RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_count bigint;
+    v_deleted bigint;
+    v_queue_id integer := mq._queue_id(_purge.queue_name);
+BEGIN
+    IF (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) IS NULL THEN
+        -- a keyed send running meanwhile must not leave its message blocked
+        -- behind a head this purge removed: take every key lock first
+        PERFORM mq._lock_keys(_purge.queue_name);
+        v_count := 0;
+        FOR v_table IN 0..4 LOOP
+            EXECUTE format('DELETE FROM mq.%I', 'q_' || v_queue_id || CASE WHEN v_table = 4 THEN '_d' ELSE '_' || v_table END);
+            GET DIAGNOSTICS v_deleted = ROW_COUNT;
+            v_count := v_count + v_deleted;
+        END LOOP;
+    ELSE
+        -- offsets keep increasing: consumer groups stay valid
+        EXECUTE format('SELECT (SELECT count(*) FROM mq.%1$I) + (SELECT count(*) FROM mq.%2$I) + (SELECT count(*) FROM mq.%3$I)',
+                       'p_' || v_queue_id || '_0', 'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2') INTO v_count;
+        EXECUTE format('TRUNCATE mq.%I, mq.%I, mq.%I', 'p_' || v_queue_id || '_0',
+                       'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2');
+    END IF;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION mq._purge(text) IS 'mq internal: body of mq.purge, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.purge(queue_name text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.purge(text) IS
+'Deletes every message of a queue, visible, in flight or delayed (as SQS PurgeQueue); the archive is kept. For a partitioned queue it empties the log (offsets keep increasing, consumer groups keep their offsets). Returns the number deleted. Errors: 22004 NULL, 42704 no such queue, 42501 no admin right on the queue .';
+
+CREATE FUNCTION mq._metrics(p_queue_name text)
+RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
+               oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue_id integer := mq._queue_id(p_queue_name);
+    v_partitions integer := (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id);
+    v_sent bigint := 0;
+    v_last bigint;
+BEGIN
+    IF v_partitions IS NOT NULL THEN
+        -- a log: depth = retained messages; nothing is in flight or delayed
+        FOR v_partition IN 0..v_partitions - 1 LOOP
+            EXECUTE format('SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM mq.%I s',
+                           'p_' || v_queue_id || '_o' || v_partition) INTO v_last;
+            v_sent := v_sent + v_last;
+        END LOOP;
+        RETURN QUERY EXECUTE format($q$
+            SELECT $1, count(*), 0::bigint, 0::bigint, 0::bigint,
+                   coalesce(extract(epoch FROM clock_timestamp() - min(m.enqueued_at))::double precision, 0),
+                   $2, 0::bigint, 0::bigint
+              FROM (SELECT enqueued_at FROM mq.%1$I UNION ALL SELECT enqueued_at FROM mq.%2$I
+                    UNION ALL SELECT enqueued_at FROM mq.%3$I) m$q$,
+            'p_' || v_queue_id || '_0', 'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2')
+        USING p_queue_name, v_sent;
+        RETURN;
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        SELECT $1,
+               count(*) FILTER (WHERE m.vt <= v.now AND NOT m.blocked),
+               count(*) FILTER (WHERE m.vt > v.now AND m.claimed),
+               count(*) FILTER (WHERE m.vt > v.now AND NOT m.claimed AND NOT m.blocked),
+               (SELECT q.dead_lettered FROM mq.queue q WHERE q.queue_id = $2),
+               coalesce(extract(epoch FROM v.now - min(m.enqueued_at) FILTER (WHERE m.vt <= v.now AND NOT m.blocked))::double precision, 0),
+               (SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM %2$s s),
+               (SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM mq.%3$I s),
+               count(*) FILTER (WHERE m.blocked)
+          FROM (SELECT clock_timestamp() AS now) v LEFT JOIN
+               (SELECT vt, claimed, blocked, enqueued_at FROM mq.%1$I UNION ALL
+                SELECT vt, claimed, blocked, enqueued_at FROM mq.%4$I UNION ALL
+                SELECT vt, claimed, blocked, enqueued_at FROM mq.%5$I UNION ALL
+                SELECT vt, claimed, blocked, enqueued_at FROM mq.%6$I UNION ALL
+                SELECT vt, claimed, blocked, enqueued_at FROM mq.%7$I) m ON true
+         GROUP BY v.now$q$,
+        'q_' || v_queue_id || '_0', 'mq.' || quote_ident('q_' || v_queue_id || '_seq'),
+        'q_' || v_queue_id || '_acked', 'q_' || v_queue_id || '_1', 'q_' || v_queue_id || '_2',
+        'q_' || v_queue_id || '_3', 'q_' || v_queue_id || '_d')
+    USING p_queue_name, v_queue_id;
+END
+$$;
+COMMENT ON FUNCTION mq._metrics(text) IS 'mq internal: body of mq.metrics';
+
+-- The public function is the checked C entry point (src/rights.c); the
+-- body is named differently because PL/pgSQL cannot have an input and an
+-- output parameter both named queue_name.
+CREATE FUNCTION mq.metrics(queue_name text)
+RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
+               oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
+COMMENT ON FUNCTION mq.metrics(text) IS
+'Queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*): depth = visible messages, in_flight = claimed and within their visibility timeout, delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back), blocked = messages of a keyed queue waiting behind an earlier message of their key. For a partitioned queue: depth = retained messages, oldest_age_s = age of the oldest retained one, total_sent = offsets issued over all partitions, the rest 0 (see mq.consumer_groups for lag). Errors: 22004 NULL, 42704 no such queue, 42501 no consume right on the queue.';
+
+CREATE VIEW mq.queues WITH (security_barrier) AS
+SELECT q.queue_name, q.visibility_timeout, q.max_attempts,
+       CASE WHEN mq._can(d.queue_id, 'any') THEN d.queue_name END AS dead_letter_queue,
+       q.retry_delay, q.retry_backoff, q.retry_delay_max, q.ordering,
+       q.partitions, q.retention, q.session_timeout, q.notify,
+       q.rate_limit AS rate_limit_per_second, q.rate_limit_burst, q.created_at
+  FROM mq.queue q LEFT JOIN mq.queue d ON d.queue_id OPERATOR(pg_catalog.=) q.dead_letter_queue_id
+ WHERE mq._can(q.queue_id, 'any');
+COMMENT ON VIEW mq.queues IS 'One row per queue the caller has a right on, with its settings (as SQS ListQueues + GetQueueAttributes)';
+
+-- ---------------------------------------------------------------------------
+-- Rights (src/rights.c).
+
+
+-- The table privilege that stands for a right, and the queue's rights table.
+CREATE FUNCTION mq._right_privilege(p_privilege text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_privilege IS NULL THEN
+        RAISE EXCEPTION 'privilege must not be NULL' USING ERRCODE = '22004';
+    ELSIF p_privilege = 'consume' THEN
+        RETURN 'SELECT';
+    ELSIF p_privilege = 'send' THEN
+        RETURN 'REFERENCES';
+    ELSIF p_privilege = 'admin' THEN
+        RETURN 'TRUNCATE';
+    END IF;
+    RAISE EXCEPTION 'invalid privilege "%"', p_privilege
+        USING ERRCODE = '22023', HINT = 'Use ''send'', ''consume'' or ''admin''.';
+END
+$$;
+COMMENT ON FUNCTION mq._right_privilege(text) IS 'mq internal: the table privilege that stands for send, consume or admin; 22004 NULL, 22023 unknown';
+
+CREATE FUNCTION mq._rights_table(p_queue_name text) RETURNS regclass
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT format('mq.%I', CASE WHEN q.partitions IS NULL THEN 'q_' ELSE 'p_' END
+                                   || q.queue_id || '_rights')::regclass
+              FROM mq.queue q WHERE q.queue_id = mq._queue_id(p_queue_name));
+END
+$$;
+COMMENT ON FUNCTION mq._rights_table(text) IS 'mq internal: the empty table whose privileges are a queue''s per-queue rights; 42704 no such queue';
+
+CREATE FUNCTION mq._grant(queue_name text, role regrole, privilege text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_privilege text := mq._right_privilege(_grant.privilege);
+    v_rights regclass := mq._rights_table(_grant.queue_name);
+BEGIN
+    IF _grant.role IS NULL THEN
+        RAISE EXCEPTION 'role must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    PERFORM mq._set_right(v_rights, _grant.role, v_privilege, true);
+END
+$$;
+COMMENT ON FUNCTION mq._grant(text, regrole, text) IS 'mq internal: body of mq.grant, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.grant(queue_name text, role regrole, privilege text) RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.grant(text, regrole, text) IS
+'Grants role a right on one queue: ''send'' (send, send_batch), ''consume'' (read, ack, nack, extend, archive, metrics, poll, commit, seek, heartbeat, leave, listen) or ''admin'' (both, and alter_queue, drop_queue, purge, grant, revoke), as SQS queue policies do. Members of role get it too. Errors: 22004 NULL, 22023 bad privilege, 42704 no such queue or role, 42501 no admin right on the queue.';
+
+CREATE FUNCTION mq._revoke(queue_name text, role regrole, privilege text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_privilege text := mq._right_privilege(_revoke.privilege);
+    v_rights regclass := mq._rights_table(_revoke.queue_name);
+    v_had boolean;
+BEGIN
+    IF _revoke.role IS NULL THEN
+        RAISE EXCEPTION 'role must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT EXISTS (SELECT FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) e
+                    WHERE c.oid = v_rights AND e.grantee = _revoke.role AND e.privilege_type = v_privilege)
+      INTO v_had;
+    IF v_had THEN
+        PERFORM mq._set_right(v_rights, _revoke.role, v_privilege, false);
+    END IF;
+    RETURN v_had;
+END
+$$;
+COMMENT ON FUNCTION mq._revoke(text, regrole, text) IS 'mq internal: body of mq.revoke, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.revoke(queue_name text, role regrole, privilege text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.revoke(text, regrole, text) IS
+'Revokes a right granted with mq.grant; returns whether role had it. Rights held through mq_producer, mq_consumer or mq_admin are not affected. Errors: as mq.grant.';
+
+CREATE VIEW mq.queue_privileges WITH (security_barrier) AS
+SELECT q.queue_name, a.grantee::pg_catalog.regrole::pg_catalog.text AS grantee,
+       CASE a.privilege_type WHEN 'REFERENCES' THEN 'send' WHEN 'SELECT' THEN 'consume' ELSE 'admin' END AS privilege
+  FROM mq.queue q
+  JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
+   AND c.relname OPERATOR(pg_catalog.=) (CASE WHEN q.partitions IS NULL THEN 'q_' ELSE 'p_' END
+                                         OPERATOR(pg_catalog.||) q.queue_id OPERATOR(pg_catalog.||) '_rights')
+ CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+ WHERE a.grantee OPERATOR(pg_catalog.<>) c.relowner
+   AND (mq._can(q.queue_id, 'admin') OR pg_catalog.pg_has_role(a.grantee, 'MEMBER'));
+COMMENT ON VIEW mq.queue_privileges IS
+'Per-queue grants made with mq.grant: all of a queue''s for those who may administer it, and one''s own elsewhere.';
+
+-- Hot paths: C functions with plans prepared once per queue and kept.  They
+-- are not STRICT so that a NULL argument raises 22004 instead of silently
+-- returning NULL.  They run their statements as the owner of schema mq after
+-- PostgreSQL has checked EXECUTE for the caller.
+
+CREATE FUNCTION mq.send(queue_name text, payload jsonb, key text DEFAULT NULL,
+                        headers jsonb DEFAULT NULL, delay interval DEFAULT '0')
+RETURNS bigint AS 'MODULE_PATHNAME', 'mq_send' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.send(text, jsonb, text, jsonb, interval) IS
+'Sends one message (as SQS SendMessage with DelaySeconds); returns its msg_id. It becomes visible when the sending transaction commits and not before delay (0 to 365 days, server clock) has passed. In a keyed queue it waits behind earlier messages of its key. In a partitioned queue (as a Kafka produce) it goes to partition hash(key) mod partitions (keyless: round robin per session), returns its offset in that partition, and takes no delay. Errors: 22004 NULL queue_name, payload or delay; 22023 delay out of range, or any delay on a partitioned queue; 42704 no such queue; 54000 more than 256 partitions written in one transaction; 55000 partitioned queue without mq preloaded; 0A000 PREPARE TRANSACTION after sending to a partitioned queue; 42501 no send right on the queue.';
+
+CREATE FUNCTION mq.send_batch(queue_name text, payloads jsonb[], keys text[] DEFAULT NULL,
+                              headers jsonb[] DEFAULT NULL, delay interval DEFAULT '0')
+RETURNS SETOF bigint AS 'MODULE_PATHNAME', 'mq_send_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
+COMMENT ON FUNCTION mq.send_batch(text, jsonb[], text[], jsonb[], interval) IS
+'Sends many messages in one statement, all or nothing (as SQS SendMessageBatch, without its 10-message cap: at most 100000); returns the msg_ids in array order. keys and headers, when given, must have as many elements as payloads. For a partitioned queue it returns the offsets, each in its key''s partition. Errors: 22004 NULL queue_name, payloads, delay or a NULL payload element; 22023 arrays of different lengths, multidimensional arrays, too many messages or delay out of range (any delay on a partitioned queue); 42704 no such queue; 54000, 55000, 0A000 as mq.send; 42501 no send right on the queue.';
+
+CREATE FUNCTION mq.read(queue_name text, qty integer DEFAULT 1, visibility_timeout interval DEFAULT NULL,
+                        wait interval DEFAULT '0')
+RETURNS SETOF mq.message AS 'MODULE_PATHNAME', 'mq_read' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10;
+COMMENT ON FUNCTION mq.read(text, integer, interval, interval) IS
+'Claims up to qty (1 to 10000) visible messages, oldest first, with FOR UPDATE SKIP LOCKED so concurrent readers never get the same message (as SQS ReceiveMessage). Each becomes invisible for visibility_timeout (0 to 12 hours; NULL: the queue default) and its attempts grows by one. A visible message that already used its last attempt is moved to the dead-letter queue instead of being returned. wait (0 to 15 minutes) is long polling, as SQS WaitTimeSeconds: when nothing is visible the read sleeps until a send commits or wait passes, and returns as soon as it has at least one message; it is woken at once when mq is in shared_preload_libraries, and otherwise re-checks every 10 ms backing off to 200 ms. Query cancel and statement_timeout end a wait, and a cancelled read claims nothing. Errors: 22004 NULL queue_name, qty or wait; 22023 qty, visibility_timeout or wait out of range; 42704 no such queue; 42501 no consume right on the queue.';
+
+CREATE FUNCTION mq.ack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'mq_ack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.ack(text, bigint, bigint) IS
+'Deletes a processed message (as SQS DeleteMessage). With a receipt, only the delivery it names may ack: if the message was delivered again since, nothing changes and the result is false. Returns false when there is no such message. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42501 no consume right on the queue.';
+
+CREATE FUNCTION mq.ack(queue_name text, msg_ids bigint[])
+RETURNS bigint AS 'MODULE_PATHNAME', 'mq_ack_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.ack(text, bigint[]) IS
+'Deletes many processed messages (as SQS DeleteMessageBatch); returns how many existed and were deleted. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42501 no consume right on the queue.';
+
+CREATE FUNCTION mq.nack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL,
+                        delay interval DEFAULT NULL, error text DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'mq_nack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.nack(text, bigint, bigint, interval, text) IS
+'Releases a claimed message (one that was read and not since released) for another attempt after delay (0 to 365 days; NULL: the queue backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max), keeping error as last_error (as SQS ChangeMessageVisibility with a retry policy). At its last attempt the message goes to the dead-letter queue (or is discarded when the queue has none). Returns false when there is no such claimed message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 22023 delay out of range; 42704 no such queue; 42501 no consume right on the queue.';
+
+CREATE FUNCTION mq.extend(queue_name text, msg_id bigint, visibility_timeout interval, receipt bigint DEFAULT NULL)
+RETURNS timestamptz AS 'MODULE_PATHNAME', 'mq_extend' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.extend(text, bigint, interval, bigint) IS
+'Heartbeat for long work: sets a claimed message''s visibility to now + visibility_timeout (0 to 12 hours), as SQS ChangeMessageVisibility. Returns the new visible_at, or NULL when the message does not exist, is not claimed, or the receipt is stale. Errors: 22004 NULL queue_name, msg_id or visibility_timeout; 22023 visibility_timeout out of range; 42704 no such queue; 42501 no consume right on the queue.';
+
+CREATE FUNCTION mq.archive(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'mq_archive' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.archive(text, bigint, bigint) IS
+'Acks a message by moving it to the queue''s archive instead of deleting it (as pgmq archive). Receipt rules as mq.ack. Returns false when there is no such message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42501 no consume right on the queue.';
+
+-- ---------------------------------------------------------------------------
+-- Partitioned queues: consumer groups, offsets, replay.
+
+CREATE FUNCTION mq._partition_end(queue_name text, partition integer) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_partition_end' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._partition_end(text, integer) IS
+'mq internal: the visible end of a partition: every offset below it belongs to a transaction that has ended';
+
+CREATE FUNCTION mq.poll(queue_name text, consumer_group text, member text,
+                        max_messages integer DEFAULT 100, wait interval DEFAULT '0')
+RETURNS TABLE (partition integer, "offset" bigint, key text, payload jsonb, headers jsonb, enqueued_at timestamptz)
+    AS 'MODULE_PATHNAME', 'mq_poll' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
+COMMENT ON FUNCTION mq.poll(text, text, text, integer, interval) IS
+'Reads the next messages of a partitioned queue for one member of a consumer group (as a Kafka consumer poll). Joins the group and heartbeats; the group leases each partition to one live member at a time and rebalances to a fair share when members come and go. Returns up to max_messages (1 to 10000) messages of the member''s partitions after its position, in offset order per partition, never past an offset whose sending transaction is still open. wait (0 to 15 minutes) is long polling. Nothing is written per message; the position moves per partition per poll; use mq.commit to record progress. consumer_group and member: 1 to 200 bytes. Errors: 22004 NULL argument; 22023 bad max_messages, wait, group or member; 42704 no such queue; 42809 not a partitioned queue; 55000 mq not preloaded; 42501 no consume right on the queue.';
+
+CREATE FUNCTION mq._log_id(p_queue_name text, p_group text) RETURNS integer
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue_id integer := mq._queue_id(p_queue_name);
+BEGIN
+    IF (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) IS NULL THEN
+        RAISE EXCEPTION 'queue "%" is not a partitioned queue', p_queue_name USING ERRCODE = '42809';
+    END IF;
+    IF p_group IS NULL THEN
+        RAISE EXCEPTION 'consumer_group must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF octet_length(p_group) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'consumer_group must be 1 to 200 bytes long' USING ERRCODE = '22023';
+    END IF;
+    RETURN v_queue_id;
+END
+$$;
+COMMENT ON FUNCTION mq._log_id(text, text) IS 'mq internal: the id of a partitioned queue, checking the group name';
+
+CREATE FUNCTION mq._group_init(p_queue_id integer, p_group text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- a new group starts at the earliest retained message
+    IF NOT EXISTS (SELECT FROM mq.group_partition g
+                    WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group) THEN
+        INSERT INTO mq.group_partition (queue_id, consumer_group, partition)
+        SELECT p_queue_id, p_group, p
+          FROM generate_series(0, (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = p_queue_id) - 1) p
+        ON CONFLICT DO NOTHING;
+        INSERT INTO mq.group_offset (queue_id, consumer_group, partition, committed)
+        SELECT p_queue_id, p_group, p, 0
+          FROM generate_series(0, (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = p_queue_id) - 1) p
+        ON CONFLICT DO NOTHING;
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION mq._group_init(integer, text) IS 'mq internal: creates a consumer group''s rows on first use';
+
+-- Membership and leases: heartbeat, renew this member's leases, then give
+-- back partitions beyond a fair share or take free or expired ones up to
+-- it.  Taking uses FOR UPDATE SKIP LOCKED and re-checks that the partition
+-- is still free, so two members never hold one partition.  A lease taken
+-- afresh (from another member, free, or lapsed) gets a new lease_epoch,
+-- so that the poller starts again from the committed offset.
+CREATE FUNCTION mq._group_sync(p_queue_id integer, p_group text, p_member text, p_session bigint,
+                                p_partitions integer, p_timeout interval)
+RETURNS TABLE (partition integer, lease_epoch bigint, committed bigint)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz := clock_timestamp();
+    v_timeout interval := p_timeout;
+    v_partitions integer := p_partitions;
+    v_rows integer;
+    v_mine integer;
+    v_stale integer;
+    v_live integer;
+    v_seen timestamptz;
+    v_session bigint;
+    v_target integer;
+BEGIN
+    IF p_member IS NULL THEN
+        RAISE EXCEPTION 'member must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF octet_length(p_member) NOT BETWEEN 1 AND 200 THEN
+        RAISE EXCEPTION 'member must be 1 to 200 bytes long' USING ERRCODE = '22023';
+    END IF;
+    -- One read of the group's partitions and one of its members decide
+    -- everything; a member in a steady state writes nothing here.
+    SELECT count(*), count(*) FILTER (WHERE g.member = p_member),
+           count(*) FILTER (WHERE g.member = p_member AND g.lease_until < v_now + v_timeout * 3 / 4)
+      INTO v_rows, v_mine, v_stale
+      FROM mq.group_partition g WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group;
+    IF v_rows = 0 THEN
+        PERFORM mq._group_init(p_queue_id, p_group);
+    END IF;
+    SELECT count(*) FILTER (WHERE m.last_seen > v_now - v_timeout),
+           max(m.last_seen) FILTER (WHERE m.member = p_member),
+           max(m.session) FILTER (WHERE m.member = p_member)
+      INTO v_live, v_seen, v_session
+      FROM mq.group_member m WHERE m.queue_id = p_queue_id AND m.consumer_group = p_group;
+
+    -- Heartbeat and lease renewals are written only when a quarter of the
+    -- session timeout has passed since the last ones: a member polling in
+    -- a tight loop then writes them a few times per timeout, not on every
+    -- poll (bench: those writes bounded the consumption rate).
+    IF v_seen IS NULL OR v_seen < v_now - v_timeout / 4 OR v_session IS DISTINCT FROM p_session THEN
+        INSERT INTO mq.group_member AS m (queue_id, consumer_group, member, last_seen, session)
+        VALUES (p_queue_id, p_group, p_member, v_now, p_session)
+        ON CONFLICT (queue_id, consumer_group, member)
+        DO UPDATE SET last_seen = excluded.last_seen, session = excluded.session;
+        IF v_seen IS NULL OR v_seen <= v_now - v_timeout THEN
+            v_live := v_live + 1;           -- this member is live from now on
+        END IF;
+    END IF;
+    -- A lease that lapsed is taken afresh, from the committed offset, even
+    -- by the same member: it may have processed nothing since its commits
+    -- were fenced.
+    IF v_stale > 0 THEN
+        UPDATE mq.group_partition g
+           SET lease_until = v_now + v_timeout,
+               lease_epoch = CASE WHEN g.lease_until < v_now THEN g.lease_epoch + 1 ELSE g.lease_epoch END
+         WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member
+           AND g.lease_until < v_now + v_timeout * 3 / 4;
+    END IF;
+    v_target := ceil(v_partitions::numeric / greatest(v_live, 1));
+
+    IF v_mine > v_target THEN
+        UPDATE mq.group_partition g SET member = NULL, lease_until = NULL
+         WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group
+           AND g.partition IN (SELECT g2.partition FROM mq.group_partition g2
+                                WHERE g2.queue_id = p_queue_id AND g2.consumer_group = p_group
+                                  AND g2.member = p_member
+                                ORDER BY g2.partition DESC LIMIT v_mine - v_target);
+    ELSIF v_mine < v_target THEN
+        UPDATE mq.group_partition g SET member = p_member, lease_until = v_now + v_timeout,
+                                        lease_epoch = g.lease_epoch + 1
+         WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group
+           AND g.partition IN (SELECT g2.partition FROM mq.group_partition g2
+                                WHERE g2.queue_id = p_queue_id AND g2.consumer_group = p_group
+                                  AND (g2.member IS NULL OR g2.lease_until < v_now)
+                                ORDER BY g2.partition LIMIT v_target - v_mine
+                                FOR UPDATE SKIP LOCKED);
+    END IF;
+    RETURN QUERY SELECT g.partition, g.lease_epoch, o.committed FROM mq.group_partition g
+      JOIN mq.group_offset o ON o.queue_id = g.queue_id AND o.consumer_group = g.consumer_group
+                            AND o.partition = g.partition
+      WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member
+      ORDER BY g.partition;
+END
+$$;
+COMMENT ON FUNCTION mq._group_sync(integer, text, text, bigint, integer, interval) IS 'mq internal: heartbeat and rebalance of one consumer group member';
+
+CREATE FUNCTION mq._heartbeat(queue_name text, consumer_group text, member text) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT count(*) FROM mq.queue q,
+                   mq._group_sync(q.queue_id, _heartbeat.consumer_group, _heartbeat.member, NULL,
+                                  q.partitions, q.session_timeout)
+             WHERE q.queue_id = mq._log_id(_heartbeat.queue_name, _heartbeat.consumer_group));
+END
+$$;
+COMMENT ON FUNCTION mq._heartbeat(text, text, text) IS 'mq internal: body of mq.heartbeat, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.heartbeat(queue_name text, consumer_group text, member text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.heartbeat(text, text, text) IS
+'Keeps a consumer group member alive between polls (as a Kafka consumer heartbeat) and rebalances like mq.poll; returns how many partitions the member now holds. Errors: as mq.poll.';
+
+CREATE FUNCTION mq.commit(queue_name text, consumer_group text, partition integer, "offset" bigint,
+                          member text DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'mq_commit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.commit(text, text, integer, bigint, text) IS
+'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 42501 no consume right on the queue.';
+
+CREATE FUNCTION mq._seek_to(p_queue_name text, p_group text, p_partition integer, p_how text,
+                         p_offset bigint, p_at timestamptz)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue_id integer := mq._log_id(p_queue_name, p_group);
+    v_partitions integer := (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id);
+    v_count integer := 0;
+    v_next bigint;
+BEGIN
+    IF p_partition IS NOT NULL AND p_partition NOT BETWEEN 0 AND v_partitions - 1 THEN
+        RAISE EXCEPTION 'partition % does not exist', p_partition USING ERRCODE = '22023';
+    END IF;
+    PERFORM mq._group_init(v_queue_id, p_group);
+    FOR v_p IN 0..v_partitions - 1 LOOP
+        CONTINUE WHEN p_partition IS NOT NULL AND v_p <> p_partition;
+        -- v_next: the first offset the group will read
+        IF p_how = 'offset' THEN
+            v_next := p_offset;
+        ELSIF p_how = 'latest' THEN
+            v_next := mq._partition_end(p_queue_name, v_p);
+        ELSE
+            EXECUTE format('SELECT min(o) FROM (SELECT min("offset") FROM mq.%1$I WHERE partition = $1 AND enqueued_at >= $2'
+                           ' UNION ALL SELECT min("offset") FROM mq.%2$I WHERE partition = $1 AND enqueued_at >= $2'
+                           ' UNION ALL SELECT min("offset") FROM mq.%3$I WHERE partition = $1 AND enqueued_at >= $2) s(o)',
+                           'p_' || v_queue_id || '_0', 'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2')
+               INTO v_next USING v_p, coalesce(p_at, '-infinity');
+            v_next := coalesce(v_next, mq._partition_end(p_queue_name, v_p));
+        END IF;
+        UPDATE mq.group_offset o SET committed = v_next - 1
+         WHERE o.queue_id = v_queue_id AND o.consumer_group = p_group AND o.partition = v_p;
+        -- whoever polls the partition next starts from there
+        UPDATE mq.group_partition g SET lease_epoch = g.lease_epoch + 1
+         WHERE g.queue_id = v_queue_id AND g.consumer_group = p_group AND g.partition = v_p;
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION mq._seek_to(text, text, integer, text, bigint, timestamptz) IS 'mq internal: body of mq.seek';
+
+CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, "offset" bigint) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF _seek."offset" IS NULL THEN
+        RAISE EXCEPTION 'offset must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF _seek."offset" < 1 THEN
+        RAISE EXCEPTION 'offset must be 1 or more' USING ERRCODE = '22023';
+    END IF;
+    RETURN mq._seek_to(_seek.queue_name, _seek.consumer_group, _seek.partition, 'offset', _seek."offset", NULL);
+END
+$$;
+COMMENT ON FUNCTION mq._seek(text, text, integer, bigint) IS 'mq internal: body of mq.seek, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, "offset" bigint) RETURNS integer
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.seek(text, text, integer, bigint) IS
+'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset. Returns the number of partitions moved. Errors: 22004 NULL offset; 22023 offset below 1 or partition out of range; 42704 no such queue; 42809 not partitioned; 42501 no consume right on the queue.';
+
+CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF _seek.seek_to IS NULL OR _seek.seek_to NOT IN ('earliest', 'latest') THEN
+        RAISE EXCEPTION 'seek_to must be ''earliest'' or ''latest''' USING ERRCODE = '22023';
+    END IF;
+    RETURN mq._seek_to(_seek.queue_name, _seek.consumer_group, _seek.partition, _seek.seek_to, NULL, NULL);
+END
+$$;
+COMMENT ON FUNCTION mq._seek(text, text, integer, text) IS 'mq internal: body of mq.seek, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.seek(text, text, integer, text) IS
+'seek_to ''earliest'' or ''latest'': moves the group to the earliest retained message or to the latest end (as Kafka seekToBeginning / seekToEnd) of partition (NULL: every partition). Returns the number of partitions moved. Errors: 22023 other seek_to or partition out of range; 42704; 42809; 42501.';
+
+CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, at timestamptz) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF _seek.at IS NULL THEN
+        RAISE EXCEPTION 'at must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    RETURN mq._seek_to(_seek.queue_name, _seek.consumer_group, _seek.partition, 'time', NULL, _seek.at);
+END
+$$;
+COMMENT ON FUNCTION mq._seek(text, text, integer, timestamptz) IS 'mq internal: body of mq.seek, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, at timestamptz) RETURNS integer
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.seek(text, text, integer, timestamptz) IS
+'Moves the group to the first retained message sent at or after at (as Kafka offsetsForTimes + seek), or to the end when there is none, on partition (NULL: every partition). Returns the number of partitions moved. Errors: 22004 NULL at; 22023 partition out of range; 42704; 42809; 42501.';
+
+CREATE FUNCTION mq._leave(queue_name text, consumer_group text, member text) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue_id integer := mq._log_id(_leave.queue_name, _leave.consumer_group);
+    v_count integer;
+BEGIN
+    IF _leave.member IS NULL THEN
+        RAISE EXCEPTION 'member must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    UPDATE mq.group_partition g SET member = NULL, lease_until = NULL
+     WHERE g.queue_id = v_queue_id AND g.consumer_group = _leave.consumer_group AND g.member = _leave.member;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    DELETE FROM mq.group_member m
+     WHERE m.queue_id = v_queue_id AND m.consumer_group = _leave.consumer_group AND m.member = _leave.member;
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION mq._leave(text, text, text) IS 'mq internal: body of mq.leave, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.leave(queue_name text, consumer_group text, member text) RETURNS integer
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.leave(text, text, text) IS
+'A member leaves its consumer group at once (as a Kafka LeaveGroup) instead of after its session timeout: its partitions are free for the others, who resume after the committed offsets. Returns the number of partitions released. Errors: 22004 NULL; 42704; 42809; 42501.';
+
+-- Rows of queues the caller may consume from; OFFSET 0 keeps the filter
+-- below the end-offset lookup, which checks the right again.
+CREATE VIEW mq.consumer_groups WITH (security_barrier) AS
+SELECT gq.queue_name, gq.consumer_group, gq.partition, gq.member, gq.lease_until,
+       gq.committed AS committed_offset, e.end_offset,
+       GREATEST(e.end_offset OPERATOR(pg_catalog.-) gq.committed, 0) AS lag
+  FROM (SELECT q.queue_name, g.consumer_group, g.partition, g.member, g.lease_until, o.committed
+          FROM mq.group_partition g
+          JOIN mq.group_offset o ON o.queue_id OPERATOR(pg_catalog.=) g.queue_id
+                                AND o.consumer_group OPERATOR(pg_catalog.=) g.consumer_group
+                                AND o.partition OPERATOR(pg_catalog.=) g.partition
+          JOIN mq.queue q ON q.queue_id OPERATOR(pg_catalog.=) g.queue_id
+         WHERE mq._can(q.queue_id, 'consume') OFFSET 0) gq
+  CROSS JOIN LATERAL (SELECT mq._partition_end(gq.queue_name, gq.partition) OPERATOR(pg_catalog.-) 1 AS end_offset) e;
+COMMENT ON VIEW mq.consumer_groups IS
+'One row per consumer group and partition: the member holding the lease and until when, the committed offset, the last visible offset of the partition (end_offset) and lag = end_offset - committed_offset (offsets of rolled-back sends count in it).';
+
+-- ---------------------------------------------------------------------------
+-- Maintenance.
+
+CREATE FUNCTION mq._maintain_queue(queue_name text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_maintain_queue' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._maintain_queue(text) IS 'mq internal: the upkeep of one work queue for mq.maintain';
+
+-- Each queue in its own subtransaction: a queue dropped meanwhile is
+-- skipped instead of failing the whole pass.
+CREATE FUNCTION mq._maintain_queues() RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_name text;
+    v_total bigint := 0;
+BEGIN
+    FOR v_name IN SELECT q.queue_name FROM mq.queue q ORDER BY q.queue_id LOOP
+        BEGIN
+            v_total := v_total + mq._maintain_queue(v_name);
+        EXCEPTION WHEN undefined_object OR undefined_table THEN
+            NULL;
+        END;
+    END LOOP;
+    RETURN v_total;
+END
+$$;
+COMMENT ON FUNCTION mq._maintain_queues() IS 'mq internal: the per-queue part of mq.maintain';
+
+CREATE FUNCTION mq.listen(queue_name text) RETURNS text
+    AS 'MODULE_PATHNAME', 'mq_listen' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.listen(text) IS
+'LISTENs (at commit) to the queue''s channel "mq.<queue_name>" and returns the channel name. With mq preloaded, senders NOTIFY only while somebody listens through mq.listen (NOTIFY serializes committing senders, so it is skipped when unneeded); a transaction that sent to the queue notifies once at commit, never on rollback. After listening, read once: a send that committed just before may not notify. Errors: 22004 NULL; 42704 no such queue; 42501 no consume right on the queue.';
+
+CREATE FUNCTION mq.unlisten(queue_name text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'mq_unlisten' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.unlisten(text) IS
+'UNLISTENs from the queue''s channel; returns whether this session was counted as a listener. Errors: 22004; 42704; 42501.';
+
+-- ---------------------------------------------------------------------------
+-- Registered consumers and liveness (needs mq preloaded).
+
+CREATE FUNCTION mq.register_consumer(consumer_id text, heartbeat_timeout interval DEFAULT '30 seconds')
+RETURNS void AS 'MODULE_PATHNAME', 'mq_register_consumer' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.register_consumer(text, interval) IS
+'Registers this session as a consumer named consumer_id (1 to 127 bytes; calling again renames it or changes its timeout). From now on, the messages it reads and the partitions it holds are released at once (within mq.maintenance_interval) when the session ends - exit, crash, kill or dropped connection - or when it neither reads, polls nor calls mq.consumer_heartbeat for heartbeat_timeout (1 second to 1 hour); each such delivery still counts as an attempt. Do not register a session that reads messages which another session acks. Errors: 22004 NULL; 22023 bad consumer_id or timeout; 53400 too many consumers; 55000 mq not preloaded; 42501 no consume right on any queue.';
+
+CREATE FUNCTION mq.consumer_heartbeat() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'mq_consumer_heartbeat' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.consumer_heartbeat() IS
+'Tells mq that this registered consumer is alive (reads and polls do so too); a consumer whose claims were released for a lapsed heartbeat is tracked again. Returns false when the session is not registered. Errors: 55000 mq not preloaded.';
+
+CREATE FUNCTION mq.unregister_consumer() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'mq_unregister_consumer' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.unregister_consumer() IS
+'Stops tracking this session; its current claims then lapse with their visibility timeouts. Returns false when it was not registered. Errors: 55000 mq not preloaded.';
+
+CREATE FUNCTION mq._consumers()
+RETURNS TABLE (consumer_id text, pid integer, token bigint, registered_at timestamptz,
+               last_heartbeat timestamptz, heartbeat_timeout_ms bigint, state text, queue_ids integer[])
+    AS 'MODULE_PATHNAME', 'mq_consumers' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._consumers() IS 'mq internal: the registered consumers of this database, from shared memory';
+
+CREATE FUNCTION mq._consumer_in_flight(p_token bigint, p_queue_ids integer[])
+RETURNS TABLE (queue_name text, in_flight bigint)
+    AS 'MODULE_PATHNAME', 'mq_consumer_in_flight' LANGUAGE C STABLE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._consumer_in_flight(bigint, integer[]) IS 'mq internal: messages one registered consumer holds, per work queue (NULL: all) the caller may consume from';
+
+-- A consumer shows with the queues the caller may consume from; one that
+-- holds none of them only to holders of mq_consumer and to itself.
+CREATE VIEW mq.consumers WITH (security_barrier) AS
+SELECT c.consumer_id, c.pid, f.queue_name, c.state, c.registered_at, c.last_heartbeat,
+       c.heartbeat_timeout_ms OPERATOR(pg_catalog.*) interval '1 millisecond' AS heartbeat_timeout, f.in_flight
+  FROM mq._consumers() c
+  LEFT JOIN LATERAL mq._consumer_in_flight(c.token, c.queue_ids) f ON true
+ WHERE f.queue_name IS NOT NULL OR c.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+    OR pg_catalog.pg_has_role('mq_consumer', 'USAGE');
+COMMENT ON VIEW mq.consumers IS
+'Registered consumers of this database, one row per queue they read: state (alive; lapsed = heartbeat timed out, claims released; dead = session ended, release pending), last heartbeat, and messages in flight (claimed and within their visibility timeout).';
+
+CREATE FUNCTION mq._release_consumers() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_release_consumers' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._release_consumers() IS
+'mq internal: makes the claims of dead or lapsed registered consumers visible again and frees their partition leases';
+
+CREATE FUNCTION mq._maintain() RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN mq._release_consumers() + mq._maintain_queues();
+END
+$$;
+COMMENT ON FUNCTION mq._maintain() IS 'mq internal: body of mq.maintain, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.maintain() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.maintain() IS
+'Periodic maintenance, run by mq''s background worker every mq.maintenance_interval when mq is preloaded. Returns how many messages it released or removed: releases the claims and partition leases of registered consumers that died or stopped heartbeating; in work queues, moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it), looking at the oldest 10000 visible messages of each (mq.read does the same for the messages it meets); in partitioned queues, applies retention by truncating whole segments. Without preloading, call it every few seconds from a scheduler (pg_cron). Errors: 42501 not mq_admin.';
+-- END copy of sql/mq.sql: functions and views
+
+-- ---------------------------------------------------------------------------
+-- 6. Privileges.
+
+-- BEGIN copy of sql/mq.sql: privileges
+-- Privileges.  The public functions and views may be used by anyone and
+-- check the caller's rights themselves (src/rights.c); everything else is
+-- for mq_owner only.  mq_owner owns just the SECURITY DEFINER bodies, so
+-- that they run as mq_owner, never as the superuser who installed mq; it
+-- may use mq's tables but owns none, has no CREATE on schema mq, and so can
+-- neither replace a function nor plant a trigger, an index or a look-alike
+-- that a superuser would run.  The few bodies that must create, drop or
+-- grant on tables stay the installer's and take only numbers and oids.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mq FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA mq FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer),
+    mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer),
+    mq.drop_queue(text),
+    mq.purge(text),
+    mq.grant(text, regrole, text),
+    mq.revoke(text, regrole, text),
+    mq.maintain(),
+    mq.send(text, jsonb, text, jsonb, interval),
+    mq.send_batch(text, jsonb[], text[], jsonb[], interval),
+    mq.read(text, integer, interval, interval),
+    mq.ack(text, bigint, bigint),
+    mq.ack(text, bigint[]),
+    mq.nack(text, bigint, bigint, interval, text),
+    mq.extend(text, bigint, interval, bigint),
+    mq.archive(text, bigint, bigint),
+    mq.metrics(text),
+    mq.poll(text, text, text, integer, interval),
+    mq.heartbeat(text, text, text),
+    mq.commit(text, text, integer, bigint, text),
+    mq.seek(text, text, integer, bigint),
+    mq.seek(text, text, integer, text),
+    mq.seek(text, text, integer, timestamptz),
+    mq.leave(text, text, text),
+    mq.listen(text),
+    mq.unlisten(text),
+    mq.register_consumer(text, interval),
+    mq.consumer_heartbeat(),
+    mq.unregister_consumer(),
+    -- used by the views, which run functions as their user
+    mq._can(integer, text),
+    mq._partition_end(text, integer),
+    mq._consumers(),
+    mq._consumer_in_flight(bigint, integer[])
+    TO PUBLIC;
+GRANT SELECT ON mq.queues, mq.consumer_groups, mq.consumers, mq.queue_privileges TO PUBLIC;
+GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mq TO mq_owner;
+GRANT SELECT, INSERT, UPDATE, DELETE ON mq.queue, mq.segment, mq.group_partition, mq.group_offset,
+    mq.group_member TO mq_owner;
+GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.queue_queue_id_seq TO mq_owner;
+
+DO $$
+DECLARE
+    v_fn regprocedure;
+BEGIN
+    FOR v_fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+                 WHERE p.pronamespace OPERATOR(pg_catalog.=) 'mq'::regnamespace AND p.prosecdef
+                   AND p.proname OPERATOR(pg_catalog.<>) ALL (ARRAY['_create_queue_tables', '_create_log_tables',
+                       '_drop_queue_tables', '_grant_to_owner', '_set_right']::name[]) LOOP
+        EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO mq_owner', v_fn);
+    END LOOP;
+END
+$$;
+-- END copy of sql/mq.sql: privileges
+
+-- 0.1.0 gave the three roles USAGE on the schema; 0.2.0 gives it to PUBLIC
+-- (what a caller may do is decided per queue).
+REVOKE USAGE ON SCHEMA mq FROM mq_producer, mq_consumer, mq_admin;
+GRANT USAGE ON SCHEMA mq TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- 7. Every queue's tables, made by the 0.2.0 functions above as a new
+-- queue's are (owned by the installer, granted to mq_owner, rows in
+-- mq.segment), then filled.  This comes after the privileges, whose
+-- REVOKE ... ON ALL TABLES would otherwise give the rights tables an ACL
+-- that new queues' do not have.  The 0.1.0 objects whose names 0.2.0
+-- reuses wait in a schema of their own meanwhile.
+
+CREATE SCHEMA mq_update_0_1_0;
+
+-- What must be the same for a 0.1.0 table to stand in for one made by 0.2.0.
+CREATE FUNCTION mq_update_0_1_0.shape(p_table regclass) RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT concat_ws(E'\n',
+    (SELECT string_agg(concat_ws(' ', a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                                 pg_get_expr(d.adbin, d.adrelid), a.attidentity, a.attgenerated),
+                       ', ' ORDER BY a.attnum)
+       FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+      WHERE a.attrelid = p_table AND a.attnum > 0 AND NOT a.attisdropped),
+    (SELECT string_agg(c.conname || ' ' || pg_get_constraintdef(c.oid), ', ' ORDER BY c.conname)
+       FROM pg_constraint c WHERE c.conrelid = p_table),
+    (SELECT string_agg(x.def, ', ' ORDER BY x.def)
+       FROM (SELECT replace(pg_get_indexdef(i.indexrelid), ' ON ' || p_table::text || ' ', ' ON ') AS def
+               FROM pg_index i WHERE i.indrelid = p_table) x),
+    (SELECT c.reloptions::text FROM pg_class c WHERE c.oid = p_table))
+$$;
+
+-- The 0.1.0 table mq_update_0_1_0.<name> becomes mq.<name>, which a 0.2.0
+-- function has just made, empty: when their shapes are the same the 0.1.0
+-- table is kept, which costs nothing however many rows it has (archives);
+-- otherwise its rows are copied, column by column of the same name.
+CREATE FUNCTION mq_update_0_1_0.take_over(p_name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_old regclass := format('mq_update_0_1_0.%I', p_name)::regclass;
+    v_new regclass := format('mq.%I', p_name)::regclass;
+    v_columns text;
+BEGIN
+    IF mq_update_0_1_0.shape(v_old) = mq_update_0_1_0.shape(v_new) THEN
+        EXECUTE format('DROP TABLE %s', v_new);
+        EXECUTE format('ALTER TABLE %s SET SCHEMA mq', v_old);
+        RETURN;
+    END IF;
+    SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum) INTO v_columns
+      FROM pg_attribute a
+     WHERE a.attrelid = v_old AND a.attnum > 0 AND NOT a.attisdropped
+       AND EXISTS (SELECT FROM pg_attribute b
+                    WHERE b.attrelid = v_new AND b.attname = a.attname AND NOT b.attisdropped);
+    EXECUTE format('INSERT INTO %1$s (%3$s) SELECT %3$s FROM %2$s', v_new, v_old, v_columns);
+    EXECUTE format('DROP TABLE %s', v_old);
+END
+$$;
+
+DO $$
+DECLARE
+    -- one instant decides which messages are not due yet
+    v_now timestamptz := pg_catalog.now();
+    v_columns constant text := 'msg_id, vt, enqueued_at, attempts, claimed, key, payload, headers,'
+                               ' last_error, dead_letter, blocked, consumer';
+    v_q record;
+    v_id text;
+    v_last bigint;
+    v_called boolean;
+    v_max bigint;
+    v_rows boolean;
+BEGIN
+    -- as in mq's function bodies: nothing below resolves outside pg_catalog
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    FOR v_q IN SELECT q.queue_id, q.ordering, q.partitions, q.segment, q.segment_since
+                 FROM mq.queue q ORDER BY q.queue_id LOOP
+        v_id := v_q.queue_id::text;
+        IF v_q.partitions IS NULL THEN
+            -- A work queue: mq.q_<id> (msg_id an identity), the archive
+            -- mq.a_<id> and the counter mq.q_<id>_acked.
+            EXECUTE format('ALTER TABLE mq.%I SET SCHEMA mq_update_0_1_0', 'a_' || v_id);
+            EXECUTE format('ALTER SEQUENCE mq.%I SET SCHEMA mq_update_0_1_0', 'q_' || v_id || '_acked');
+            PERFORM mq._create_queue_tables(v_q.queue_id, v_q.ordering = 'key');
+
+            -- Not due yet and not claimed (a send delay, a nack's backoff):
+            -- the delayed table, where reads find them by time.  Everything
+            -- else, in flight with its visibility timeout, attempts and
+            -- consumer included, goes to segment 0, the current one, whose
+            -- first msg_id is 1.  Keyed messages keep their blocked flags.
+            EXECUTE format('INSERT INTO mq.%1$I (%3$s) SELECT %3$s FROM mq.%2$I'
+                           ' WHERE vt > $1 AND NOT claimed ORDER BY msg_id',
+                           'q_' || v_id || '_d', 'q_' || v_id, v_columns) USING v_now;
+            EXECUTE format('INSERT INTO mq.%1$I (%3$s) SELECT %3$s FROM mq.%2$I'
+                           ' WHERE NOT (vt > $1 AND NOT claimed) ORDER BY msg_id',
+                           'q_' || v_id || '_0', 'q_' || v_id, v_columns) USING v_now;
+
+            -- New msg_ids continue above every one handed out.
+            EXECUTE format('SELECT s.last_value, s.is_called FROM %s s',
+                           pg_get_serial_sequence(format('mq.%I', 'q_' || v_id), 'msg_id'))
+               INTO v_last, v_called;
+            EXECUTE format('SELECT max(m) FROM (SELECT max(msg_id) FROM mq.%I UNION ALL'
+                           ' SELECT max(msg_id) FROM mq_update_0_1_0.%I) s(m)',
+                           'q_' || v_id, 'a_' || v_id)
+               INTO v_max;
+            v_last := greatest(CASE WHEN v_called THEN v_last END, v_max);
+            IF v_last IS NOT NULL THEN
+                PERFORM setval(format('mq.%I', 'q_' || v_id || '_seq'), v_last, true);
+            END IF;
+            EXECUTE format('SELECT s.last_value, s.is_called FROM mq_update_0_1_0.%I s', 'q_' || v_id || '_acked')
+               INTO v_last, v_called;
+            IF v_called THEN
+                PERFORM setval(format('mq.%I', 'q_' || v_id || '_acked'), v_last, true);
+            END IF;
+
+            PERFORM mq_update_0_1_0.take_over('a_' || v_id);
+            PERFORM mq._grant_to_owner('a_' || v_id);
+
+            EXECUTE format('DROP TABLE mq.%I', 'q_' || v_id);
+            EXECUTE format('DROP SEQUENCE mq_update_0_1_0.%I', 'q_' || v_id || '_acked');
+        ELSE
+            -- A partitioned queue: the parent mq.p_<id>, its segments
+            -- mq.p_<id>_0..2 (which inherit it), the offset sequences
+            -- mq.p_<id>_o<partition>.  Nothing was ever written to the
+            -- parent itself; should anything be there, it goes to the
+            -- current segment.
+            EXECUTE format('INSERT INTO mq.%I SELECT * FROM ONLY mq.%I',
+                           'p_' || v_id || '_' || v_q.segment, 'p_' || v_id);
+            FOR v_segment IN 0..2 LOOP
+                EXECUTE format('ALTER TABLE mq.%I NO INHERIT mq.%I',
+                               'p_' || v_id || '_' || v_segment, 'p_' || v_id);
+                EXECUTE format('ALTER TABLE mq.%I SET SCHEMA mq_update_0_1_0', 'p_' || v_id || '_' || v_segment);
+            END LOOP;
+            EXECUTE format('DROP TABLE mq.%I', 'p_' || v_id);
+            FOR v_partition IN 0..v_q.partitions - 1 LOOP
+                EXECUTE format('ALTER SEQUENCE mq.%I SET SCHEMA mq_update_0_1_0', 'p_' || v_id || '_o' || v_partition);
+            END LOOP;
+            PERFORM mq._create_log_tables(v_q.queue_id, v_q.partitions);
+
+            FOR v_segment IN 0..2 LOOP
+                PERFORM mq_update_0_1_0.take_over('p_' || v_id || '_' || v_segment);
+                -- The current segment stays current since it became so;
+                -- the others hold older messages (sealed) or none (free).
+                EXECUTE format('SELECT EXISTS (SELECT FROM mq.%I)', 'p_' || v_id || '_' || v_segment) INTO v_rows;
+                UPDATE mq.segment s
+                   SET state = CASE WHEN v_segment = v_q.segment THEN 'current'
+                                    WHEN v_rows THEN 'sealed' ELSE 'free' END,
+                       since = CASE WHEN v_segment = v_q.segment OR v_rows THEN v_q.segment_since ELSE s.since END
+                 WHERE s.queue_id = v_q.queue_id AND s.segment = v_segment;
+            END LOOP;
+            PERFORM mq._grant_to_owner('p_' || v_id);
+
+            -- Offsets continue where they were.
+            FOR v_partition IN 0..v_q.partitions - 1 LOOP
+                EXECUTE format('SELECT s.last_value, s.is_called FROM mq_update_0_1_0.%I s',
+                               'p_' || v_id || '_o' || v_partition)
+                   INTO v_last, v_called;
+                EXECUTE format('SELECT max(o) FROM (SELECT max("offset") FROM mq.%1$I WHERE partition = $1'
+                               ' UNION ALL SELECT max("offset") FROM mq.%2$I WHERE partition = $1'
+                               ' UNION ALL SELECT max("offset") FROM mq.%3$I WHERE partition = $1) s(o)',
+                               'p_' || v_id || '_0', 'p_' || v_id || '_1', 'p_' || v_id || '_2')
+                   INTO v_max USING v_partition;
+                v_last := greatest(CASE WHEN v_called THEN v_last END, v_max);
+                IF v_last IS NOT NULL THEN
+                    PERFORM setval(format('mq.%I', 'p_' || v_id || '_o' || v_partition), v_last, true);
+                END IF;
+                EXECUTE format('DROP SEQUENCE mq_update_0_1_0.%I', 'p_' || v_id || '_o' || v_partition);
+            END LOOP;
+        END IF;
+    END LOOP;
+END
+$$;
+
+DROP FUNCTION mq_update_0_1_0.take_over(text);
+DROP FUNCTION mq_update_0_1_0.shape(regclass);
+DROP SCHEMA mq_update_0_1_0;
+
+-- Which segment of a partitioned queue is current is in mq.segment now.
+ALTER TABLE mq.queue DROP COLUMN segment, DROP COLUMN segment_since;
+
+-- ---------------------------------------------------------------------------
+-- 8. Per-queue tables and sequences are not members of the extension: a
+-- fresh install creates them at run time.  Those made above became
+-- members, as everything made while an extension script runs does, and
+-- every GRANT and REVOKE while a script runs is recorded as an initial
+-- privilege (pg_init_privs) of what it touches, member or not, which
+-- pg_dump would then leave out of a dump.  ALTER EXTENSION ... DROP undoes
+-- both; the tables kept from 0.1.0 (archives, partitioned queues' segments)
+-- are added first so that dropping them clears their record too.
+DO $$
+DECLARE
+    v_rel record;
+BEGIN
+    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    FOR v_rel IN SELECT c.relname, CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END AS kind,
+                        EXISTS (SELECT FROM pg_depend d
+                                 WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                   AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') AS member
+                   FROM pg_class c
+                  WHERE c.relnamespace = 'mq'::regnamespace AND c.relkind IN ('r', 'S')
+                    AND c.relname ~ '^[apq]_[0-9]+(_|$)'
+                  ORDER BY c.relname LOOP
+        IF NOT v_rel.member THEN
+            EXECUTE format('ALTER EXTENSION mq ADD %s mq.%I', v_rel.kind, v_rel.relname);
+        END IF;
+        EXECUTE format('ALTER EXTENSION mq DROP %s mq.%I', v_rel.kind, v_rel.relname);
+    END LOOP;
+END
+$$;
