@@ -1,9 +1,7 @@
 -- mq: update from 0.1.0 to 0.2.0.
 --
 -- UNTIL 0.2.0 IS RELEASED THIS SCRIPT MUST BE RE-SYNCED WITH sql/mq.sql
--- whenever that file changes.  It was written against sql/mq.sql as of
--- commit f2d8b2fa4ba2 ("Security review fixes: mq_owner owns only the
--- SECURITY DEFINER bodies; ...").  test/t/040_upgrade.pl fails when the
+-- whenever that file changes.  test/t/040_upgrade.pl fails when the
 -- result of this update differs from a fresh install of 0.2.0 in any
 -- object, definition, comment, owner, grant, membership or config-dump mark,
 -- and says which.  To re-sync:
@@ -316,7 +314,8 @@ BEGIN
                 last_error text,
                 dead_letter jsonb,
                 blocked boolean NOT NULL DEFAULT false,
-                consumer bigint     -- token of the registered consumer holding the claim
+                consumer bigint,    -- token of the registered consumer holding the claim
+                lapsed boolean NOT NULL DEFAULT false  -- this claim took over a lapsed one
             ) WITH (fillfactor = %2$s)$ddl$, v_table, CASE WHEN v_segment = 4 THEN 70 ELSE 40 END);
         IF v_segment = 4 THEN
             EXECUTE format('CREATE INDEX %I ON mq.%I (vt)', v_table || '_vt', v_table);
@@ -332,7 +331,7 @@ BEGIN
     END LOOP;
     EXECUTE format($ddl$
         CREATE TABLE mq.%1$I (
-            LIKE mq.%2$I,
+            LIKE mq.%2$I INCLUDING DEFAULTS,
             archived_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
             PRIMARY KEY (msg_id)
         )$ddl$, 'a_' || p_queue_id, 'q_' || p_queue_id || '_0');
@@ -741,6 +740,8 @@ BEGIN
             GET DIAGNOSTICS v_deleted = ROW_COUNT;
             v_count := v_count + v_deleted;
         END LOOP;
+        -- the queue's counts (mq.metrics) are made afresh
+        PERFORM mq._forget_queue(v_queue_id);
     ELSE
         -- offsets keep increasing: consumer groups stay valid
         EXECUTE format('SELECT (SELECT count(*) FROM mq.%1$I) + (SELECT count(*) FROM mq.%2$I) + (SELECT count(*) FROM mq.%3$I)',
@@ -758,68 +759,12 @@ CREATE FUNCTION mq.purge(queue_name text) RETURNS bigint
 COMMENT ON FUNCTION mq.purge(text) IS
 'Deletes every message of a queue, visible, in flight or delayed (as SQS PurgeQueue); the archive is kept. For a partitioned queue it empties the log (offsets keep increasing, consumer groups keep their offsets). Returns the number deleted. Errors: 22004 NULL, 42704 no such queue, 42501 no admin right on the queue .';
 
-CREATE FUNCTION mq._metrics(p_queue_name text)
-RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
-               oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_queue_id integer := mq._queue_id(p_queue_name);
-    v_partitions integer := (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id);
-    v_sent bigint := 0;
-    v_last bigint;
-BEGIN
-    IF v_partitions IS NOT NULL THEN
-        -- a log: depth = retained messages; nothing is in flight or delayed
-        FOR v_partition IN 0..v_partitions - 1 LOOP
-            EXECUTE format('SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM mq.%I s',
-                           'p_' || v_queue_id || '_o' || v_partition) INTO v_last;
-            v_sent := v_sent + v_last;
-        END LOOP;
-        RETURN QUERY EXECUTE format($q$
-            SELECT $1, count(*), 0::bigint, 0::bigint, 0::bigint,
-                   coalesce(extract(epoch FROM clock_timestamp() - min(m.enqueued_at))::double precision, 0),
-                   $2, 0::bigint, 0::bigint
-              FROM (SELECT enqueued_at FROM mq.%1$I UNION ALL SELECT enqueued_at FROM mq.%2$I
-                    UNION ALL SELECT enqueued_at FROM mq.%3$I) m$q$,
-            'p_' || v_queue_id || '_0', 'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2')
-        USING p_queue_name, v_sent;
-        RETURN;
-    END IF;
-    RETURN QUERY EXECUTE format($q$
-        SELECT $1,
-               count(*) FILTER (WHERE m.vt <= v.now AND NOT m.blocked),
-               count(*) FILTER (WHERE m.vt > v.now AND m.claimed),
-               count(*) FILTER (WHERE m.vt > v.now AND NOT m.claimed AND NOT m.blocked),
-               (SELECT q.dead_lettered FROM mq.queue q WHERE q.queue_id = $2),
-               coalesce(extract(epoch FROM v.now - min(m.enqueued_at) FILTER (WHERE m.vt <= v.now AND NOT m.blocked))::double precision, 0),
-               (SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM %2$s s),
-               (SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM mq.%3$I s),
-               count(*) FILTER (WHERE m.blocked)
-          FROM (SELECT clock_timestamp() AS now) v LEFT JOIN
-               (SELECT vt, claimed, blocked, enqueued_at FROM mq.%1$I UNION ALL
-                SELECT vt, claimed, blocked, enqueued_at FROM mq.%4$I UNION ALL
-                SELECT vt, claimed, blocked, enqueued_at FROM mq.%5$I UNION ALL
-                SELECT vt, claimed, blocked, enqueued_at FROM mq.%6$I UNION ALL
-                SELECT vt, claimed, blocked, enqueued_at FROM mq.%7$I) m ON true
-         GROUP BY v.now$q$,
-        'q_' || v_queue_id || '_0', 'mq.' || quote_ident('q_' || v_queue_id || '_seq'),
-        'q_' || v_queue_id || '_acked', 'q_' || v_queue_id || '_1', 'q_' || v_queue_id || '_2',
-        'q_' || v_queue_id || '_3', 'q_' || v_queue_id || '_d')
-    USING p_queue_name, v_queue_id;
-END
-$$;
-COMMENT ON FUNCTION mq._metrics(text) IS 'mq internal: body of mq.metrics';
-
--- The public function is the checked C entry point (src/rights.c); the
--- body is named differently because PL/pgSQL cannot have an input and an
--- output parameter both named queue_name.
 CREATE FUNCTION mq.metrics(queue_name text)
 RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
                oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
-    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
+    AS 'MODULE_PATHNAME', 'mq_metrics' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
 COMMENT ON FUNCTION mq.metrics(text) IS
-'Queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*): depth = visible messages, in_flight = claimed and within their visibility timeout, delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back), blocked = messages of a keyed queue waiting behind an earlier message of their key. For a partitioned queue: depth = retained messages, oldest_age_s = age of the oldest retained one, total_sent = offsets issued over all partitions, the rest 0 (see mq.consumer_groups for lag). Errors: 22004 NULL, 42704 no such queue, 42501 no consume right on the queue.';
+'Approximate queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*), kept as counts so that a call costs the same on any queue when mq is preloaded (src/metrics.c): depth = visible messages, in_flight = claimed (a claim whose visibility timeout lapsed counts until the message is read again), delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back), blocked = messages of a keyed queue waiting behind an earlier message of their key. For a partitioned queue: depth = offsets retained (rolled-back sends included), oldest_age_s = age of the oldest retained one, total_sent = offsets issued over all partitions, the rest 0 (see mq.consumer_groups for lag). Errors: 22004 NULL, 42704 no such queue, 42501 no consume right on the queue.';
 
 CREATE VIEW mq.queues WITH (security_barrier) AS
 SELECT q.queue_name, q.visibility_timeout, q.max_attempts,
@@ -968,7 +913,7 @@ COMMENT ON FUNCTION mq.nack(text, bigint, bigint, interval, text) IS
 CREATE FUNCTION mq.extend(queue_name text, msg_id bigint, visibility_timeout interval, receipt bigint DEFAULT NULL)
 RETURNS timestamptz AS 'MODULE_PATHNAME', 'mq_extend' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.extend(text, bigint, interval, bigint) IS
-'Heartbeat for long work: sets a claimed message''s visibility to now + visibility_timeout (0 to 12 hours), as SQS ChangeMessageVisibility. Returns the new visible_at, or NULL when the message does not exist, is not claimed, or the receipt is stale. Errors: 22004 NULL queue_name, msg_id or visibility_timeout; 22023 visibility_timeout out of range; 42704 no such queue; 42501 no consume right on the queue.';
+'Heartbeat for long work: sets a claimed message''s visibility to now + visibility_timeout (0 to 12 hours), as SQS ChangeMessageVisibility; 0 releases the claim, so that the message is visible and no longer in flight at once (the receipt still acks it until the message is read again). Returns the new visible_at, or NULL when the message does not exist, is not claimed, or the receipt is stale. Errors: 22004 NULL queue_name, msg_id or visibility_timeout; 22023 visibility_timeout out of range; 42704 no such queue; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.archive(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_archive' LANGUAGE C VOLATILE PARALLEL UNSAFE;

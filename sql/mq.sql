@@ -268,7 +268,7 @@ BEGIN
     END LOOP;
     EXECUTE format($ddl$
         CREATE TABLE mq.%1$I (
-            LIKE mq.%2$I,
+            LIKE mq.%2$I INCLUDING DEFAULTS,
             archived_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
             PRIMARY KEY (msg_id)
         )$ddl$, 'a_' || p_queue_id, 'q_' || p_queue_id || '_0');
