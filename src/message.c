@@ -28,6 +28,7 @@
 #include "partition.h"
 #include "ratelimit.h"
 #include "segment.h"
+#include "keylocks.h"
 #include "storage.h"
 #include "wait.h"
 
@@ -387,7 +388,7 @@ mq_lock_keys(PG_FUNCTION_ARGS)
 	require_arg(fcinfo, 0, "queue_name");
 	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_ADMIN);
 	if (q->keyed)
-		MqStorageLockAllKeys(q);
+		MqKeyLockAll(q);
 	MqQueueClose(&session);
 	PG_RETURN_VOID();
 }

@@ -17,6 +17,7 @@
 #include "utils/guc.h"
 
 #include "queue.h"
+#include "keylocks.h"
 #include "offsets.h"
 #include "partition.h"
 #include "shmem.h"
@@ -35,6 +36,7 @@ _PG_init(void)
 	MqWaitInit();
 	MqOffsetsInit();
 	MqStateInit();
+	MqKeyLocksInit();
 	MqPartitionInit();
 	MqShmemInit();
 

@@ -43,8 +43,8 @@
  * the oldest has blocked = false.  Whoever removes a keyed message (ack,
  * archive, dead-lettering) unblocks the key's new oldest message and puts
  * it on the ring when its transaction commits; a send inserts blocked when
- * its key already has a message.  Both take the key's lock first (one of
- * MQ_KEY_LOCKS per queue), so a send and a removal of the same key
+ * its key already has a message.  Both take the key's lock first
+ * (keylocks.c), so a send and a removal of the same key
  * serialize, and the statement after the lock reads with the latest
  * snapshot, so it sees the other's committed rows at any isolation level.
  * The lock also makes msg_ids increase in send order within a key.
@@ -58,16 +58,15 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "common/hashfn.h"
 #include "commands/sequence.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
-#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
 #include "consumer.h"
+#include "keylocks.h"
 #include "notify.h"
 #include "offsets.h"
 #include "segment.h"
@@ -464,108 +463,6 @@ count_removed(MqQueue *q, int table, int claimed_col)
 
 /* ---- keys ------------------------------------------------------------------ */
 
-/*
- * Key locks.  A send and a removal of one key serialize through a
- * transaction lock on the key (an advisory lock tag with field4 = 'mq', so
- * it never meets a user's advisory locks, which use 1 and 2), taken with the
- * queue's keys lock in share mode.  A batch with more than MQ_BATCH_KEY_LOCKS
- * distinct keys takes the queue's keys lock in exclusive mode instead, so
- * that a batch of any size takes a bounded number of locks and cannot fill
- * the server's lock table for everyone (one lock per key did at about
- * 16,000 keys); mq.purge does too.  Distinct keys never wait for each
- * other except behind such a batch.
- */
-#define MQ_BATCH_KEY_LOCKS 100
-#define KEY_LOCK_FIELD4 0x6d71
-#define KEYS_LOCK_FIELD4 0x6d72
-
-static uint32
-key_hash(const char *key)
-{
-	return hash_bytes((const unsigned char *) key, strlen(key));
-}
-
-static void
-lock_keys_of_queue(MqQueue *q, LOCKMODE mode)
-{
-	LOCKTAG		tag;
-
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) q->queue_id, 0, KEYS_LOCK_FIELD4);
-	(void) LockAcquire(&tag, mode, false, false);
-}
-
-static void
-lock_key_hash(MqQueue *q, uint32 hash)
-{
-	LOCKTAG		tag;
-
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) q->queue_id, hash, KEY_LOCK_FIELD4);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
-}
-
-static void
-lock_key(MqQueue *q, const char *key)
-{
-	lock_keys_of_queue(q, ShareLock);
-	lock_key_hash(q, key_hash(key));
-}
-
-static int
-cstring_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
-static int
-uint32_cmp(const void *a, const void *b)
-{
-	uint32		x = *(const uint32 *) a;
-	uint32		y = *(const uint32 *) b;
-
-	return (x > y) - (x < y);
-}
-
-/*
- * Sort and deduplicate keys (returns how many are distinct) and lock them:
- * each in ascending order of hash, so that two batches cannot deadlock, or
- * all at once when there are many.
- */
-static int
-lock_keys(MqQueue *q, char **keys, int n)
-{
-	int			nunique = 0;
-	uint32	   *hashes;
-
-	qsort(keys, n, sizeof(char *), cstring_cmp);
-	for (int i = 0; i < n; i++)
-	{
-		if (nunique > 0 && strcmp(keys[nunique - 1], keys[i]) == 0)
-			continue;
-		keys[nunique++] = keys[i];
-	}
-	if (nunique > MQ_BATCH_KEY_LOCKS)
-	{
-		lock_keys_of_queue(q, ExclusiveLock);
-		return nunique;
-	}
-	lock_keys_of_queue(q, ShareLock);
-	hashes = palloc(sizeof(uint32) * Max(nunique, 1));
-	for (int i = 0; i < nunique; i++)
-		hashes[i] = key_hash(keys[i]);
-	qsort(hashes, nunique, sizeof(uint32), uint32_cmp);
-	for (int i = 0; i < nunique; i++)
-		if (i == 0 || hashes[i] != hashes[i - 1])
-			lock_key_hash(q, hashes[i]);
-	return nunique;
-}
-
-/* Every key of the queue (purge). */
-void
-MqStorageLockAllKeys(MqQueue *q)
-{
-	lock_keys_of_queue(q, ExclusiveLock);
-}
-
 /* Unblock the key's oldest message if it is blocked. */
 static void
 unblock_key(MqQueue *q, const char *key)
@@ -616,7 +513,7 @@ unblock_removed_keys(MqQueue *q, int col)
 		if (key != NULL)
 			keys[n++] = key;
 	}
-	n = lock_keys(q, keys, n);
+	n = MqKeyLockMany(q, keys, n);
 	for (int i = 0; i < n; i++)
 		unblock_key(q, keys[i]);
 }
@@ -734,7 +631,7 @@ MqStorageSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers,
 	{
 		bool		isnull;
 
-		lock_key(q, TextDatumGetCString(key.value));
+		MqKeyLock(q, TextDatumGetCString(key.value));
 		run(q, PLAN_KEY_EXISTS, 0, &key.value, " ", SPI_OK_SELECT);
 		blocked = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	}
@@ -778,7 +675,7 @@ MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 		for (int i = 0; i < nelems; i++)
 			if (!elem_nulls[i])
 				strs[nkeys++] = TextDatumGetCString(elems[i]);
-		lock_keys(q, strs, nkeys);
+		MqKeyLockMany(q, strs, nkeys);
 	}
 	table = send_table(q, delay);
 	n = run(q, PLAN_INSERT_BATCH, table, values, nulls, SPI_OK_INSERT_RETURNING);

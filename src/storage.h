@@ -5,7 +5,7 @@
  *	  between the SQL entry points (message.c) and the tables.
  *
  * Every function expects to run between MqQueueOpen() and MqQueueClose(),
- * i.e. connected to SPI as the owner of schema mq.
+ * i.e. connected to SPI as mq_owner.
  *
  *-------------------------------------------------------------------------
  */
@@ -40,6 +40,5 @@ extern bool MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt,
 							Interval *vt, TimestampTz *visible_at);
 extern int64 MqStorageMaintain(MqQueue *q);
 extern TimestampTz MqStorageNextTimedEvent(MqQueue *q);
-extern void MqStorageLockAllKeys(MqQueue *q);
 
 #endif							/* MQ_STORAGE_H */

@@ -49,4 +49,13 @@ SELECT mq.archive('k', msg_id) FROM :qt WHERE key = 'a' AND NOT blocked;
 SELECT mq.ack('k', array_agg(msg_id)) FROM :qt WHERE key = 'b' AND NOT blocked;
 SELECT count(*) AS left FROM :qt;
 
+-- one transaction sending 1000 distinct keys one by one holds a bounded
+-- number of locks (src/keylocks.c): past 256 it takes every key of the
+-- queue at once, which nothing else holds here
+BEGIN;
+SELECT count(mq.send('k', to_jsonb(i), 'many' || i)) FROM generate_series(1, 1000) i;
+SELECT count(*) <= 258 AS bounded FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+COMMIT;
+SELECT count(*) AS sent_unblocked FROM :qt WHERE key LIKE 'many%' AND NOT blocked;
+
 DROP EXTENSION mq CASCADE;
