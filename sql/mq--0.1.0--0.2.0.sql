@@ -201,7 +201,7 @@ COMMENT ON FUNCTION mq._can(integer, text) IS
 'mq internal: whether the current user may use the queue for privilege (send, consume, admin, any); the views filter with it';
 
 -- Internal C helpers.  EXECUTE is revoked from PUBLIC below; the admin
--- functions run as the extension owner and call them.
+-- bodies run as mq_owner and call them.
 CREATE FUNCTION mq._check_queue_name(queue_name text) RETURNS void
     AS 'MODULE_PATHNAME', 'mq_check_queue_name' LANGUAGE C VOLATILE PARALLEL SAFE;
 COMMENT ON FUNCTION mq._check_queue_name(text) IS
@@ -217,8 +217,8 @@ COMMENT ON FUNCTION mq._invalidate() IS
 
 -- The tables of queues are owned by the superuser who installed mq and
 -- created by the functions below, which alone run with that superuser's
--- rights (SECURITY DEFINER, only mq_owner may execute them, and they take
--- nothing but numbers and a role's oid).  mq_owner may read and write the
+-- rights (SECURITY DEFINER, only mq_owner may execute them, and they check
+-- that what they are given names one queue's objects and nothing else).  mq_owner may read and write the
 -- tables and empty them, no more: it cannot add triggers, indexes or
 -- functions anywhere (docs/concepts.md#privileges).
 CREATE FUNCTION mq._grant_to_owner(p_prefix text) RETURNS void
@@ -227,6 +227,10 @@ AS $$
 DECLARE
     v_obj record;
 BEGIN
+    -- one queue's objects only: q_<id>, a_<id> or p_<id>
+    IF p_prefix IS NULL OR NOT p_prefix OPERATOR(pg_catalog.~) '^[qap]_[0-9]+$' THEN
+        RAISE EXCEPTION 'invalid queue table prefix' USING ERRCODE = '22023';
+    END IF;
     FOR v_obj IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
                   WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
                     AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'S']::"char"[])
@@ -274,6 +278,16 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- it runs as the installer: nothing but the three privileges that are
+    -- rights, on nothing but a queue's rights table
+    IF p_privilege IS NULL OR p_privilege OPERATOR(pg_catalog.<>) ALL (ARRAY['SELECT', 'REFERENCES', 'TRUNCATE'])
+       OR p_grant IS NULL OR p_role IS NULL
+       OR NOT EXISTS (SELECT FROM pg_catalog.pg_class c
+                       WHERE c.oid OPERATOR(pg_catalog.=) p_rights
+                         AND c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
+                         AND c.relname OPERATOR(pg_catalog.~) '^[qp]_[0-9]+_rights$') THEN
+        RAISE EXCEPTION 'invalid right' USING ERRCODE = '22023';
+    END IF;
     EXECUTE format(CASE WHEN p_grant THEN 'GRANT %s ON %s TO %s' ELSE 'REVOKE %s ON %s FROM %s' END,
                    p_privilege, p_rights, p_role);
 END
@@ -873,8 +887,8 @@ COMMENT ON VIEW mq.queue_privileges IS
 
 -- Hot paths: C functions with plans prepared once per queue and kept.  They
 -- are not STRICT so that a NULL argument raises 22004 instead of silently
--- returning NULL.  They run their statements as the owner of schema mq after
--- PostgreSQL has checked EXECUTE for the caller.
+-- returning NULL.  They check the caller's right on the queue, then run
+-- their statements as mq_owner (src/queue.c).
 
 CREATE FUNCTION mq.send(queue_name text, payload jsonb, key text DEFAULT NULL,
                         headers jsonb DEFAULT NULL, delay interval DEFAULT '0')

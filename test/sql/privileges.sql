@@ -199,6 +199,25 @@ SELECT r.rolname, c.relname
         OR (c.relkind = 'S' AND has_sequence_privilege(r.rolname, c.oid, 'USAGE, SELECT, UPDATE')))
  ORDER BY 1, 2;
 
+-- the installer-owned helpers refuse anything but one queue's objects, even
+-- to mq_owner (whose compromise they must not turn into a superuser's): no
+-- other table, no privilege but the three rights, no SQL in a privilege
+SELECT mq._rights_table('priv') AS rights \gset
+SET ROLE mq_owner;
+SELECT mq._set_right('pg_catalog.pg_authid', 'regress_mq_nobody', 'SELECT', true);
+SELECT mq._set_right('mq.queue', 'regress_mq_nobody', 'SELECT', true);
+SELECT mq._set_right(:'rights', 'regress_mq_nobody', 'INSERT', true);
+SELECT mq._set_right(:'rights', 'regress_mq_nobody',
+                     'SELECT ON mq.queue TO regress_mq_nobody; ALTER ROLE regress_mq_nobody SUPERUSER; GRANT SELECT', true);
+SELECT mq._grant_to_owner('queue');
+SELECT mq._grant_to_owner('q_1; DROP TABLE mq.queue');
+SELECT mq._set_right(:'rights', 'regress_mq_nobody', 'SELECT', true);
+SELECT mq._set_right(:'rights', 'regress_mq_nobody', 'SELECT', false);
+RESET ROLE;
+SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_mq_nobody';
+SELECT has_table_privilege('regress_mq_nobody', 'pg_catalog.pg_authid', 'SELECT') AS authid,
+       has_table_privilege('regress_mq_nobody', 'mq.queue', 'SELECT') AS catalog;
+
 -- the admin's queue was owned by nobody but mq: no object depends on the roles
 SELECT mq.drop_queue('priv');
 SET client_min_messages = warning;
