@@ -221,7 +221,7 @@ MqOwner(void)
 }
 
 /*
- * Switch to the owner of schema mq, pin search_path and connect to SPI.
+ * Switch to mq_owner, pin search_path and connect to SPI.
  * Pair with MqOwnerEnd(); on error, transaction abort restores the user,
  * the GUC nest level and SPI.  When search_path already is the pinned one
  * (a call from one of mq's own functions), no GUC level is pushed.

@@ -98,7 +98,7 @@ typedef enum MqRight
 } MqRight;
 
 /*
- * Saved state while mq runs statements as the owner of schema mq, with
+ * Saved state while mq runs statements as mq_owner, with
  * search_path pinned to "pg_catalog, pg_temp" (MqOwnerBegin/End).
  */
 typedef struct MqSession

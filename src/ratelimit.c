@@ -26,7 +26,8 @@
  * drop_queue frees its queue's bucket at once.  A database may hold at
  * most MQ_RATE_BUCKETS_PER_DB buckets, so that one cannot take the table
  * from the others: more buckets of one database that are not full at the
- * same moment make its reads fail (53400), and only its own.
+ * same moment make its reads fail (53400); others' reads fail only when
+ * all MQ_RATE_BUCKETS are in use.
  *
  * Needs shared_preload_libraries = 'mq'; a queue cannot get a rate limit
  * otherwise (55000).

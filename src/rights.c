@@ -14,8 +14,7 @@
  * for: REFERENCES = send, SELECT = consume, TRUNCATE = admin (which
  * includes both); none of them gives access to any message.
  *
- * The checks use the caller's identity, before mq switches to the owner of
- * schema mq, so EXECUTE on the public functions is granted to PUBLIC and
+ * The checks use the caller's identity, before mq switches to mq_owner, so EXECUTE on the public functions is granted to PUBLIC and
  * the decision is made here.  Hot paths check in MqQueueOpen(); the
  * PL/pgSQL administrative functions are reached through mq_checked(),
  * which checks and then calls the SECURITY DEFINER body mq._<name> (owned
