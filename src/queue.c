@@ -48,6 +48,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
 #include "queue.h"
@@ -271,7 +272,11 @@ interval_col(HeapTuple tup, TupleDesc desc, int col)
 	return DatumGetIntervalP(SPI_getbinval(tup, desc, col, &isnull));
 }
 
-/* Read one queue's row from mq.queue; we are connected to SPI as owner. */
+/*
+ * Read one queue's row from mq.queue; we are connected to SPI as owner.
+ * With the latest snapshot, for the reason MqSegmentsLoad gives: the entry
+ * outlives this transaction.
+ */
 static bool
 load_queue(const char *key, MqQueue *q)
 {
@@ -282,6 +287,7 @@ load_queue(const char *key, MqQueue *q)
 	bool		isnull;
 	int			ret;
 
+	PushActiveSnapshot(GetLatestSnapshot());
 	ret = SPI_execute_with_args(
 								"SELECT queue_id, visibility_timeout, max_attempts,"
 								" COALESCE(dead_letter_queue_id, 0),"
@@ -292,6 +298,7 @@ load_queue(const char *key, MqQueue *q)
 								" COALESCE(session_timeout, '0')"
 								" FROM mq.queue WHERE queue_name OPERATOR(pg_catalog.=) $1",
 								1, argtypes, values, NULL, true, 1);
+	PopActiveSnapshot();
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read mq.queue: %s", SPI_result_code_string(ret));
 	if (SPI_processed == 0)

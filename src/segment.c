@@ -46,6 +46,7 @@
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "offsets.h"
@@ -90,16 +91,28 @@ MqSegmentTable(MqQueue *q, int segment)
 	return MqWorkTable(q->queue_id, segment);
 }
 
-/* Read the queue's segments from mq.segment; connected to SPI as owner. */
+/*
+ * Read the queue's segments from mq.segment; connected to SPI as owner.
+ * With the latest snapshot, as the catalogs are read: the reload follows an
+ * invalidation, and what it reads is kept after this transaction, so it
+ * must be what committed, not what an older transaction snapshot
+ * (REPEATABLE READ, SERIALIZABLE) shows.  With that snapshot a send went on
+ * to a segment that had been emptied since and was free, where no read
+ * looks.
+ */
 void
 MqSegmentsLoad(MqQueue *q)
 {
 	Oid			argtypes[1] = {INT4OID};
 	Datum		values[1] = {Int32GetDatum(q->queue_id)};
+	int			ret;
 
-	if (SPI_execute_with_args("SELECT segment, state, epoch, lo, since FROM mq.segment"
-							  " WHERE queue_id OPERATOR(pg_catalog.=) $1",
-							  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+	PushActiveSnapshot(GetLatestSnapshot());
+	ret = SPI_execute_with_args("SELECT segment, state, epoch, lo, since FROM mq.segment"
+								" WHERE queue_id OPERATOR(pg_catalog.=) $1",
+								1, argtypes, values, NULL, true, 0);
+	PopActiveSnapshot();
+	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read mq.segment");
 	q->nsegments = q->partitions > 0 ? MQ_LOG_SEGMENTS : MQ_WORK_SEGMENTS;
 	if (SPI_processed != (uint64) q->nsegments)

@@ -25,7 +25,10 @@
  * scanning the part of a segment behind its ticket, when a lapse is due
  * and at least every MQ_SWEEP_PERIOD_MS.  Messages sent with a delay or
  * waiting out a backoff are in the delayed table; earliest_due says when
- * to look there.
+ * to look there.  It is lowered when the change that put a message there
+ * commits, or when a claim of a due one aborts, not before: a reader that
+ * looked before would not see the message, yet would take the hint as
+ * looked at (a release of claims asks for a sweep in the same way).
  *
  * The entry also counts the queue's messages by state, for mq.metrics: a
  * transaction's changes are added when it commits, to counts that start
@@ -565,12 +568,11 @@ MqStateSetEarliestDue(MqQueue *q, TimestampTz due, uint64 changes)
 }
 
 /*
- * A message of queue_id's delayed table becomes due at `due` (a delayed
- * send, a nack, a dead letter).  Called before the change commits: a hint
- * that is too early only costs a look.
+ * A message of queue_id's delayed table is due at `due`, now that the
+ * change that put it there is visible (see MqStateNoteDue).
  */
-void
-MqStateNoteDue(int32 queue_id, TimestampTz due)
+static void
+due_now(int32 queue_id, TimestampTz due)
 {
 	StateKey	key = key_of(queue_id);
 	QueueState *st;
@@ -590,9 +592,9 @@ MqStateNoteDue(int32 queue_id, TimestampTz due)
 	LWLockRelease(state_shared->lock);
 }
 
-/* Sweep every segment of queue_id at the next read (claims were released). */
-void
-MqStateSweepSoon(int32 queue_id)
+/* Sweep every segment of queue_id at the next read (see MqStateSweepSoon). */
+static void
+sweep_soon_now(int32 queue_id)
 {
 	StateKey	key = key_of(queue_id);
 	QueueState *st;
@@ -856,7 +858,10 @@ typedef enum NoteKind
 {
 	NOTE_CLAIM,					/* claimed: ring at abort */
 	NOTE_UNBLOCK,				/* unblocked: ring at commit */
-	NOTE_SENT					/* sent: ring at commit what tickets passed */
+	NOTE_SENT,					/* sent: ring at commit what tickets passed */
+	NOTE_CLAIM_DUE,				/* claimed in the delayed table: due at abort */
+	NOTE_DUE,					/* into the delayed table: due at commit */
+	NOTE_SWEEP					/* claims released: sweep after commit */
 } NoteKind;
 
 typedef struct Noted
@@ -864,7 +869,8 @@ typedef struct Noted
 	NoteKind	kind;
 	int32		queue_id;
 	int			level;			/* subtransaction nesting level */
-	MqRingEntry entry;
+	MqRingEntry entry;			/* NOTE_CLAIM, _UNBLOCK, _SENT */
+	TimestampTz due;			/* NOTE_DUE */
 } Noted;
 
 static List *notes = NIL;		/* of this transaction */
@@ -905,7 +911,7 @@ note(NoteKind kind, MqQueue *q, int segment, int64 from, int64 to)
 		}
 	}
 	old = MemoryContextSwitchTo(TopTransactionContext);
-	n = palloc(sizeof(Noted));
+	n = palloc0(sizeof(Noted));
 	n->kind = kind;
 	n->queue_id = q->queue_id;
 	n->level = level;
@@ -913,6 +919,39 @@ note(NoteKind kind, MqQueue *q, int segment, int64 from, int64 to)
 	n->entry.epoch = epoch;
 	n->entry.from = from;
 	n->entry.to = to;
+	notes = lappend(notes, n);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Note something about queue_id's delayed table or sweeps (kind NOTE_DUE,
+ * NOTE_CLAIM_DUE or NOTE_SWEEP), merged with the last note when it is the
+ * same kind for the same queue.
+ */
+static void
+note_queue(NoteKind kind, int32 queue_id, TimestampTz due)
+{
+	MemoryContext old;
+	Noted	   *n;
+	int			level = GetCurrentTransactionNestLevel();
+
+	if (states == NULL)
+		return;
+	if (notes != NIL)
+	{
+		n = llast(notes);
+		if (n->kind == kind && n->queue_id == queue_id && n->level == level)
+		{
+			n->due = Min(n->due, due);
+			return;
+		}
+	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	n = palloc0(sizeof(Noted));
+	n->kind = kind;
+	n->queue_id = queue_id;
+	n->level = level;
+	n->due = due;
 	notes = lappend(notes, n);
 	MemoryContextSwitchTo(old);
 }
@@ -974,11 +1013,42 @@ end_deltas(int level, bool commit, bool commit_sub)
 	deltas = kept;
 }
 
-/* A message claimed by this transaction: read again if it aborts. */
+/*
+ * A message claimed by this transaction: read again if it aborts.  One of
+ * the delayed table was due (the abort makes it due again), but this
+ * transaction's own look at the delayed table saw its claim's later vt.
+ */
 void
 MqStateNoteClaim(MqQueue *q, int segment, int64 msg_id)
 {
-	note(NOTE_CLAIM, q, segment, msg_id, msg_id + 1);
+	if (segment == MQ_DELAYED_SEGMENT)
+		note_queue(NOTE_CLAIM_DUE, q->queue_id, 0);
+	else
+		note(NOTE_CLAIM, q, segment, msg_id, msg_id + 1);
+}
+
+/*
+ * A message of queue_id's delayed table becomes due at `due` (a delayed
+ * send, a nack, a dead letter, an unblocked key, a relocation, released
+ * claims) when this transaction commits.  Not before: a reader that looked
+ * at the delayed table before the commit would not see the message, yet
+ * would take the hint as looked at and put off the next look.
+ */
+void
+MqStateNoteDue(int32 queue_id, TimestampTz due)
+{
+	note_queue(NOTE_DUE, queue_id, due);
+}
+
+/*
+ * Sweep every segment of queue_id at the next read once this transaction
+ * commits (it released claims); as for MqStateNoteDue, a sweep before the
+ * commit would not see them.
+ */
+void
+MqStateSweepSoon(int32 queue_id)
+{
+	note_queue(NOTE_SWEEP, queue_id, 0);
 }
 
 /* A message to read again once this transaction commits (an unblocked key). */
@@ -1029,8 +1099,52 @@ return_pending(void)
 	LWLockRelease(state_shared->lock);
 }
 
+/* What a note calls for when its transaction commits, after it is visible. */
+static void
+note_committed(Noted *n)
+{
+	switch (n->kind)
+	{
+		case NOTE_SENT:
+			push_ring_by_id(n->queue_id, &n->entry, true);
+			break;
+		case NOTE_UNBLOCK:
+			push_ring_by_id(n->queue_id, &n->entry, false);
+			MqWaitWake(n->queue_id);
+			break;
+		case NOTE_DUE:
+			due_now(n->queue_id, n->due);
+			break;
+		case NOTE_SWEEP:
+			sweep_soon_now(n->queue_id);
+			break;
+		case NOTE_CLAIM:
+		case NOTE_CLAIM_DUE:
+			break;
+	}
+}
+
+/* What a note calls for when its (sub)transaction aborts. */
+static void
+note_aborted(Noted *n)
+{
+	switch (n->kind)
+	{
+		case NOTE_CLAIM:
+			push_ring_by_id(n->queue_id, &n->entry, false);
+			MqWaitWake(n->queue_id);
+			break;
+		case NOTE_CLAIM_DUE:
+			due_now(n->queue_id, 0);
+			MqWaitWake(n->queue_id);
+			break;
+		default:
+			break;
+	}
+}
+
 /*
- * A (sub)transaction at level ended: ring what its outcome calls for, and
+ * A (sub)transaction at level ended: do what its outcome calls for, and
  * keep the notes of outer levels (with commit_sub, its own too, as its
  * parent's).
  */
@@ -1052,17 +1166,10 @@ end_level(int level, bool commit, bool commit_sub)
 			n->level = level - 1;
 			kept = lappend(kept, n);
 		}
-		else if (commit && n->kind != NOTE_CLAIM)
-		{
-			push_ring_by_id(n->queue_id, &n->entry, n->kind == NOTE_SENT);
-			if (n->kind == NOTE_UNBLOCK)
-				MqWaitWake(n->queue_id);
-		}
-		else if (!commit && n->kind == NOTE_CLAIM)
-		{
-			push_ring_by_id(n->queue_id, &n->entry, false);
-			MqWaitWake(n->queue_id);
-		}
+		else if (commit)
+			note_committed(n);
+		else
+			note_aborted(n);
 	}
 	MemoryContextSwitchTo(old);
 	notes = kept;

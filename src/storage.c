@@ -709,7 +709,22 @@ enum
 	C_VT, C_LAST_ERROR, C_DEAD_LETTER, C_CLAIMED, C_LAPSED
 };
 
-/* One call's claim: what it asks for and what it got. */
+/*
+ * A claimed row.  The tuple and its descriptor belong to the claim
+ * statement's SPI_tuptable, which lasts until SPI_finish.
+ */
+typedef struct ClaimedRow
+{
+	int64		msg_id;
+	HeapTuple	tuple;
+	TupleDesc	desc;
+}			ClaimedRow;
+
+/*
+ * One call's claim: what it asks for and what it got.  The rows are kept
+ * until the end and emitted sorted by msg_id, so the caller gets the oldest
+ * first whichever way each was found (delayed table, ring, tickets).
+ */
 typedef struct Claim
 {
 	MqQueue    *q;
@@ -719,14 +734,8 @@ typedef struct Claim
 	int			want;
 	int			got;
 	ReturnSetInfo *rsinfo;
+	ClaimedRow *rows;			/* got of them, room for want */
 } Claim;
-
-/* Claimed rows, sorted by msg_id so the caller gets oldest first. */
-typedef struct ClaimedRow
-{
-	int64		msg_id;
-	HeapTuple	tuple;
-}			ClaimedRow;
 
 static int
 claimed_row_cmp(const void *a, const void *b)
@@ -768,7 +777,6 @@ claim_with(Claim *c, PlanKind kind, int table, Datum *extra, int nextra, int64 *
 	char		nulls[7] = "      ";
 	uint64		n;
 	TupleDesc	desc;
-	ClaimedRow *rows;
 	int64	   *exhausted;
 	int			nrows = 0,
 				nexhausted = 0;
@@ -780,7 +788,6 @@ claim_with(Claim *c, PlanKind kind, int table, Datum *extra, int nextra, int64 *
 	nulls[4 + nextra] = '\0';
 	n = run(q, kind, table, values, nulls, SPI_OK_UPDATE_RETURNING);
 	desc = SPI_tuptable->tupdesc;
-	rows = palloc(sizeof(ClaimedRow) * Max(n, 1));
 	exhausted = palloc(sizeof(int64) * Max(n, 1));
 	*last = PG_INT64_MIN;
 	for (uint64 i = 0; i < n; i++)
@@ -795,8 +802,11 @@ claim_with(Claim *c, PlanKind kind, int table, Datum *extra, int nextra, int64 *
 			*last = id;
 		if (DatumGetBool(SPI_getbinval(tup, desc, C_CLAIMED, &isnull)))
 		{
-			rows[nrows].msg_id = id;
-			rows[nrows++].tuple = tup;
+			Assert(c->got + nrows < c->want);
+			c->rows[c->got + nrows].msg_id = id;
+			c->rows[c->got + nrows].tuple = tup;
+			c->rows[c->got + nrows].desc = desc;
+			nrows++;
 			MqStateNoteClaim(q, table, id);
 			/* a claim that took over a lapsed one was in flight already */
 			if (!lapsed)
@@ -816,9 +826,6 @@ claim_with(Claim *c, PlanKind kind, int table, Datum *extra, int nextra, int64 *
 			}
 		}
 	}
-	qsort(rows, nrows, sizeof(ClaimedRow), claimed_row_cmp);
-	for (int i = 0; i < nrows; i++)
-		put_message(c->rsinfo, rows[i].tuple, desc);
 	c->got += nrows;
 	if (nrows > 0 && table != DELAYED)
 		MqStateNoteLapse(q, table, TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
@@ -1005,11 +1012,12 @@ claim_tickets(Claim *c, int segment, int64 visible_end)
 uint64
 MqStorageClaim(MqQueue *q, int qty, Interval *vt, ReturnSetInfo *rsinfo)
 {
-	Claim		c = {q, vt, 0, false, qty, 0, rsinfo};
+	Claim		c = {q, vt, 0, false, qty, 0, rsinfo, NULL};
 	bool		hints = MqStateAttach(q);
 	int			order[MQ_MAX_SEGMENTS];
 	int			nsegments = segments_by_age(q, order);
 
+	c.rows = palloc(sizeof(ClaimedRow) * Max(qty, 1));
 	c.registered = MqConsumerToken(&c.token);
 	/* a registered consumer's claims are released as soon as it dies */
 	if (c.registered)
@@ -1040,6 +1048,9 @@ MqStorageClaim(MqQueue *q, int qty, Interval *vt, ReturnSetInfo *rsinfo)
 				;
 		}
 	}
+	qsort(c.rows, c.got, sizeof(ClaimedRow), claimed_row_cmp);
+	for (int i = 0; i < c.got; i++)
+		put_message(rsinfo, c.rows[i].tuple, c.rows[i].desc);
 	return c.got;
 }
 
