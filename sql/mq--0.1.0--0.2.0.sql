@@ -147,7 +147,8 @@ DROP FUNCTION mq._release_consumers();
 DROP FUNCTION mq.maintain();
 
 -- ---------------------------------------------------------------------------
--- 4. The catalog.  mq.queue loses segment and segment_since in section 7,
+-- 4. The catalog.  New: mq.segment, mq.group_offset, mq.dead_letter_tally.
+-- mq.queue loses segment and segment_since in section 7,
 -- once the partitioned queues' segments have been read from them;
 -- mq.group_member and the type mq.message are unchanged.
 
@@ -174,6 +175,15 @@ CREATE TABLE mq.group_offset (
 ) WITH (fillfactor = 50);
 COMMENT ON TABLE mq.group_offset IS 'mq internal: committed offsets of consumer groups; use the view mq.consumer_groups';
 SELECT pg_catalog.pg_extension_config_dump('mq.group_offset', '');
+
+-- as in sql/mq.sql
+CREATE TABLE mq.dead_letter_tally (
+    queue_id integer NOT NULL,
+    dead_lettered bigint NOT NULL
+);
+CREATE INDEX dead_letter_tally_queue_id ON mq.dead_letter_tally (queue_id);
+COMMENT ON TABLE mq.dead_letter_tally IS 'mq internal: dead letters not yet counted in mq.queue.dead_lettered';
+SELECT pg_catalog.pg_extension_config_dump('mq.dead_letter_tally', '');
 
 -- Committed offsets move to mq.group_offset.  How far the owning member had
 -- read (position) is kept by the member's session in 0.2.0: every member
@@ -724,6 +734,7 @@ BEGIN
     DELETE FROM mq.queue q WHERE q.queue_id = v_queue_id;
     PERFORM mq._drop_queue_tables(v_queue_id, v_partitions);
     -- now that the tables are locked, nobody else is using the queue
+    DELETE FROM mq.dead_letter_tally t WHERE t.queue_id = v_queue_id;
     PERFORM mq._forget_queue(v_queue_id);
     PERFORM mq._invalidate();
     RETURN true;
@@ -1397,7 +1408,7 @@ GRANT EXECUTE ON FUNCTION
 GRANT SELECT ON mq.queues, mq.consumer_groups, mq.consumers, mq.queue_privileges TO PUBLIC;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mq TO mq_owner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mq.queue, mq.segment, mq.group_partition, mq.group_offset,
-    mq.group_member TO mq_owner;
+    mq.group_member, mq.dead_letter_tally TO mq_owner;
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.queue_queue_id_seq TO mq_owner;
 
 DO $$

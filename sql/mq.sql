@@ -113,6 +113,18 @@ CREATE TABLE mq.group_member (
     PRIMARY KEY (queue_id, consumer_group, member)
 ) WITH (fillfactor = 50);
 COMMENT ON TABLE mq.group_member IS 'mq internal: members of consumer groups and when each last polled or heartbeat';
+
+-- Dead letters not yet added to mq.queue.dead_lettered: a row per statement
+-- that dead-lettered, folded in by maintenance.  Only inserted into, so
+-- dead-lettering transactions neither lock the queue's row nor wait for
+-- each other (src/storage.c).
+CREATE TABLE mq.dead_letter_tally (
+    queue_id integer NOT NULL,
+    dead_lettered bigint NOT NULL
+);
+CREATE INDEX dead_letter_tally_queue_id ON mq.dead_letter_tally (queue_id);
+COMMENT ON TABLE mq.dead_letter_tally IS 'mq internal: dead letters not yet counted in mq.queue.dead_lettered';
+SELECT pg_catalog.pg_extension_config_dump('mq.dead_letter_tally', '');
 SELECT pg_catalog.pg_extension_config_dump('mq.queue', '');
 -- and its id sequence, or a restored database would hand out used ids
 SELECT pg_catalog.pg_extension_config_dump('mq.queue_queue_id_seq', '');
@@ -662,6 +674,7 @@ BEGIN
     DELETE FROM mq.queue q WHERE q.queue_id = v_queue_id;
     PERFORM mq._drop_queue_tables(v_queue_id, v_partitions);
     -- now that the tables are locked, nobody else is using the queue
+    DELETE FROM mq.dead_letter_tally t WHERE t.queue_id = v_queue_id;
     PERFORM mq._forget_queue(v_queue_id);
     PERFORM mq._invalidate();
     RETURN true;
@@ -1330,7 +1343,7 @@ GRANT EXECUTE ON FUNCTION
 GRANT SELECT ON mq.queues, mq.consumer_groups, mq.consumers, mq.queue_privileges TO PUBLIC;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mq TO mq_owner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mq.queue, mq.segment, mq.group_partition, mq.group_offset,
-    mq.group_member TO mq_owner;
+    mq.group_member, mq.dead_letter_tally TO mq_owner;
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.queue_queue_id_seq TO mq_owner;
 
 DO $$

@@ -308,7 +308,9 @@ dead_lettered(MqQueue *q)
 
 	if (plan == NULL)
 		plan = MqQueuePlan(q, MPLAN_DEAD_LETTERED,
-						   "SELECT dead_lettered FROM mq.queue WHERE queue_id " OP("=") " $1",
+						   "SELECT q.dead_lettered " OP("+") " COALESCE((SELECT pg_catalog.sum(t.dead_lettered)"
+						   " FROM mq.dead_letter_tally t WHERE t.queue_id " OP("=") " $1)::pg_catalog.int8, 0)"
+						   " FROM mq.queue q WHERE q.queue_id " OP("=") " $1",
 						   1, argtypes);
 	select_latest(q, plan, &arg);
 	return int8_col(1);

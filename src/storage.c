@@ -93,6 +93,7 @@ typedef enum PlanKind
 	PLAN_RELEASE,
 	PLAN_EXTEND,
 	PLAN_DEAD_LETTER,
+	PLAN_DEAD_LETTER_SKIP,
 	PLAN_UNBLOCK,
 	PLAN_SWEEP,
 	PLAN_NEXT_LAPSE,
@@ -101,7 +102,8 @@ typedef enum PlanKind
 	PLAN_KEY_EXISTS = PLAN_PER_TABLE,
 	PLAN_KEY_HEAD,
 	PLAN_DUE_MIN,
-	PLAN_COUNT_DEAD,
+	PLAN_TALLY_DEAD,
+	PLAN_FOLD_DEAD,
 	PLAN_KINDS
 }			PlanKind;
 
@@ -217,7 +219,11 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 	/* SQL made in plan_sql(): with or without a dead-letter queue */
 	[PLAN_DEAD_LETTER] = {
 		NULL,
-		7, {INT8ARRAYOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, BOOLOID}
+		6, {INT8ARRAYOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID}
+	},
+	[PLAN_DEAD_LETTER_SKIP] = {
+		NULL,
+		6, {INT8ARRAYOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID}
 	},
 	[PLAN_UNBLOCK] = {
 		"UPDATE mq.%1$s SET blocked = false WHERE msg_id " OP("=") " $1 AND blocked"
@@ -248,23 +254,46 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 		"SELECT pg_catalog.min(vt) FROM mq.q_%1$d_d WHERE NOT blocked",
 		0, {0}
 	},
-	[PLAN_COUNT_DEAD] = {
-		"UPDATE mq.queue SET dead_lettered = dead_lettered " OP("+") " $1"
-		" WHERE queue_id " OP("=") " %1$d",
+	/*
+	 * Dead letters are counted by inserting a row, not by updating the
+	 * queue's: a row lock taken in the middle of a transaction, in any order
+	 * against message rows, deadlocked nacks against maintenance, and made
+	 * every dead-lettering transaction of a queue wait for the one before.
+	 * Maintenance folds the rows into mq.queue.dead_lettered.
+	 */
+	[PLAN_TALLY_DEAD] = {
+		"INSERT INTO mq.dead_letter_tally (queue_id, dead_lettered) VALUES (%1$d, $1)",
 		1, {INT8OID}
+	},
+	[PLAN_FOLD_DEAD] = {
+		"WITH f AS (DELETE FROM mq.dead_letter_tally WHERE queue_id " OP("=") " %1$d"
+		" RETURNING dead_lettered)"
+		" UPDATE mq.queue SET dead_lettered = dead_lettered " OP("+") " s.n"
+		" FROM (SELECT pg_catalog.sum(f.dead_lettered)::pg_catalog.int8 AS n FROM f) AS s"
+		" WHERE queue_id " OP("=") " %1$d AND s.n IS NOT NULL",
+		0, {0}
 	},
 };
 
-/* $7: only claimed messages (a nack), else any (a claim or maintenance) */
+/*
+ * The messages among $1 at their last attempt.  %2$s: a nack's (claimed
+ * ones; waits for a row another transaction holds, as any nack), or SKIP
+ * LOCKED for a claim's and maintenance's (any; maintenance never waits for
+ * a consumer: a row somebody holds is theirs to ack, nack or claim, and the
+ * next pass looks again).  %1$s: the table.
+ */
 #define DEAD_LETTER_WHERE \
-	"msg_id " OP("=") " ANY ($1) AND " RECEIPT_MATCHES " AND attempts " OP(">=") " $3" \
-	" AND (claimed OR NOT $7)"
+	"msg_id " OP("=") " ANY (SELECT msg_id FROM mq.%1$s WHERE msg_id " OP("=") " ANY ($1)" \
+	" AND " RECEIPT_MATCHES " AND attempts " OP(">=") " $3 %2$s)"
 
-/* both return the removed messages' key, claimed and blocked */
+#define DEAD_LETTER_NACK "AND claimed FOR UPDATE"
+#define DEAD_LETTER_SKIP "FOR UPDATE SKIP LOCKED"
+
+/* both return the removed messages' key, claimed and blocked; %3$d: the DLQ */
 static const char *dead_letter_move_sql =
 "WITH d AS (DELETE FROM mq.%1$s WHERE " DEAD_LETTER_WHERE " RETURNING *),"
-" i AS (INSERT INTO mq.q_%2$d_d (msg_id, vt, key, payload, headers, dead_letter)"
-" SELECT pg_catalog.nextval('mq.q_%2$d_seq'::pg_catalog.regclass), " NOW ","
+" i AS (INSERT INTO mq.q_%3$d_d (msg_id, vt, key, payload, headers, dead_letter)"
+" SELECT pg_catalog.nextval('mq.q_%3$d_seq'::pg_catalog.regclass), " NOW ","
 " d.key, d.payload, d.headers,"
 " pg_catalog.jsonb_build_object('queue', $4, 'msg_id', d.msg_id,"
 " 'attempts', d.attempts, 'error', COALESCE($5, d.last_error), 'reason', $6,"
@@ -338,11 +367,13 @@ plan_sql(MqQueue *q, PlanKind kind, int table)
 			return psprintf(table == DELAYED ? release_delayed_sql : release_move_sql,
 							t, q->queue_id);
 		case PLAN_DEAD_LETTER:
-			/* %2$d: the dead-letter queue */
+		case PLAN_DEAD_LETTER_SKIP:
 			return psprintf(q->dlq_id != 0 ? dead_letter_move_sql : dead_letter_discard_sql,
-							t, q->dlq_id);
+							t, kind == PLAN_DEAD_LETTER ? DEAD_LETTER_NACK : DEAD_LETTER_SKIP,
+							q->dlq_id);
 		case PLAN_DUE_MIN:
-		case PLAN_COUNT_DEAD:
+		case PLAN_TALLY_DEAD:
+		case PLAN_FOLD_DEAD:
 			return psprintf(plan_defs[kind].sql, q->queue_id);
 		case PLAN_KEY_EXISTS:
 			return psprintf("SELECT %s", key_anywhere(q, "$1"));
@@ -520,14 +551,18 @@ unblock_removed_keys(MqQueue *q, int col)
 
 /* ---- dead letters ------------------------------------------------------------ */
 
-/* Move (or discard) exhausted messages of a table among ids; returns how many. */
+/*
+ * Move (or discard) exhausted messages of a table among ids; returns how
+ * many.  A nack's (nack) waits for their rows, a claim's or maintenance's
+ * skips rows another transaction holds.
+ */
 static uint64
 dead_letter(MqQueue *q, int table, ArrayType *ids, MqNullable receipt, MqNullable error,
-			const char *reason, bool only_claimed)
+			const char *reason, bool nack)
 {
-	Datum		values[7];
-	char		nulls[7] = {' ', null_flag(receipt.isnull), ' ', ' ',
-	null_flag(error.isnull), ' ', ' '};
+	Datum		values[6];
+	char		nulls[6] = {' ', null_flag(receipt.isnull), ' ', ' ',
+	null_flag(error.isnull), ' '};
 	uint64		n;
 
 	values[0] = PointerGetDatum(ids);
@@ -536,8 +571,7 @@ dead_letter(MqQueue *q, int table, ArrayType *ids, MqNullable receipt, MqNullabl
 	values[3] = CStringGetTextDatum(q->name);
 	values[4] = error.value;
 	values[5] = CStringGetTextDatum(reason);
-	values[6] = BoolGetDatum(only_claimed);
-	n = run(q, PLAN_DEAD_LETTER, table, values, nulls,
+	n = run(q, nack ? PLAN_DEAD_LETTER : PLAN_DEAD_LETTER_SKIP, table, values, nulls,
 			q->dlq_id != 0 ? SPI_OK_SELECT : SPI_OK_DELETE_RETURNING);
 	count_removed(q, table, 2);
 	unblock_removed_keys(q, 1);
@@ -551,7 +585,7 @@ dead_letter(MqQueue *q, int table, ArrayType *ids, MqNullable receipt, MqNullabl
 	{
 		Datum		count = Int64GetDatum((int64) n);
 
-		run(q, PLAN_COUNT_DEAD, 0, &count, " ", SPI_OK_UPDATE);
+		run(q, PLAN_TALLY_DEAD, 0, &count, " ", SPI_OK_INSERT);
 	}
 	return n;
 }
@@ -1226,8 +1260,8 @@ MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *vt,
 
 /*
  * Maintenance of one work queue: the segments (segment.c), a sweep of each
- * (with preloading), and in the delayed table the due messages whose last
- * attempt lapsed.  Returns how many messages were dead-lettered or moved.
+ * (with preloading), in the delayed table the due messages whose last
+ * attempt lapsed, and the dead-letter count folded into mq.queue.  Returns how many messages were dead-lettered or moved.
  */
 int64
 MqStorageMaintain(MqQueue *q)
@@ -1252,5 +1286,6 @@ MqStorageMaintain(MqQueue *q)
 			ids[i] = int8_col(i, 1, &isnull);
 		total += dead_letter_lapsed(q, DELAYED, ids, (int) n);
 	}
+	run(q, PLAN_FOLD_DEAD, 0, NULL, NULL, SPI_OK_UPDATE);
 	return total;
 }

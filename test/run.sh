@@ -185,11 +185,12 @@ if [ ${#tap_files[@]} -gt 0 ]; then
 	mkdir -p "$TAPDIR"
 	cp -r "$REPO/test/t" "$TAPDIR/t"
 	# t/040_upgrade.pl builds this checkout and mq 0.1.0: copies the test
-	# user can read, 0.1.0 from git here (git trusts the checkout's owner).
+	# user can read, 0.1.0 from git here (as root, in a checkout root does
+	# not own: safe.directory, or git refuses it as "dubious ownership").
 	mkdir -p "$TAPDIR/mq-src" "$TAPDIR/mq-0.1.0"
 	tar -C "$REPO" --exclude=./.git --exclude=./tmp_check --exclude=./results \
 		--exclude=./output_iso -cf - . | tar -C "$TAPDIR/mq-src" -xf -
-	if ! git -C "$REPO" archive v0.1.0 2>/dev/null | tar -x -C "$TAPDIR/mq-0.1.0" 2>/dev/null; then
+	if ! git -c safe.directory="$REPO" -C "$REPO" archive v0.1.0 2>/dev/null | tar -x -C "$TAPDIR/mq-0.1.0" 2>/dev/null; then
 		say "no git or no tag v0.1.0: t/040_upgrade.pl will skip"
 		rm -rf "$TAPDIR/mq-0.1.0"
 	fi
