@@ -338,8 +338,9 @@ load_queue(const char *key, MqQueue *q)
 		q->msg_seq = MqQueueRelid(q, psprintf("q_%d_seq", q->queue_id));
 		q->delayed_relid = MqQueueRelid(q, psprintf("q_%d_d", q->queue_id));
 	}
-	MqSegmentsLoad(q);
+	/* the version read before: an invalidation processed while loading reloads */
 	q->segments_version = segments_version;
+	MqSegmentsLoad(q);
 	return true;
 }
 
@@ -388,9 +389,8 @@ lookup(const char *queue_name)
 		if (q->segments_version != segments_version)
 		{
 			MqOwnerBegin(&session);
-			MqSegmentsLoad(q);
+			MqQueueRefreshSegments(q);
 			MqOwnerEnd(&session);
-			q->segments_version = segments_version;
 		}
 		return q;
 	}
@@ -415,7 +415,9 @@ lookup(const char *queue_name)
  * Reload the queue's segments if mq.segment changed since they were read;
  * connected to SPI as owner.  Taking a lock on a table processes pending
  * invalidations, so after locking a segment this sees any change that
- * committed before.
+ * committed before (MqSegmentsLoad reads with the latest snapshot).  The
+ * version is the one from before the load: an invalidation that the load
+ * itself processes makes the next call load again.
  */
 void
 MqQueueRefreshSegments(MqQueue *q)

@@ -62,6 +62,7 @@
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
@@ -614,27 +615,40 @@ has_delay(Interval *delay)
  * current segment, locked first so that maintenance cannot empty it
  * meanwhile, and checked again after the lock, which takes in any change
  * of segments that committed before (an emptied segment is never current).
- * With mq preloaded, the send then records its hold (offsets.c).
+ *
+ * With mq preloaded, the send records its hold on the segment (offsets.c)
+ * before it checks: maintenance closes a sealed segment only when no
+ * running sender holds it, so either it sees this hold, or it looked
+ * before the hold was recorded, after the seal committed, and the check
+ * below sees the seal.  The check processes invalidations itself: when
+ * this transaction already holds the lock (it claimed from the segment, or
+ * sent to it before), taking it again processes nothing, and a send after
+ * a rotation and the close of the old segment would put its message past
+ * the closed segment's end, where no read looks
+ * (t/008_stale_segment_cache.pl).
  */
 static int
 send_table(MqQueue *q, Interval *delay)
 {
 	int			table;
+	bool		hold;
 
 	if (has_delay(delay))
 		return DELAYED;
+	hold = MqStateAttach(q);
 	for (;;)
 	{
 		uint64		version = q->segments_version;
 
 		table = q->current;
 		LockRelationOid(q->segments[table].relid, RowExclusiveLock);
+		if (hold)
+			MqHold(q->queue_id, 0, table, q->msg_seq, false);
+		AcceptInvalidationMessages();
 		MqQueueRefreshSegments(q);
 		if (q->segments_version == version && q->current == table)
 			break;
 	}
-	if (MqStateAttach(q))
-		MqHold(q->queue_id, 0, table, q->msg_seq, false);
 	return table;
 }
 
