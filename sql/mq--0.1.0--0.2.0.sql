@@ -31,16 +31,18 @@
 --   7. every queue's tables: work queue mq.q_<id> becomes the segments
 --      mq.q_<id>_0..3, the delayed table mq.q_<id>_d and the msg_id
 --      sequence mq.q_<id>_seq; a partitioned queue's inherited segments
---      become plain tables; both get their empty rights table;
+--      become the leaves mq.p_<id>_0..2 of a declarative parent mq.p_<id>
+--      with a head table mq.p_<id>_head and the offset trigger; both get
+--      their empty rights table;
 --   8. leaves the per-queue tables out of the extension, as a fresh
 --      install's are.
 -- Queues keep all their messages (visible, delayed, in flight with their
 -- visibility timeouts, attempts and consumers, keyed messages blocked
 -- behind their key), archives, counters, dead-letter counts, partition
--- offsets and consumer groups' committed offsets.  Each work queue's
--- messages are copied once; archives and partitioned queues' segments keep
--- their tables while 0.2.0 makes them in the same shape (else their rows
--- are copied too).  It all happens in one transaction that holds ACCESS
+-- offsets and consumer groups' committed offsets.  Each work queue's and
+-- each partitioned queue's messages are copied once; archives keep their
+-- tables while 0.2.0 makes them in the same shape (else their rows are
+-- copied too).  It all happens in one transaction that holds ACCESS
 -- EXCLUSIVE locks on mq.queue and on every queue's tables until it
 -- commits; meanwhile the 0.2.0 library refuses reads and sends with 55000
 -- "extension "mq" is at version 0.1.0" (without waiting for those locks),
@@ -243,7 +245,7 @@ BEGIN
     END IF;
     FOR v_obj IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
                   WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
-                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'S']::"char"[])
+                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'S']::"char"[])
                     AND (c.relname OPERATOR(pg_catalog.=) p_prefix
                          OR pg_catalog.starts_with(c.relname, p_prefix OPERATOR(pg_catalog.||) '_'))
                     AND c.relname OPERATOR(pg_catalog.<>) (p_prefix OPERATOR(pg_catalog.||) '_rights') LOOP
@@ -266,10 +268,13 @@ DECLARE
 BEGIN
     FOR v_obj IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
                   WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
-                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'S']::"char"[])
+                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'S']::"char"[])
                     AND (pg_catalog.starts_with(c.relname, v_prefix OPERATOR(pg_catalog.||) '_')
+                         OR c.relname OPERATOR(pg_catalog.=) v_prefix
                          OR (p_partitions IS NULL
                              AND c.relname OPERATOR(pg_catalog.=) ('a_' OPERATOR(pg_catalog.||) p_queue_id)))
+                    -- a segment goes with its parent
+                    AND NOT c.relispartition
                   ORDER BY c.relkind DESC, c.relname LOOP
         EXECUTE format(CASE WHEN v_obj.relkind OPERATOR(pg_catalog.=) 'S' THEN 'DROP SEQUENCE mq.%I' ELSE 'DROP TABLE mq.%I' END,
                        v_obj.relname);
@@ -401,28 +406,47 @@ END
 $$;
 COMMENT ON FUNCTION mq._parse_rate(text) IS 'mq internal: a rate limit such as ''25/min'' in messages per second; 22023 when malformed';
 
--- A partitioned queue is a log: three segment tables mq.p_<id>_0..2 (one
--- takes new messages; maintenance truncates the oldest and moves on, so
--- retention leaves no dead tuples; readers read them all with UNION ALL),
--- and one offset sequence per partition (CACHE 1, src/offsets.c).
+-- Offsets of partitioned queues are assigned where a row is stored, by a
+-- trigger on the queue's tables (src/offsets.c).
+CREATE FUNCTION mq._assign_offset() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'mq_assign_offset' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._assign_offset() IS
+'mq internal: BEFORE INSERT FOR EACH ROW trigger of a partitioned queue (argument: the queue id); gives a row without an offset the next offset of its partition on this node, after recording the hold that keeps readers below it (39P01 when not used so, 55000 without preload)';
+
+-- A partitioned queue is a log: the parent mq.p_<id>, partitioned by
+-- segment into three segment tables mq.p_<id>_0..2 (one takes new
+-- messages; maintenance truncates the oldest and moves on, so retention
+-- leaves no dead tuples; readers read the parent), the head table
+-- mq.p_<id>_head (a row per partition: its high-water mark), one offset
+-- sequence per partition (CACHE 1, src/offsets.c) and the trigger that
+-- takes offsets from them.
 CREATE FUNCTION mq._create_log_tables(p_queue_id integer, p_partitions integer) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    EXECUTE format($ddl$
+        CREATE TABLE mq.%1$I (
+            segment smallint NOT NULL,
+            partition integer NOT NULL,
+            "offset" bigint NOT NULL,
+            key text,
+            payload jsonb NOT NULL,
+            headers jsonb,
+            enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+            PRIMARY KEY (partition, "offset", segment)
+        ) PARTITION BY LIST (segment)$ddl$, 'p_' || p_queue_id);
     FOR v_segment IN 0..2 LOOP
-        EXECUTE format($ddl$
-            CREATE TABLE mq.%1$I (
-                partition integer NOT NULL,
-                "offset" bigint NOT NULL,
-                key text,
-                payload jsonb NOT NULL,
-                headers jsonb,
-                enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-                PRIMARY KEY (partition, "offset")
-            )$ddl$, 'p_' || p_queue_id || '_' || v_segment);
+        EXECUTE format('CREATE TABLE mq.%I PARTITION OF mq.%I FOR VALUES IN (%s)',
+                       'p_' || p_queue_id || '_' || v_segment, 'p_' || p_queue_id, v_segment);
         INSERT INTO mq.segment (queue_id, segment, state)
         VALUES (p_queue_id, v_segment, CASE WHEN v_segment = 0 THEN 'current' ELSE 'free' END);
     END LOOP;
+    EXECUTE format('CREATE TRIGGER assign_offset BEFORE INSERT ON mq.%I FOR EACH ROW'
+                   ' EXECUTE FUNCTION mq._assign_offset(%s)', 'p_' || p_queue_id, p_queue_id);
+    EXECUTE format('CREATE TABLE mq.%I (partition integer PRIMARY KEY, hwm bigint NOT NULL DEFAULT 0)',
+                   'p_' || p_queue_id || '_head');
+    EXECUTE format('INSERT INTO mq.%I (partition) SELECT pg_catalog.generate_series(0, $1 - 1)',
+                   'p_' || p_queue_id || '_head') USING p_partitions;
     FOR v_partition IN 0..p_partitions - 1 LOOP
         EXECUTE format('CREATE SEQUENCE mq.%I AS bigint CACHE 1', 'p_' || p_queue_id || '_o' || v_partition);
     END LOOP;
@@ -430,7 +454,7 @@ BEGIN
     PERFORM mq._grant_to_owner('p_' || p_queue_id);
 END
 $$;
-COMMENT ON FUNCTION mq._create_log_tables(integer, integer) IS 'mq internal: creates the tables and offset sequences of one partitioned queue';
+COMMENT ON FUNCTION mq._create_log_tables(integer, integer) IS 'mq internal: creates the tables, offset sequences and offset trigger of one partitioned queue';
 
 CREATE FUNCTION mq._interval_check(p_name text, p_value interval, p_min interval, p_max interval)
 RETURNS void
@@ -768,11 +792,16 @@ BEGIN
         -- the queue's counts (mq.metrics) are made afresh
         PERFORM mq._forget_queue(v_queue_id);
     ELSE
-        -- offsets keep increasing: consumer groups stay valid
-        EXECUTE format('SELECT (SELECT count(*) FROM mq.%1$I) + (SELECT count(*) FROM mq.%2$I) + (SELECT count(*) FROM mq.%3$I)',
-                       'p_' || v_queue_id || '_0', 'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2') INTO v_count;
-        EXECUTE format('TRUNCATE mq.%I, mq.%I, mq.%I', 'p_' || v_queue_id || '_0',
-                       'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2');
+        -- Offsets keep increasing, so consumer groups stay valid: once no
+        -- send runs, each partition's end becomes its high-water mark,
+        -- which a node receiving the partition later continues above.
+        EXECUTE format('LOCK TABLE mq.%I IN ACCESS EXCLUSIVE MODE', 'p_' || v_queue_id);
+        FOR v_partition IN 0..(SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) - 1 LOOP
+            EXECUTE format('UPDATE mq.%I SET hwm = $2 WHERE partition = $1 AND hwm < $2', 'p_' || v_queue_id || '_head')
+                USING v_partition, mq._partition_end(_purge.queue_name, v_partition) - 1;
+        END LOOP;
+        EXECUTE format('SELECT count(*) FROM mq.%I', 'p_' || v_queue_id) INTO v_count;
+        EXECUTE format('TRUNCATE mq.%I', 'p_' || v_queue_id);
     END IF;
     RETURN v_count;
 END
@@ -1142,15 +1171,17 @@ BEGIN
         ELSIF p_how = 'latest' THEN
             v_next := mq._partition_end(p_queue_name, v_p);
         ELSE
-            EXECUTE format('SELECT min(o) FROM (SELECT min("offset") FROM mq.%1$I WHERE partition = $1 AND enqueued_at >= $2'
-                           ' UNION ALL SELECT min("offset") FROM mq.%2$I WHERE partition = $1 AND enqueued_at >= $2'
-                           ' UNION ALL SELECT min("offset") FROM mq.%3$I WHERE partition = $1 AND enqueued_at >= $2) s(o)',
-                           'p_' || v_queue_id || '_0', 'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2')
+            EXECUTE format('SELECT min("offset") FROM mq.%I WHERE partition = $1 AND enqueued_at >= $2',
+                           'p_' || v_queue_id)
                INTO v_next USING v_p, coalesce(p_at, '-infinity');
             v_next := coalesce(v_next, mq._partition_end(p_queue_name, v_p));
         END IF;
         UPDATE mq.group_offset o SET committed = v_next - 1
          WHERE o.queue_id = v_queue_id AND o.consumer_group = p_group AND o.partition = v_p;
+        -- an offset committed past the last message is a high-water mark
+        -- (a node receiving the partition later continues above it)
+        EXECUTE format('UPDATE mq.%I SET hwm = $2 WHERE partition = $1 AND hwm < $2', 'p_' || v_queue_id || '_head')
+            USING v_p, v_next - 1;
         -- whoever polls the partition next starts from there
         UPDATE mq.group_partition g SET lease_epoch = g.lease_epoch + 1
          WHERE g.queue_id = v_queue_id AND g.consumer_group = p_group AND g.partition = v_p;
@@ -1565,7 +1596,14 @@ BEGIN
             PERFORM mq._create_log_tables(v_q.queue_id, v_q.partitions);
 
             FOR v_segment IN 0..2 LOOP
-                PERFORM mq_update_0_1_0.take_over('p_' || v_id || '_' || v_segment);
+                -- 0.2.0's segments are the leaves of a declarative parent
+                -- with a segment column: the rows are copied into it, with
+                -- their offsets (the offset trigger keeps given ones).
+                EXECUTE format('INSERT INTO mq.%1$I (segment, partition, "offset", key, payload, headers, enqueued_at)'
+                               ' SELECT %3$s, partition, "offset", key, payload, headers, enqueued_at'
+                               ' FROM mq_update_0_1_0.%2$I ORDER BY partition, "offset"',
+                               'p_' || v_id || '_' || v_segment, 'p_' || v_id || '_' || v_segment, v_segment);
+                EXECUTE format('DROP TABLE mq_update_0_1_0.%I', 'p_' || v_id || '_' || v_segment);
                 -- The current segment stays current since it became so;
                 -- the others hold older messages (sealed) or none (free).
                 EXECUTE format('SELECT EXISTS (SELECT FROM mq.%I)', 'p_' || v_id || '_' || v_segment) INTO v_rows;
@@ -1582,10 +1620,7 @@ BEGIN
                 EXECUTE format('SELECT s.last_value, s.is_called FROM mq_update_0_1_0.%I s',
                                'p_' || v_id || '_o' || v_partition)
                    INTO v_last, v_called;
-                EXECUTE format('SELECT max(o) FROM (SELECT max("offset") FROM mq.%1$I WHERE partition = $1'
-                               ' UNION ALL SELECT max("offset") FROM mq.%2$I WHERE partition = $1'
-                               ' UNION ALL SELECT max("offset") FROM mq.%3$I WHERE partition = $1) s(o)',
-                               'p_' || v_id || '_0', 'p_' || v_id || '_1', 'p_' || v_id || '_2')
+                EXECUTE format('SELECT max("offset") FROM mq.%I WHERE partition = $1', 'p_' || v_id)
                    INTO v_max USING v_partition;
                 v_last := greatest(CASE WHEN v_called THEN v_last END, v_max);
                 IF v_last IS NOT NULL THEN
@@ -1612,8 +1647,8 @@ ALTER TABLE mq.queue DROP COLUMN segment, DROP COLUMN segment_since;
 -- every GRANT and REVOKE while a script runs is recorded as an initial
 -- privilege (pg_init_privs) of what it touches, member or not, which
 -- pg_dump would then leave out of a dump.  ALTER EXTENSION ... DROP undoes
--- both; the tables kept from 0.1.0 (archives, partitioned queues' segments)
--- are added first so that dropping them clears their record too.
+-- both; the tables kept from 0.1.0 (archives) are added first so that
+-- dropping them clears their record too.
 DO $$
 DECLARE
     v_rel record;
@@ -1624,7 +1659,7 @@ BEGIN
                                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                                    AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') AS member
                    FROM pg_class c
-                  WHERE c.relnamespace = 'mq'::regnamespace AND c.relkind IN ('r', 'S')
+                  WHERE c.relnamespace = 'mq'::regnamespace AND c.relkind IN ('r', 'p', 'S')
                     AND c.relname ~ '^[apq]_[0-9]+(_|$)'
                   ORDER BY c.relname LOOP
         IF NOT v_rel.member THEN

@@ -37,8 +37,9 @@ GRANT USAGE ON SCHEMA mq TO PUBLIC;
 -- numeric id, so that no user text is ever spliced into SQL; their layout
 -- is in docs/concepts.md#storage (work queues: segments mq.q_<id>_<n>, a
 -- delayed table mq.q_<id>_d, an archive mq.a_<id>, the msg_id sequence
--- mq.q_<id>_seq; partitioned queues: segments mq.p_<id>_<n> and one offset
--- sequence mq.p_<id>_o<partition> per partition).
+-- mq.q_<id>_seq; partitioned queues: the parent mq.p_<id> of the segments
+-- mq.p_<id>_<n>, the head table mq.p_<id>_head and one offset sequence
+-- mq.p_<id>_o<partition> per partition).
 CREATE TABLE mq.queue (
     queue_id integer GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     queue_name text NOT NULL UNIQUE,
@@ -183,7 +184,7 @@ BEGIN
     END IF;
     FOR v_obj IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
                   WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
-                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'S']::"char"[])
+                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'S']::"char"[])
                     AND (c.relname OPERATOR(pg_catalog.=) p_prefix
                          OR pg_catalog.starts_with(c.relname, p_prefix OPERATOR(pg_catalog.||) '_'))
                     AND c.relname OPERATOR(pg_catalog.<>) (p_prefix OPERATOR(pg_catalog.||) '_rights') LOOP
@@ -206,10 +207,13 @@ DECLARE
 BEGIN
     FOR v_obj IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
                   WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
-                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'S']::"char"[])
+                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'S']::"char"[])
                     AND (pg_catalog.starts_with(c.relname, v_prefix OPERATOR(pg_catalog.||) '_')
+                         OR c.relname OPERATOR(pg_catalog.=) v_prefix
                          OR (p_partitions IS NULL
                              AND c.relname OPERATOR(pg_catalog.=) ('a_' OPERATOR(pg_catalog.||) p_queue_id)))
+                    -- a segment goes with its parent
+                    AND NOT c.relispartition
                   ORDER BY c.relkind DESC, c.relname LOOP
         EXECUTE format(CASE WHEN v_obj.relkind OPERATOR(pg_catalog.=) 'S' THEN 'DROP SEQUENCE mq.%I' ELSE 'DROP TABLE mq.%I' END,
                        v_obj.relname);
@@ -341,28 +345,47 @@ END
 $$;
 COMMENT ON FUNCTION mq._parse_rate(text) IS 'mq internal: a rate limit such as ''25/min'' in messages per second; 22023 when malformed';
 
--- A partitioned queue is a log: three segment tables mq.p_<id>_0..2 (one
--- takes new messages; maintenance truncates the oldest and moves on, so
--- retention leaves no dead tuples; readers read them all with UNION ALL),
--- and one offset sequence per partition (CACHE 1, src/offsets.c).
+-- Offsets of partitioned queues are assigned where a row is stored, by a
+-- trigger on the queue's tables (src/offsets.c).
+CREATE FUNCTION mq._assign_offset() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'mq_assign_offset' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._assign_offset() IS
+'mq internal: BEFORE INSERT FOR EACH ROW trigger of a partitioned queue (argument: the queue id); gives a row without an offset the next offset of its partition on this node, after recording the hold that keeps readers below it (39P01 when not used so, 55000 without preload)';
+
+-- A partitioned queue is a log: the parent mq.p_<id>, partitioned by
+-- segment into three segment tables mq.p_<id>_0..2 (one takes new
+-- messages; maintenance truncates the oldest and moves on, so retention
+-- leaves no dead tuples; readers read the parent), the head table
+-- mq.p_<id>_head (a row per partition: its high-water mark), one offset
+-- sequence per partition (CACHE 1, src/offsets.c) and the trigger that
+-- takes offsets from them.
 CREATE FUNCTION mq._create_log_tables(p_queue_id integer, p_partitions integer) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    EXECUTE format($ddl$
+        CREATE TABLE mq.%1$I (
+            segment smallint NOT NULL,
+            partition integer NOT NULL,
+            "offset" bigint NOT NULL,
+            key text,
+            payload jsonb NOT NULL,
+            headers jsonb,
+            enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+            PRIMARY KEY (partition, "offset", segment)
+        ) PARTITION BY LIST (segment)$ddl$, 'p_' || p_queue_id);
     FOR v_segment IN 0..2 LOOP
-        EXECUTE format($ddl$
-            CREATE TABLE mq.%1$I (
-                partition integer NOT NULL,
-                "offset" bigint NOT NULL,
-                key text,
-                payload jsonb NOT NULL,
-                headers jsonb,
-                enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-                PRIMARY KEY (partition, "offset")
-            )$ddl$, 'p_' || p_queue_id || '_' || v_segment);
+        EXECUTE format('CREATE TABLE mq.%I PARTITION OF mq.%I FOR VALUES IN (%s)',
+                       'p_' || p_queue_id || '_' || v_segment, 'p_' || p_queue_id, v_segment);
         INSERT INTO mq.segment (queue_id, segment, state)
         VALUES (p_queue_id, v_segment, CASE WHEN v_segment = 0 THEN 'current' ELSE 'free' END);
     END LOOP;
+    EXECUTE format('CREATE TRIGGER assign_offset BEFORE INSERT ON mq.%I FOR EACH ROW'
+                   ' EXECUTE FUNCTION mq._assign_offset(%s)', 'p_' || p_queue_id, p_queue_id);
+    EXECUTE format('CREATE TABLE mq.%I (partition integer PRIMARY KEY, hwm bigint NOT NULL DEFAULT 0)',
+                   'p_' || p_queue_id || '_head');
+    EXECUTE format('INSERT INTO mq.%I (partition) SELECT pg_catalog.generate_series(0, $1 - 1)',
+                   'p_' || p_queue_id || '_head') USING p_partitions;
     FOR v_partition IN 0..p_partitions - 1 LOOP
         EXECUTE format('CREATE SEQUENCE mq.%I AS bigint CACHE 1', 'p_' || p_queue_id || '_o' || v_partition);
     END LOOP;
@@ -370,7 +393,7 @@ BEGIN
     PERFORM mq._grant_to_owner('p_' || p_queue_id);
 END
 $$;
-COMMENT ON FUNCTION mq._create_log_tables(integer, integer) IS 'mq internal: creates the tables and offset sequences of one partitioned queue';
+COMMENT ON FUNCTION mq._create_log_tables(integer, integer) IS 'mq internal: creates the tables, offset sequences and offset trigger of one partitioned queue';
 
 CREATE FUNCTION mq._interval_check(p_name text, p_value interval, p_min interval, p_max interval)
 RETURNS void
@@ -708,11 +731,16 @@ BEGIN
         -- the queue's counts (mq.metrics) are made afresh
         PERFORM mq._forget_queue(v_queue_id);
     ELSE
-        -- offsets keep increasing: consumer groups stay valid
-        EXECUTE format('SELECT (SELECT count(*) FROM mq.%1$I) + (SELECT count(*) FROM mq.%2$I) + (SELECT count(*) FROM mq.%3$I)',
-                       'p_' || v_queue_id || '_0', 'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2') INTO v_count;
-        EXECUTE format('TRUNCATE mq.%I, mq.%I, mq.%I', 'p_' || v_queue_id || '_0',
-                       'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2');
+        -- Offsets keep increasing, so consumer groups stay valid: once no
+        -- send runs, each partition's end becomes its high-water mark,
+        -- which a node receiving the partition later continues above.
+        EXECUTE format('LOCK TABLE mq.%I IN ACCESS EXCLUSIVE MODE', 'p_' || v_queue_id);
+        FOR v_partition IN 0..(SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) - 1 LOOP
+            EXECUTE format('UPDATE mq.%I SET hwm = $2 WHERE partition = $1 AND hwm < $2', 'p_' || v_queue_id || '_head')
+                USING v_partition, mq._partition_end(_purge.queue_name, v_partition) - 1;
+        END LOOP;
+        EXECUTE format('SELECT count(*) FROM mq.%I', 'p_' || v_queue_id) INTO v_count;
+        EXECUTE format('TRUNCATE mq.%I', 'p_' || v_queue_id);
     END IF;
     RETURN v_count;
 END
@@ -1082,15 +1110,17 @@ BEGIN
         ELSIF p_how = 'latest' THEN
             v_next := mq._partition_end(p_queue_name, v_p);
         ELSE
-            EXECUTE format('SELECT min(o) FROM (SELECT min("offset") FROM mq.%1$I WHERE partition = $1 AND enqueued_at >= $2'
-                           ' UNION ALL SELECT min("offset") FROM mq.%2$I WHERE partition = $1 AND enqueued_at >= $2'
-                           ' UNION ALL SELECT min("offset") FROM mq.%3$I WHERE partition = $1 AND enqueued_at >= $2) s(o)',
-                           'p_' || v_queue_id || '_0', 'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2')
+            EXECUTE format('SELECT min("offset") FROM mq.%I WHERE partition = $1 AND enqueued_at >= $2',
+                           'p_' || v_queue_id)
                INTO v_next USING v_p, coalesce(p_at, '-infinity');
             v_next := coalesce(v_next, mq._partition_end(p_queue_name, v_p));
         END IF;
         UPDATE mq.group_offset o SET committed = v_next - 1
          WHERE o.queue_id = v_queue_id AND o.consumer_group = p_group AND o.partition = v_p;
+        -- an offset committed past the last message is a high-water mark
+        -- (a node receiving the partition later continues above it)
+        EXECUTE format('UPDATE mq.%I SET hwm = $2 WHERE partition = $1 AND hwm < $2', 'p_' || v_queue_id || '_head')
+            USING v_p, v_next - 1;
         -- whoever polls the partition next starts from there
         UPDATE mq.group_partition g SET lease_epoch = g.lease_epoch + 1
          WHERE g.queue_id = v_queue_id AND g.consumer_group = p_group AND g.partition = v_p;

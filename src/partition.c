@@ -6,11 +6,13 @@
  *
  * A message with a key goes to partition hash(key) mod partitions, always
  * the same one for a key; a message without a key goes to the next
- * partition of a per-session round robin.  Its offset is the next value of
- * the partition's sequence, taken through offsets.c so that readers never
- * pass it while the sending transaction runs.  Rows go to the current
- * segment table mq.p_<id>_<segment> (segment.c); readers read the three
- * segments with UNION ALL, each through its primary key.
+ * partition of a per-session round robin.  Rows go to the current segment
+ * mq.p_<id>_<segment> (segment.c), a leaf of the declarative parent
+ * mq.p_<id>; their offsets are assigned where the row is stored, by the
+ * trigger mq._assign_offset() (offsets.c: the hold, then the next value
+ * of the partition's sequence, so that readers never pass it while the
+ * sending transaction runs), and come back with RETURNING.  Readers read
+ * the parent in one statement, a Merge Append of the leaves' primary keys.
  *
  * mq.poll first settles the member's membership: in the steady state
  * (heartbeat and leases fresh, fair share held) one read returns its
@@ -74,17 +76,19 @@ StaticAssertDecl(PPLAN_END <= MQ_MAX_PLANS, "too many plans per queue");
 
 #define MAX_POLL 10000
 
+/* The send into segment: the trigger assigns the offset, RETURNING gives it. */
 static SPIPlanPtr
 insert_plan(MqQueue *q, int segment)
 {
-	static const Oid argtypes[5] = {INT4OID, INT8OID, TEXTOID, JSONBOID, JSONBOID};
+	static const Oid argtypes[4] = {INT4OID, TEXTOID, JSONBOID, JSONBOID};
 
 	if (q->plans[PPLAN_INSERT + segment] != NULL)
 		return q->plans[PPLAN_INSERT + segment];
 	return MqQueuePlan(q, PPLAN_INSERT + segment,
-					   psprintf("INSERT INTO mq.%s (partition, \"offset\", key, payload, headers)"
-								" VALUES ($1, $2, $3, $4, $5)", MqSegmentTable(q, segment)),
-					   5, argtypes);
+					   psprintf("INSERT INTO mq.%s (segment, partition, key, payload, headers)"
+								" VALUES (%d, $1, $2, $3, $4) RETURNING \"offset\"",
+								MqSegmentTable(q, segment), segment),
+					   4, argtypes);
 }
 
 /*
@@ -125,19 +129,17 @@ send_one(MqQueue *q, int segment, Datum payload, MqNullable key, MqNullable head
 {
 	char	   *keystr = key.isnull ? NULL : TextDatumGetCString(key.value);
 	int32		partition = partition_of(q, keystr);
-	int64		offset;
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', key.isnull ? 'n' : ' ', ' ', headers.isnull ? 'n' : ' '};
+	Datum		values[4];
+	char		nulls[4] = {' ', key.isnull ? 'n' : ' ', ' ', headers.isnull ? 'n' : ' '};
+	bool		isnull;
 
-	MqHold(q->queue_id, partition, segment, q->offset_seqs[partition], true);
-	offset = MqNextId(q->offset_seqs[partition]);
 	values[0] = Int32GetDatum(partition);
-	values[1] = Int64GetDatum(offset);
-	values[2] = key.value;
-	values[3] = payload;
-	values[4] = headers.value;
-	MqQueueRun(q, insert_plan(q, segment), values, nulls, SPI_OK_INSERT);
-	return offset;
+	values[1] = key.value;
+	values[2] = payload;
+	values[3] = headers.value;
+	if (MqQueueRun(q, insert_plan(q, segment), values, nulls, SPI_OK_INSERT_RETURNING) != 1)
+		elog(ERROR, "send to queue \"%s\" returned no offset", q->name);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /* Send one message; returns its offset in its partition. */
@@ -386,6 +388,18 @@ group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 	return owned_from_result(owned, true);
 }
 
+/*
+ * The end of a partition: visible, the visible end (every offset below it
+ * belongs to a send that has ended); otherwise one past the highest offset
+ * handed out.
+ */
+int64
+MqPartitionEnd(MqQueue *q, int32 partition, bool visible)
+{
+	return visible ? MqVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]) :
+		MqSequenceEnd(q->offset_seqs[partition]);
+}
+
 /* Read one partition from its position below end; returns rows emitted. */
 static uint64
 fetch_partition(MqQueue *q, Owned *o, int64 end, int limit, ReturnSetInfo *rsinfo)
@@ -398,19 +412,12 @@ fetch_partition(MqQueue *q, Owned *o, int64 end, int limit, ReturnSetInfo *rsinf
 	int			ret;
 
 	if (plan == NULL)
-	{
-		StringInfoData sql;
-
-		initStringInfo(&sql);
-		for (int s = 0; s < MQ_LOG_SEGMENTS; s++)
-			appendStringInfo(&sql, "%s(SELECT partition, \"offset\", key, payload, headers, enqueued_at"
-							 " FROM mq.%s WHERE partition " OP("=") " $1"
-							 " AND \"offset\" " OP(">") " $2 AND \"offset\" " OP("<") " $3"
-							 " ORDER BY \"offset\" LIMIT $4)",
-							 s > 0 ? " UNION ALL " : "", MqSegmentTable(q, s));
-		appendStringInfoString(&sql, " ORDER BY 2 LIMIT $4");
-		plan = MqQueuePlan(q, PPLAN_FETCH, sql.data, 4, argtypes);
-	}
+		plan = MqQueuePlan(q, PPLAN_FETCH,
+						   psprintf("SELECT partition, \"offset\", key, payload, headers, enqueued_at"
+									" FROM mq.p_%d WHERE partition " OP("=") " $1"
+									" AND \"offset\" " OP(">") " $2 AND \"offset\" " OP("<") " $3"
+									" ORDER BY \"offset\" LIMIT $4", q->queue_id),
+						   4, argtypes);
 	/* the latest snapshot: taken after the visible end was computed */
 	ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							   true, false, 0);
@@ -550,16 +557,16 @@ poll_once(MqQueue *q, text *group, text *member, int max, ReturnSetInfo *rsinfo)
 {
 	static uint32 start = 0;	/* rotate so no partition starves */
 	Owned	   *owned;
-	int			nowned = group_sync(q, group, member, &owned);
+	int			nowned;
 	uint64		total = 0;
 
+	nowned = group_sync(q, group, member, &owned);
 	resolve_pending(q, group, owned, nowned);
 	start++;
 	for (int i = 0; i < nowned && total < (uint64) max; i++)
 	{
 		Owned	   *o = &owned[(start + i) % nowned];
-		int64		end = MqVisibleEnd(q->queue_id, o->partition,
-									   q->offset_seqs[o->partition]);
+		int64		end = MqPartitionEnd(q, o->partition, true);
 		uint64		n;
 
 		if (end - 1 <= o->position)
@@ -725,7 +732,7 @@ mq_commit(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("offset must not be negative")));
 	/* committing past the visible end would silently skip messages to come */
-	end = MqVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]);
+	end = MqPartitionEnd(q, partition, true);
 	if (offset >= end)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -770,7 +777,7 @@ mq_partition_end(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("partition %d does not exist", partition)));
-	end = MqVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]);
+	end = MqPartitionEnd(q, partition, true);
 	MqQueueClose(&session);
 	PG_RETURN_INT64(end);
 }

@@ -1,0 +1,430 @@
+# mq on a Citus cluster (docs/scale-out.md): a coordinator and two workers
+# on this machine, citus and mq preloaded on each, clients only on the
+# coordinator.  Skips when citus.so is not installed for the PostgreSQL
+# under test (shared/tools/build-citus.sh builds it).
+#
+#  1. Two queues made on the coordinator before distribution, with
+#     messages; mq.citus_distribute() distributes both, gives mq_owner a
+#     login whose password only pg_dist_authinfo holds (pg_hba here asks
+#     mq_owner for it), and the log's offsets continue where they were.
+#  2. A partitioned queue of 4 partitions made after it: distributed by
+#     partition over both workers, with the offset trigger on the shards.
+#     A transaction sending to partitions on two workers is refused at
+#     PREPARE (0A000) and leaves nothing.  Out-of-order commits: an open
+#     send on a worker holds its partition's visible end, a later committed
+#     send stays unread until the first commits, then both are read in
+#     offset order; a commit past the end is refused.
+#  3. Producers through the coordinator (procedures in their own
+#     sessions: transactions of 1 to 3 keyed sends, to the partitions of
+#     one worker, with pauses so that they commit out of offset order; 15%
+#     roll back) and a consumer group: one member polls all along, one
+#     dies (its session ends without leaving: its leases lapse after the
+#     2 s session timeout), one joins later, one drains.  Then: every
+#     committed send was processed with its payload (none lost), no
+#     rolled-back send was delivered, first processings of a partition come
+#     in offset order, a key maps to one partition, the dead member's
+#     partitions were processed by others after it died, and the workload
+#     did commit out of offset order.
+#  4. A shard move of one partition to the other worker and back: the
+#     sequence does not move, the first send on the new node re-seeds it
+#     from the partition's rows, offsets continue above every stored one,
+#     and the group reads exactly the new messages.
+#  5. A work queue distributed by queue (single-shard tables, two queues
+#     on two workers): 3 consumers claim and ack 300 messages concurrently;
+#     each message is acked once and never held by two consumers at once.
+use strict;
+use warnings;
+
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+my $pkglibdir = `pg_config --pkglibdir`;
+chomp $pkglibdir;
+if (!-f "$pkglibdir/citus.so")
+{
+	plan skip_all => "citus is not installed in $pkglibdir (shared/tools/build-citus.sh builds it)";
+}
+
+my $t0 = time;
+my %node;
+for my $name ('coord', 'worker1', 'worker2')
+{
+	my $n = PostgreSQL::Test::Cluster->new($name);
+	$n->init;
+	# Citus opens connections between the nodes; mq's worker needs one
+	$n->append_conf('postgresql.conf', qq{
+listen_addresses = '127.0.0.1'
+shared_preload_libraries = 'citus,mq'
+max_connections = 100
+max_prepared_transactions = 50
+citus.node_conninfo = 'sslmode=disable'
+mq.maintenance_interval = '200ms'
+track_commit_timestamp = on
+password_encryption = 'scram-sha-256'
+});
+	# mq_owner may log in only over TCP from the nodes, with its password
+	open my $hba, '>', $n->data_dir . '/pg_hba.conf' or die $!;
+	print $hba <<'HBA';
+local all mq_owner reject
+host all mq_owner 127.0.0.1/32 scram-sha-256
+local all all trust
+host all all 127.0.0.1/32 trust
+HBA
+	close $hba;
+	$n->start;
+	$n->safe_psql('postgres', 'CREATE EXTENSION citus');
+	$node{$name} = $n;
+}
+my $c = $node{coord};
+my ($w1, $w2) = ($node{worker1}, $node{worker2});
+my %worker_of_port = ($w1->port => 'worker1', $w2->port => 'worker2');
+sub sql { return $c->safe_psql('postgres', $_[0]); }
+
+sql(sprintf(q{SELECT citus_set_coordinator_host('127.0.0.1', %d)}, $c->port));
+sql(sprintf(q{SELECT citus_add_node('127.0.0.1', %d)}, $_->port)) for ($w1, $w2);
+sql('CREATE EXTENSION mq');
+is($w1->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'mq'}),
+	'0.2.0', 'Citus ran CREATE EXTENSION mq on the workers');
+note(sprintf('cluster up in %.1f s', time - $t0));
+
+# ---------------------------------------------------------------- 1
+sql(q{
+SELECT mq.create_queue('early', partitions => 2);
+SELECT mq.send('early', jsonb_build_object('i', i), 'k' || (i % 5)) FROM generate_series(1, 12) i;
+SELECT mq.create_queue('wq_early');
+SELECT mq.send('wq_early', jsonb_build_object('i', i)) FROM generate_series(1, 5) i;
+});
+my $eid = sql(q{SELECT queue_id FROM mq.queue WHERE queue_name = 'early'});
+my $wid = sql(q{SELECT queue_id FROM mq.queue WHERE queue_name = 'wq_early'});
+# one more offset of k1's partition, handed out and rolled back
+$c->psql('postgres', q{BEGIN; SELECT mq.send('early', '{"rb": true}', 'k1'); ROLLBACK;});
+my $pk1 = sql(q{SELECT ((hashtext('k1')::bigint & 4294967295) % 2)::int});
+my $seq_k1 = sql("SELECT last_value FROM mq.p_${eid}_o$pk1");
+my $max_k1 = sql(qq{SELECT max("offset") FROM mq.p_$eid WHERE partition = $pk1});
+ok($seq_k1 > $max_k1, "the rolled-back send took offset $seq_k1, above the stored $max_k1");
+
+is(sql('SELECT mq.citus_distribute()'), '2', 'mq.citus_distribute() distributes the two queues');
+is(sql(qq{SELECT count(*) FROM pg_dist_partition
+          WHERE logicalrelid::text IN ('mq.p_$eid', 'mq.p_${eid}_head', 'mq.q_${wid}_0', 'mq.q_${wid}_d', 'mq.a_$wid')}),
+	'5', 'the log by partition, the work queue by queue');
+is(sql("SELECT count(*) FROM ONLY mq.p_${eid}_0") + sql("SELECT count(*) FROM ONLY mq.q_${wid}_0"),
+	0, 'their rows moved off the coordinator');
+is(sql('SELECT mq.citus_distribute()'), '0', 'running it again distributes nothing more');
+is($w1->safe_psql('postgres', q{SELECT rolcanlogin FROM pg_roles WHERE rolname = 'mq_owner'}),
+	't', 'mq_owner may log in on the workers');
+is(sql(q{SELECT count(*) FROM pg_dist_authinfo WHERE rolename = 'mq_owner' AND authinfo ~ '^password=[0-9a-f]{64}$'}),
+	'1', 'its password is in pg_dist_authinfo');
+$w1->connect_fails(
+	'host=127.0.0.1 port=' . $w1->port . ' dbname=postgres user=mq_owner password=guess',
+	'mq_owner cannot log in to a worker without its password',
+	expected_stderr => qr/password authentication failed/);
+my ($rc, $out, $err) = $c->psql('postgres', q{SET ROLE mq_admin; SELECT mq.citus_distribute()});
+like($err, qr/permission denied/, 'only superusers may run mq.citus_distribute');
+
+is(sql(q{SELECT count(*) FROM mq.poll('early', 'e', 'm', 100)}), '12',
+	'the 12 committed messages of the early log are read back from the workers');
+my $after = sql(q{SELECT mq.send('early', '{"after": true}', 'k1')});
+ok($after > $seq_k1,
+	"a send after distribution continues above every offset handed out before ($after > $seq_k1)");
+is(sql(q{SELECT string_agg(payload->>'i', ',' ORDER BY msg_id) FROM mq.read('wq_early', 10)}),
+	'1,2,3,4,5', 'the early work queue is read back after distribution');
+
+# ---------------------------------------------------------------- 2
+my $P = 4;
+sql(qq{SELECT mq.create_queue('orders', partitions => $P, session_timeout => '2 seconds')});
+my $id = sql(q{SELECT queue_id FROM mq.queue WHERE queue_name = 'orders'});
+is(sql(qq{SELECT count(*) FROM pg_dist_partition WHERE logicalrelid IN ('mq.p_$id'::regclass, 'mq.p_${id}_head'::regclass)}),
+	'2', 'a new partitioned queue is distributed when created');
+# where each partition lives, and which keys go there (hash_bytes mod partitions, as mq does)
+sql(qq{
+CREATE TABLE keymap AS
+SELECT k AS key, p AS partition,
+       (SELECT nodeport FROM pg_dist_shard_placement
+         WHERE shardid = get_shard_id_for_distribution_column('mq.p_$id', p)) AS port
+  FROM (SELECT 'key-' || g AS k, ((hashtext('key-' || g)::bigint & 4294967295) % $P)::int AS p
+          FROM generate_series(0, 199) g) s;
+});
+is(sql('SELECT count(DISTINCT port) FROM keymap'), '2', "the queue's partitions span both workers");
+my %port_of = map { split /\|/ } split /\n/, sql('SELECT DISTINCT partition, port FROM keymap');
+note('partitions on ports: ' . join(', ', map { "$_ => $port_of{$_}" } sort keys %port_of));
+ok($w1->safe_psql('postgres', q{SET citus.override_table_visibility = off;
+  SELECT count(*) > 0 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+   WHERE t.tgname = 'assign_offset' AND c.relname ~ '^p_} . $id . q{_[0-2]_[0-9]+$'}) eq 't',
+	"the offset trigger is on the workers' shards");
+
+my ($kw1, $kw2) = map { sql("SELECT min(key) FROM keymap WHERE port = " . $_->port) } ($w1, $w2);
+($rc, $out, $err) = $c->psql('postgres', qq{BEGIN;
+SELECT mq.send('orders', '{"rb": true, "two": 1}', '$kw1');
+SELECT mq.send('orders', '{"rb": true, "two": 2}', '$kw2');
+COMMIT;});
+like($err, qr/cannot PREPARE a transaction that sent to a partitioned queue/,
+	'a transaction sending to partitions on two workers is refused at PREPARE');
+is(sql(q{SELECT count(*) FROM mq.p_} . $id . q{ WHERE payload ? 'two'}), '0', 'and sent nothing');
+
+# out-of-order commits: A takes an offset and stays open, B sends after it
+# to the same partition and commits first
+my $kx = sql("SELECT min(key) FROM keymap WHERE port = " . $w2->port);
+my $px = sql("SELECT partition FROM keymap WHERE key = '$kx'");
+my $a = $c->background_psql('postgres');
+my $off_a = $a->query_safe(qq{BEGIN; SELECT mq.send('orders', '{"ooo": "A"}', '$kx')});
+my $off_b = sql(qq{SELECT mq.send('orders', '{"ooo": "B"}', '$kx')});
+ok($off_b > $off_a, "the later send took the higher offset ($off_a, then $off_b)");
+is(sql(qq{SELECT count(*) FROM mq.poll('orders', 'ooo', 'm', 100) WHERE partition = $px AND "offset" >= $off_a}),
+	'0', 'while A is open, the committed B is not read past A');
+is(sql(qq{SELECT end_offset FROM mq.consumer_groups WHERE consumer_group = 'ooo' AND partition = $px}),
+	$off_a - 1, "the partition's visible end, computed on its worker, stays below A");
+($rc, $out, $err) = $c->psql('postgres', qq{SELECT mq.commit('orders', 'ooo', $px, $off_b)});
+like($err, qr/is beyond the end of partition/, 'a commit past the visible end is refused');
+($rc, $out, $err) = $c->psql('postgres',
+	qq{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM mq.poll('orders', 'ooo', 'm', 100)});
+like($err, qr/cannot poll distributed queue "orders" in a REPEATABLE READ/,
+	'polling a distributed queue in REPEATABLE READ is refused');
+$a->query_safe('COMMIT');
+$a->quit;
+is(sql(qq{SELECT string_agg("offset"::text, ',' ORDER BY "offset") FROM mq.poll('orders', 'ooo', 'm', 100)
+          WHERE partition = $px AND "offset" >= $off_a}),
+	"$off_a,$off_b", 'once A commits, both are read, in offset order');
+
+# ---------------------------------------------------------------- 3
+sql(q{
+CREATE SEQUENCE ord;
+CREATE SEQUENCE uid;
+CREATE TABLE ctl (stop boolean NOT NULL);
+INSERT INTO ctl VALUES (false);
+CREATE TABLE sent (key text NOT NULL, "offset" bigint NOT NULL, uid bigint NOT NULL,
+                   PRIMARY KEY (key, "offset"));
+CREATE TABLE deliveries (member text NOT NULL, partition int NOT NULL, "offset" bigint NOT NULL,
+                         key text, uid bigint, rb boolean, poll_ord bigint NOT NULL);
+CREATE TABLE processed (member text NOT NULL, partition int NOT NULL, "offset" bigint NOT NULL,
+                        key text, uid bigint, ord bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE members (member text PRIMARY KEY, ended_at timestamptz);
+
+-- transactions of 1 to 3 sends to the partitions of one worker (a
+-- transaction over two workers is refused, above), pauses in between so
+-- that transactions overlap; 15% roll back
+CREATE PROCEDURE producer(p_until timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_port int;
+    v_rb boolean;
+    v_key text;
+    v_uid bigint;
+    v_off bigint;
+BEGIN
+    WHILE clock_timestamp() < p_until LOOP
+        v_port := (SELECT port FROM keymap ORDER BY random() LIMIT 1);
+        v_rb := random() < 0.15;
+        FOR i IN 1 .. 1 + (random() * 2)::int LOOP
+            v_key := (SELECT key FROM keymap WHERE port = v_port ORDER BY random() LIMIT 1);
+            v_uid := nextval('uid');
+            v_off := mq.send('orders', jsonb_build_object('uid', v_uid, 'rb', v_rb), v_key);
+            INSERT INTO sent VALUES (v_key, v_off, v_uid);
+            PERFORM pg_sleep(random() * 0.01);
+        END LOOP;
+        IF v_rb THEN
+            ROLLBACK;
+        ELSE
+            COMMIT;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- a member of group g: polls, records what it got, processes and commits
+-- per partition in one transaction (rolled back when fenced); 'drain'
+-- runs until ctl.stop, the others for p_run; 'leave' leaves at the end,
+-- 'die' just ends its session
+CREATE PROCEDURE member(p_member text, p_mode text, p_run interval)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_end timestamptz := clock_timestamp() + p_run;
+    v_poll_ord bigint;
+    b record;
+BEGIN
+    CREATE TEMP TABLE polled (partition int, "offset" bigint, key text, payload jsonb);
+    LOOP
+        IF p_mode = 'drain' THEN
+            EXIT WHEN (SELECT stop FROM ctl);
+        ELSE
+            EXIT WHEN clock_timestamp() >= v_end;
+        END IF;
+        TRUNCATE polled;
+        INSERT INTO polled SELECT p.partition, p."offset", p.key, p.payload
+          FROM mq.poll('orders', 'g', p_member, 1 + (random() * 30)::int, '200 milliseconds') p;
+        v_poll_ord := nextval('ord');
+        INSERT INTO deliveries SELECT p_member, partition, "offset", key, (payload->>'uid')::bigint,
+                                      (payload->>'rb')::boolean, v_poll_ord FROM polled;
+        COMMIT;
+        FOR b IN SELECT partition, max("offset") AS last FROM polled GROUP BY partition ORDER BY partition LOOP
+            INSERT INTO processed (member, partition, "offset", key, uid, ord)
+            SELECT p_member, partition, "offset", key, (payload->>'uid')::bigint, nextval('ord')
+              FROM (SELECT * FROM polled WHERE partition = b.partition ORDER BY "offset") s;
+            IF mq.commit('orders', 'g', b.partition, b.last, p_member) THEN
+                COMMIT;
+            ELSE
+                ROLLBACK;
+            END IF;
+        END LOOP;
+    END LOOP;
+    IF p_mode IN ('leave', 'drain') THEN
+        PERFORM mq.leave('orders', 'g', p_member);
+    END IF;
+    INSERT INTO members VALUES (p_member, clock_timestamp());
+    COMMIT;
+END
+$$;
+});
+
+my @procs;
+sub start_psql
+{
+	my ($sql) = @_;
+	my ($in, $o, $e) = ('', '', '');
+	my $h = IPC::Run::start(
+		[ 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $c->connstr('postgres'), '-c', $sql ],
+		\$in, \$o, \$e);
+	push @procs, [ $h, \$o, \$e, $sql ];
+	return $h;
+}
+my $produce_s = 6;
+start_psql("CALL producer(clock_timestamp() + interval '$produce_s seconds')") for 1 .. 3;
+start_psql(q{CALL member('m1', 'leave', interval '7 seconds')});
+start_psql(q{CALL member('m2', 'die', interval '2 seconds')});
+sleep(3.5);
+start_psql(q{CALL member('m3', 'leave', interval '4 seconds')});
+sleep($produce_s - 3.5 + 1);
+start_psql(q{CALL member('drain', 'drain', interval '0')});
+# until every committed send was processed (the members die and leave meanwhile)
+my $drained = $c->poll_query_until('postgres', q{
+SELECT NOT EXISTS (SELECT FROM sent s WHERE NOT EXISTS
+  (SELECT FROM processed p WHERE p.key = s.key AND p."offset" = s."offset"))
+   AND (SELECT count(*) FROM members WHERE member IN ('m1', 'm2', 'm3')) = 3
+   AND (SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CALL producer%') = 0});
+sql('UPDATE ctl SET stop = true');
+for my $p (@procs)
+{
+	$p->[0]->finish;
+	is($p->[0]->result, 0, "session '$p->[3]' ran without error") or diag(${ $p->[2] });
+}
+ok($drained, 'the group drained every committed send');
+
+my $nsent = sql('SELECT count(*) FROM sent');
+ok($nsent > 100, "the producers committed $nsent sends");
+is(sql(q{SELECT count(*) FROM sent s WHERE NOT EXISTS
+  (SELECT FROM processed p WHERE p.key = s.key AND p."offset" = s."offset" AND p.uid = s.uid)}),
+	'0', 'no committed send lost: each was processed, with the payload sent at its offset');
+is(sql('SELECT count(*) FROM deliveries WHERE rb'), '0', 'no rolled-back send was delivered');
+is(sql(q{SELECT count(*) FROM (SELECT key FROM deliveries GROUP BY key HAVING count(DISTINCT partition) > 1) s}),
+	'0', 'a key always maps to one partition');
+is(sql(q{SELECT count(*) FROM (SELECT partition, "offset", count(DISTINCT uid) FROM deliveries
+                               GROUP BY 1, 2 HAVING count(DISTINCT uid) > 1) s}),
+	'0', 'an offset is one message');
+is(sql(q{SELECT count(*) FROM (
+  SELECT partition, "offset", ord, lag("offset") OVER (PARTITION BY partition ORDER BY ord) AS prev
+    FROM (SELECT partition, "offset", min(ord) AS ord FROM processed GROUP BY 1, 2) f) s
+  WHERE "offset" < prev}), '0', 'per partition, first processings come in offset order');
+is(sql(q{SELECT count(*) FROM (
+  SELECT s.key, s."offset", pg_xact_commit_timestamp(xmin) AS ts,
+         lag(pg_xact_commit_timestamp(xmin)) OVER (PARTITION BY k.partition ORDER BY s."offset") AS prev_ts
+    FROM sent s JOIN keymap k USING (key)) x WHERE ts < prev_ts}) > 0 ? 1 : 0,
+	1, 'the producers committed out of offset order');
+my $dead_end = sql(q{SELECT ended_at FROM members WHERE member = 'm2'});
+is(sql(qq{SELECT count(DISTINCT partition) FROM processed
+          WHERE member <> 'm2' AND at > '$dead_end'::timestamptz + interval '2 seconds'}),
+	$P, 'after the dead member lapsed, the others processed every partition (rebalancing)');
+ok(sql(q{SELECT count(DISTINCT member) FROM processed}) >= 3, 'partitions changed hands among the members');
+note(sprintf('section 3 done at %.1f s', time - $t0));
+
+# ---------------------------------------------------------------- 4
+# move the shard group of partition 0 to the other worker and back; send in
+# between.  Each time the sequence on the receiving node is not the one
+# that handed the offsets out.
+my $p0 = 0;
+my $shard = sql("SELECT get_shard_id_for_distribution_column('mq.p_$id', $p0)");
+my $max0 = sql(qq{SELECT max("offset") FROM mq.p_$id WHERE partition = $p0});
+my $key0 = sql("SELECT min(key) FROM keymap WHERE partition = $p0");
+my @path = ($port_of{$p0} == $w1->port ? ($w1, $w2) : ($w2, $w1));
+sql(q{SELECT mq.seek('orders', 'moves', NULL, 'latest')});
+my $moved_ok = 1;
+my @new_offsets;
+for my $hop ([ $path[0], $path[1] ], [ $path[1], $path[0] ])
+{
+	sql(sprintf(q{SELECT citus_move_shard_placement(%s, '127.0.0.1', %d, '127.0.0.1', %d,
+	                                            shard_transfer_mode => 'block_writes')},
+		$shard, $hop->[0]->port, $hop->[1]->port));
+	$moved_ok &&= sql("SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = $shard") == $hop->[1]->port;
+	push @new_offsets, split /\n/, sql(qq{SELECT mq.send('orders', jsonb_build_object('moved', i), '$key0')
+	                                        FROM generate_series(1, 3) i});
+}
+ok($moved_ok, "the partition's shard group moved to the other worker and back");
+is(scalar(grep { $_ > $max0 } @new_offsets), 6,
+	"every send after a move took an offset above every stored one ($max0; got @new_offsets)");
+is(sql(qq{SELECT count(*) FROM (SELECT "offset" FROM mq.p_$id WHERE partition = $p0 GROUP BY 1 HAVING count(*) > 1) s}),
+	'0', 'no offset of the partition was handed out twice');
+is(sql(qq{SELECT string_agg(payload->>'moved', ',' ORDER BY "offset") FROM mq.poll('orders', 'moves', 'm', 100)
+          WHERE partition = $p0}),
+	'1,2,3,1,2,3', 'the group reads exactly the messages sent after the moves, in order');
+
+# ---------------------------------------------------------------- 5
+sql(q{SELECT mq.create_queue('jobs', visibility_timeout => '30 seconds'); SELECT mq.create_queue('jobs2')});
+my %wq_port = map { split /\|/ } split /\n/, sql(q{
+SELECT q.queue_name, p.nodeport FROM mq.queue q
+  JOIN pg_dist_shard s ON s.logicalrelid = format('mq.q_%s_0', q.queue_id)::regclass
+  JOIN pg_dist_shard_placement p USING (shardid)
+ WHERE q.queue_name IN ('jobs', 'jobs2')});
+is(scalar(keys %{ { reverse %wq_port } }), 2, 'two work queues are placed on the two workers');
+is(sql(q{SELECT count(DISTINCT p.nodeport) FROM mq.queue q, pg_dist_partition d
+           JOIN pg_dist_shard s USING (logicalrelid) JOIN pg_dist_shard_placement p USING (shardid)
+          WHERE q.queue_name = 'jobs' AND d.colocationid =
+                (SELECT colocationid FROM pg_dist_partition WHERE logicalrelid = format('mq.q_%s_0', q.queue_id)::regclass)}),
+	'1', "all of a work queue's tables sit on one worker");
+sql(q{SELECT mq.send('jobs', jsonb_build_object('n', i)) FROM generate_series(1, 300) i});
+sql(q{
+CREATE TABLE claims (consumer text NOT NULL, msg_id bigint NOT NULL, receipt bigint NOT NULL,
+                     claimed_at timestamptz NOT NULL, acked_at timestamptz);
+CREATE PROCEDURE consume(p_name text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    m record;
+    v_idle int := 0;
+BEGIN
+    WHILE v_idle < 5 LOOP
+        v_idle := v_idle + 1;
+        FOR m IN SELECT * FROM mq.read('jobs', 1 + (random() * 4)::int) LOOP
+            v_idle := 0;
+            INSERT INTO claims VALUES (p_name, m.msg_id, m.receipt, clock_timestamp(), NULL);
+            COMMIT;
+            PERFORM pg_sleep(random() * 0.005);
+            IF mq.ack('jobs', m.msg_id, m.receipt) THEN
+                UPDATE claims SET acked_at = clock_timestamp()
+                 WHERE consumer = p_name AND msg_id = m.msg_id AND receipt = m.receipt;
+            END IF;
+            COMMIT;
+        END LOOP;
+        COMMIT;
+        IF v_idle > 0 THEN
+            PERFORM pg_sleep(0.1);
+        END IF;
+    END LOOP;
+END
+$$;
+});
+@procs = ();
+start_psql("CALL consume('c$_')") for 1 .. 3;
+for my $p (@procs)
+{
+	$p->[0]->finish;
+	is($p->[0]->result, 0, "session '$p->[3]' ran without error") or diag(${ $p->[2] });
+}
+is(sql('SELECT count(DISTINCT msg_id) FROM claims WHERE acked_at IS NOT NULL'), '300',
+	'every message of the work queue was acked');
+is(sql('SELECT count(*) FROM claims'), '300', 'each was claimed once (no message held by two consumers)');
+ok(sql('SELECT count(DISTINCT consumer) FROM claims') > 1, 'by several consumers');
+is(sql(q{SELECT count(*) FROM mq.read('jobs', 10)}), '0', 'nothing is left to read');
+
+note(sprintf('total %.1f s', time - $t0));
+$node{$_}->stop for keys %node;
+done_testing();
