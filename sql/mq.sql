@@ -218,6 +218,10 @@ BEGIN
         EXECUTE format(CASE WHEN v_obj.relkind OPERATOR(pg_catalog.=) 'S' THEN 'DROP SEQUENCE mq.%I' ELSE 'DROP TABLE mq.%I' END,
                        v_obj.relname);
     END LOOP;
+    -- and a distributed log's sequences on the workers
+    IF p_partitions IS NOT NULL AND mq._citus_enabled() THEN
+        PERFORM mq._citus_drop_worker_sequences(p_queue_id, p_partitions);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION mq._drop_queue_tables(integer, integer) IS 'mq internal: drops the tables and sequences of one queue';
@@ -391,9 +395,180 @@ BEGIN
     END LOOP;
     EXECUTE format('CREATE TABLE mq.%I ()', 'p_' || p_queue_id || '_rights');
     PERFORM mq._grant_to_owner('p_' || p_queue_id);
+    -- on a Citus coordinator after mq.citus_distribute(): by partition
+    IF mq._citus_enabled() THEN
+        PERFORM mq._citus_distribute_queue(p_queue_id, p_partitions);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION mq._create_log_tables(integer, integer) IS 'mq internal: creates the tables, offset sequences and offset trigger of one partitioned queue';
+
+-- ---- Citus (docs/scale-out.md) ---------------------------------------------
+-- On a Citus cluster the catalog stays on the coordinator, a partitioned
+-- queue is distributed by partition (its offsets are taken on the worker
+-- holding each partition, by the trigger above, from that worker's copy of
+-- the partition's sequence), and work queues stay on the coordinator.
+
+CREATE FUNCTION mq._local_end(queue_id integer, partition integer, visible boolean) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_local_end' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._local_end(integer, integer, boolean) IS
+'mq internal: the end of a partition from this node''s offset sequence and, when visible, its running sends'' holds (run on the partition''s worker by a router query); 42704 when this node has no such sequence, 55000 visible without preload';
+
+CREATE FUNCTION mq._scram_secret(password text) RETURNS text
+    AS 'MODULE_PATHNAME', 'mq_scram_secret' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION mq._scram_secret(text) IS
+'mq internal: the SCRAM-SHA-256 verifier of a password (random salt), for ALTER ROLE ... PASSWORD';
+
+-- Whether mq.citus_distribute() has run: Citus is installed, this is its
+-- coordinator and mq_owner has its credential in pg_dist_authinfo.
+CREATE FUNCTION mq._citus_enabled() RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_enabled boolean;
+BEGIN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_authinfo') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT pg_catalog.citus_is_coordinator() AND EXISTS (SELECT FROM pg_catalog.pg_dist_authinfo a'
+            ' WHERE a.rolename OPERATOR(pg_catalog.=) ''mq_owner'')' INTO v_enabled;
+    RETURN v_enabled;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_enabled() IS 'mq internal: whether mq.citus_distribute() has run on this Citus coordinator';
+
+-- The offset sequences of one log on every worker: created when missing,
+-- raised (never lowered) to the coordinator's, so that offsets continue
+-- where the coordinator left them and a worker a partition moves to later
+-- has one.
+CREATE FUNCTION mq._citus_worker_sequences(p_queue_id integer, p_partitions integer) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_seq text;
+    v_used bigint;
+    v_err text;
+BEGIN
+    FOR v_partition IN 0..p_partitions - 1 LOOP
+        v_seq := 'p_' || p_queue_id || '_o' || v_partition;
+        EXECUTE format('SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM mq.%I s', v_seq) INTO v_used;
+        SELECT r.nodename || ':' || r.nodeport || ': ' || r.result INTO v_err
+          FROM pg_catalog.run_command_on_workers(format(
+            'CREATE SEQUENCE IF NOT EXISTS mq.%1$I AS bigint CACHE 1;'
+            ' GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.%1$I TO mq_owner;'
+            ' SELECT pg_catalog.setval(''mq.%1$I'', %2$s) FROM mq.%1$I s'
+            '  WHERE %2$s OPERATOR(pg_catalog.>) CASE WHEN s.is_called THEN s.last_value ELSE 0 END',
+            v_seq, v_used)) r
+         WHERE NOT r.success LIMIT 1;
+        IF v_err IS NOT NULL THEN
+            RAISE EXCEPTION 'could not create offset sequence mq.% on a worker', v_seq
+                USING ERRCODE = '55000', DETAIL = v_err;
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_worker_sequences(integer, integer) IS
+'mq internal: creates or raises the offset sequences of one partitioned queue on every Citus worker';
+
+-- Distributes one partitioned queue by partition (its rows move to the
+-- workers).  Work queues are left on the coordinator.
+CREATE FUNCTION mq._citus_distribute_queue(p_queue_id integer, p_partitions integer) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_parent text := 'mq.p_' || p_queue_id;
+BEGIN
+    IF p_partitions IS NULL OR pg_catalog.to_regclass(v_parent) IS NULL
+       OR EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                   WHERE d.logicalrelid OPERATOR(pg_catalog.=) v_parent::regclass) THEN
+        RETURN false;
+    END IF;
+    PERFORM mq._citus_worker_sequences(p_queue_id, p_partitions);
+    -- the offset trigger only touches this node's shared memory and sequence
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    PERFORM pg_catalog.create_distributed_table(v_parent, 'partition', colocate_with => 'none',
+                                                shard_count => p_partitions);
+    PERFORM pg_catalog.create_distributed_table(v_parent || '_head', 'partition', colocate_with => v_parent);
+    PERFORM pg_catalog.truncate_local_data_after_distributing_table(v_parent);
+    PERFORM pg_catalog.truncate_local_data_after_distributing_table(v_parent || '_head');
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_distribute_queue(integer, integer) IS
+'mq internal: distributes one partitioned queue by partition over the Citus workers; false when there is nothing to do';
+
+-- Drops a dropped log's offset sequences on the workers.
+CREATE FUNCTION mq._citus_drop_worker_sequences(p_queue_id integer, p_partitions integer) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    FOR v_partition IN 0..p_partitions - 1 LOOP
+        PERFORM pg_catalog.run_command_on_workers(format('DROP SEQUENCE IF EXISTS mq.%I',
+                                                          'p_' || p_queue_id || '_o' || v_partition));
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_drop_worker_sequences(integer, integer) IS
+'mq internal: drops the offset sequences of one partitioned queue on every Citus worker';
+
+CREATE FUNCTION mq.citus_distribute() RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_password text;
+    v_err text;
+    v_count integer := 0;
+    v_queue record;
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER) THEN
+        RAISE EXCEPTION 'permission denied to distribute mq' USING ERRCODE = '42501',
+            DETAIL = 'Only a superuser may run mq.citus_distribute().';
+    END IF;
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_authinfo') IS NULL THEN
+        RAISE EXCEPTION 'Citus is not installed in this database' USING ERRCODE = '55000',
+            HINT = 'mq.citus_distribute() is for a Citus coordinator; on one server there is nothing to distribute.';
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RAISE EXCEPTION 'this node is not the Citus coordinator' USING ERRCODE = '55000';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_node n
+                    WHERE n.groupid OPERATOR(pg_catalog.<>) 0 AND n.noderole OPERATOR(pg_catalog.=) 'primary'
+                      AND n.isactive) THEN
+        RAISE EXCEPTION 'the Citus cluster has no worker' USING ERRCODE = '55000',
+            HINT = 'Add the workers with citus_add_node first.';
+    END IF;
+    -- mq_owner logs in to the workers with a password only pg_dist_authinfo
+    -- holds; the nodes are sent its verifier, never the password
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_authinfo a WHERE a.rolename OPERATOR(pg_catalog.=) 'mq_owner') THEN
+        v_password := pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+                          pg_catalog.gen_random_uuid()::text OPERATOR(pg_catalog.||) pg_catalog.gen_random_uuid()::text,
+                          'UTF8')), 'hex');
+        EXECUTE format('ALTER ROLE mq_owner LOGIN PASSWORD %L', mq._scram_secret(v_password));
+            SELECT r.nodename || ':' || r.nodeport || ': ' || r.result INTO v_err
+          FROM pg_catalog.run_command_on_workers(format('ALTER ROLE mq_owner LOGIN PASSWORD %L',
+                                                        mq._scram_secret(v_password))) r
+         WHERE NOT r.success LIMIT 1;
+        IF v_err IS NOT NULL THEN
+            RAISE EXCEPTION 'could not let mq_owner log in on a worker' USING ERRCODE = '55000', DETAIL = v_err;
+        END IF;
+        INSERT INTO pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo)
+        VALUES (0, 'mq_owner', 'password=' OPERATOR(pg_catalog.||) v_password);
+    END IF;
+    FOR v_queue IN SELECT q.queue_id, q.partitions FROM mq.queue q
+                    WHERE q.partitions IS NOT NULL ORDER BY q.queue_id LOOP
+        IF mq._citus_distribute_queue(v_queue.queue_id, v_queue.partitions) THEN
+            v_count := v_count OPERATOR(pg_catalog.+) 1;
+        ELSE
+            -- already distributed: a worker added since needs the sequences
+            PERFORM mq._citus_worker_sequences(v_queue.queue_id, v_queue.partitions);
+        END IF;
+    END LOOP;
+    PERFORM mq._invalidate();
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION mq.citus_distribute() IS
+'Distributes mq over a Citus cluster (docs/scale-out.md); run once on the coordinator, as a superuser, after citus_add_node of the workers, and again after adding workers. Gives mq_owner LOGIN with a random password kept only in pg_dist_authinfo (its SCRAM verifier is set on every node; pg_hba.conf must allow mq_owner only from the nodes), creates each partitioned queue''s offset sequences on every worker, continuing from the coordinator''s, and distributes every partitioned queue not yet distributed by partition (its rows move to the workers). From then on mq.create_queue distributes new partitioned queues itself. Work queues and the catalog stay on the coordinator. Returns the number of queues distributed by this call. Errors: 42501 not a superuser; 55000 Citus not installed, not the coordinator, or no worker.';
 
 CREATE FUNCTION mq._interval_check(p_name text, p_value interval, p_min interval, p_max interval)
 RETURNS void
@@ -1383,7 +1558,9 @@ BEGIN
     FOR v_fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
                  WHERE p.pronamespace OPERATOR(pg_catalog.=) 'mq'::regnamespace AND p.prosecdef
                    AND p.proname OPERATOR(pg_catalog.<>) ALL (ARRAY['_create_queue_tables', '_create_log_tables',
-                       '_drop_queue_tables', '_grant_to_owner', '_set_right']::name[]) LOOP
+                       '_drop_queue_tables', '_grant_to_owner', '_set_right', '_citus_enabled',
+                       '_citus_worker_sequences', '_citus_distribute_queue',
+                       '_citus_drop_worker_sequences']::name[]) LOOP
         EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO mq_owner', v_fn);
     END LOOP;
 END

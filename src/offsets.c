@@ -470,3 +470,39 @@ mq_assign_offset(PG_FUNCTION_ARGS)
 	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, RelationGetDescr(rel), 1,
 													 &offset_col, &offset, &offset_null));
 }
+
+/*
+ * mq._local_end(queue_id integer, partition integer, visible boolean)
+ *	  RETURNS bigint
+ *	  The end of a partition as this node sees it, from this node's offset
+ *	  sequence mq.p_<queue_id>_o<partition> and, when visible, the holds of
+ *	  this node's running sends: with visible, every offset below the result
+ *	  belongs to a send that has ended here (the visible end); otherwise one
+ *	  past the last offset handed out.  On a Citus cluster the coordinator
+ *	  calls it in a router query on mq.p_<id>_head, so that it runs on the
+ *	  node holding the partition (partition.c); on one server it gives what
+ *	  mq._partition_end does.  STRICT.  Errors: 42704 the sequence does not
+ *	  exist on this node; 55000 visible without mq preloaded; 42501 (from
+ *	  PostgreSQL) no SELECT on the sequence.
+ */
+PG_FUNCTION_INFO_V1(mq_local_end);
+
+Datum
+mq_local_end(PG_FUNCTION_ARGS)
+{
+	int32		queue_id = PG_GETARG_INT32(0);
+	int32		partition = PG_GETARG_INT32(1);
+	bool		visible = PG_GETARG_BOOL(2);
+	Oid			seq = find_sequence(queue_id, partition);
+
+	if (!OidIsValid(seq))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("offset sequence of partition %d of queue %d does not exist on this node",
+						partition, queue_id),
+				 errhint("Run mq.citus_distribute() on the coordinator after adding nodes.")));
+	if (!visible)
+		PG_RETURN_INT64(MqSequenceEnd(seq));
+	MqRequirePreload("partitioned queues");
+	PG_RETURN_INT64(MqVisibleEnd(queue_id, partition, seq));
+}

@@ -68,6 +68,7 @@ enum
 	PPLAN_COMMIT,
 	PPLAN_GROUP_INIT,
 	PPLAN_STEADY,
+	PPLAN_LOCAL_END,			/* distributed: the end from the partition's node */
 	PPLAN_END
 };
 
@@ -396,8 +397,51 @@ group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 int64
 MqPartitionEnd(MqQueue *q, int32 partition, bool visible)
 {
-	return visible ? MqVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]) :
-		MqSequenceEnd(q->offset_seqs[partition]);
+	static const Oid argtypes[3] = {INT4OID, INT4OID, BOOLOID};
+	SPIPlanPtr	plan;
+	Datum		values[3];
+	bool		isnull;
+
+	if (!q->distributed)
+		return visible ? MqVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]) :
+			MqSequenceEnd(q->offset_seqs[partition]);
+
+	/*
+	 * On a Citus cluster the sequence and the holds are on the node that
+	 * stores the partition: a router query on its head row runs
+	 * mq._local_end there (a kept generic plan, one round trip).
+	 */
+	plan = q->plans[PPLAN_LOCAL_END];
+	if (plan == NULL)
+		plan = MqQueuePlan(q, PPLAN_LOCAL_END,
+						   psprintf("SELECT mq._local_end($1, $2, $3) FROM mq.p_%d_head"
+									" WHERE partition " OP("=") " $2", q->queue_id),
+						   3, argtypes);
+	values[0] = Int32GetDatum(q->queue_id);
+	values[1] = Int32GetDatum(partition);
+	values[2] = BoolGetDatum(visible);
+	if (MqQueueRun(q, plan, values, NULL, SPI_OK_SELECT) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("partition %d of queue \"%s\" has no head row", partition, q->name)));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * On a Citus cluster a poll or commit reads the end and the rows on the
+ * partition's worker in two statements; the worker's transaction must take
+ * a new snapshot for the second, which only READ COMMITTED does.
+ */
+static void
+require_read_committed(MqQueue *q, const char *what)
+{
+	if (q->distributed && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s distributed queue \"%s\" in a REPEATABLE READ or SERIALIZABLE transaction",
+						what, q->name),
+				 errdetail("On a Citus cluster the partition's visible end and its messages are read on its worker in two statements, which need two snapshots."),
+				 errhint("Use READ COMMITTED.")));
 }
 
 /* Read one partition from its position below end; returns rows emitted. */
@@ -560,6 +604,7 @@ poll_once(MqQueue *q, text *group, text *member, int max, ReturnSetInfo *rsinfo)
 	int			nowned;
 	uint64		total = 0;
 
+	require_read_committed(q, "poll");
 	nowned = group_sync(q, group, member, &owned);
 	resolve_pending(q, group, owned, nowned);
 	start++;
@@ -715,6 +760,7 @@ mq_commit(PG_FUNCTION_ARGS)
 	MqRequirePreload("partitioned queues");
 	q = MqQueueOpen(queue_name, &session, MQ_RIGHT_CONSUME);
 	MqRequirePartitioned(q);
+	require_read_committed(q, "commit to");
 	group = required_text(fcinfo, 1, "consumer_group");
 	check_group(group);
 	if (PG_ARGISNULL(2) || PG_ARGISNULL(3))
