@@ -46,7 +46,9 @@
  *
  * A partitioned queue's offsets are taken where its rows are stored: by
  * the trigger mq._assign_offset() on the queue's tables, which holds and
- * takes nextval in the backend that inserts the row.
+ * takes nextval in the backend that inserts the row.  After a Citus shard
+ * move the node's sequence may be behind the partition's rows: the first
+ * send through a table raises it (reseed_if_behind).
  *
  *-------------------------------------------------------------------------
  */
@@ -55,6 +57,7 @@
 #include "access/htup_details.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
@@ -64,6 +67,7 @@
 #include "miscadmin.h"
 #include "storage/backendid.h"
 #include "storage/ipc.h"
+#include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -376,8 +380,53 @@ find_sequence(int32 queue_id, int32 partition)
 }
 
 /*
+ * A shard move (Citus) carries a partition's rows to another node, not its
+ * sequence: that node's copy may be behind the rows, and would hand out
+ * offsets below visible ones, or twice.  So the first send of a backend
+ * through a table (a moved shard is a new table, with a new oid) compares
+ * the partition's highest stored offset with the sequence and, when the
+ * sequence is behind, raises it (setval never lowers it here: it is checked
+ * again under a lock that waits for the node's running sends of the
+ * partition, which hold the sequence's RowExclusiveLock from nextval).  On
+ * one server the sequence is never behind: one read per backend, table and
+ * partition.
+ */
+static void
+reseed_if_behind(Relation rel, int32 partition, Oid seq)
+{
+	Oid			relid = RelationGetRelid(rel);
+	Oid			parent = rel->rd_rel->relispartition ? get_partition_parent(relid, false) : relid;
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(partition)};
+	bool		isnull;
+	int64		stored;
+	int			ret;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	ret = SPI_execute_with_args(psprintf("SELECT pg_catalog.max(\"offset\") FROM %s"
+										 " WHERE partition OPERATOR(pg_catalog.=) $1",
+										 quote_qualified_identifier(get_namespace_name(get_rel_namespace(parent)),
+																	get_rel_name(parent))),
+								1, argtypes, values, NULL, true, 1);
+	if (ret != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the offsets of partition %d: %s", partition,
+			 SPI_result_code_string(ret));
+	stored = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	if (isnull || stored < MqSequenceEnd(seq))
+		return;
+	LockRelationOid(seq, ShareRowExclusiveLock);
+	if (stored >= MqSequenceEnd(seq))
+		DirectFunctionCall2(setval_oid, ObjectIdGetDatum(seq), Int64GetDatum(stored));
+	/* setval is not transactional: nothing to keep the lock for */
+	UnlockRelationOid(seq, ShareRowExclusiveLock);
+}
+
+/*
  * The partition's sequence for a row going to table relid (cached per
- * table and partition, while the sequence exists).
+ * table and partition, while the sequence exists), raised above the
+ * partition's stored offsets the first time (reseed_if_behind).
  */
 static Oid
 row_sequence(Relation rel, int32 queue_id, int32 partition, int segment)
@@ -386,8 +435,9 @@ row_sequence(Relation rel, int32 queue_id, int32 partition, int segment)
 	SeqEntry   *e = seq_entry(RelationGetRelid(rel), partition, &found);
 	Oid			seq;
 
-	if (found && SearchSysCacheExists1(RELOID, ObjectIdGetDatum(e->seq)))
+	if (found && OidIsValid(e->seq) && SearchSysCacheExists1(RELOID, ObjectIdGetDatum(e->seq)))
 		return e->seq;
+	e->seq = InvalidOid;
 	seq = find_sequence(queue_id, partition);
 	if (!OidIsValid(seq))
 	{
@@ -397,6 +447,7 @@ row_sequence(Relation rel, int32 queue_id, int32 partition, int segment)
 				 errmsg("offset sequence of partition %d of queue %d does not exist",
 						partition, queue_id)));
 	}
+	reseed_if_behind(rel, partition, seq);
 	e->seq = seq;
 	return seq;
 }

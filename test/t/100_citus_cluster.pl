@@ -32,6 +32,10 @@
 #     its restart every committed message is there, the open send left
 #     nothing, offsets continue above the stored ones with no duplicate,
 #     and the group reads exactly the new messages.
+#  4b. A shard move of one partition to the other worker and back: the
+#     sequence does not move, the first send on the new node raises the
+#     node's sequence above the partition's rows, offsets continue above
+#     every stored one, and the group reads exactly the new messages.
 #  5. A work queue made after distribution stays on the coordinator, and 3
 #     consumers claim and ack 300 messages concurrently: each message is
 #     acked once and never held by two consumers at once.
@@ -371,6 +375,36 @@ ok($c->poll_query_until('postgres',
 		q{SELECT string_agg(payload->>'crash', ',' ORDER BY payload->>'crash') FROM mq.poll('orders', 'g', 'after', 100)},
 		'after,after,after,other'),
 	'the group resumes after its committed offsets and reads exactly the new messages');
+
+# ---------------------------------------------------------------- 4b
+# move the shard group of partition 0 to the other worker and back; send in
+# between.  Each time the sequence on the receiving node is not the one
+# that handed the offsets out.
+my $p0 = 0;
+my $shard = sql("SELECT get_shard_id_for_distribution_column('mq.p_$id', $p0)");
+my $max0 = sql(qq{SELECT max("offset") FROM mq.p_$id WHERE partition = $p0});
+my $key0 = sql("SELECT min(key) FROM keymap WHERE partition = $p0");
+my @path = ($port_of{$p0} == $w1->port ? ($w1, $w2) : ($w2, $w1));
+sql(q{SELECT mq.seek('orders', 'moves', NULL, 'latest')});
+my $moved_ok = 1;
+my @new_offsets;
+for my $hop ([ $path[0], $path[1] ], [ $path[1], $path[0] ])
+{
+	sql(sprintf(q{SELECT citus_move_shard_placement(%s, '127.0.0.1', %d, '127.0.0.1', %d,
+	                                            shard_transfer_mode => 'block_writes')},
+		$shard, $hop->[0]->port, $hop->[1]->port));
+	$moved_ok &&= sql("SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = $shard") == $hop->[1]->port;
+	push @new_offsets, split /\n/, sql(qq{SELECT mq.send('orders', jsonb_build_object('moved', i), '$key0')
+	                                        FROM generate_series(1, 3) i});
+}
+ok($moved_ok, "the partition's shard group moved to the other worker and back");
+is(scalar(grep { $_ > $max0 } @new_offsets), 6,
+	"every send after a move took an offset above every stored one ($max0; got @new_offsets)");
+is(sql(qq{SELECT count(*) FROM (SELECT "offset" FROM mq.p_$id WHERE partition = $p0 GROUP BY 1 HAVING count(*) > 1) s}),
+	'0', 'no offset of the partition was handed out twice');
+is(sql(qq{SELECT string_agg(payload->>'moved', ',' ORDER BY "offset") FROM mq.poll('orders', 'moves', 'm', 100)
+          WHERE partition = $p0}),
+	'1,2,3,1,2,3', 'the group reads exactly the messages sent after the moves, in order');
 
 # ---------------------------------------------------------------- 5
 # work queues stay on the coordinator (docs/scale-out.md, "not yet")
