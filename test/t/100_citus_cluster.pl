@@ -36,6 +36,7 @@
 #     sequence does not move, the first send on the new node raises the
 #     node's sequence above the partition's rows, offsets continue above
 #     every stored one, and the group reads exactly the new messages.
+#  6. send_batch, metrics, seek by time and purge on a distributed log.
 #  5. A work queue made after distribution stays on the coordinator, and 3
 #     consumers claim and ack 300 messages concurrently: each message is
 #     acked once and never held by two consumers at once.
@@ -456,6 +457,22 @@ is(sql('SELECT count(*) FROM claims'), '300', 'each was claimed once (no message
 ok(sql('SELECT count(DISTINCT consumer) FROM claims') > 1, 'by several consumers');
 is(sql(q{SELECT count(*) FROM mq.read('jobs', 10)}), '0', 'nothing is left to read');
 
+# ---------------------------------------------------------------- 6
+# the rest of the log API on a distributed queue
+is(sql(q{SELECT count(*) FROM mq.send_batch('early', ARRAY['{"b": 1}', '{"b": 2}', '{"b": 3}']::jsonb[],
+                                            ARRAY['k1', 'k1', 'k2'])}),
+	'3', 'send_batch routes each message to its partition');
+is(sql(q{SELECT depth > 0 AND total_sent > 0 AND oldest_age_s >= 0 FROM mq.metrics('early')}), 't',
+	'mq.metrics reads a distributed log');
+is(sql(q{SELECT mq.seek('early', 'tseek', NULL, now() - interval '1 hour')}), '2',
+	'seek by time finds the first message of each partition on its worker');
+is(sql(q{SELECT count(*) FROM mq.poll('early', 'tseek', 'm', 100)}),
+	sql(q{SELECT count(*) FROM mq.p_} . $eid), 'and the group reads the whole log from there');
+my $top = sql(qq{SELECT max("offset") FROM mq.p_$eid WHERE partition = $pk1});
+my $purged = sql(q{SELECT mq.purge('early')});
+is(sql(q{SELECT count(*) FROM mq.p_} . $eid), '0', "purge empties the log on the workers ($purged messages)");
+ok(sql(q{SELECT mq.send('early', '{"after_purge": true}', 'k1')}) > $top,
+	'offsets continue above the purged ones');
 note(sprintf('total %.1f s', time - $t0));
 $node{$_}->stop for keys %node;
 done_testing();
