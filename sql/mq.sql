@@ -474,6 +474,8 @@ COMMENT ON FUNCTION mq._citus_worker_sequences(integer, integer) IS
 -- workers).  Work queues are left on the coordinator.
 CREATE FUNCTION mq._citus_distribute_queue(p_queue_id integer, p_partitions integer) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- not Citus's notices about copying the rows
+SET client_min_messages = warning
 AS $$
 DECLARE
     v_parent text := 'mq.p_' || p_queue_id;

@@ -171,7 +171,11 @@ SELECT mq.send('orders', '{"rb": true, "two": 2}', '$kw2');
 COMMIT;});
 like($err, qr/cannot PREPARE a transaction that sent to a partitioned queue/,
 	'a transaction sending to partitions on two workers is refused at PREPARE');
-is(sql(q{SELECT count(*) FROM mq.p_} . $id . q{ WHERE payload ? 'two'}), '0', 'and sent nothing');
+($rc, $out, $err) = $c->psql('postgres', qq{SELECT count(*) FROM mq.send_batch('orders',
+  ARRAY['{"rb": true, "two": 3}', '{"rb": true, "two": 4}']::jsonb[], ARRAY['$kw1', '$kw2'])});
+like($err, qr/cannot PREPARE a transaction that sent to a partitioned queue/,
+	'so is a send_batch whose keys fall on partitions of two workers');
+is(sql(q{SELECT count(*) FROM mq.p_} . $id . q{ WHERE payload ? 'two'}), '0', 'and neither sent anything');
 
 # out-of-order commits: A takes an offset and stays open, B sends after it
 # to the same partition and commits first
