@@ -758,7 +758,7 @@ CREATE FUNCTION mq.create_queue(
 RETURNS void
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) IS
-'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue does NOTIFY "mq.<queue_name>" at commit (once per queue per transaction; with mq preloaded only while a session listens through mq.listen); rate_limit: at most this many messages handed out by mq.read/mq.poll across all consumers, written ''N/s'', ''N/min'' or ''N/h'' (NULL: no limit; needs mq preloaded), with rate_limit_burst messages of burst (1 to 1000000; default the rate per second rounded up, at least 1): over any T seconds at most rate * T + burst. Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitioned queue without mq preloaded, 42501 not mq_admin.';
+'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue does NOTIFY "mq.<queue_name>" at commit (once per queue per transaction; with mq preloaded only while a session listens through mq.listen); rate_limit: at most this many messages handed out by mq.read/mq.poll across all consumers, written ''N/s'', ''N/min'' or ''N/h'' (NULL: no limit; needs mq preloaded), with rate_limit_burst messages of burst (1 to 1000000; default the rate per second rounded up, at least 1): over any T seconds at most rate * T + burst. Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitions or rate_limit without mq preloaded, 42501 not mq_admin.';
 
 CREATE FUNCTION mq._alter_queue(
     queue_name text,
@@ -827,7 +827,7 @@ CREATE FUNCTION mq.alter_queue(
 RETURNS void
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) IS
-'Changes settings of a queue (as SQS SetQueueAttributes); a NULL argument leaves that setting as it is, rate_limit => ''none'' removes a rate limit. Units and ranges as mq.create_queue. New values apply to the next operation of every session (messages already claimed keep their visibility). Errors: 22023 bad value, or retention/session_timeout for a work queue; 42704 no such queue; 42501 no admin right on the queue .';
+'Changes settings of a queue (as SQS SetQueueAttributes); a NULL argument leaves that setting as it is, rate_limit => ''none'' removes a rate limit. Units and ranges as mq.create_queue. New values apply to the next operation of every session (messages already claimed keep their visibility). Errors: 22004 NULL queue_name; 22023 bad value, or retention/session_timeout for a work queue; 42704 no such queue; 55000 rate_limit without mq preloaded; 42501 no admin right on the queue.';
 
 CREATE FUNCTION mq._queue_id(p_queue_name text) RETURNS integer
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -885,7 +885,7 @@ COMMENT ON FUNCTION mq._drop_queue(text) IS 'mq internal: body of mq.drop_queue,
 CREATE FUNCTION mq.drop_queue(queue_name text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.drop_queue(text) IS
-'Drops a queue with its messages, archive and counters (as SQS DeleteQueue). Returns false when there is no such queue. Errors: 22004 NULL, 2BP01 the queue is another queue''s dead-letter queue, 42501 no admin right on the queue .';
+'Drops a queue with its messages, archive and counters (as SQS DeleteQueue). Returns false when there is no such queue. Errors: 22004 NULL, 2BP01 the queue is another queue''s dead-letter queue, 42501 no admin right on the queue.';
 
 CREATE FUNCTION mq._purge(queue_name text) RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -927,7 +927,7 @@ COMMENT ON FUNCTION mq._purge(text) IS 'mq internal: body of mq.purge, reached t
 CREATE FUNCTION mq.purge(queue_name text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.purge(text) IS
-'Deletes every message of a queue, visible, in flight or delayed (as SQS PurgeQueue); the archive is kept. For a partitioned queue it empties the log (offsets keep increasing, consumer groups keep their offsets). Returns the number deleted. Errors: 22004 NULL, 42704 no such queue, 42501 no admin right on the queue .';
+'Deletes every message of a queue, visible, in flight or delayed (as SQS PurgeQueue); the archive is kept. For a partitioned queue it empties the log (offsets keep increasing, consumer groups keep their offsets). Returns the number deleted. Errors: 22004 NULL, 42704 no such queue, 42501 no admin right on the queue.';
 
 CREATE FUNCTION mq.metrics(queue_name text)
 RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
@@ -999,7 +999,7 @@ COMMENT ON FUNCTION mq._grant(text, regrole, text) IS 'mq internal: body of mq.g
 CREATE FUNCTION mq.grant(queue_name text, role regrole, privilege text) RETURNS void
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.grant(text, regrole, text) IS
-'Grants role a right on one queue: ''send'' (send, send_batch), ''consume'' (read, ack, nack, extend, archive, metrics, poll, commit, seek, heartbeat, leave, listen) or ''admin'' (both, and alter_queue, drop_queue, purge, grant, revoke), as SQS queue policies do. Members of role get it too. Errors: 22004 NULL, 22023 bad privilege, 42704 no such queue or role, 42501 no admin right on the queue.';
+'Grants role a right on one queue: ''send'' (send, send_batch), ''consume'' (read, ack, nack, extend, archive, metrics, poll, commit, seek, heartbeat, leave, listen, unlisten) or ''admin'' (both, and alter_queue, drop_queue, purge, grant, revoke), as SQS queue policies do. Members of role get it too. Errors: 22004 NULL, 22023 bad privilege, 42704 no such queue or role, 42501 no admin right on the queue.';
 
 CREATE FUNCTION mq._revoke(queue_name text, role regrole, privilege text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1062,33 +1062,33 @@ CREATE FUNCTION mq.read(queue_name text, qty integer DEFAULT 1, visibility_timeo
                         wait interval DEFAULT '0')
 RETURNS SETOF mq.message AS 'MODULE_PATHNAME', 'mq_read' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10;
 COMMENT ON FUNCTION mq.read(text, integer, interval, interval) IS
-'Claims up to qty (1 to 10000) visible messages, oldest first, with FOR UPDATE SKIP LOCKED so concurrent readers never get the same message (as SQS ReceiveMessage). Each becomes invisible for visibility_timeout (0 to 12 hours; NULL: the queue default) and its attempts grows by one. A visible message that already used its last attempt is moved to the dead-letter queue instead of being returned. wait (0 to 15 minutes) is long polling, as SQS WaitTimeSeconds: when nothing is visible the read sleeps until a send commits or wait passes, and returns as soon as it has at least one message; it is woken at once when mq is in shared_preload_libraries, and otherwise re-checks every 10 ms backing off to 200 ms. Query cancel and statement_timeout end a wait, and a cancelled read claims nothing. Errors: 22004 NULL queue_name, qty or wait; 22023 qty, visibility_timeout or wait out of range; 42704 no such queue; 42501 no consume right on the queue.';
+'Claims up to qty (1 to 10000) visible messages, oldest first, with FOR UPDATE SKIP LOCKED so concurrent readers never get the same message (as SQS ReceiveMessage). Each becomes invisible for visibility_timeout (0 to 12 hours; NULL: the queue default) and its attempts grows by one. A visible message that already used its last attempt is moved to the dead-letter queue instead of being returned. wait (0 to 15 minutes) is long polling, as SQS WaitTimeSeconds: when nothing is visible the read sleeps until a send commits or wait passes, and returns as soon as it has at least one message; it is woken at once when mq is in shared_preload_libraries, and otherwise re-checks every 10 ms backing off to 200 ms. Query cancel and statement_timeout end a wait, and a cancelled read claims nothing. Errors: 22004 NULL queue_name, qty or wait; 22023 qty, visibility_timeout or wait out of range; 42704 no such queue; 42809 a partitioned queue; 53400 or 55000 rate limit table full or mq not preloaded (rate-limited queues); 57014 wait cancelled; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.ack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_ack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.ack(text, bigint, bigint) IS
-'Deletes a processed message (as SQS DeleteMessage). With a receipt, only the delivery it names may ack: if the message was delivered again since, nothing changes and the result is false. Returns false when there is no such message. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42501 no consume right on the queue.';
+'Deletes a processed message (as SQS DeleteMessage). With a receipt, only the delivery it names may ack: if the message was delivered again since, nothing changes and the result is false. Returns false when there is no such message. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.ack(queue_name text, msg_ids bigint[])
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_ack_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.ack(text, bigint[]) IS
-'Deletes many processed messages (as SQS DeleteMessageBatch); returns how many existed and were deleted. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42501 no consume right on the queue.';
+'Deletes many processed messages (as SQS DeleteMessageBatch); returns how many existed and were deleted. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.nack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL,
                         delay interval DEFAULT NULL, error text DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_nack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.nack(text, bigint, bigint, interval, text) IS
-'Releases a claimed message (one that was read and not since released) for another attempt after delay (0 to 365 days; NULL: the queue backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max), keeping error as last_error (as SQS ChangeMessageVisibility with a retry policy). At its last attempt the message goes to the dead-letter queue (or is discarded when the queue has none). Returns false when there is no such claimed message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 22023 delay out of range; 42704 no such queue; 42501 no consume right on the queue.';
+'Releases a claimed message (one that was read and not since released) for another attempt after delay (0 to 365 days; NULL: the queue backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max), keeping error as last_error (as SQS ChangeMessageVisibility with a retry policy). At its last attempt the message goes to the dead-letter queue (or is discarded when the queue has none). Returns false when there is no such claimed message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 22023 delay out of range; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.extend(queue_name text, msg_id bigint, visibility_timeout interval, receipt bigint DEFAULT NULL)
 RETURNS timestamptz AS 'MODULE_PATHNAME', 'mq_extend' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.extend(text, bigint, interval, bigint) IS
-'Heartbeat for long work: sets a claimed message''s visibility to now + visibility_timeout (0 to 12 hours), as SQS ChangeMessageVisibility; 0 releases the claim, so that the message is visible and no longer in flight at once (the receipt still acks it until the message is read again). Returns the new visible_at, or NULL when the message does not exist, is not claimed, or the receipt is stale. Errors: 22004 NULL queue_name, msg_id or visibility_timeout; 22023 visibility_timeout out of range; 42704 no such queue; 42501 no consume right on the queue.';
+'Heartbeat for long work: sets a claimed message''s visibility to now + visibility_timeout (0 to 12 hours), as SQS ChangeMessageVisibility; 0 releases the claim, so that the message is visible and no longer in flight at once (the receipt still acks it until the message is read again). Returns the new visible_at, or NULL when the message does not exist, is not claimed, or the receipt is stale. Errors: 22004 NULL queue_name, msg_id or visibility_timeout; 22023 visibility_timeout out of range; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.archive(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_archive' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.archive(text, bigint, bigint) IS
-'Acks a message by moving it to the queue''s archive instead of deleting it (as pgmq archive). Receipt rules as mq.ack. Returns false when there is no such message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42501 no consume right on the queue.';
+'Acks a message by moving it to the queue''s archive instead of deleting it (as pgmq archive). Receipt rules as mq.ack. Returns false when there is no such message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
 
 -- ---------------------------------------------------------------------------
 -- Partitioned queues: consumer groups, offsets, replay.
@@ -1103,7 +1103,7 @@ CREATE FUNCTION mq.poll(queue_name text, consumer_group text, member text,
 RETURNS TABLE (partition integer, "offset" bigint, key text, payload jsonb, headers jsonb, enqueued_at timestamptz)
     AS 'MODULE_PATHNAME', 'mq_poll' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
 COMMENT ON FUNCTION mq.poll(text, text, text, integer, interval) IS
-'Reads the next messages of a partitioned queue for one member of a consumer group (as a Kafka consumer poll). Joins the group and heartbeats; the group leases each partition to one live member at a time and rebalances to a fair share when members come and go. Returns up to max_messages (1 to 10000) messages of the member''s partitions after its position, in offset order per partition, never past an offset whose sending transaction is still open. wait (0 to 15 minutes) is long polling. Nothing is written per message; the position moves per partition per poll; use mq.commit to record progress. consumer_group and member: 1 to 200 bytes. Errors: 22004 NULL argument; 22023 bad max_messages, wait, group or member; 42704 no such queue; 42809 not a partitioned queue; 55000 mq not preloaded; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Reads the next messages of a partitioned queue for one member of a consumer group (as a Kafka consumer poll). Joins the group and heartbeats; the group leases each partition to one live member at a time and rebalances to a fair share when members come and go. Returns up to max_messages (1 to 10000) messages of the member''s partitions after its position, in offset order per partition, never past an offset whose sending transaction is still open. wait (0 to 15 minutes) is long polling. Nothing is written per message; the position moves per partition per poll; use mq.commit to record progress. consumer_group and member: 1 to 200 bytes. Errors: 22004 NULL argument; 22023 bad max_messages, wait, group or member; 42704 no such queue; 42809 not a partitioned queue; 53400 or 55000 rate limit table full or mq not preloaded; 57014 wait cancelled; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq._log_id(p_queue_name text, p_group text) RETURNS integer
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1262,7 +1262,7 @@ CREATE FUNCTION mq.commit(queue_name text, consumer_group text, partition intege
                           member text DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_commit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.commit(text, text, integer, bigint, text) IS
-'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq._seek_to(p_queue_name text, p_group text, p_partition integer, p_how text,
                          p_offset bigint, p_at timestamptz)
@@ -1326,7 +1326,7 @@ COMMENT ON FUNCTION mq._seek(text, text, integer, bigint) IS 'mq internal: body 
 CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, "offset" bigint) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, bigint) IS
-'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset. Returns the number of partitions moved. Errors: 22004 NULL offset; 22023 offset below 1 or partition out of range; 42704 no such queue; 42809 not partitioned; 42501 no consume right on the queue.';
+'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset. Returns the number of partitions moved. Errors: 22004 NULL offset; 22023 offset below 1 or partition out of range; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1343,7 +1343,7 @@ COMMENT ON FUNCTION mq._seek(text, text, integer, text) IS 'mq internal: body of
 CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, text) IS
-'seek_to ''earliest'' or ''latest'': moves the group to the earliest retained message or to the latest end (as Kafka seekToBeginning / seekToEnd) of partition (NULL: every partition). Returns the number of partitions moved. Errors: 22023 other seek_to or partition out of range; 42704; 42809; 42501.';
+'seek_to ''earliest'' or ''latest'': moves the group to the earliest retained message or to the latest end (as Kafka seekToBeginning / seekToEnd) of partition (NULL: every partition). Returns the number of partitions moved. Errors: 22004 NULL; 22023 other seek_to or partition out of range; 42704; 42809; 55000 mq not preloaded; 42501.';
 
 CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, at timestamptz) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1360,7 +1360,7 @@ COMMENT ON FUNCTION mq._seek(text, text, integer, timestamptz) IS 'mq internal: 
 CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, at timestamptz) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, timestamptz) IS
-'Moves the group to the first retained message sent at or after at (as Kafka offsetsForTimes + seek), or to the end when there is none, on partition (NULL: every partition). Returns the number of partitions moved. Errors: 22004 NULL at; 22023 partition out of range; 42704; 42809; 42501.';
+'Moves the group to the first retained message sent at or after at (as Kafka offsetsForTimes + seek), or to the end when there is none, on partition (NULL: every partition). Returns the number of partitions moved. Errors: 22004 NULL at; 22023 partition out of range; 42704; 42809; 55000 mq not preloaded; 42501.';
 
 CREATE FUNCTION mq._leave(queue_name text, consumer_group text, member text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp

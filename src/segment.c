@@ -169,8 +169,22 @@ MqSegmentOf(MqQueue *q, int64 msg_id)
 static void
 run(const char *sql, int nargs, Oid *argtypes, Datum *values, int expected)
 {
-	int			ret = SPI_execute_with_args(sql, nargs, argtypes, values, NULL, false, 0);
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	int			ret;
 
+	if (plan == NULL)
+		elog(ERROR, "segment maintenance failed: %s: %s", SPI_result_code_string(SPI_result), sql);
+
+	/*
+	 * With the latest snapshot, taken after the caller locked the segment:
+	 * a transaction snapshot (maintenance called in a REPEATABLE READ or
+	 * SERIALIZABLE transaction) missed messages that committed after it
+	 * was taken, and a segment that looked empty was emptied with them
+	 * (maintain_snapshot.spec).
+	 */
+	ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+							   false, true, 0);
+	SPI_freeplan(plan);
 	if (ret != expected)
 		elog(ERROR, "segment maintenance failed: %s: %s", SPI_result_code_string(ret), sql);
 }
