@@ -498,28 +498,42 @@ END
 $$;
 COMMENT ON FUNCTION mq._citus_enabled() IS 'mq internal: whether mq.citus_distribute() has run on this Citus coordinator';
 
+CREATE FUNCTION mq._raise_offsets(queue_id integer, partition integer, at_least bigint) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_raise_offsets' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._raise_offsets(integer, integer, bigint) IS
+'mq internal: raises this node''s offset sequence of a partition above at_least (never lowers it) and returns its end; 42704 when this node has no such sequence';
+
 -- The offset sequences of one log on every worker: created when missing,
--- raised (never lowered) to the coordinator's, so that offsets continue
--- where the coordinator left them and a worker a partition moves to later
--- has one.
+-- raised (never lowered) above every offset the coordinator's sequence
+-- handed out, the partition's rows hold, its high-water mark records or a
+-- group committed, so that offsets continue where they were, on whichever
+-- worker the partition is or is moved to.
 CREATE FUNCTION mq._citus_worker_sequences(p_queue_id integer, p_partitions integer) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_seq text;
     v_used bigint;
+    v_rows bigint;
+    v_hwm bigint;
     v_err text;
 BEGIN
     FOR v_partition IN 0..p_partitions - 1 LOOP
         v_seq := 'p_' || p_queue_id || '_o' || v_partition;
         EXECUTE format('SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM mq.%I s', v_seq) INTO v_used;
+        EXECUTE format('SELECT max("offset") FROM mq.%I WHERE partition = $1', 'p_' || p_queue_id)
+            INTO v_rows USING v_partition;
+        EXECUTE format('SELECT hwm FROM mq.%I WHERE partition = $1', 'p_' || p_queue_id || '_head')
+            INTO v_hwm USING v_partition;
+        v_used := GREATEST(v_used, v_rows, v_hwm,
+                           (SELECT max(o.committed) FROM mq.group_offset o
+                             WHERE o.queue_id = p_queue_id AND o.partition = v_partition));
         SELECT r.nodename || ':' || r.nodeport || ': ' || r.result INTO v_err
           FROM pg_catalog.run_command_on_workers(format(
             'CREATE SEQUENCE IF NOT EXISTS mq.%1$I AS bigint CACHE 1;'
             ' GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.%1$I TO mq_owner;'
-            ' SELECT pg_catalog.setval(''mq.%1$I'', %2$s) FROM mq.%1$I s'
-            '  WHERE %2$s OPERATOR(pg_catalog.>) CASE WHEN s.is_called THEN s.last_value ELSE 0 END',
-            v_seq, v_used)) r
+            ' SELECT mq._raise_offsets(%2$s, %3$s, %4$s)',
+            v_seq, p_queue_id, v_partition, v_used)) r
          WHERE NOT r.success LIMIT 1;
         IF v_err IS NOT NULL THEN
             RAISE EXCEPTION 'could not create offset sequence mq.% on a worker', v_seq
@@ -529,7 +543,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._citus_worker_sequences(integer, integer) IS
-'mq internal: creates or raises the offset sequences of one partitioned queue on every Citus worker';
+'mq internal: creates the offset sequences of one partitioned queue on every Citus worker, or raises them above every offset handed out, stored, recorded or committed';
 
 -- Distributes one partitioned queue by partition (its rows move to the
 -- workers).  Work queues are left on the coordinator.
@@ -631,7 +645,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq.citus_distribute() IS
-'Distributes mq over a Citus cluster (docs/scale-out.md); run once on the coordinator, as a superuser, after citus_add_node of the workers, and again after adding workers. Gives mq_owner LOGIN with a random password kept only in pg_dist_authinfo (its SCRAM verifier is set on every node; pg_hba.conf must allow mq_owner only from the nodes), creates each partitioned queue''s offset sequences on every worker, continuing from the coordinator''s, and distributes every partitioned queue not yet distributed by partition (its rows move to the workers). From then on mq.create_queue distributes new partitioned queues itself. Work queues and the catalog stay on the coordinator. Returns the number of queues distributed by this call. Errors: 42501 not a superuser; 55000 Citus not installed, not the coordinator, or no worker.';
+'Distributes mq over a Citus cluster (docs/scale-out.md); run once on the coordinator, as a superuser, after citus_add_node of the workers, and again after adding workers or moving shards. Gives mq_owner LOGIN with a random password kept only in pg_dist_authinfo (its SCRAM verifier is set on every node; pg_hba.conf must allow mq_owner only from the nodes), creates each partitioned queue''s offset sequences on every worker and raises them above every offset handed out, stored, recorded as high-water mark or committed by a group, and distributes every partitioned queue not yet distributed by partition (its rows move to the workers). From then on mq.create_queue distributes new partitioned queues itself. Work queues and the catalog stay on the coordinator. Returns the number of queues distributed by this call. Errors: 42501 not a superuser; 55000 Citus not installed, not the coordinator, or no worker.';
 
 CREATE FUNCTION mq._interval_check(p_name text, p_value interval, p_min interval, p_max interval)
 RETURNS void

@@ -380,6 +380,24 @@ find_sequence(int32 queue_id, int32 partition)
 }
 
 /*
+ * Raise sequence seq so that its next value is above at_least; never
+ * lower it.  Checked again under a lock that waits for the node's running
+ * sends of the partition (they hold the sequence's RowExclusiveLock from
+ * nextval), so that no nextval runs between the check and setval.
+ */
+static void
+raise_sequence(Oid seq, int64 at_least)
+{
+	if (at_least < MqSequenceEnd(seq))
+		return;
+	LockRelationOid(seq, ShareRowExclusiveLock);
+	if (at_least >= MqSequenceEnd(seq))
+		DirectFunctionCall2(setval_oid, ObjectIdGetDatum(seq), Int64GetDatum(at_least));
+	/* setval is not transactional: nothing to keep the lock for */
+	UnlockRelationOid(seq, ShareRowExclusiveLock);
+}
+
+/*
  * A shard move (Citus) carries a partition's rows to another node, not its
  * sequence: that node's copy may be behind the rows, and would hand out
  * offsets below visible ones, or twice.  So the first send of a backend
@@ -414,13 +432,8 @@ reseed_if_behind(Relation rel, int32 partition, Oid seq)
 			 SPI_result_code_string(ret));
 	stored = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	SPI_finish();
-	if (isnull || stored < MqSequenceEnd(seq))
-		return;
-	LockRelationOid(seq, ShareRowExclusiveLock);
-	if (stored >= MqSequenceEnd(seq))
-		DirectFunctionCall2(setval_oid, ObjectIdGetDatum(seq), Int64GetDatum(stored));
-	/* setval is not transactional: nothing to keep the lock for */
-	UnlockRelationOid(seq, ShareRowExclusiveLock);
+	if (!isnull)
+		raise_sequence(seq, stored);
 }
 
 /*
@@ -556,4 +569,34 @@ mq_local_end(PG_FUNCTION_ARGS)
 		PG_RETURN_INT64(MqSequenceEnd(seq));
 	MqRequirePreload("partitioned queues");
 	PG_RETURN_INT64(MqVisibleEnd(queue_id, partition, seq));
+}
+
+/*
+ * mq._raise_offsets(queue_id integer, partition integer, at_least bigint)
+ *	  RETURNS bigint
+ *	  Raises this node's offset sequence of the partition so that the next
+ *	  offset it hands out is above at_least (never lowers it), waiting for
+ *	  this node's running sends of the partition; returns the sequence's
+ *	  end (one past its last value) afterwards.  mq.citus_distribute() runs
+ *	  it on every worker, so that offsets continue above every offset
+ *	  stored, recorded (high-water mark) or committed by a group wherever a
+ *	  partition is later moved.  STRICT.  Errors: 42704 no such sequence on
+ *	  this node; 42501 (from PostgreSQL) no UPDATE on it.
+ */
+PG_FUNCTION_INFO_V1(mq_raise_offsets);
+
+Datum
+mq_raise_offsets(PG_FUNCTION_ARGS)
+{
+	int32		queue_id = PG_GETARG_INT32(0);
+	int32		partition = PG_GETARG_INT32(1);
+	Oid			seq = find_sequence(queue_id, partition);
+
+	if (!OidIsValid(seq))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("offset sequence of partition %d of queue %d does not exist on this node",
+						partition, queue_id)));
+	raise_sequence(seq, PG_GETARG_INT64(2));
+	PG_RETURN_INT64(MqSequenceEnd(seq));
 }

@@ -36,7 +36,9 @@
 #     sequence does not move, the first send on the new node raises the
 #     node's sequence above the partition's rows, offsets continue above
 #     every stored one, and the group reads exactly the new messages.
-#  6. send_batch, metrics, seek by time and purge on a distributed log.
+#  6. send_batch, metrics, seek by time and purge on a distributed log;
+#     a partition emptied by purge and moved continues above its
+#     high-water mark once mq.citus_distribute() runs again.
 #  5. A work queue made after distribution stays on the coordinator, and 3
 #     consumers claim and ack 300 messages concurrently: each message is
 #     acked once and never held by two consumers at once.
@@ -477,6 +479,19 @@ my $purged = sql(q{SELECT mq.purge('early')});
 is(sql(q{SELECT count(*) FROM mq.p_} . $eid), '0', "purge empties the log on the workers ($purged messages)");
 ok(sql(q{SELECT mq.send('early', '{"after_purge": true}', 'k1')}) > $top,
 	'offsets continue above the purged ones');
+# a partition emptied by purge, then moved to the other worker (whose
+# copy of its sequence is behind): mq.citus_distribute(), run again,
+# raises it to the high-water mark purge recorded
+my $last = sql(q{SELECT mq.send('early', '{"before_move": true}', 'k1')});
+sql(q{SELECT mq.purge('early')});
+my $eshard = sql("SELECT get_shard_id_for_distribution_column('mq.p_$eid', $pk1)");
+my $from = sql("SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = $eshard");
+my $to = $from == $w1->port ? $w2->port : $w1->port;
+sql("SELECT citus_move_shard_placement($eshard, '127.0.0.1', $from, '127.0.0.1', $to, shard_transfer_mode => 'block_writes')");
+is(sql('SELECT mq.citus_distribute()'), '0', 'run again after a move, mq.citus_distribute() distributes nothing new');
+is(sql(qq{SELECT mq._partition_end('early', $pk1)}), $last + 1,
+	"the emptied, moved partition's end continues at its high-water mark, before any send");
+ok(sql(q{SELECT mq.send('early', '{"after_move": true}', 'k1')}) > $last, 'and so do its offsets');
 note(sprintf('total %.1f s', time - $t0));
 $node{$_}->stop for keys %node;
 done_testing();
