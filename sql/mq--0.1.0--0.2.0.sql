@@ -31,16 +31,18 @@
 --   7. every queue's tables: work queue mq.q_<id> becomes the segments
 --      mq.q_<id>_0..3, the delayed table mq.q_<id>_d and the msg_id
 --      sequence mq.q_<id>_seq; a partitioned queue's inherited segments
---      become plain tables; both get their empty rights table;
+--      become the leaves mq.p_<id>_0..2 of a declarative parent mq.p_<id>
+--      with a head table mq.p_<id>_head and the offset trigger; both get
+--      their empty rights table;
 --   8. leaves the per-queue tables out of the extension, as a fresh
 --      install's are.
 -- Queues keep all their messages (visible, delayed, in flight with their
 -- visibility timeouts, attempts and consumers, keyed messages blocked
 -- behind their key), archives, counters, dead-letter counts, partition
--- offsets and consumer groups' committed offsets.  Each work queue's
--- messages are copied once; archives and partitioned queues' segments keep
--- their tables while 0.2.0 makes them in the same shape (else their rows
--- are copied too).  It all happens in one transaction that holds ACCESS
+-- offsets and consumer groups' committed offsets.  Each work queue's and
+-- each partitioned queue's messages are copied once; archives keep their
+-- tables while 0.2.0 makes them in the same shape (else their rows are
+-- copied too).  It all happens in one transaction that holds ACCESS
 -- EXCLUSIVE locks on mq.queue and on every queue's tables until it
 -- commits; meanwhile the 0.2.0 library refuses reads and sends with 55000
 -- "extension "mq" is at version 0.1.0" (without waiting for those locks),
@@ -243,7 +245,7 @@ BEGIN
     END IF;
     FOR v_obj IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
                   WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
-                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'S']::"char"[])
+                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'S']::"char"[])
                     AND (c.relname OPERATOR(pg_catalog.=) p_prefix
                          OR pg_catalog.starts_with(c.relname, p_prefix OPERATOR(pg_catalog.||) '_'))
                     AND c.relname OPERATOR(pg_catalog.<>) (p_prefix OPERATOR(pg_catalog.||) '_rights') LOOP
@@ -266,14 +268,21 @@ DECLARE
 BEGIN
     FOR v_obj IN SELECT c.relname, c.relkind FROM pg_catalog.pg_class c
                   WHERE c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
-                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'S']::"char"[])
+                    AND c.relkind OPERATOR(pg_catalog.=) ANY (ARRAY['r', 'p', 'S']::"char"[])
                     AND (pg_catalog.starts_with(c.relname, v_prefix OPERATOR(pg_catalog.||) '_')
+                         OR c.relname OPERATOR(pg_catalog.=) v_prefix
                          OR (p_partitions IS NULL
                              AND c.relname OPERATOR(pg_catalog.=) ('a_' OPERATOR(pg_catalog.||) p_queue_id)))
+                    -- a segment goes with its parent
+                    AND NOT c.relispartition
                   ORDER BY c.relkind DESC, c.relname LOOP
         EXECUTE format(CASE WHEN v_obj.relkind OPERATOR(pg_catalog.=) 'S' THEN 'DROP SEQUENCE mq.%I' ELSE 'DROP TABLE mq.%I' END,
                        v_obj.relname);
     END LOOP;
+    -- and a distributed log's sequences on the workers
+    IF p_partitions IS NOT NULL AND mq._citus_enabled() THEN
+        PERFORM mq._citus_drop_worker_sequences(p_queue_id, p_partitions);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION mq._drop_queue_tables(integer, integer) IS 'mq internal: drops the tables and sequences of one queue';
@@ -401,36 +410,242 @@ END
 $$;
 COMMENT ON FUNCTION mq._parse_rate(text) IS 'mq internal: a rate limit such as ''25/min'' in messages per second; 22023 when malformed';
 
--- A partitioned queue is a log: three segment tables mq.p_<id>_0..2 (one
--- takes new messages; maintenance truncates the oldest and moves on, so
--- retention leaves no dead tuples; readers read them all with UNION ALL),
--- and one offset sequence per partition (CACHE 1, src/offsets.c).
+-- Offsets of partitioned queues are assigned where a row is stored, by a
+-- trigger on the queue's tables (src/offsets.c).
+CREATE FUNCTION mq._assign_offset() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'mq_assign_offset' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._assign_offset() IS
+'mq internal: BEFORE INSERT FOR EACH ROW trigger of a partitioned queue (argument: the queue id); gives a row without an offset the next offset of its partition on this node, after recording the hold that keeps readers below it (39P01 when not used so, 55000 without preload)';
+
+-- A partitioned queue is a log: the parent mq.p_<id>, partitioned by
+-- segment into three segment tables mq.p_<id>_0..2 (one takes new
+-- messages; maintenance truncates the oldest and moves on, so retention
+-- leaves no dead tuples; readers read the parent), the head table
+-- mq.p_<id>_head (a row per partition: its high-water mark), one offset
+-- sequence per partition (CACHE 1, src/offsets.c) and the trigger that
+-- takes offsets from them.
 CREATE FUNCTION mq._create_log_tables(p_queue_id integer, p_partitions integer) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    EXECUTE format($ddl$
+        CREATE TABLE mq.%1$I (
+            segment smallint NOT NULL,
+            partition integer NOT NULL,
+            "offset" bigint NOT NULL,
+            key text,
+            payload jsonb NOT NULL,
+            headers jsonb,
+            enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+            PRIMARY KEY (partition, "offset", segment)
+        ) PARTITION BY LIST (segment)$ddl$, 'p_' || p_queue_id);
     FOR v_segment IN 0..2 LOOP
-        EXECUTE format($ddl$
-            CREATE TABLE mq.%1$I (
-                partition integer NOT NULL,
-                "offset" bigint NOT NULL,
-                key text,
-                payload jsonb NOT NULL,
-                headers jsonb,
-                enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-                PRIMARY KEY (partition, "offset")
-            )$ddl$, 'p_' || p_queue_id || '_' || v_segment);
+        EXECUTE format('CREATE TABLE mq.%I PARTITION OF mq.%I FOR VALUES IN (%s)',
+                       'p_' || p_queue_id || '_' || v_segment, 'p_' || p_queue_id, v_segment);
         INSERT INTO mq.segment (queue_id, segment, state)
         VALUES (p_queue_id, v_segment, CASE WHEN v_segment = 0 THEN 'current' ELSE 'free' END);
     END LOOP;
+    EXECUTE format('CREATE TRIGGER assign_offset BEFORE INSERT ON mq.%I FOR EACH ROW'
+                   ' EXECUTE FUNCTION mq._assign_offset(%s)', 'p_' || p_queue_id, p_queue_id);
+    EXECUTE format('CREATE TABLE mq.%I (partition integer PRIMARY KEY, hwm bigint NOT NULL DEFAULT 0)',
+                   'p_' || p_queue_id || '_head');
+    EXECUTE format('INSERT INTO mq.%I (partition) SELECT pg_catalog.generate_series(0, $1 - 1)',
+                   'p_' || p_queue_id || '_head') USING p_partitions;
     FOR v_partition IN 0..p_partitions - 1 LOOP
         EXECUTE format('CREATE SEQUENCE mq.%I AS bigint CACHE 1', 'p_' || p_queue_id || '_o' || v_partition);
     END LOOP;
     EXECUTE format('CREATE TABLE mq.%I ()', 'p_' || p_queue_id || '_rights');
     PERFORM mq._grant_to_owner('p_' || p_queue_id);
+    -- on a Citus coordinator after mq.citus_distribute(): by partition
+    IF mq._citus_enabled() THEN
+        PERFORM mq._citus_distribute_queue(p_queue_id, p_partitions);
+    END IF;
 END
 $$;
-COMMENT ON FUNCTION mq._create_log_tables(integer, integer) IS 'mq internal: creates the tables and offset sequences of one partitioned queue';
+COMMENT ON FUNCTION mq._create_log_tables(integer, integer) IS 'mq internal: creates the tables, offset sequences and offset trigger of one partitioned queue';
+
+-- ---- Citus (docs/scale-out.md) ---------------------------------------------
+-- On a Citus cluster the catalog stays on the coordinator, a partitioned
+-- queue is distributed by partition (its offsets are taken on the worker
+-- holding each partition, by the trigger above, from that worker's copy of
+-- the partition's sequence), and work queues stay on the coordinator.
+
+CREATE FUNCTION mq._local_end(queue_id integer, partition integer, visible boolean) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_local_end' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._local_end(integer, integer, boolean) IS
+'mq internal: the end of a partition from this node''s offset sequence and, when visible, its running sends'' holds (run on the partition''s worker by a router query); 42704 when this node has no such sequence, 55000 visible without preload';
+
+CREATE FUNCTION mq._scram_secret(password text) RETURNS text
+    AS 'MODULE_PATHNAME', 'mq_scram_secret' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION mq._scram_secret(text) IS
+'mq internal: the SCRAM-SHA-256 verifier of a password (random salt), for ALTER ROLE ... PASSWORD';
+
+-- Whether mq.citus_distribute() has run: Citus is installed, this is its
+-- coordinator and mq_owner has its credential in pg_dist_authinfo.
+CREATE FUNCTION mq._citus_enabled() RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_enabled boolean;
+BEGIN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_authinfo') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT pg_catalog.citus_is_coordinator() AND EXISTS (SELECT FROM pg_catalog.pg_dist_authinfo a'
+            ' WHERE a.rolename OPERATOR(pg_catalog.=) ''mq_owner'')' INTO v_enabled;
+    RETURN v_enabled;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_enabled() IS 'mq internal: whether mq.citus_distribute() has run on this Citus coordinator';
+
+CREATE FUNCTION mq._raise_offsets(queue_id integer, partition integer, at_least bigint) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_raise_offsets' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._raise_offsets(integer, integer, bigint) IS
+'mq internal: raises this node''s offset sequence of a partition above at_least (never lowers it) and returns its end; 42704 when this node has no such sequence';
+
+-- The offset sequences of one log on every worker: created when missing,
+-- raised (never lowered) above every offset the coordinator's sequence
+-- handed out, the partition's rows hold, its high-water mark records or a
+-- group committed, so that offsets continue where they were, on whichever
+-- worker the partition is or is moved to.
+CREATE FUNCTION mq._citus_worker_sequences(p_queue_id integer, p_partitions integer) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_seq text;
+    v_used bigint;
+    v_rows bigint;
+    v_hwm bigint;
+    v_err text;
+BEGIN
+    FOR v_partition IN 0..p_partitions - 1 LOOP
+        v_seq := 'p_' || p_queue_id || '_o' || v_partition;
+        EXECUTE format('SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM mq.%I s', v_seq) INTO v_used;
+        EXECUTE format('SELECT max("offset") FROM mq.%I WHERE partition = $1', 'p_' || p_queue_id)
+            INTO v_rows USING v_partition;
+        EXECUTE format('SELECT hwm FROM mq.%I WHERE partition = $1', 'p_' || p_queue_id || '_head')
+            INTO v_hwm USING v_partition;
+        v_used := GREATEST(v_used, v_rows, v_hwm,
+                           (SELECT max(o.committed) FROM mq.group_offset o
+                             WHERE o.queue_id = p_queue_id AND o.partition = v_partition));
+        SELECT r.nodename || ':' || r.nodeport || ': ' || r.result INTO v_err
+          FROM pg_catalog.run_command_on_workers(format(
+            'CREATE SEQUENCE IF NOT EXISTS mq.%1$I AS bigint CACHE 1;'
+            ' GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.%1$I TO mq_owner;'
+            ' SELECT mq._raise_offsets(%2$s, %3$s, %4$s)',
+            v_seq, p_queue_id, v_partition, v_used)) r
+         WHERE NOT r.success LIMIT 1;
+        IF v_err IS NOT NULL THEN
+            RAISE EXCEPTION 'could not create offset sequence mq.% on a worker', v_seq
+                USING ERRCODE = '55000', DETAIL = v_err;
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_worker_sequences(integer, integer) IS
+'mq internal: creates the offset sequences of one partitioned queue on every Citus worker, or raises them above every offset handed out, stored, recorded or committed';
+
+-- Distributes one partitioned queue by partition (its rows move to the
+-- workers).  Work queues are left on the coordinator.
+CREATE FUNCTION mq._citus_distribute_queue(p_queue_id integer, p_partitions integer) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- not Citus's notices about copying the rows
+SET client_min_messages = warning
+AS $$
+DECLARE
+    v_parent text := 'mq.p_' || p_queue_id;
+BEGIN
+    IF p_partitions IS NULL OR pg_catalog.to_regclass(v_parent) IS NULL
+       OR EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                   WHERE d.logicalrelid OPERATOR(pg_catalog.=) v_parent::regclass) THEN
+        RETURN false;
+    END IF;
+    PERFORM mq._citus_worker_sequences(p_queue_id, p_partitions);
+    -- the offset trigger only touches this node's shared memory and sequence
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    PERFORM pg_catalog.create_distributed_table(v_parent, 'partition', colocate_with => 'none',
+                                                shard_count => p_partitions);
+    PERFORM pg_catalog.create_distributed_table(v_parent || '_head', 'partition', colocate_with => v_parent);
+    PERFORM pg_catalog.truncate_local_data_after_distributing_table(v_parent);
+    PERFORM pg_catalog.truncate_local_data_after_distributing_table(v_parent || '_head');
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_distribute_queue(integer, integer) IS
+'mq internal: distributes one partitioned queue by partition over the Citus workers; false when there is nothing to do';
+
+-- Drops a dropped log's offset sequences on the workers.
+CREATE FUNCTION mq._citus_drop_worker_sequences(p_queue_id integer, p_partitions integer) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    FOR v_partition IN 0..p_partitions - 1 LOOP
+        PERFORM pg_catalog.run_command_on_workers(format('DROP SEQUENCE IF EXISTS mq.%I',
+                                                          'p_' || p_queue_id || '_o' || v_partition));
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_drop_worker_sequences(integer, integer) IS
+'mq internal: drops the offset sequences of one partitioned queue on every Citus worker';
+
+CREATE FUNCTION mq.citus_distribute() RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_password text;
+    v_err text;
+    v_count integer := 0;
+    v_queue record;
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER) THEN
+        RAISE EXCEPTION 'permission denied to distribute mq' USING ERRCODE = '42501',
+            DETAIL = 'Only a superuser may run mq.citus_distribute().';
+    END IF;
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_authinfo') IS NULL THEN
+        RAISE EXCEPTION 'Citus is not installed in this database' USING ERRCODE = '55000',
+            HINT = 'mq.citus_distribute() is for a Citus coordinator; on one server there is nothing to distribute.';
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RAISE EXCEPTION 'this node is not the Citus coordinator' USING ERRCODE = '55000';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_node n
+                    WHERE n.groupid OPERATOR(pg_catalog.<>) 0 AND n.noderole OPERATOR(pg_catalog.=) 'primary'
+                      AND n.isactive) THEN
+        RAISE EXCEPTION 'the Citus cluster has no worker' USING ERRCODE = '55000',
+            HINT = 'Add the workers with citus_add_node first.';
+    END IF;
+    -- mq_owner logs in to the workers with a password only pg_dist_authinfo
+    -- holds; the nodes are sent its verifier, never the password
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_authinfo a WHERE a.rolename OPERATOR(pg_catalog.=) 'mq_owner') THEN
+        v_password := pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+                          pg_catalog.gen_random_uuid()::text OPERATOR(pg_catalog.||) pg_catalog.gen_random_uuid()::text,
+                          'UTF8')), 'hex');
+        EXECUTE format('ALTER ROLE mq_owner LOGIN PASSWORD %L', mq._scram_secret(v_password));
+            SELECT r.nodename || ':' || r.nodeport || ': ' || r.result INTO v_err
+          FROM pg_catalog.run_command_on_workers(format('ALTER ROLE mq_owner LOGIN PASSWORD %L',
+                                                        mq._scram_secret(v_password))) r
+         WHERE NOT r.success LIMIT 1;
+        IF v_err IS NOT NULL THEN
+            RAISE EXCEPTION 'could not let mq_owner log in on a worker' USING ERRCODE = '55000', DETAIL = v_err;
+        END IF;
+        INSERT INTO pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo)
+        VALUES (0, 'mq_owner', 'password=' OPERATOR(pg_catalog.||) v_password);
+    END IF;
+    FOR v_queue IN SELECT q.queue_id, q.partitions FROM mq.queue q
+                    WHERE q.partitions IS NOT NULL ORDER BY q.queue_id LOOP
+        IF mq._citus_distribute_queue(v_queue.queue_id, v_queue.partitions) THEN
+            v_count := v_count OPERATOR(pg_catalog.+) 1;
+        ELSE
+            -- already distributed: a worker added since needs the sequences
+            PERFORM mq._citus_worker_sequences(v_queue.queue_id, v_queue.partitions);
+        END IF;
+    END LOOP;
+    PERFORM mq._invalidate();
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION mq.citus_distribute() IS
+'Distributes mq over a Citus cluster (docs/scale-out.md); run once on the coordinator, as a superuser, after citus_add_node of the workers, and again after adding workers or moving shards. Gives mq_owner LOGIN with a random password kept only in pg_dist_authinfo (its SCRAM verifier is set on every node; pg_hba.conf must allow mq_owner only from the nodes), creates each partitioned queue''s offset sequences on every worker and raises them above every offset handed out, stored, recorded as high-water mark or committed by a group, and distributes every partitioned queue not yet distributed by partition (its rows move to the workers). From then on mq.create_queue distributes new partitioned queues itself. Work queues and the catalog stay on the coordinator. Returns the number of queues distributed by this call. Errors: 42501 not a superuser; 55000 Citus not installed, not the coordinator, or no worker.';
 
 CREATE FUNCTION mq._interval_check(p_name text, p_value interval, p_min interval, p_max interval)
 RETURNS void
@@ -768,11 +983,16 @@ BEGIN
         -- the queue's counts (mq.metrics) are made afresh
         PERFORM mq._forget_queue(v_queue_id);
     ELSE
-        -- offsets keep increasing: consumer groups stay valid
-        EXECUTE format('SELECT (SELECT count(*) FROM mq.%1$I) + (SELECT count(*) FROM mq.%2$I) + (SELECT count(*) FROM mq.%3$I)',
-                       'p_' || v_queue_id || '_0', 'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2') INTO v_count;
-        EXECUTE format('TRUNCATE mq.%I, mq.%I, mq.%I', 'p_' || v_queue_id || '_0',
-                       'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2');
+        -- Offsets keep increasing, so consumer groups stay valid: once no
+        -- send runs, each partition's end becomes its high-water mark,
+        -- which a node receiving the partition later continues above.
+        EXECUTE format('LOCK TABLE mq.%I IN ACCESS EXCLUSIVE MODE', 'p_' || v_queue_id);
+        FOR v_partition IN 0..(SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) - 1 LOOP
+            EXECUTE format('UPDATE mq.%I SET hwm = $2 WHERE partition = $1 AND hwm < $2', 'p_' || v_queue_id || '_head')
+                USING v_partition, mq._partition_end(_purge.queue_name, v_partition) - 1;
+        END LOOP;
+        EXECUTE format('SELECT count(*) FROM mq.%I', 'p_' || v_queue_id) INTO v_count;
+        EXECUTE format('TRUNCATE mq.%I', 'p_' || v_queue_id);
     END IF;
     RETURN v_count;
 END
@@ -958,7 +1178,7 @@ CREATE FUNCTION mq.poll(queue_name text, consumer_group text, member text,
 RETURNS TABLE (partition integer, "offset" bigint, key text, payload jsonb, headers jsonb, enqueued_at timestamptz)
     AS 'MODULE_PATHNAME', 'mq_poll' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
 COMMENT ON FUNCTION mq.poll(text, text, text, integer, interval) IS
-'Reads the next messages of a partitioned queue for one member of a consumer group (as a Kafka consumer poll). Joins the group and heartbeats; the group leases each partition to one live member at a time and rebalances to a fair share when members come and go. Returns up to max_messages (1 to 10000) messages of the member''s partitions after its position, in offset order per partition, never past an offset whose sending transaction is still open. wait (0 to 15 minutes) is long polling. Nothing is written per message; the position moves per partition per poll; use mq.commit to record progress. consumer_group and member: 1 to 200 bytes. Errors: 22004 NULL argument; 22023 bad max_messages, wait, group or member; 42704 no such queue; 42809 not a partitioned queue; 53400 or 55000 rate limit table full or mq not preloaded; 57014 wait cancelled; 42501 no consume right on the queue.';
+'Reads the next messages of a partitioned queue for one member of a consumer group (as a Kafka consumer poll). Joins the group and heartbeats; the group leases each partition to one live member at a time and rebalances to a fair share when members come and go. Returns up to max_messages (1 to 10000) messages of the member''s partitions after its position, in offset order per partition, never past an offset whose sending transaction is still open. wait (0 to 15 minutes) is long polling. Nothing is written per message; the position moves per partition per poll; use mq.commit to record progress. consumer_group and member: 1 to 200 bytes. Errors: 22004 NULL argument; 22023 bad max_messages, wait, group or member; 42704 no such queue; 42809 not a partitioned queue; 53400 or 55000 rate limit table full or mq not preloaded; 57014 wait cancelled; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq._log_id(p_queue_name text, p_group text) RETURNS integer
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1117,7 +1337,7 @@ CREATE FUNCTION mq.commit(queue_name text, consumer_group text, partition intege
                           member text DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_commit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.commit(text, text, integer, bigint, text) IS
-'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 42501 no consume right on the queue.';
+'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq._seek_to(p_queue_name text, p_group text, p_partition integer, p_how text,
                          p_offset bigint, p_at timestamptz)
@@ -1142,15 +1362,17 @@ BEGIN
         ELSIF p_how = 'latest' THEN
             v_next := mq._partition_end(p_queue_name, v_p);
         ELSE
-            EXECUTE format('SELECT min(o) FROM (SELECT min("offset") FROM mq.%1$I WHERE partition = $1 AND enqueued_at >= $2'
-                           ' UNION ALL SELECT min("offset") FROM mq.%2$I WHERE partition = $1 AND enqueued_at >= $2'
-                           ' UNION ALL SELECT min("offset") FROM mq.%3$I WHERE partition = $1 AND enqueued_at >= $2) s(o)',
-                           'p_' || v_queue_id || '_0', 'p_' || v_queue_id || '_1', 'p_' || v_queue_id || '_2')
+            EXECUTE format('SELECT min("offset") FROM mq.%I WHERE partition = $1 AND enqueued_at >= $2',
+                           'p_' || v_queue_id)
                INTO v_next USING v_p, coalesce(p_at, '-infinity');
             v_next := coalesce(v_next, mq._partition_end(p_queue_name, v_p));
         END IF;
         UPDATE mq.group_offset o SET committed = v_next - 1
          WHERE o.queue_id = v_queue_id AND o.consumer_group = p_group AND o.partition = v_p;
+        -- an offset committed past the last message is a high-water mark
+        -- (a node receiving the partition later continues above it)
+        EXECUTE format('UPDATE mq.%I SET hwm = $2 WHERE partition = $1 AND hwm < $2', 'p_' || v_queue_id || '_head')
+            USING v_p, v_next - 1;
         -- whoever polls the partition next starts from there
         UPDATE mq.group_partition g SET lease_epoch = g.lease_epoch + 1
          WHERE g.queue_id = v_queue_id AND g.consumer_group = p_group AND g.partition = v_p;
@@ -1418,7 +1640,9 @@ BEGIN
     FOR v_fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
                  WHERE p.pronamespace OPERATOR(pg_catalog.=) 'mq'::regnamespace AND p.prosecdef
                    AND p.proname OPERATOR(pg_catalog.<>) ALL (ARRAY['_create_queue_tables', '_create_log_tables',
-                       '_drop_queue_tables', '_grant_to_owner', '_set_right']::name[]) LOOP
+                       '_drop_queue_tables', '_grant_to_owner', '_set_right', '_citus_enabled',
+                       '_citus_worker_sequences', '_citus_distribute_queue',
+                       '_citus_drop_worker_sequences']::name[]) LOOP
         EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO mq_owner', v_fn);
     END LOOP;
 END
@@ -1565,7 +1789,14 @@ BEGIN
             PERFORM mq._create_log_tables(v_q.queue_id, v_q.partitions);
 
             FOR v_segment IN 0..2 LOOP
-                PERFORM mq_update_0_1_0.take_over('p_' || v_id || '_' || v_segment);
+                -- 0.2.0's segments are the leaves of a declarative parent
+                -- with a segment column: the rows are copied into it, with
+                -- their offsets (the offset trigger keeps given ones).
+                EXECUTE format('INSERT INTO mq.%1$I (segment, partition, "offset", key, payload, headers, enqueued_at)'
+                               ' SELECT %3$s, partition, "offset", key, payload, headers, enqueued_at'
+                               ' FROM mq_update_0_1_0.%2$I ORDER BY partition, "offset"',
+                               'p_' || v_id || '_' || v_segment, 'p_' || v_id || '_' || v_segment, v_segment);
+                EXECUTE format('DROP TABLE mq_update_0_1_0.%I', 'p_' || v_id || '_' || v_segment);
                 -- The current segment stays current since it became so;
                 -- the others hold older messages (sealed) or none (free).
                 EXECUTE format('SELECT EXISTS (SELECT FROM mq.%I)', 'p_' || v_id || '_' || v_segment) INTO v_rows;
@@ -1582,10 +1813,7 @@ BEGIN
                 EXECUTE format('SELECT s.last_value, s.is_called FROM mq_update_0_1_0.%I s',
                                'p_' || v_id || '_o' || v_partition)
                    INTO v_last, v_called;
-                EXECUTE format('SELECT max(o) FROM (SELECT max("offset") FROM mq.%1$I WHERE partition = $1'
-                               ' UNION ALL SELECT max("offset") FROM mq.%2$I WHERE partition = $1'
-                               ' UNION ALL SELECT max("offset") FROM mq.%3$I WHERE partition = $1) s(o)',
-                               'p_' || v_id || '_0', 'p_' || v_id || '_1', 'p_' || v_id || '_2')
+                EXECUTE format('SELECT max("offset") FROM mq.%I WHERE partition = $1', 'p_' || v_id)
                    INTO v_max USING v_partition;
                 v_last := greatest(CASE WHEN v_called THEN v_last END, v_max);
                 IF v_last IS NOT NULL THEN
@@ -1612,8 +1840,8 @@ ALTER TABLE mq.queue DROP COLUMN segment, DROP COLUMN segment_since;
 -- every GRANT and REVOKE while a script runs is recorded as an initial
 -- privilege (pg_init_privs) of what it touches, member or not, which
 -- pg_dump would then leave out of a dump.  ALTER EXTENSION ... DROP undoes
--- both; the tables kept from 0.1.0 (archives, partitioned queues' segments)
--- are added first so that dropping them clears their record too.
+-- both; the tables kept from 0.1.0 (archives) are added first so that
+-- dropping them clears their record too.
 DO $$
 DECLARE
     v_rel record;
@@ -1624,7 +1852,7 @@ BEGIN
                                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                                    AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') AS member
                    FROM pg_class c
-                  WHERE c.relnamespace = 'mq'::regnamespace AND c.relkind IN ('r', 'S')
+                  WHERE c.relnamespace = 'mq'::regnamespace AND c.relkind IN ('r', 'p', 'S')
                     AND c.relname ~ '^[apq]_[0-9]+(_|$)'
                   ORDER BY c.relname LOOP
         IF NOT v_rel.member THEN

@@ -38,6 +38,7 @@
 #include "utils/snapmgr.h"
 
 #include "offsets.h"
+#include "partition.h"
 #include "queue.h"
 #include "segment.h"
 #include "state.h"
@@ -267,31 +268,30 @@ log_metrics(MqQueue *q, Metrics *m)
 	Oid			argtypes[1] = {INT4OID};
 	SPIPlanPtr	plan = q->plans[MPLAN_LOG_FIRST];
 
+	/*
+	 * the first retained message of a partition (the oldest one too): a
+	 * plain statement on the parent, which Citus routes to the partition's
+	 * worker (it cannot plan an aggregate over it generically)
+	 */
 	if (plan == NULL)
-	{
-		StringInfoData sql;
-
-		/* the first retained message of a partition, in each segment */
-		initStringInfo(&sql);
-		appendStringInfoString(&sql, "SELECT min(f.o), min(f.at) FROM (");
-		for (int s = 0; s < MQ_LOG_SEGMENTS; s++)
-			appendStringInfo(&sql, "%s(SELECT \"offset\" AS o, enqueued_at AS at FROM mq.%s"
-							 " WHERE partition " OP("=") " $1 ORDER BY \"offset\" LIMIT 1)",
-							 s > 0 ? " UNION ALL " : "", MqSegmentTable(q, s));
-		appendStringInfoString(&sql, ") f");
-		plan = MqQueuePlan(q, MPLAN_LOG_FIRST, sql.data, 1, argtypes);
-	}
+		plan = MqQueuePlan(q, MPLAN_LOG_FIRST,
+						   psprintf("SELECT \"offset\", enqueued_at FROM mq.p_%d WHERE partition " OP("=") " $1"
+									" ORDER BY \"offset\" LIMIT 1", q->queue_id),
+						   1, argtypes);
 	for (int p = 0; p < q->partitions; p++)
 	{
 		Datum		arg = Int32GetDatum(p);
-		int64		end = MqSequenceEnd(q->offset_seqs[p]);
+		int64		end = MqPartitionEnd(q, p, false);
 		bool		isnull;
 		Datum		first;
 
-		select_latest(q, plan, &arg);
-		first = col(1, &isnull);
-		if (!isnull)
+		/* no row when the partition retains nothing */
+		if (SPI_execute_snapshot(plan, &arg, NULL, GetLatestSnapshot(), InvalidSnapshot,
+								 true, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not compute the metrics of queue \"%s\"", q->name);
+		if (SPI_processed == 1)
 		{
+			first = col(1, &isnull);
 			m->depth += end - DatumGetInt64(first);
 			m->oldest = earlier(m->oldest, DatumGetTimestampTz(col(2, &isnull)));
 		}

@@ -6,11 +6,13 @@
  *
  * A message with a key goes to partition hash(key) mod partitions, always
  * the same one for a key; a message without a key goes to the next
- * partition of a per-session round robin.  Its offset is the next value of
- * the partition's sequence, taken through offsets.c so that readers never
- * pass it while the sending transaction runs.  Rows go to the current
- * segment table mq.p_<id>_<segment> (segment.c); readers read the three
- * segments with UNION ALL, each through its primary key.
+ * partition of a per-session round robin.  Rows go to the current segment
+ * mq.p_<id>_<segment> (segment.c), a leaf of the declarative parent
+ * mq.p_<id>; their offsets are assigned where the row is stored, by the
+ * trigger mq._assign_offset() (offsets.c: the hold, then the next value
+ * of the partition's sequence, so that readers never pass it while the
+ * sending transaction runs), and come back with RETURNING.  Readers read
+ * the parent in one statement, a Merge Append of the leaves' primary keys.
  *
  * mq.poll first settles the member's membership: in the steady state
  * (heartbeat and leases fresh, fair share held) one read returns its
@@ -66,6 +68,7 @@ enum
 	PPLAN_COMMIT,
 	PPLAN_GROUP_INIT,
 	PPLAN_STEADY,
+	PPLAN_LOCAL_END,			/* distributed: the end from the partition's node */
 	PPLAN_END
 };
 
@@ -74,17 +77,19 @@ StaticAssertDecl(PPLAN_END <= MQ_MAX_PLANS, "too many plans per queue");
 
 #define MAX_POLL 10000
 
+/* The send into segment: the trigger assigns the offset, RETURNING gives it. */
 static SPIPlanPtr
 insert_plan(MqQueue *q, int segment)
 {
-	static const Oid argtypes[5] = {INT4OID, INT8OID, TEXTOID, JSONBOID, JSONBOID};
+	static const Oid argtypes[4] = {INT4OID, TEXTOID, JSONBOID, JSONBOID};
 
 	if (q->plans[PPLAN_INSERT + segment] != NULL)
 		return q->plans[PPLAN_INSERT + segment];
 	return MqQueuePlan(q, PPLAN_INSERT + segment,
-					   psprintf("INSERT INTO mq.%s (partition, \"offset\", key, payload, headers)"
-								" VALUES ($1, $2, $3, $4, $5)", MqSegmentTable(q, segment)),
-					   5, argtypes);
+					   psprintf("INSERT INTO mq.%s (segment, partition, key, payload, headers)"
+								" VALUES (%d, $1, $2, $3, $4) RETURNING \"offset\"",
+								MqSegmentTable(q, segment), segment),
+					   4, argtypes);
 }
 
 /*
@@ -125,19 +130,17 @@ send_one(MqQueue *q, int segment, Datum payload, MqNullable key, MqNullable head
 {
 	char	   *keystr = key.isnull ? NULL : TextDatumGetCString(key.value);
 	int32		partition = partition_of(q, keystr);
-	int64		offset;
-	Datum		values[5];
-	char		nulls[5] = {' ', ' ', key.isnull ? 'n' : ' ', ' ', headers.isnull ? 'n' : ' '};
+	Datum		values[4];
+	char		nulls[4] = {' ', key.isnull ? 'n' : ' ', ' ', headers.isnull ? 'n' : ' '};
+	bool		isnull;
 
-	MqHold(q->queue_id, partition, segment, q->offset_seqs[partition], true);
-	offset = MqNextId(q->offset_seqs[partition]);
 	values[0] = Int32GetDatum(partition);
-	values[1] = Int64GetDatum(offset);
-	values[2] = key.value;
-	values[3] = payload;
-	values[4] = headers.value;
-	MqQueueRun(q, insert_plan(q, segment), values, nulls, SPI_OK_INSERT);
-	return offset;
+	values[1] = key.value;
+	values[2] = payload;
+	values[3] = headers.value;
+	if (MqQueueRun(q, insert_plan(q, segment), values, nulls, SPI_OK_INSERT_RETURNING) != 1)
+		elog(ERROR, "send to queue \"%s\" returned no offset", q->name);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /* Send one message; returns its offset in its partition. */
@@ -386,6 +389,61 @@ group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 	return owned_from_result(owned, true);
 }
 
+/*
+ * The end of a partition: visible, the visible end (every offset below it
+ * belongs to a send that has ended); otherwise one past the highest offset
+ * handed out.
+ */
+int64
+MqPartitionEnd(MqQueue *q, int32 partition, bool visible)
+{
+	static const Oid argtypes[3] = {INT4OID, INT4OID, BOOLOID};
+	SPIPlanPtr	plan;
+	Datum		values[3];
+	bool		isnull;
+
+	if (!q->distributed)
+		return visible ? MqVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]) :
+			MqSequenceEnd(q->offset_seqs[partition]);
+
+	/*
+	 * On a Citus cluster the sequence and the holds are on the node that
+	 * stores the partition: a router query on its head row runs
+	 * mq._local_end there (a kept generic plan, one round trip).
+	 */
+	plan = q->plans[PPLAN_LOCAL_END];
+	if (plan == NULL)
+		plan = MqQueuePlan(q, PPLAN_LOCAL_END,
+						   psprintf("SELECT mq._local_end($1, $2, $3) FROM mq.p_%d_head"
+									" WHERE partition " OP("=") " $2", q->queue_id),
+						   3, argtypes);
+	values[0] = Int32GetDatum(q->queue_id);
+	values[1] = Int32GetDatum(partition);
+	values[2] = BoolGetDatum(visible);
+	if (MqQueueRun(q, plan, values, NULL, SPI_OK_SELECT) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("partition %d of queue \"%s\" has no head row", partition, q->name)));
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * On a Citus cluster a poll or commit reads the end and the rows on the
+ * partition's worker in two statements; the worker's transaction must take
+ * a new snapshot for the second, which only READ COMMITTED does.
+ */
+static void
+require_read_committed(MqQueue *q, const char *what)
+{
+	if (q->distributed && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s distributed queue \"%s\" in a REPEATABLE READ or SERIALIZABLE transaction",
+						what, q->name),
+				 errdetail("On a Citus cluster the partition's visible end and its messages are read on its worker in two statements, which need two snapshots."),
+				 errhint("Use READ COMMITTED.")));
+}
+
 /* Read one partition from its position below end; returns rows emitted. */
 static uint64
 fetch_partition(MqQueue *q, Owned *o, int64 end, int limit, ReturnSetInfo *rsinfo)
@@ -398,19 +456,12 @@ fetch_partition(MqQueue *q, Owned *o, int64 end, int limit, ReturnSetInfo *rsinf
 	int			ret;
 
 	if (plan == NULL)
-	{
-		StringInfoData sql;
-
-		initStringInfo(&sql);
-		for (int s = 0; s < MQ_LOG_SEGMENTS; s++)
-			appendStringInfo(&sql, "%s(SELECT partition, \"offset\", key, payload, headers, enqueued_at"
-							 " FROM mq.%s WHERE partition " OP("=") " $1"
-							 " AND \"offset\" " OP(">") " $2 AND \"offset\" " OP("<") " $3"
-							 " ORDER BY \"offset\" LIMIT $4)",
-							 s > 0 ? " UNION ALL " : "", MqSegmentTable(q, s));
-		appendStringInfoString(&sql, " ORDER BY 2 LIMIT $4");
-		plan = MqQueuePlan(q, PPLAN_FETCH, sql.data, 4, argtypes);
-	}
+		plan = MqQueuePlan(q, PPLAN_FETCH,
+						   psprintf("SELECT partition, \"offset\", key, payload, headers, enqueued_at"
+									" FROM mq.p_%d WHERE partition " OP("=") " $1"
+									" AND \"offset\" " OP(">") " $2 AND \"offset\" " OP("<") " $3"
+									" ORDER BY \"offset\" LIMIT $4", q->queue_id),
+						   4, argtypes);
 	/* the latest snapshot: taken after the visible end was computed */
 	ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
 							   true, false, 0);
@@ -550,16 +601,17 @@ poll_once(MqQueue *q, text *group, text *member, int max, ReturnSetInfo *rsinfo)
 {
 	static uint32 start = 0;	/* rotate so no partition starves */
 	Owned	   *owned;
-	int			nowned = group_sync(q, group, member, &owned);
+	int			nowned;
 	uint64		total = 0;
 
+	require_read_committed(q, "poll");
+	nowned = group_sync(q, group, member, &owned);
 	resolve_pending(q, group, owned, nowned);
 	start++;
 	for (int i = 0; i < nowned && total < (uint64) max; i++)
 	{
 		Owned	   *o = &owned[(start + i) % nowned];
-		int64		end = MqVisibleEnd(q->queue_id, o->partition,
-									   q->offset_seqs[o->partition]);
+		int64		end = MqPartitionEnd(q, o->partition, true);
 		uint64		n;
 
 		if (end - 1 <= o->position)
@@ -708,6 +760,7 @@ mq_commit(PG_FUNCTION_ARGS)
 	MqRequirePreload("partitioned queues");
 	q = MqQueueOpen(queue_name, &session, MQ_RIGHT_CONSUME);
 	MqRequirePartitioned(q);
+	require_read_committed(q, "commit to");
 	group = required_text(fcinfo, 1, "consumer_group");
 	check_group(group);
 	if (PG_ARGISNULL(2) || PG_ARGISNULL(3))
@@ -725,7 +778,7 @@ mq_commit(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("offset must not be negative")));
 	/* committing past the visible end would silently skip messages to come */
-	end = MqVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]);
+	end = MqPartitionEnd(q, partition, true);
 	if (offset >= end)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -770,7 +823,7 @@ mq_partition_end(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("partition %d does not exist", partition)));
-	end = MqVisibleEnd(q->queue_id, partition, q->offset_seqs[partition]);
+	end = MqPartitionEnd(q, partition, true);
 	MqQueueClose(&session);
 	PG_RETURN_INT64(end);
 }

@@ -19,5 +19,6 @@ extern int64 MqPartitionSend(MqQueue *q, Datum payload, MqNullable key,
 							 MqNullable headers);
 extern void MqPartitionSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 								 ArrayType *headers, ReturnSetInfo *rsinfo);
+extern int64 MqPartitionEnd(MqQueue *q, int32 partition, bool visible);
 
 #endif							/* MQ_PARTITION_H */

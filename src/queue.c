@@ -338,6 +338,9 @@ load_queue(const char *key, MqQueue *q)
 		q->msg_seq = MqQueueRelid(q, psprintf("q_%d_seq", q->queue_id));
 		q->delayed_relid = MqQueueRelid(q, psprintf("q_%d_d", q->queue_id));
 	}
+	q->distributed = MqCitusDistributed(q->partitions > 0 ?
+										MqQueueRelid(q, psprintf("p_%d", q->queue_id)) :
+										MqQueueRelid(q, psprintf("q_%d_0", q->queue_id)));
 	/* the version read before: an invalidation processed while loading reloads */
 	q->segments_version = segments_version;
 	MqSegmentsLoad(q);

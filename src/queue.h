@@ -72,6 +72,7 @@ typedef struct MqQueue
 	Interval	retention;		/* partitioned queues */
 	Interval	session_timeout;	/* consumer groups' member timeout */
 	Oid		   *offset_seqs;	/* [partitions], in CacheMemoryContext */
+	bool		distributed;	/* its tables are Citus-distributed (citus.c) */
 	Oid			msg_seq;		/* work queues: mq.q_<id>_seq */
 	Oid			delayed_relid;	/* work queues: mq.q_<id>_d */
 	/* segments, reloaded when mq.segment changes (segment.c) */
@@ -136,5 +137,8 @@ extern SPIPlanPtr MqQueuePlan(MqQueue *q, int slot, const char *sql,
 							  int nargs, const Oid *argtypes);
 extern uint64 MqQueueRun(MqQueue *q, SPIPlanPtr plan, Datum *values,
 						 const char *nulls, int expected);
+
+/* citus.c */
+extern bool MqCitusDistributed(Oid relid);
 
 #endif							/* MQ_QUEUE_H */

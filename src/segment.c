@@ -30,6 +30,9 @@
  * Maintenance never waits for a table lock: it takes the ACCESS EXCLUSIVE
  * lock that TRUNCATE needs only if nobody is using the segment (a running
  * send or read holds a lock on it), and otherwise tries again next pass.
+ * Before a partitioned queue's segment is emptied, each partition's visible
+ * end is recorded as its high-water mark (mq.p_<id>_head): offsets never
+ * go below it, wherever the partition is stored later.
  * The state lives in mq.segment so that it is transactional and survives
  * restarts; changing it sends an invalidation on which every backend
  * reloads it (queue.c).
@@ -50,6 +53,7 @@
 #include "utils/timestamp.h"
 
 #include "offsets.h"
+#include "partition.h"
 #include "segment.h"
 #include "shmem.h"
 #include "state.h"
@@ -367,17 +371,19 @@ rotate_log(MqQueue *q, bool *changed)
 	MqSegment  *cur = &q->segments[q->current];
 	int			oldest = (q->current + 1) % q->nsegments;
 	double		half_ms = MqIntervalSeconds(&q->retention) * 500.0;
-	Oid			argtypes[1] = {INTERVALOID};
-	Datum		values[1] = {IntervalPGetDatum(&q->retention)};
+	TimestampTz now = GetCurrentTimestamp();
+	Oid			argtypes[2] = {TIMESTAMPTZOID, INT8OID};
+	Datum		values[2];
 	bool		isnull;
 	int64		count;
 
-	if (!TimestampDifferenceExceeds(cur->since, GetCurrentTimestamp(), (int) Min(half_ms, INT_MAX)) ||
+	if (!TimestampDifferenceExceeds(cur->since, now, (int) Min(half_ms, INT_MAX)) ||
 		!lock_if_idle(q, oldest))
 		return 0;
-	run(psprintf("SELECT pg_catalog.count(*) FILTER (WHERE enqueued_at OPERATOR(pg_catalog.>=)"
-				 " (pg_catalog.clock_timestamp() OPERATOR(pg_catalog.-) $1)), pg_catalog.count(*)"
-				 " FROM mq.%s", MqSegmentTable(q, oldest)),
+	values[0] = DirectFunctionCall2(timestamptz_mi_interval, TimestampTzGetDatum(now),
+									IntervalPGetDatum(&q->retention));
+	run(psprintf("SELECT pg_catalog.count(*) FILTER (WHERE enqueued_at OPERATOR(pg_catalog.>=) $1),"
+				 " pg_catalog.count(*) FROM mq.%s", MqSegmentTable(q, oldest)),
 		1, argtypes, values, SPI_OK_SELECT);
 	if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0)
 	{
@@ -385,6 +391,16 @@ rotate_log(MqQueue *q, bool *changed)
 		return 0;
 	}
 	count = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	for (int p = 0; p < q->partitions; p++)
+	{
+		argtypes[0] = INT4OID;
+		values[0] = Int32GetDatum(p);
+		values[1] = Int64GetDatum(MqPartitionEnd(q, p, true) - 1);
+		run(psprintf("UPDATE mq.p_%d_head SET hwm = $2"
+					 " WHERE partition OPERATOR(pg_catalog.=) $1 AND hwm OPERATOR(pg_catalog.<) $2",
+					 q->queue_id),
+			2, argtypes, values, SPI_OK_UPDATE);
+	}
 	run(psprintf("TRUNCATE mq.%s", MqSegmentTable(q, oldest)), 0, NULL, NULL, SPI_OK_UTILITY);
 	set_state(q, q->current, MQ_SEG_SEALED, false, 0);
 	set_state(q, oldest, MQ_SEG_CURRENT, true, 0);

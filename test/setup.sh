@@ -7,6 +7,8 @@
 #    they are all installed already, so a second run is fast and offline).
 # 2. Builds and installs the extension (`make && make install` at the top)
 #    and the signup example when it has a Makefile.
+# 3. Builds and installs Citus when ../shared/tools/build-citus.sh exists
+#    (MQ_SKIP_CITUS=1: not), for the cluster test.
 # Safe to run again at any time.
 set -euo pipefail
 
@@ -96,3 +98,23 @@ if [ -f "$REPO/examples/signup/Makefile" ]; then
 	build_and_install "$REPO/examples/signup"
 fi
 say "mq installed ($("$PG_CONFIG" --version))"
+
+# 3. Citus, for t/100_citus_cluster.pl (which skips without it): built from
+#    its source tarball by ../shared/tools/build-citus.sh when that script
+#    is there (a few minutes; it does nothing when Citus 13.2 is installed).
+#    MQ_SKIP_CITUS=1 skips this step; a failed build only makes that test
+#    skip.
+CITUS_BUILD=$REPO/../shared/tools/build-citus.sh
+if [ "${MQ_SKIP_CITUS:-0}" = 1 ] || [ ! -f "$CITUS_BUILD" ]; then
+	say "not building Citus (MQ_SKIP_CITUS=1 or no $CITUS_BUILD)"
+elif [ -f "$("$PG_CONFIG" --pkglibdir)/citus.so" ]; then
+	say "citus already installed"
+elif as_root true; then
+	say "building Citus with $CITUS_BUILD"
+	# its apt-get install needs a fresh package list
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null || true
+	as_root env PG_CONFIG="$PG_CONFIG" bash "$CITUS_BUILD" ||
+		say "building Citus failed: t/100_citus_cluster.pl will skip"
+else
+	say "not root and no sudo: not building Citus (t/100_citus_cluster.pl will skip)"
+fi

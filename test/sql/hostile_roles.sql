@@ -1066,6 +1066,7 @@ INSERT INTO hostile.steps (suite, ord, name, sql, ok) VALUES
 ('pq_admin', 38, 'purge l1 (consume only, through q1consume)', $s$SELECT mq.purge('hpq_l1')$s$, '42501'),
 ('pq_admin', 39, 'create_queue', $s$SELECT mq.create_queue('hpq_new')$s$, '42501'),
 ('pq_admin', 40, 'maintain', $s$SELECT mq.maintain()$s$, '42501'),
+('pq_admin', 41, 'citus_distribute', $s$SELECT mq.citus_distribute()$s$, '42501'),
 ('pq_admin', 50, 'as q1consume: read q1', $s$SELECT msg_id FROM mq.read('hpq_q1')$s$, 'ok=5'),
 ('pq_admin', 51, 'revoke q1consume''s consume on q1',
  $s$SELECT mq.revoke('hpq_q1', 'regress_hostile_q1consume', 'consume')$s$, 'ok=true'),

@@ -218,6 +218,11 @@ SELECT rolsuper FROM pg_roles WHERE rolname = 'regress_mq_nobody';
 SELECT has_table_privilege('regress_mq_nobody', 'pg_catalog.pg_authid', 'SELECT') AS authid,
        has_table_privilege('regress_mq_nobody', 'mq.queue', 'SELECT') AS catalog;
 
+-- mq.citus_distribute() is for a Citus coordinator: on one server it is
+-- refused and mq_owner keeps NOLOGIN
+SELECT mq.citus_distribute();
+SELECT rolcanlogin FROM pg_roles WHERE rolname = 'mq_owner';
+
 -- the admin's queue was owned by nobody but mq: no object depends on the roles
 SELECT mq.drop_queue('priv');
 SET client_min_messages = warning;

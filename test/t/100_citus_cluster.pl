@@ -1,0 +1,497 @@
+# mq on a Citus cluster (docs/scale-out.md): a coordinator and two workers
+# on this machine, citus and mq preloaded on each, clients only on the
+# coordinator.  Skips when citus.so is not installed for the PostgreSQL
+# under test (shared/tools/build-citus.sh builds it).
+#
+#  1. Two queues made on the coordinator before distribution, with
+#     messages; mq.citus_distribute() distributes the log by partition
+#     (the work queue stays on the coordinator), gives mq_owner a login
+#     whose password only pg_dist_authinfo holds (pg_hba here asks mq_owner
+#     for it), and the log's offsets continue where they were.
+#  2. A partitioned queue of 4 partitions made after it: distributed by
+#     partition over both workers, with the offset trigger on the shards.
+#     A transaction sending to partitions on two workers is refused at
+#     PREPARE and leaves nothing.  Out-of-order commits: an open send on a
+#     worker holds its partition's visible end, a later committed send
+#     stays unread until the first commits, then both are read in offset
+#     order; a commit past the end, and a poll in REPEATABLE READ, are
+#     refused.
+#  3. Producers through the coordinator (procedures in their own
+#     sessions: transactions of 1 to 3 keyed sends, to the partitions of
+#     one worker, with pauses so that they commit out of offset order; 15%
+#     roll back) and a consumer group: one member polls all along, one
+#     dies (its session ends without leaving: its leases lapse after the
+#     2 s session timeout), one joins later, one drains.  Then: every
+#     committed send was processed with its payload (none lost), no
+#     rolled-back send was delivered, first processings of a partition come
+#     in offset order, a key maps to one partition, the dead member's
+#     partitions were processed by others after it died, and the workload
+#     did commit out of offset order.
+#  4. A worker crashes (immediate stop) with a send open on it: sends to
+#     its partitions fail while it is down, the other worker's go on; after
+#     its restart every committed message is there, the open send left
+#     nothing, offsets continue above the stored ones with no duplicate,
+#     and the group reads exactly the new messages.
+#  4b. A shard move of one partition to the other worker and back: the
+#     sequence does not move, the first send on the new node raises the
+#     node's sequence above the partition's rows, offsets continue above
+#     every stored one, and the group reads exactly the new messages.
+#  6. send_batch, metrics, seek by time and purge on a distributed log;
+#     a partition emptied by purge and moved continues above its
+#     high-water mark once mq.citus_distribute() runs again.
+#  5. A work queue made after distribution stays on the coordinator, and 3
+#     consumers claim and ack 300 messages concurrently: each message is
+#     acked once and never held by two consumers at once.
+use strict;
+use warnings;
+
+use IPC::Run;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time sleep);
+
+my $pkglibdir = `pg_config --pkglibdir`;
+chomp $pkglibdir;
+if (!-f "$pkglibdir/citus.so")
+{
+	plan skip_all => "citus is not installed in $pkglibdir (shared/tools/build-citus.sh builds it)";
+}
+
+my $t0 = time;
+my %node;
+for my $name ('coord', 'worker1', 'worker2')
+{
+	my $n = PostgreSQL::Test::Cluster->new($name);
+	$n->init;
+	# Citus opens connections between the nodes; mq's worker needs one
+	$n->append_conf('postgresql.conf', qq{
+listen_addresses = '127.0.0.1'
+shared_preload_libraries = 'citus,mq'
+max_connections = 100
+max_prepared_transactions = 50
+citus.node_conninfo = 'sslmode=disable'
+mq.maintenance_interval = '200ms'
+track_commit_timestamp = on
+password_encryption = 'scram-sha-256'
+});
+	# mq_owner may log in only over TCP from the nodes, with its password
+	open my $hba, '>', $n->data_dir . '/pg_hba.conf' or die $!;
+	print $hba <<'HBA';
+local all mq_owner reject
+host all mq_owner 127.0.0.1/32 scram-sha-256
+local all all trust
+host all all 127.0.0.1/32 trust
+HBA
+	close $hba;
+	$n->start;
+	$n->safe_psql('postgres', 'CREATE EXTENSION citus');
+	$node{$name} = $n;
+}
+my $c = $node{coord};
+my ($w1, $w2) = ($node{worker1}, $node{worker2});
+my %worker_of_port = ($w1->port => 'worker1', $w2->port => 'worker2');
+sub sql { return $c->safe_psql('postgres', $_[0]); }
+
+sql(sprintf(q{SELECT citus_set_coordinator_host('127.0.0.1', %d)}, $c->port));
+sql(sprintf(q{SELECT citus_add_node('127.0.0.1', %d)}, $_->port)) for ($w1, $w2);
+sql('CREATE EXTENSION mq');
+is($w1->safe_psql('postgres', q{SELECT extversion FROM pg_extension WHERE extname = 'mq'}),
+	'0.2.0', 'Citus ran CREATE EXTENSION mq on the workers');
+note(sprintf('cluster up in %.1f s', time - $t0));
+
+# ---------------------------------------------------------------- 1
+sql(q{
+SELECT mq.create_queue('early', partitions => 2);
+SELECT mq.send('early', jsonb_build_object('i', i), 'k' || (i % 5)) FROM generate_series(1, 12) i;
+SELECT mq.create_queue('wq_early');
+SELECT mq.send('wq_early', jsonb_build_object('i', i)) FROM generate_series(1, 5) i;
+});
+my $eid = sql(q{SELECT queue_id FROM mq.queue WHERE queue_name = 'early'});
+my $wid = sql(q{SELECT queue_id FROM mq.queue WHERE queue_name = 'wq_early'});
+# one more offset of k1's partition, handed out and rolled back
+$c->psql('postgres', q{BEGIN; SELECT mq.send('early', '{"rb": true}', 'k1'); ROLLBACK;});
+my $pk1 = sql(q{SELECT ((hashtext('k1')::bigint & 4294967295) % 2)::int});
+my $seq_k1 = sql("SELECT last_value FROM mq.p_${eid}_o$pk1");
+my $max_k1 = sql(qq{SELECT max("offset") FROM mq.p_$eid WHERE partition = $pk1});
+ok($seq_k1 > $max_k1, "the rolled-back send took offset $seq_k1, above the stored $max_k1");
+
+is(sql('SELECT mq.citus_distribute()'), '1', 'mq.citus_distribute() distributes the log');
+is(sql(qq{SELECT string_agg(logicalrelid::text, ',' ORDER BY logicalrelid::text) FROM pg_dist_partition
+          WHERE logicalrelid::text IN ('mq.p_$eid', 'mq.p_${eid}_head', 'mq.q_${wid}_0', 'mq.q_${wid}_d', 'mq.a_$wid')}),
+	"mq.p_$eid,mq.p_${eid}_head", 'the log by partition; the work queue stays on the coordinator');
+is(sql(qq{SELECT pg_relation_size('mq.p_${eid}_0') + pg_relation_size('mq.p_${eid}_1')}),
+	'0', "the log's rows moved off the coordinator");
+is(sql('SELECT mq.citus_distribute()'), '0', 'running it again distributes nothing more');
+is($w1->safe_psql('postgres', q{SELECT rolcanlogin FROM pg_roles WHERE rolname = 'mq_owner'}),
+	't', 'mq_owner may log in on the workers');
+is(sql(q{SELECT count(*) FROM pg_dist_authinfo WHERE rolename = 'mq_owner' AND authinfo ~ '^password=[0-9a-f]{64}$'}),
+	'1', 'its password is in pg_dist_authinfo');
+$w1->connect_fails(
+	'host=127.0.0.1 port=' . $w1->port . ' dbname=postgres user=mq_owner password=guess',
+	'mq_owner cannot log in to a worker without its password',
+	expected_stderr => qr/password authentication failed/);
+my ($rc, $out, $err) = $c->psql('postgres', q{SET ROLE mq_admin; SELECT mq.citus_distribute()});
+like($err, qr/permission denied/, 'only superusers may run mq.citus_distribute');
+
+is(sql(q{SELECT count(*) FROM mq.poll('early', 'e', 'm', 100)}), '12',
+	'the 12 committed messages of the early log are read back from the workers');
+my $after = sql(q{SELECT mq.send('early', '{"after": true}', 'k1')});
+ok($after > $seq_k1,
+	"a send after distribution continues above every offset handed out before ($after > $seq_k1)");
+is(sql(q{SELECT string_agg(payload->>'i', ',' ORDER BY msg_id) FROM mq.read('wq_early', 10)}),
+	'1,2,3,4,5', 'the early work queue is read back after distribution');
+
+# ---------------------------------------------------------------- 2
+my $P = 4;
+sql(qq{SELECT mq.create_queue('orders', partitions => $P, session_timeout => '2 seconds')});
+my $id = sql(q{SELECT queue_id FROM mq.queue WHERE queue_name = 'orders'});
+is(sql(qq{SELECT count(*) FROM pg_dist_partition WHERE logicalrelid IN ('mq.p_$id'::regclass, 'mq.p_${id}_head'::regclass)}),
+	'2', 'a new partitioned queue is distributed when created');
+# where each partition lives, and which keys go there (hash_bytes mod partitions, as mq does)
+sql(qq{
+CREATE TABLE keymap AS
+SELECT k AS key, p AS partition,
+       (SELECT nodeport FROM pg_dist_shard_placement
+         WHERE shardid = get_shard_id_for_distribution_column('mq.p_$id', p)) AS port
+  FROM (SELECT 'key-' || g AS k, ((hashtext('key-' || g)::bigint & 4294967295) % $P)::int AS p
+          FROM generate_series(0, 199) g) s;
+});
+is(sql('SELECT count(DISTINCT port) FROM keymap'), '2', "the queue's partitions span both workers");
+my %port_of = map { split /\|/ } split /\n/, sql('SELECT DISTINCT partition, port FROM keymap');
+note('partitions on ports: ' . join(', ', map { "$_ => $port_of{$_}" } sort keys %port_of));
+my $trig = $w1->safe_psql('postgres', q{SET citus.override_table_visibility = off;
+  SELECT string_agg(DISTINCT regexp_replace(c.relname, '_[0-9]+$', ''), ',')
+    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+   WHERE t.tgname ~ '^assign_offset' AND c.relname ~ '^p_} . $id . q{(_[0-2])?_[0-9]{6,}$'});
+is($trig, "p_$id,p_${id}_0,p_${id}_1,p_${id}_2", "the offset trigger is on the worker's shards of the log");
+
+my ($kw1, $kw2) = map { sql("SELECT min(key) FROM keymap WHERE port = " . $_->port) } ($w1, $w2);
+($rc, $out, $err) = $c->psql('postgres', qq{BEGIN;
+SELECT mq.send('orders', '{"rb": true, "two": 1}', '$kw1');
+SELECT mq.send('orders', '{"rb": true, "two": 2}', '$kw2');
+COMMIT;});
+like($err, qr/cannot PREPARE a transaction that sent to a partitioned queue/,
+	'a transaction sending to partitions on two workers is refused at PREPARE');
+($rc, $out, $err) = $c->psql('postgres', qq{SELECT count(*) FROM mq.send_batch('orders',
+  ARRAY['{"rb": true, "two": 3}', '{"rb": true, "two": 4}']::jsonb[], ARRAY['$kw1', '$kw2'])});
+like($err, qr/cannot PREPARE a transaction that sent to a partitioned queue/,
+	'so is a send_batch whose keys fall on partitions of two workers');
+is(sql(q{SELECT count(*) FROM mq.p_} . $id . q{ WHERE payload ? 'two'}), '0', 'and neither sent anything');
+
+# out-of-order commits: A takes an offset and stays open, B sends after it
+# to the same partition and commits first
+my $kx = sql("SELECT min(key) FROM keymap WHERE port = " . $w2->port);
+my $px = sql("SELECT partition FROM keymap WHERE key = '$kx'");
+my $a = $c->background_psql('postgres');
+my $off_a = $a->query_safe(qq{BEGIN; SELECT mq.send('orders', '{"ooo": "A"}', '$kx')});
+my $off_b = sql(qq{SELECT mq.send('orders', '{"ooo": "B"}', '$kx')});
+ok($off_b > $off_a, "the later send took the higher offset ($off_a, then $off_b)");
+is(sql(qq{SELECT count(*) FROM mq.poll('orders', 'ooo', 'm', 100) WHERE partition = $px AND "offset" >= $off_a}),
+	'0', 'while A is open, the committed B is not read past A');
+is(sql(qq{SELECT end_offset FROM mq.consumer_groups WHERE consumer_group = 'ooo' AND partition = $px}),
+	$off_a - 1, "the partition's visible end, computed on its worker, stays below A");
+($rc, $out, $err) = $c->psql('postgres', qq{SELECT mq.commit('orders', 'ooo', $px, $off_b)});
+like($err, qr/is beyond the end of partition/, 'a commit past the visible end is refused');
+($rc, $out, $err) = $c->psql('postgres',
+	qq{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM mq.poll('orders', 'ooo', 'm', 100)});
+like($err, qr/cannot poll distributed queue "orders" in a REPEATABLE READ/,
+	'polling a distributed queue in REPEATABLE READ is refused');
+$a->query_safe('COMMIT');
+$a->quit;
+is(sql(qq{SELECT string_agg("offset"::text, ',' ORDER BY "offset") FROM mq.poll('orders', 'ooo', 'm', 100)
+          WHERE partition = $px AND "offset" >= $off_a}),
+	"$off_a,$off_b", 'once A commits, both are read, in offset order');
+
+# ---------------------------------------------------------------- 3
+sql(q{
+CREATE SEQUENCE ord;
+CREATE SEQUENCE uid;
+CREATE TABLE ctl (stop boolean NOT NULL);
+INSERT INTO ctl VALUES (false);
+CREATE TABLE sent (key text NOT NULL, "offset" bigint NOT NULL, uid bigint NOT NULL,
+                   PRIMARY KEY (key, "offset"));
+CREATE TABLE deliveries (member text NOT NULL, partition int NOT NULL, "offset" bigint NOT NULL,
+                         key text, uid bigint, rb boolean, poll_ord bigint NOT NULL);
+CREATE TABLE processed (member text NOT NULL, partition int NOT NULL, "offset" bigint NOT NULL,
+                        key text, uid bigint, ord bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE members (member text PRIMARY KEY, ended_at timestamptz);
+
+-- transactions of 1 to 3 sends to the partitions of one worker (a
+-- transaction over two workers is refused, above), pauses in between so
+-- that transactions overlap; 15% roll back
+CREATE PROCEDURE producer(p_until timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_port int;
+    v_rb boolean;
+    v_key text;
+    v_uid bigint;
+    v_off bigint;
+BEGIN
+    WHILE clock_timestamp() < p_until LOOP
+        v_port := (SELECT port FROM keymap ORDER BY random() LIMIT 1);
+        v_rb := random() < 0.15;
+        FOR i IN 1 .. 1 + (random() * 2)::int LOOP
+            v_key := (SELECT key FROM keymap WHERE port = v_port ORDER BY random() LIMIT 1);
+            v_uid := nextval('uid');
+            v_off := mq.send('orders', jsonb_build_object('uid', v_uid, 'rb', v_rb), v_key);
+            INSERT INTO sent VALUES (v_key, v_off, v_uid);
+            PERFORM pg_sleep(random() * 0.01);
+        END LOOP;
+        IF v_rb THEN
+            ROLLBACK;
+        ELSE
+            COMMIT;
+        END IF;
+    END LOOP;
+END
+$$;
+
+-- a member of group g: polls, records what it got, processes and commits
+-- per partition in one transaction (rolled back when fenced); 'drain'
+-- runs until ctl.stop, the others for p_run; 'leave' leaves at the end,
+-- 'die' just ends its session
+CREATE PROCEDURE member(p_member text, p_mode text, p_run interval)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_end timestamptz := clock_timestamp() + p_run;
+    v_poll_ord bigint;
+    b record;
+BEGIN
+    CREATE TEMP TABLE polled (partition int, "offset" bigint, key text, payload jsonb);
+    LOOP
+        IF p_mode = 'drain' THEN
+            EXIT WHEN (SELECT stop FROM ctl);
+        ELSE
+            EXIT WHEN clock_timestamp() >= v_end;
+        END IF;
+        TRUNCATE polled;
+        INSERT INTO polled SELECT p.partition, p."offset", p.key, p.payload
+          FROM mq.poll('orders', 'g', p_member, 1 + (random() * 30)::int, '200 milliseconds') p;
+        v_poll_ord := nextval('ord');
+        INSERT INTO deliveries SELECT p_member, partition, "offset", key, (payload->>'uid')::bigint,
+                                      (payload->>'rb')::boolean, v_poll_ord FROM polled;
+        COMMIT;
+        FOR b IN SELECT partition, max("offset") AS last FROM polled GROUP BY partition ORDER BY partition LOOP
+            INSERT INTO processed (member, partition, "offset", key, uid, ord)
+            SELECT p_member, partition, "offset", key, (payload->>'uid')::bigint, nextval('ord')
+              FROM (SELECT * FROM polled WHERE partition = b.partition ORDER BY "offset") s;
+            IF mq.commit('orders', 'g', b.partition, b.last, p_member) THEN
+                COMMIT;
+            ELSE
+                ROLLBACK;
+            END IF;
+        END LOOP;
+    END LOOP;
+    IF p_mode IN ('leave', 'drain') THEN
+        PERFORM mq.leave('orders', 'g', p_member);
+    END IF;
+    INSERT INTO members VALUES (p_member, clock_timestamp());
+    COMMIT;
+END
+$$;
+});
+
+my @procs;
+sub start_psql
+{
+	my ($sql) = @_;
+	my ($in, $o, $e) = ('', '', '');
+	my $h = IPC::Run::start(
+		[ 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $c->connstr('postgres'), '-c', $sql ],
+		\$in, \$o, \$e);
+	push @procs, [ $h, \$o, \$e, $sql ];
+	return $h;
+}
+my $produce_s = 6;
+start_psql("CALL producer(clock_timestamp() + interval '$produce_s seconds')") for 1 .. 3;
+start_psql(q{CALL member('m1', 'leave', interval '7 seconds')});
+start_psql(q{CALL member('m2', 'die', interval '2 seconds')});
+sleep(3.5);
+start_psql(q{CALL member('m3', 'leave', interval '4 seconds')});
+sleep($produce_s - 3.5 + 1);
+start_psql(q{CALL member('drain', 'drain', interval '0')});
+# until every committed send was processed (the members die and leave meanwhile)
+my $drained = $c->poll_query_until('postgres', q{
+SELECT NOT EXISTS (SELECT FROM sent s WHERE NOT EXISTS
+  (SELECT FROM processed p WHERE p.key = s.key AND p."offset" = s."offset"))
+   AND (SELECT count(*) FROM members WHERE member IN ('m1', 'm2', 'm3')) = 3
+   AND (SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CALL producer%') = 0});
+sql('UPDATE ctl SET stop = true');
+for my $p (@procs)
+{
+	$p->[0]->finish;
+	is($p->[0]->result(0), 0, "session '$p->[3]' ran without error") or diag(${ $p->[2] });
+}
+ok($drained, 'the group drained every committed send');
+
+my $nsent = sql('SELECT count(*) FROM sent');
+ok($nsent > 100, "the producers committed $nsent sends");
+is(sql(q{SELECT count(*) FROM sent s WHERE NOT EXISTS
+  (SELECT FROM processed p WHERE p.key = s.key AND p."offset" = s."offset" AND p.uid = s.uid)}),
+	'0', 'no committed send lost: each was processed, with the payload sent at its offset');
+is(sql('SELECT count(*) FROM deliveries WHERE rb'), '0', 'no rolled-back send was delivered');
+is(sql(q{SELECT count(*) FROM (SELECT key FROM deliveries GROUP BY key HAVING count(DISTINCT partition) > 1) s}),
+	'0', 'a key always maps to one partition');
+is(sql(q{SELECT count(*) FROM (SELECT partition, "offset", count(DISTINCT uid) FROM deliveries
+                               GROUP BY 1, 2 HAVING count(DISTINCT uid) > 1) s}),
+	'0', 'an offset is one message');
+is(sql(q{SELECT count(*) FROM (
+  SELECT partition, "offset", ord, lag("offset") OVER (PARTITION BY partition ORDER BY ord) AS prev
+    FROM (SELECT partition, "offset", min(ord) AS ord FROM processed GROUP BY 1, 2) f) s
+  WHERE "offset" < prev}), '0', 'per partition, first processings come in offset order');
+is(sql(q{SELECT count(*) FROM (
+  SELECT s.key, s."offset", pg_xact_commit_timestamp(s.xmin) AS ts,
+         lag(pg_xact_commit_timestamp(s.xmin)) OVER (PARTITION BY k.partition ORDER BY s."offset") AS prev_ts
+    FROM sent s JOIN keymap k USING (key)) x WHERE ts < prev_ts}) > 0 ? 1 : 0,
+	1, 'the producers committed out of offset order');
+my $dead_end = sql(q{SELECT ended_at FROM members WHERE member = 'm2'});
+is(sql(qq{SELECT count(DISTINCT partition) FROM processed
+          WHERE member <> 'm2' AND at > '$dead_end'::timestamptz + interval '2 seconds'}),
+	$P, 'after the dead member lapsed, the others processed every partition (rebalancing)');
+ok(sql(q{SELECT count(DISTINCT member) FROM processed}) >= 3, 'partitions changed hands among the members');
+note(sprintf('section 3 done at %.1f s', time - $t0));
+
+# ---------------------------------------------------------------- 4
+# a worker crashes (immediate stop, no shutdown checkpoint) with a send
+# open on it, and restarts
+my ($kv, $ko) = map { sql("SELECT min(key) FROM keymap WHERE port = " . $_->port) } ($w1, $w2);
+my $pv = sql("SELECT partition FROM keymap WHERE key = '$kv'");
+my $before = sql(qq{SELECT count(*) FROM mq.p_$id});
+my $max_v = sql(qq{SELECT max("offset") FROM mq.p_$id WHERE partition = $pv});
+my $bg = $c->background_psql('postgres', on_error_stop => 0);
+$bg->query_safe(qq{BEGIN; SELECT mq.send('orders', '{"crash": "open"}', '$kv')});
+$w1->stop('immediate');
+($rc, $out, $err) = $c->psql('postgres', qq{SELECT mq.send('orders', '{"crash": "down"}', '$kv')});
+isnt($rc, 0, 'a send to a partition of the crashed worker fails');
+is(sql(qq{SELECT mq.send('orders', '{"crash": "other"}', '$ko') > 0}), 't',
+	"the other worker's partitions still take sends");
+$w1->start;
+$bg->quit;
+is(sql(qq{SELECT count(*) FROM mq.p_$id WHERE NOT payload ? 'crash'}), $before,
+	'every message committed before the crash is still there');
+is(sql(qq{SELECT count(*) FROM mq.p_$id WHERE payload->>'crash' IN ('open', 'down')}), '0',
+	'the sends open or refused at the crash left nothing');
+my @after = split /\n/, sql(qq{SELECT mq.send('orders', '{"crash": "after"}', '$kv') FROM generate_series(1, 3)});
+is(scalar(grep { $_ > $max_v } @after), 3,
+	"offsets on the restarted worker continue above every stored one ($max_v; got @after)");
+is(sql(qq{SELECT count(*) FROM (SELECT partition, "offset" FROM mq.p_$id GROUP BY 1, 2 HAVING count(*) > 1) s}),
+	'0', 'no offset of the queue was handed out twice');
+ok($c->poll_query_until('postgres',
+		q{SELECT string_agg(payload->>'crash', ',' ORDER BY payload->>'crash') FROM mq.poll('orders', 'g', 'after', 100)},
+		'after,after,after,other'),
+	'the group resumes after its committed offsets and reads exactly the new messages');
+
+# ---------------------------------------------------------------- 4b
+# move the shard group of partition 0 to the other worker and back; send in
+# between.  Each time the sequence on the receiving node is not the one
+# that handed the offsets out.
+my $p0 = 0;
+my $shard = sql("SELECT get_shard_id_for_distribution_column('mq.p_$id', $p0)");
+my $max0 = sql(qq{SELECT max("offset") FROM mq.p_$id WHERE partition = $p0});
+my $key0 = sql("SELECT min(key) FROM keymap WHERE partition = $p0");
+my @path = ($port_of{$p0} == $w1->port ? ($w1, $w2) : ($w2, $w1));
+sql(q{SELECT mq.seek('orders', 'moves', NULL, 'latest')});
+my $moved_ok = 1;
+my @new_offsets;
+for my $hop ([ $path[0], $path[1] ], [ $path[1], $path[0] ])
+{
+	sql(sprintf(q{SELECT citus_move_shard_placement(%s, '127.0.0.1', %d, '127.0.0.1', %d,
+	                                            shard_transfer_mode => 'block_writes')},
+		$shard, $hop->[0]->port, $hop->[1]->port));
+	$moved_ok &&= sql("SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = $shard") == $hop->[1]->port;
+	push @new_offsets, split /\n/, sql(qq{SELECT mq.send('orders', jsonb_build_object('moved', i), '$key0')
+	                                        FROM generate_series(1, 3) i});
+}
+ok($moved_ok, "the partition's shard group moved to the other worker and back");
+is(scalar(grep { $_ > $max0 } @new_offsets), 6,
+	"every send after a move took an offset above every stored one ($max0; got @new_offsets)");
+is(sql(qq{SELECT count(*) FROM (SELECT "offset" FROM mq.p_$id WHERE partition = $p0 GROUP BY 1 HAVING count(*) > 1) s}),
+	'0', 'no offset of the partition was handed out twice');
+is(sql(qq{SELECT string_agg(payload->>'moved', ',' ORDER BY "offset") FROM mq.poll('orders', 'moves', 'm', 100)
+          WHERE partition = $p0}),
+	'1,2,3,1,2,3', 'the group reads exactly the messages sent after the moves, in order');
+
+# ---------------------------------------------------------------- 5
+# work queues stay on the coordinator (docs/scale-out.md, "not yet")
+sql(q{SELECT mq.create_queue('jobs', visibility_timeout => '30 seconds')});
+is(sql(q{SELECT count(*) FROM pg_dist_partition d, mq.queue q
+          WHERE q.queue_name = 'jobs' AND d.logicalrelid::text ~ ('^mq\.[qa]_' || q.queue_id || '(_|$)')}),
+	'0', 'a work queue made after distribution stays on the coordinator');
+sql(q{SELECT mq.send('jobs', jsonb_build_object('n', i)) FROM generate_series(1, 300) i});
+sql(q{
+CREATE TABLE claims (consumer text NOT NULL, msg_id bigint NOT NULL, receipt bigint NOT NULL,
+                     claimed_at timestamptz NOT NULL, acked_at timestamptz);
+CREATE PROCEDURE consume(p_name text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    m record;
+    v_idle int := 0;
+BEGIN
+    WHILE v_idle < 5 LOOP
+        v_idle := v_idle + 1;
+        FOR m IN SELECT * FROM mq.read('jobs', 1 + (random() * 4)::int) LOOP
+            v_idle := 0;
+            INSERT INTO claims VALUES (p_name, m.msg_id, m.receipt, clock_timestamp(), NULL);
+            COMMIT;
+            PERFORM pg_sleep(random() * 0.005);
+            IF mq.ack('jobs', m.msg_id, m.receipt) THEN
+                UPDATE claims SET acked_at = clock_timestamp()
+                 WHERE consumer = p_name AND msg_id = m.msg_id AND receipt = m.receipt;
+            END IF;
+            COMMIT;
+        END LOOP;
+        COMMIT;
+        IF v_idle > 0 THEN
+            PERFORM pg_sleep(0.1);
+        END IF;
+    END LOOP;
+END
+$$;
+});
+@procs = ();
+start_psql("CALL consume('c$_')") for 1 .. 3;
+for my $p (@procs)
+{
+	$p->[0]->finish;
+	is($p->[0]->result(0), 0, "session '$p->[3]' ran without error") or diag(${ $p->[2] });
+}
+is(sql('SELECT count(DISTINCT msg_id) FROM claims WHERE acked_at IS NOT NULL'), '300',
+	'every message of the work queue was acked');
+is(sql('SELECT count(*) FROM claims'), '300', 'each was claimed once (no message held by two consumers)');
+ok(sql('SELECT count(DISTINCT consumer) FROM claims') > 1, 'by several consumers');
+is(sql(q{SELECT count(*) FROM mq.read('jobs', 10)}), '0', 'nothing is left to read');
+
+# ---------------------------------------------------------------- 6
+# the rest of the log API on a distributed queue
+is(sql(q{SELECT count(*) FROM mq.send_batch('early', ARRAY['{"b": 1}', '{"b": 2}', '{"b": 3}']::jsonb[],
+                                            ARRAY['k1', 'k1', 'k2'])}),
+	'3', 'send_batch routes each message to its partition');
+is(sql(q{SELECT depth > 0 AND total_sent > 0 AND oldest_age_s >= 0 FROM mq.metrics('early')}), 't',
+	'mq.metrics reads a distributed log');
+is(sql(q{SELECT mq.seek('early', 'tseek', NULL, now() - interval '1 hour')}), '2',
+	'seek by time finds the first message of each partition on its worker');
+is(sql(q{SELECT count(*) FROM mq.poll('early', 'tseek', 'm', 100)}),
+	sql(q{SELECT count(*) FROM mq.p_} . $eid), 'and the group reads the whole log from there');
+my $top = sql(qq{SELECT max("offset") FROM mq.p_$eid WHERE partition = $pk1});
+my $purged = sql(q{SELECT mq.purge('early')});
+is(sql(q{SELECT count(*) FROM mq.p_} . $eid), '0', "purge empties the log on the workers ($purged messages)");
+ok(sql(q{SELECT mq.send('early', '{"after_purge": true}', 'k1')}) > $top,
+	'offsets continue above the purged ones');
+# a partition emptied by purge, then moved to the other worker (whose
+# copy of its sequence is behind): mq.citus_distribute(), run again,
+# raises it to the high-water mark purge recorded
+my $last = sql(q{SELECT mq.send('early', '{"before_move": true}', 'k1')});
+sql(q{SELECT mq.purge('early')});
+my $eshard = sql("SELECT get_shard_id_for_distribution_column('mq.p_$eid', $pk1)");
+my $from = sql("SELECT nodeport FROM pg_dist_shard_placement WHERE shardid = $eshard");
+my $to = $from == $w1->port ? $w2->port : $w1->port;
+sql("SELECT citus_move_shard_placement($eshard, '127.0.0.1', $from, '127.0.0.1', $to, shard_transfer_mode => 'block_writes')");
+is(sql('SELECT mq.citus_distribute()'), '0', 'run again after a move, mq.citus_distribute() distributes nothing new');
+is(sql(qq{SELECT mq._partition_end('early', $pk1)}), $last + 1,
+	"the emptied, moved partition's end continues at its high-water mark, before any send");
+ok(sql(q{SELECT mq.send('early', '{"after_move": true}', 'k1')}) > $last, 'and so do its offsets');
+note(sprintf('total %.1f s', time - $t0));
+$node{$_}->stop for keys %node;
+done_testing();
