@@ -22,6 +22,7 @@ PACKAGES=(
 	postgresql-server-dev-$PG_MAJOR # PGXS, pg_regress, isolationtester, TAP modules
 	postgresql-$PG_MAJOR-pgtap      # pgTAP, loaded by the regression tests
 	libpq-dev
+	libkrb5-dev                     # gssapi.h, which the server's libpq/scram.h includes (src/citus.c)
 	libipc-run-perl                 # needed by PostgreSQL::Test::Cluster
 	perl                            # prove
 	build-essential
