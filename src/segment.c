@@ -19,9 +19,10 @@
  * and makes a free one current.  A sealed segment whose messages are all
  * gone is emptied with TRUNCATE and becomes free (its epoch counts the
  * reuses, so that hints of its past life are recognised).  When no
- * segment is free, the oldest sealed one's remaining messages (a few slow
- * claims, keyed messages waiting for their key) move to the delayed table,
- * where reads find them by time, and it is emptied.
+ * segment is free, the oldest sealed one's remaining messages, if only a
+ * few (slow claims, keyed messages waiting for their key), move to the
+ * delayed table, where reads find them by time, and it is emptied;
+ * otherwise the current segment goes on taking ids.
  *
  * A partitioned queue has MQ_LOG_SEGMENTS tables used in turn: every
  * retention / 2 the oldest is emptied, provided it holds nothing younger
@@ -60,6 +61,14 @@
 
 /* when maintenance seals the current segment of a work queue */
 #define MQ_SEGMENT_ROTATE_IDS 65536
+/*
+ * The most messages a relocation moves to the delayed table.  More means
+ * a backlog, not stragglers: moved, it would be read by time through the
+ * delayed table (and counted there by mq.metrics on every call) instead
+ * of by tickets; the current segment takes more ids until the oldest one
+ * drains.
+ */
+#define MQ_RELOCATE_MAX 4096
 #define MQ_SEGMENT_ROTATE_MS 10000
 
 static const char *const state_names[] = {"free", "current", "sealed"};
@@ -281,8 +290,8 @@ count_moved(int32 queue_id)
 
 /*
  * Move what is left in the oldest sealed segment to the delayed table and
- * empty it; returns the segment, or -1 when it is in use.  *moved counts
- * the messages.
+ * empty it; returns the segment, or -1 when it is in use or holds more than
+ * MQ_RELOCATE_MAX messages.  *moved counts the messages.
  */
 static int
 relocate_oldest(MqQueue *q, int64 *moved)
@@ -297,6 +306,14 @@ relocate_oldest(MqQueue *q, int64 *moved)
 	if (oldest < 0 || !lock_if_idle(q, oldest))
 		return -1;
 	from = MqSegmentTable(q, oldest);
+	/* only a few left: a backlog stays where tickets read it, in order */
+	run(psprintf("SELECT FROM mq.%s LIMIT %d", from, MQ_RELOCATE_MAX + 1), 0, NULL, NULL,
+		SPI_OK_SELECT);
+	if (SPI_processed > MQ_RELOCATE_MAX)
+	{
+		UnlockRelationOid(q->segments[oldest].relid, AccessExclusiveLock);
+		return -1;
+	}
 	run(psprintf("INSERT INTO mq.q_%d_d SELECT * FROM mq.%s RETURNING claimed, blocked",
 				 q->queue_id, from),
 		0, NULL, NULL, SPI_OK_INSERT_RETURNING);
