@@ -2,7 +2,7 @@
 -- segment when none is free.  Relocation moves stragglers only (at most
 -- 4096 messages): a backlog stays in its segment, read by tickets in
 -- order, and the current segment goes on taking ids.
-CREATE EXTENSION IF NOT EXISTS mq;
+CREATE EXTENSION mq;
 SELECT mq.create_queue('seg');
 -- a rotation is due after 65536 ids: move the sequence on as sends would,
 -- send one message (a sealed segment that is empty is simply reused), and
@@ -51,3 +51,4 @@ DROP VIEW seg_state;
 DROP FUNCTION rotate();
 DROP FUNCTION delayed_rows();
 SELECT mq.drop_queue('seg');
+DROP EXTENSION mq;
