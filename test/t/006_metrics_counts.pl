@@ -133,12 +133,20 @@ foreach my $q (qw(mc mc.dead))
 	is($kept{$q}, $fresh, "$q: the kept counts ($cols) equal a fresh count");
 }
 # then, with the counts kept, rotations with no free segment left: each
-# relocates the oldest segment's messages into the delayed table
+# relocates the oldest segment's messages (3,000, below the 4,096 that a
+# relocation moves at most) into the delayed table; the sequence is moved
+# on as 70,000 sends would, so that each pass rotates
 $node->safe_psql('postgres', q{
 DO $$
+DECLARE
+    v_seq regclass := format('mq.q_%s_seq', (SELECT queue_id FROM mq.queue WHERE queue_name = 'mc'));
 BEGIN
+    -- what the churn left ready is consumed first: a backlog is not relocated
+    WHILE (SELECT count(mq.ack('mc', m.msg_id, m.receipt)) FROM mq.read('mc', 10000) m) > 0 LOOP
+    END LOOP;
     FOR i IN 1..5 LOOP
-        PERFORM mq.send_batch('mc', array_fill('4'::jsonb, ARRAY[70000]));
+        PERFORM mq.send_batch('mc', array_fill('4'::jsonb, ARRAY[3000]));
+        PERFORM setval(v_seq, nextval(v_seq) + 70000);
         PERFORM mq.maintain();
     END LOOP;
 END
@@ -147,7 +155,8 @@ $$;
 cmp_ok($node->safe_psql('postgres', q{
 	SELECT (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM mq.q_%s_d', queue_id),
 	                                             false, true, '')))[1]::text::bigint
-	  FROM mq.queue WHERE queue_name = 'mc'}), '>', 65536, 'a segment was relocated');
+	  FROM mq.queue WHERE queue_name = 'mc'}), '>=', 3000, 'a segment was relocated')
+  or diag($node->safe_psql('postgres', q{SELECT string_agg(format('%s:%s:%s', segment, state, lo), ' ') FROM mq.segment}));
 %kept = map { $_ => $node->safe_psql('postgres', "SELECT $cols FROM mq.metrics('$_')") } qw(mc mc.dead);
 $node->safe_psql('postgres', 'SELECT mq._forget_queue(queue_id) FROM mq.queue');
 is($kept{mc}, $node->safe_psql('postgres', "SELECT $cols FROM mq.metrics('mc')"),
