@@ -89,7 +89,7 @@ select_with(MqQueue *q, SPIPlanPtr plan, Datum *values, Snapshot snap)
 static void
 select_latest(MqQueue *q, SPIPlanPtr plan, Datum *values)
 {
-	select_with(q, plan, values, GetLatestSnapshot());
+	select_with(q, plan, values, MqQueueLatestSnapshot(plan));
 }
 
 static Datum
@@ -115,8 +115,8 @@ earlier(TimestampTz a, TimestampTz b)
 }
 
 /* Count every message of a work queue by state, as snap sees them. */
-static void
-count_all(MqQueue *q, Snapshot snap, int64 *counts)
+static SPIPlanPtr
+count_all_plan(MqQueue *q)
 {
 	SPIPlanPtr	plan = q->plans[MPLAN_COUNT_ALL];
 
@@ -138,6 +138,12 @@ count_all(MqQueue *q, Snapshot snap, int64 *counts)
 		appendStringInfoString(&sql, ") m");
 		plan = MqQueuePlan(q, MPLAN_COUNT_ALL, sql.data, 0, NULL);
 	}
+	return plan;
+}
+
+static void
+count_all(MqQueue *q, SPIPlanPtr plan, Snapshot snap, int64 *counts)
+{
 	select_with(q, plan, NULL, snap);
 	counts[MQ_COUNT_READY] = int8_col(1);
 	counts[MQ_COUNT_IN_FLIGHT] = int8_col(2);
@@ -153,14 +159,17 @@ count_all(MqQueue *q, Snapshot snap, int64 *counts)
 static void
 count_once(MqQueue *q, int64 *counts)
 {
+	SPIPlanPtr	plan = count_all_plan(q);
 	Snapshot	snap;
 	uint64		count_id = 0;
 
+	/* its locks before its snapshot (MqQueueLockPlan) */
+	MqQueueLockPlan(plan);
 	if (GetCurrentTransactionIdIfAny() == InvalidTransactionId)
 		count_id = MqStateCountBegin(q, &snap);
 	else
 		snap = RegisterSnapshot(GetLatestSnapshot());
-	count_all(q, snap, counts);
+	count_all(q, plan, snap, counts);
 	UnregisterSnapshot(snap);
 	if (count_id != 0)
 		MqStateCountEnd(q, count_id, counts);
@@ -286,7 +295,7 @@ log_metrics(MqQueue *q, Metrics *m)
 		Datum		first;
 
 		/* no row when the partition retains nothing */
-		if (SPI_execute_snapshot(plan, &arg, NULL, GetLatestSnapshot(), InvalidSnapshot,
+		if (SPI_execute_snapshot(plan, &arg, NULL, MqQueueLatestSnapshot(plan), InvalidSnapshot,
 								 true, false, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not compute the metrics of queue \"%s\"", q->name);
 		if (SPI_processed == 1)

@@ -463,7 +463,7 @@ fetch_partition(MqQueue *q, Owned *o, int64 end, int limit, ReturnSetInfo *rsinf
 									" ORDER BY \"offset\" LIMIT $4", q->queue_id),
 						   4, argtypes);
 	/* the latest snapshot: taken after the visible end was computed */
-	ret = SPI_execute_snapshot(plan, values, NULL, GetLatestSnapshot(), InvalidSnapshot,
+	ret = SPI_execute_snapshot(plan, values, NULL, MqQueueLatestSnapshot(plan), InvalidSnapshot,
 							   true, false, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "could not read queue \"%s\": %s", q->name, SPI_result_code_string(ret));

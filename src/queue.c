@@ -48,6 +48,7 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/plancache.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
@@ -551,6 +552,35 @@ MqQueuePlan(MqQueue *q, int slot, const char *sql, int nargs, const Oid *argtype
 		elog(ERROR, "could not keep plan \"%s\"", sql);
 	q->plans[slot] = plan;
 	return plan;
+}
+
+/*
+ * Take the locks of a kept plan's statement now, so that a snapshot taken
+ * next is not older than them.  Maintenance empties segments with TRUNCATE,
+ * which is not MVCC-safe: a statement that took its snapshot, then waited
+ * for that lock, would find the segment empty and the rows moved out of it
+ * (to the delayed table) not yet visible, and decide wrongly (a keyed send
+ * not blocked behind its key's head: relocate_snapshot.spec).  PostgreSQL's
+ * executor locks before it takes a snapshot for the same reason.  The
+ * generic plan (MqQueuePlan forces it) is the one execution uses, so these
+ * are exactly its locks; execution finds them held.
+ */
+void
+MqQueueLockPlan(SPIPlanPtr plan)
+{
+	CachedPlan *cplan = SPI_plan_get_cached_plan(plan);
+
+	if (cplan == NULL)
+		elog(ERROR, "a kept plan of a single statement was expected");
+	ReleaseCachedPlan(cplan, CurrentResourceOwner);
+}
+
+/* The latest snapshot for running a kept plan: taken after its locks. */
+Snapshot
+MqQueueLatestSnapshot(SPIPlanPtr plan)
+{
+	MqQueueLockPlan(plan);
+	return GetLatestSnapshot();
 }
 
 /* Execute a kept plan; any result but `expected` is a bug, not user error. */

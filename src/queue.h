@@ -135,6 +135,8 @@ extern void MqRequireWorkQueue(MqQueue *q);
 extern void MqRequirePartitioned(MqQueue *q);
 extern SPIPlanPtr MqQueuePlan(MqQueue *q, int slot, const char *sql,
 							  int nargs, const Oid *argtypes);
+extern void MqQueueLockPlan(SPIPlanPtr plan);
+extern Snapshot MqQueueLatestSnapshot(SPIPlanPtr plan);
 extern uint64 MqQueueRun(MqQueue *q, SPIPlanPtr plan, Datum *values,
 						 const char *nulls, int expected);
 

@@ -404,16 +404,17 @@ get_plan(MqQueue *q, PlanKind kind, int table)
 }
 
 /*
- * Run a kept plan with the latest snapshot: statements after a key lock
- * must see what committed before it, and reads must see what committed
- * after a REPEATABLE READ transaction began.
+ * Run a kept plan with the latest snapshot, taken after its locks
+ * (MqQueueLatestSnapshot): statements after a key lock must see what
+ * committed before it, and reads must see what committed after a
+ * REPEATABLE READ transaction began.
  */
 static uint64
 run(MqQueue *q, PlanKind kind, int table, Datum *values, const char *nulls, int expected)
 {
-	int			ret = SPI_execute_snapshot(get_plan(q, kind, table), values, nulls,
-										   GetLatestSnapshot(), InvalidSnapshot,
-										   false, true, 0);
+	SPIPlanPtr	plan = get_plan(q, kind, table);
+	int			ret = SPI_execute_snapshot(plan, values, nulls, MqQueueLatestSnapshot(plan),
+										   InvalidSnapshot, false, true, 0);
 
 	if (ret != expected)
 		elog(ERROR, "statement %d on queue \"%s\" failed: %s",
