@@ -85,7 +85,6 @@ typedef enum PlanKind
 	PLAN_INSERT,
 	PLAN_INSERT_BATCH,
 	PLAN_CLAIM_RANGE,
-	PLAN_CLAIM_IDS,
 	PLAN_CLAIM_SCAN,
 	PLAN_CLAIM_DUE,
 	PLAN_ACK,
@@ -135,7 +134,10 @@ typedef struct PlanDef
  * attempts left and marks the exhausted ones (vt = -infinity, claimed
  * false) for the caller to dead-letter while it still holds their locks.
  * "= ANY (ARRAY(...))" rather than a join keeps the generic plan an index
- * scan whatever LIMIT $1 is, so the plan is made once and reused.
+ * scan whatever LIMIT $1 is, so the plan is made once and reused.  $5 is
+ * when the read began: it takes what was visible before then, so the
+ * statements of one read never claim a message twice, whatever its
+ * visibility timeout (0 makes a claim visible again at once).
  */
 #define CLAIM(where, order) \
 	"UPDATE mq.%1$s AS m SET" \
@@ -145,11 +147,11 @@ typedef struct PlanDef
 	" THEN m.attempts " OP("+") " 1 ELSE m.attempts END," \
 	" claimed = m.attempts " OP("<") " $3, consumer = $4, lapsed = m.claimed" \
 	" WHERE m.msg_id " OP("=") " ANY (ARRAY(" \
-	" SELECT msg_id FROM mq.%1$s WHERE " where " AND vt " OP("<=") " " NOW \
+	" SELECT msg_id FROM mq.%1$s WHERE " where " AND vt " OP("<") " $5" \
 	" AND NOT blocked ORDER BY " order " LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED))" \
 	" RETURNING m.msg_id, m.attempts, m.key, m.payload, m.headers," \
 	" m.enqueued_at, m.vt, m.last_error, m.dead_letter, m.claimed, m.lapsed"
-#define CLAIM_ARGS INT4OID, INTERVALOID, INT4OID, INT8OID
+#define CLAIM_ARGS INT4OID, INTERVALOID, INT4OID, INT8OID, TIMESTAMPTZOID
 
 /*
  * Backoff in seconds: retry_delay * retry_backoff^(attempts-1) capped at
@@ -173,20 +175,16 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 		5, {JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INTERVALOID, REGCLASSOID}
 	},
 	[PLAN_CLAIM_RANGE] = {
-		CLAIM("msg_id " OP(">=") " $5 AND msg_id " OP("<") " $6", "msg_id"),
-		6, {CLAIM_ARGS, INT8OID, INT8OID}
-	},
-	[PLAN_CLAIM_IDS] = {
-		CLAIM("msg_id " OP("=") " ANY ($5)", "msg_id"),
-		5, {CLAIM_ARGS, INT8ARRAYOID}
+		CLAIM("msg_id " OP(">=") " $6 AND msg_id " OP("<") " $7", "msg_id"),
+		7, {CLAIM_ARGS, INT8OID, INT8OID}
 	},
 	[PLAN_CLAIM_SCAN] = {
-		CLAIM("msg_id " OP(">=") " $5", "msg_id"),
-		5, {CLAIM_ARGS, INT8OID}
+		CLAIM("msg_id " OP(">=") " $6", "msg_id"),
+		6, {CLAIM_ARGS, INT8OID}
 	},
 	[PLAN_CLAIM_DUE] = {
 		CLAIM("true", "vt"),
-		4, {CLAIM_ARGS}
+		5, {CLAIM_ARGS}
 	},
 	[PLAN_ACK] = {
 		"DELETE FROM mq.%1$s WHERE msg_id " OP("=") " $1 AND " RECEIPT_MATCHES
@@ -778,6 +776,7 @@ typedef struct Claim
 {
 	MqQueue    *q;
 	Interval   *vt;
+	TimestampTz began;			/* claims what was visible before this */
 	int64		token;
 	bool		registered;
 	int			want;
@@ -812,7 +811,7 @@ put_message(ReturnSetInfo *rsinfo, HeapTuple tup, TupleDesc desc)
 }
 
 /*
- * Run one claim statement of a table (values from $5 on in extra) and emit
+ * Run one claim statement of a table (values from $6 on in extra) and emit
  * what it claimed; exhausted messages it met are dead-lettered.  Returns
  * how many rows the statement returned (claimed or exhausted), and the
  * highest msg_id among them in *last.
@@ -821,9 +820,10 @@ static uint64
 claim_with(Claim *c, PlanKind kind, int table, Datum *extra, int nextra, int64 *last)
 {
 	MqQueue    *q = c->q;
-	Datum		values[6] = {Int32GetDatum(c->want - c->got), PointerGetDatum(c->vt),
-	Int32GetDatum(q->max_attempts), Int64GetDatum(c->token)};
-	char		nulls[7] = "      ";
+	Datum		values[7] = {Int32GetDatum(c->want - c->got), PointerGetDatum(c->vt),
+		Int32GetDatum(q->max_attempts), Int64GetDatum(c->token),
+	TimestampTzGetDatum(c->began)};
+	char		nulls[8] = "       ";
 	uint64		n;
 	TupleDesc	desc;
 	int64	   *exhausted;
@@ -833,8 +833,8 @@ claim_with(Claim *c, PlanKind kind, int table, Datum *extra, int nextra, int64 *
 	if (!c->registered)
 		nulls[3] = 'n';
 	for (int i = 0; i < nextra; i++)
-		values[4 + i] = extra[i];
-	nulls[4 + nextra] = '\0';
+		values[5 + i] = extra[i];
+	nulls[5 + nextra] = '\0';
 	n = run(q, kind, table, values, nulls, SPI_OK_UPDATE_RETURNING);
 	desc = SPI_tuptable->tupdesc;
 	exhausted = palloc(sizeof(int64) * Max(n, 1));
@@ -1061,7 +1061,7 @@ claim_tickets(Claim *c, int segment, int64 visible_end)
 uint64
 MqStorageClaim(MqQueue *q, int qty, Interval *vt, ReturnSetInfo *rsinfo)
 {
-	Claim		c = {q, vt, 0, false, qty, 0, rsinfo, NULL};
+	Claim		c = {q, vt, GetCurrentTimestamp(), 0, false, qty, 0, rsinfo, NULL};
 	bool		hints = MqStateAttach(q);
 	int			order[MQ_MAX_SEGMENTS];
 	int			nsegments = segments_by_age(q, order);

@@ -50,7 +50,7 @@ END $$;
 SELECT mq.create_queue('an', max_attempts => 10, retry_delay => '10 seconds',
                        retry_backoff => 2.0, retry_delay_max => '1 minute');
 
-SELECT plan(68);
+SELECT plan(71);
 
 -- ---- ack -----------------------------------------------------------------
 SELECT mq.send('an', '{"m": "a1"}') AS a1 \gset
@@ -154,6 +154,25 @@ SELECT is(mq.ack('an', :e1), false, '... and no longer in the queue');
 SELECT is(mq.archive('an', :e1), false, 'archiving it again is false');
 SELECT is((SELECT total_acked - :acked_before FROM mq.metrics('an')), 1::bigint, 'archive counts as acked');
 
+-- ---- one read claims a message once ---------------------------------------
+-- A claim with visibility_timeout '0' is visible again at once; the rest of
+-- the same read must not claim it again (it did from the delayed table,
+-- using up every attempt in one call).  The nacked message is in the delayed
+-- table, due now.
+SELECT mq.create_queue('an.zero');
+SELECT mq.send('an.zero', '{"z": 1}') AS z1 \gset
+SELECT mq.nack('an.zero', msg_id, receipt, '0') FROM mq.read('an.zero');
+SELECT results_eq($$SELECT msg_id, attempts FROM mq.read('an.zero', 10, '0')$$,
+                  format($$VALUES (%s::bigint, 2)$$, :z1),
+                  'a read with visibility_timeout 0 returns a due message once');
+SELECT results_eq($$SELECT msg_id, attempts FROM mq.read('an.zero', 10, '0')$$,
+                  format($$VALUES (%s::bigint, 3)$$, :z1),
+                  'the next read claims it again, one attempt more');
+SELECT mq.send('an.zero', '{"z": 2}') AS z2 \gset
+SELECT results_eq($$SELECT msg_id, attempts FROM mq.read('an.zero', 10, '0')$$,
+                  format($$VALUES (%s::bigint, 4), (%s::bigint, 1)$$, :z1, :z2),
+                  'the same for a message in a segment');
+
 -- ---- attempts and the dead-letter queue ------------------------------------
 SELECT mq.create_queue('an.dead');
 SELECT mq.create_queue('an.retry', max_attempts => 3, dead_letter_queue => 'an.dead', retry_delay => '0');
@@ -218,5 +237,5 @@ SELECT is(mq.ack('an.once', :o1), false, 'a discarded message cannot be acked');
 
 SELECT * FROM finish();
 
-SELECT mq.drop_queue(q) FROM unnest(ARRAY['an', 'an.retry', 'an.once', 'an.dead']) q;
+SELECT mq.drop_queue(q) FROM unnest(ARRAY['an', 'an.zero', 'an.retry', 'an.once', 'an.dead']) q;
 DROP EXTENSION mq;
