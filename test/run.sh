@@ -28,6 +28,8 @@ set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=15
+# the commit tagged v0.1.0, for checkouts without tags (t/040_upgrade.pl)
+RELEASE_0_1_0=8b81fc92262abd6a66189354771b8340bc0e24a4
 # PG_CONFIG may point at another installation of PostgreSQL 15 (a private
 # copy, so that several builds can be tested side by side).
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
@@ -188,13 +190,24 @@ if [ ${#tap_files[@]} -gt 0 ]; then
 	mkdir -p "$TAPDIR"
 	cp -r "$REPO/test/t" "$TAPDIR/t"
 	# t/040_upgrade.pl builds this checkout and mq 0.1.0: copies the test
-	# user can read, 0.1.0 from git here (as root, in a checkout root does
-	# not own: safe.directory, or git refuses it as "dubious ownership").
+	# user can read, 0.1.0 from git here: its tag, or its commit when the
+	# checkout has no tags (a clone of one branch).  safe.directory: as
+	# root, in a checkout (or a worktree's git directory) root does not
+	# own, git refuses "dubious ownership"; archive only reads.
 	mkdir -p "$TAPDIR/mq-src" "$TAPDIR/mq-0.1.0"
 	tar -C "$REPO" --exclude=./.git --exclude=./tmp_check --exclude=./results \
 		--exclude=./output_iso -cf - . | tar -C "$TAPDIR/mq-src" -xf -
-	if ! git -c safe.directory="$REPO" -C "$REPO" archive v0.1.0 2>/dev/null | tar -x -C "$TAPDIR/mq-0.1.0" 2>/dev/null; then
-		say "no git or no tag v0.1.0: t/040_upgrade.pl will skip"
+	git_ro() { git -c safe.directory='*' -C "$REPO" "$@"; }
+	v010=""
+	for rev in v0.1.0 "$RELEASE_0_1_0"; do
+		if git_ro cat-file -e "$rev^{commit}" 2>/dev/null; then
+			v010=$rev
+			break
+		fi
+	done
+	if [ -z "$v010" ] || ! git_ro archive "$v010" | tar -x -C "$TAPDIR/mq-0.1.0"; then
+		why=$(git_ro rev-parse --is-shallow-repository 2>&1 | head -n 1)
+		say "neither tag v0.1.0 nor commit $RELEASE_0_1_0 here (git: $why): t/040_upgrade.pl will skip"
 		rm -rf "$TAPDIR/mq-0.1.0"
 	fi
 	[ "$(id -u)" -eq 0 ] && chown -R "$RUN_USER": "$TAPDIR"
