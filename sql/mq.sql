@@ -80,9 +80,8 @@ SELECT pg_catalog.pg_extension_config_dump('mq.segment', '');
 
 -- Consumer groups of partitioned queues: per partition, the member holding
 -- the lease and until when (rewritten a few times per session timeout),
--- and, in a table of its own so that commits do not lengthen the rows a
--- poll reads, the committed offset.  Where a member has read to is kept by
--- its session, not here (src/partition.c).
+-- and, in a table of its own, the committed offsets.  Where a member has
+-- read to is kept by its session, not here (src/partition.c).
 CREATE TABLE mq.group_partition (
     queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
     consumer_group text NOT NULL,
@@ -94,15 +93,25 @@ CREATE TABLE mq.group_partition (
 ) WITH (fillfactor = 50);
 COMMENT ON TABLE mq.group_partition IS 'mq internal: leases of consumer groups; use the view mq.consumer_groups';
 
+-- A commit inserts a row; the committed offset of a group's partition is
+-- its row with the highest commit_seq, the first one a backward scan of
+-- the primary key meets.  Updating one row per partition instead left a
+-- version per commit that a snapshot held elsewhere keeps, and every
+-- commit and lookup stepped over them (bench shape 6); superseded rows are
+-- deleted by maintenance (mq._compact_offsets).  Commits of one partition
+-- take its lease row's lock first, so commit_seq follows commit order.
+CREATE SEQUENCE mq.group_offset_seq AS bigint;
 CREATE TABLE mq.group_offset (
     queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
     consumer_group text NOT NULL,
     partition integer NOT NULL,
+    commit_seq bigint NOT NULL DEFAULT pg_catalog.nextval('mq.group_offset_seq'),
     committed bigint NOT NULL,
-    PRIMARY KEY (queue_id, consumer_group, partition)
-) WITH (fillfactor = 50);
-COMMENT ON TABLE mq.group_offset IS 'mq internal: committed offsets of consumer groups; use the view mq.consumer_groups';
+    PRIMARY KEY (queue_id, consumer_group, partition, commit_seq)
+);
+COMMENT ON TABLE mq.group_offset IS 'mq internal: committed offsets of consumer groups, one row per commit (the latest counts); use the view mq.consumer_groups';
 SELECT pg_catalog.pg_extension_config_dump('mq.group_offset', '');
+SELECT pg_catalog.pg_extension_config_dump('mq.group_offset_seq', '');
 
 CREATE TABLE mq.group_member (
     queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
@@ -1152,8 +1161,7 @@ BEGIN
         ON CONFLICT DO NOTHING;
         INSERT INTO mq.group_offset (queue_id, consumer_group, partition, committed)
         SELECT p_queue_id, p_group, p, 0
-          FROM generate_series(0, (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = p_queue_id) - 1) p
-        ON CONFLICT DO NOTHING;
+          FROM generate_series(0, (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = p_queue_id) - 1) p;
     END IF;
 END
 $$;
@@ -1246,9 +1254,12 @@ BEGIN
                                 ORDER BY g2.partition LIMIT v_target - v_mine
                                 FOR UPDATE SKIP LOCKED);
     END IF;
-    RETURN QUERY SELECT g.partition, g.lease_epoch, o.committed FROM mq.group_partition g
-      JOIN mq.group_offset o ON o.queue_id = g.queue_id AND o.consumer_group = g.consumer_group
+    RETURN QUERY SELECT g.partition, g.lease_epoch,
+                        (SELECT o.committed FROM mq.group_offset o
+                          WHERE o.queue_id = g.queue_id AND o.consumer_group = g.consumer_group
                             AND o.partition = g.partition
+                          ORDER BY o.commit_seq DESC LIMIT 1)
+      FROM mq.group_partition g
       WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member
       ORDER BY g.partition;
 END
@@ -1276,7 +1287,7 @@ CREATE FUNCTION mq.commit(queue_name text, consumer_group text, partition intege
                           member text DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_commit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.commit(text, text, integer, bigint, text) IS
-'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row inserted. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq._seek_to(p_queue_name text, p_group text, p_partition integer, p_how text,
                          p_offset bigint, p_at timestamptz)
@@ -1306,15 +1317,16 @@ BEGIN
                INTO v_next USING v_p, coalesce(p_at, '-infinity');
             v_next := coalesce(v_next, mq._partition_end(p_queue_name, v_p));
         END IF;
-        UPDATE mq.group_offset o SET committed = v_next - 1
-         WHERE o.queue_id = v_queue_id AND o.consumer_group = p_group AND o.partition = v_p;
+        -- whoever polls the partition next starts from there; the lease
+        -- row's lock orders this commit among the others (mq.group_offset)
+        UPDATE mq.group_partition g SET lease_epoch = g.lease_epoch + 1
+         WHERE g.queue_id = v_queue_id AND g.consumer_group = p_group AND g.partition = v_p;
+        INSERT INTO mq.group_offset (queue_id, consumer_group, partition, committed)
+        VALUES (v_queue_id, p_group, v_p, v_next - 1);
         -- an offset committed past the last message is a high-water mark
         -- (a node receiving the partition later continues above it)
         EXECUTE format('UPDATE mq.%I SET hwm = $2 WHERE partition = $1 AND hwm < $2', 'p_' || v_queue_id || '_head')
             USING v_p, v_next - 1;
-        -- whoever polls the partition next starts from there
-        UPDATE mq.group_partition g SET lease_epoch = g.lease_epoch + 1
-         WHERE g.queue_id = v_queue_id AND g.consumer_group = p_group AND g.partition = v_p;
         v_count := v_count + 1;
     END LOOP;
     RETURN v_count;
@@ -1407,11 +1419,13 @@ CREATE VIEW mq.consumer_groups WITH (security_barrier) AS
 SELECT gq.queue_name, gq.consumer_group, gq.partition, gq.member, gq.lease_until,
        gq.committed AS committed_offset, e.end_offset,
        GREATEST(e.end_offset OPERATOR(pg_catalog.-) gq.committed, 0) AS lag
-  FROM (SELECT q.queue_name, g.consumer_group, g.partition, g.member, g.lease_until, o.committed
+  FROM (SELECT q.queue_name, g.consumer_group, g.partition, g.member, g.lease_until,
+               (SELECT o.committed FROM mq.group_offset o
+                 WHERE o.queue_id OPERATOR(pg_catalog.=) g.queue_id
+                   AND o.consumer_group OPERATOR(pg_catalog.=) g.consumer_group
+                   AND o.partition OPERATOR(pg_catalog.=) g.partition
+                 ORDER BY o.commit_seq DESC LIMIT 1) AS committed
           FROM mq.group_partition g
-          JOIN mq.group_offset o ON o.queue_id OPERATOR(pg_catalog.=) g.queue_id
-                                AND o.consumer_group OPERATOR(pg_catalog.=) g.consumer_group
-                                AND o.partition OPERATOR(pg_catalog.=) g.partition
           JOIN mq.queue q ON q.queue_id OPERATOR(pg_catalog.=) g.queue_id
          WHERE mq._can(q.queue_id, 'consume') OFFSET 0) gq
   CROSS JOIN LATERAL (SELECT mq._partition_end(gq.queue_name, gq.partition) OPERATOR(pg_catalog.-) 1 AS end_offset) e;
@@ -1502,10 +1516,15 @@ CREATE FUNCTION mq._release_consumers() RETURNS bigint
 COMMENT ON FUNCTION mq._release_consumers() IS
 'mq internal: makes the claims of dead or lapsed registered consumers visible again and frees their partition leases';
 
+CREATE FUNCTION mq._compact_offsets() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_compact_offsets' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._compact_offsets() IS 'mq internal: deletes committed offsets superseded by a later commit (src/partition.c)';
+
 CREATE FUNCTION mq._maintain() RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM mq._compact_offsets();
     RETURN mq._release_consumers() + mq._maintain_queues();
 END
 $$;
@@ -1566,6 +1585,7 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mq TO mq_owner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mq.queue, mq.segment, mq.group_partition, mq.group_offset,
     mq.group_member, mq.dead_letter_tally TO mq_owner;
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.queue_queue_id_seq TO mq_owner;
+GRANT USAGE ON SEQUENCE mq.group_offset_seq TO mq_owner;
 
 DO $$
 DECLARE

@@ -51,6 +51,16 @@ SELECT mq.seek('p', 'g2', NULL, now() - interval '1 hour');
 SELECT count(*) FROM mq.poll('p', 'g2', 'm9', 1000);
 SELECT mq.heartbeat('p', 'g2', 'm9');
 
+-- committed offsets: a row per commit (and per seek), the latest counts,
+-- whatever its offset; maintenance deletes the superseded rows only
+SELECT mq.commit('p', 'g2', 0, 5) AND mq.commit('p', 'g2', 0, 4) AS committed;
+SELECT consumer_group, count(*) > 4 AS superseded_rows FROM mq.group_offset
+ GROUP BY 1 ORDER BY 1;
+SELECT consumer_group, partition, committed_offset FROM mq.consumer_groups ORDER BY 1, 2;
+SELECT mq.maintain() >= 0 AS maintained;
+SELECT consumer_group, count(*) AS rows_left FROM mq.group_offset GROUP BY 1 ORDER BY 1;
+SELECT consumer_group, partition, committed_offset FROM mq.consumer_groups ORDER BY 1, 2;
+
 -- metrics of a log
 SELECT depth, in_flight, delayed, total_sent FROM mq.metrics('p');
 
