@@ -315,9 +315,9 @@ END
 $$;
 COMMENT ON FUNCTION mq._create_queue_tables(integer, boolean) IS 'mq internal: creates the tables of one work queue';
 
-CREATE FUNCTION mq._lock_keys(queue_name text) RETURNS void
-    AS 'MODULE_PATHNAME', 'mq_lock_keys' LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq._lock_keys(text) IS 'mq internal: takes every key lock of a keyed work queue until the end of the transaction';
+CREATE FUNCTION mq._purge_messages(queue_name text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_purge_messages' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._purge_messages(text) IS 'mq internal: deletes every message of a work queue, with every key locked first and reading with the latest snapshot; returns how many';
 
 CREATE FUNCTION mq._forget_queue(queue_id integer) RETURNS void
     AS 'MODULE_PATHNAME', 'mq_forget_queue' LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -906,19 +906,12 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_
 AS $$
 DECLARE
     v_count bigint;
-    v_deleted bigint;
     v_queue_id integer := mq._queue_id(_purge.queue_name);
 BEGIN
     IF (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) IS NULL THEN
         -- a keyed send running meanwhile must not leave its message blocked
-        -- behind a head this purge removed: take every key lock first
-        PERFORM mq._lock_keys(_purge.queue_name);
-        v_count := 0;
-        FOR v_table IN 0..4 LOOP
-            EXECUTE format('DELETE FROM mq.%I', 'q_' || v_queue_id || CASE WHEN v_table = 4 THEN '_d' ELSE '_' || v_table END);
-            GET DIAGNOSTICS v_deleted = ROW_COUNT;
-            v_count := v_count + v_deleted;
-        END LOOP;
+        -- behind a head this purge removed (src/storage.c, MqStoragePurge)
+        v_count := mq._purge_messages(_purge.queue_name);
         -- the queue's counts (mq.metrics) are made afresh
         PERFORM mq._forget_queue(v_queue_id);
     ELSE

@@ -41,7 +41,7 @@ PG_FUNCTION_INFO_V1(mq_nack);
 PG_FUNCTION_INFO_V1(mq_extend);
 PG_FUNCTION_INFO_V1(mq_archive);
 PG_FUNCTION_INFO_V1(mq_maintain_queue);
-PG_FUNCTION_INFO_V1(mq_lock_keys);
+PG_FUNCTION_INFO_V1(mq_purge_messages);
 
 #define MAX_READ_QTY 10000
 #define MAX_BATCH 100000
@@ -375,20 +375,20 @@ mq_maintain_queue(PG_FUNCTION_ARGS)
 }
 
 /*
- * mq._lock_keys(queue_name text) RETURNS void
- *	  Takes every key lock of a keyed work queue until the end of the
- *	  transaction (mq.purge), so that no keyed send or removal runs beside.
+ * mq._purge_messages(queue_name text) RETURNS bigint
+ *	  The messages of a work queue deleted, with every key locked first
+ *	  (mq.purge); returns how many.
  */
 Datum
-mq_lock_keys(PG_FUNCTION_ARGS)
+mq_purge_messages(PG_FUNCTION_ARGS)
 {
 	MqSession	session;
 	MqQueue    *q;
+	int64		n;
 
 	require_arg(fcinfo, 0, "queue_name");
 	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_ADMIN);
-	if (q->keyed)
-		MqKeyLockAll(q);
+	n = MqStoragePurge(q);
 	MqQueueClose(&session);
-	PG_RETURN_VOID();
+	PG_RETURN_INT64(n);
 }

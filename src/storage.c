@@ -98,6 +98,7 @@ typedef enum PlanKind
 	PLAN_SWEEP,
 	PLAN_NEXT_LAPSE,
 	PLAN_EXHAUSTED,
+	PLAN_PURGE,
 	PLAN_PER_TABLE,				/* the kinds above have a plan per table */
 	PLAN_KEY_EXISTS = PLAN_PER_TABLE,
 	PLAN_KEY_HEAD,
@@ -246,6 +247,7 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 		" AND attempts " OP(">=") " $1 AND NOT blocked ORDER BY vt LIMIT 10000",
 		1, {INT4OID}
 	},
+	[PLAN_PURGE] = {"DELETE FROM mq.%1$s", 0, {0}},
 	/* SQL made in plan_sql(): over every table of the queue */
 	[PLAN_KEY_EXISTS] = {NULL, 1, {TEXTOID}},
 	[PLAN_KEY_HEAD] = {NULL, 1, {TEXTOID}},
@@ -1271,6 +1273,26 @@ MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *vt,
 		}
 	}
 	return false;
+}
+
+/*
+ * Delete every message of the queue (mq.purge); returns how many.  A keyed
+ * queue's keys are all locked first, and the deletes read with the latest
+ * snapshot, taken after that lock: a keyed send that was running saw its
+ * key's head and inserted its message blocked, and deleting by an older
+ * snapshot (REPEATABLE READ) would remove the head but leave that message,
+ * blocked with nothing ahead of it to unblock it (keyed_purge.spec).
+ */
+int64
+MqStoragePurge(MqQueue *q)
+{
+	int64		n = 0;
+
+	if (q->keyed)
+		MqKeyLockAll(q);
+	for (int t = 0; t < NTABLES; t++)
+		n += run(q, PLAN_PURGE, t, NULL, NULL, SPI_OK_DELETE);
+	return n;
 }
 
 /*

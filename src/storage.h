@@ -38,6 +38,7 @@ extern bool MqStorageRelease(MqQueue *q, int64 msg_id, MqNullable receipt,
 							 Interval *delay, MqNullable error);
 extern bool MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt,
 							Interval *vt, TimestampTz *visible_at);
+extern int64 MqStoragePurge(MqQueue *q);
 extern int64 MqStorageMaintain(MqQueue *q);
 extern TimestampTz MqStorageNextTimedEvent(MqQueue *q);
 
