@@ -388,24 +388,36 @@ CREATE FUNCTION mq._require_preload(what text) RETURNS void
     AS 'MODULE_PATHNAME', 'mq_require_preload' LANGUAGE C VOLATILE PARALLEL SAFE;
 COMMENT ON FUNCTION mq._require_preload(text) IS 'mq internal: raises 55000 unless mq is in shared_preload_libraries';
 
--- '25/min' -> 0.4666: messages per second
+-- '25/min' -> 0.4666: messages per second.  The rate must lie between one
+-- message a day and 1000000/s: below that the time of the next token
+-- (src/ratelimit.c) is beyond what a timestamp holds.  It is computed in
+-- numeric, which does not overflow or underflow, from at most 10 integer
+-- digits (more is above the limit in any unit) and 20 decimals (a rate
+-- whose first significant digit comes later is below it).
 CREATE FUNCTION mq._parse_rate(p_rate text) RETURNS double precision
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_m text[] := regexp_match(p_rate, '^\s*([0-9]+(\.[0-9]+)?)\s*/\s*(s|sec|second|min|minute|h|hour)\s*$');
-    v_rate double precision;
+    v_m text[] := regexp_match(p_rate, '^\s*([0-9]+)(\.[0-9]+)?\s*/\s*(s|sec|second|min|minute|h|hour)\s*$');
+    v_int text;
+    v_rate numeric;
 BEGIN
     IF v_m IS NULL THEN
-        RAISE EXCEPTION 'invalid rate_limit "%"', p_rate
+        RAISE EXCEPTION 'invalid rate_limit "%"', pg_catalog.left(p_rate, 64)
             USING ERRCODE = '22023', HINT = 'Write a number of messages per s, min or h, like ''25/min''.';
     END IF;
-    v_rate := v_m[1]::double precision / CASE WHEN v_m[3] IN ('min', 'minute') THEN 60
-                                              WHEN v_m[3] IN ('h', 'hour') THEN 3600 ELSE 1 END;
-    IF v_rate <= 0 OR v_rate > 1000000 THEN
-        RAISE EXCEPTION 'rate_limit must be above 0 and at most 1000000/s' USING ERRCODE = '22023';
+    v_int := pg_catalog.ltrim(v_m[1], '0');
+    IF pg_catalog.length(v_int) <= 10 THEN
+        v_rate := ('0' || v_int || pg_catalog.left(coalesce(v_m[2], ''), 21))::numeric
+                  / CASE WHEN v_m[3] IN ('min', 'minute') THEN 60
+                         WHEN v_m[3] IN ('h', 'hour') THEN 3600 ELSE 1 END;
     END IF;
-    RETURN v_rate;
+    IF v_rate IS NULL OR v_rate < 1::numeric / 86400 OR v_rate > 1000000 THEN
+        RAISE EXCEPTION 'rate_limit "%" is out of range', pg_catalog.left(pg_catalog.btrim(p_rate), 64)
+            USING ERRCODE = '22023',
+                  DETAIL = 'A rate limit must be at least one message a day (0.0417/h) and at most 1000000/s.';
+    END IF;
+    RETURN v_rate::double precision;
 END
 $$;
 COMMENT ON FUNCTION mq._parse_rate(text) IS 'mq internal: a rate limit such as ''25/min'' in messages per second; 22023 when malformed';
@@ -833,7 +845,7 @@ CREATE FUNCTION mq.create_queue(
 RETURNS void
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) IS
-'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue does NOTIFY "mq.<queue_name>" at commit (once per queue per transaction; with mq preloaded only while a session listens through mq.listen); rate_limit: at most this many messages handed out by mq.read/mq.poll across all consumers, written ''N/s'', ''N/min'' or ''N/h'' (NULL: no limit; needs mq preloaded), with rate_limit_burst messages of burst (1 to 1000000; default the rate per second rounded up, at least 1): over any T seconds at most rate * T + burst. Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitions or rate_limit without mq preloaded, 42501 not mq_admin.';
+'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue does NOTIFY "mq.<queue_name>" at commit (once per queue per transaction; with mq preloaded only while a session listens through mq.listen); rate_limit: at most this many messages handed out by mq.read/mq.poll across all consumers, written ''N/s'', ''N/min'' or ''N/h'', from one a day to 1000000/s (NULL: no limit; needs mq preloaded), with rate_limit_burst messages of burst (1 to 1000000; default the rate per second rounded up, at least 1): over any T seconds at most rate * T + burst. Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitions or rate_limit without mq preloaded, 42501 not mq_admin.';
 
 CREATE FUNCTION mq._alter_queue(
     queue_name text,
