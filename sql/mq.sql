@@ -1302,6 +1302,13 @@ BEGIN
         CONTINUE WHEN p_partition IS NOT NULL AND v_p <> p_partition;
         -- v_next: the first offset the group will read
         IF p_how = 'offset' THEN
+            -- as mq.commit refuses it: past the end, future messages are skipped
+            v_next := mq._partition_end(p_queue_name, v_p);
+            IF p_offset > v_next THEN
+                RAISE EXCEPTION 'offset % is beyond the end of partition %', p_offset, v_p
+                    USING ERRCODE = '22023', DETAIL = format('The last visible offset is %s.', v_next - 1),
+                          HINT = format('Seek to at most %s, the next offset to be sent, or to ''latest''.', v_next);
+            END IF;
             v_next := p_offset;
         ELSIF p_how = 'latest' THEN
             v_next := mq._partition_end(p_queue_name, v_p);
@@ -1345,7 +1352,7 @@ COMMENT ON FUNCTION mq._seek(text, text, integer, bigint) IS 'mq internal: body 
 CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, "offset" bigint) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, bigint) IS
-'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset. Returns the number of partitions moved. Errors: 22004 NULL offset; 22023 offset below 1 or partition out of range; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 42501 no consume right on the queue.';
+'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset, at most one past the partition''s last visible offset. Returns the number of partitions moved. Errors: 22004 NULL offset; 22023 offset below 1 or beyond the end (as mq.commit), or partition out of range; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp

@@ -117,6 +117,18 @@ SELECT mq.leave('p', 'g', NULL);
 SELECT mq.seek('p', 'g', 0, NULL::bigint);
 SELECT mq.seek('p', 'g', 0, 'middle');
 SELECT mq.seek('p', 'g', 0, 0::bigint);
+-- past the end is refused as mq.commit refuses it (it skipped every
+-- message to come); the next offset to be sent is fine
+SELECT mq._partition_end('p', 0) AS p0_end \gset
+\set VERBOSITY sqlstate
+SELECT mq.seek('p', 'g', 0, :p0_end + 1);
+SELECT :'LAST_ERROR_MESSAGE' = format('offset %s is beyond the end of partition 0', :p0_end + 1) AS as_commit_says;
+SELECT mq.seek('p', 'g', NULL, 1000000::bigint);
+\echo :LAST_ERROR_MESSAGE
+\set VERBOSITY terse
+SELECT mq.seek('p', 'g', 0, :p0_end::bigint);
+SELECT committed_offset = :p0_end - 1 AS at_end FROM mq.consumer_groups
+ WHERE queue_name = 'p' AND consumer_group = 'g' AND partition = 0;
 SELECT mq.seek('p', 'g', 9, 'earliest');
 SELECT mq.seek('nope', 'g', 0, 'earliest');
 BEGIN;
