@@ -1091,7 +1091,7 @@ COMMENT ON FUNCTION mq.ack(text, bigint, bigint) IS
 CREATE FUNCTION mq.ack(queue_name text, msg_ids bigint[])
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_ack_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.ack(text, bigint[]) IS
-'Deletes many processed messages (as SQS DeleteMessageBatch); returns how many existed and were deleted. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
+'Deletes many processed messages (as SQS DeleteMessageBatch); returns how many existed and were deleted. Two batches lock their messages in the same order whatever order the ids are given in, so they never deadlock. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.nack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL,
                         delay interval DEFAULT NULL, error text DEFAULT NULL)
@@ -1108,6 +1108,11 @@ CREATE FUNCTION mq.archive(queue_name text, msg_id bigint, receipt bigint DEFAUL
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_archive' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.archive(text, bigint, bigint) IS
 'Acks a message by moving it to the queue''s archive instead of deleting it (as pgmq archive). Receipt rules as mq.ack. Returns false when there is no such message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
+
+CREATE FUNCTION mq.archive(queue_name text, msg_ids bigint[])
+RETURNS bigint AS 'MODULE_PATHNAME', 'mq_archive_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.archive(text, bigint[]) IS
+'Moves many processed messages to the queue''s archive (the batch form of mq.archive, as mq.ack with bigint[]); returns how many existed and were archived. Two batches lock their messages in the same order whatever order the ids are given in, so they never deadlock. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
 
 -- ---------------------------------------------------------------------------
 -- Partitioned queues: consumer groups, offsets, replay.
@@ -1554,6 +1559,7 @@ GRANT EXECUTE ON FUNCTION
     mq.nack(text, bigint, bigint, interval, text),
     mq.extend(text, bigint, interval, bigint),
     mq.archive(text, bigint, bigint),
+    mq.archive(text, bigint[]),
     mq.metrics(text),
     mq.poll(text, text, text, integer, interval),
     mq.heartbeat(text, text, text),

@@ -40,6 +40,7 @@ PG_FUNCTION_INFO_V1(mq_ack_batch);
 PG_FUNCTION_INFO_V1(mq_nack);
 PG_FUNCTION_INFO_V1(mq_extend);
 PG_FUNCTION_INFO_V1(mq_archive);
+PG_FUNCTION_INFO_V1(mq_archive_batch);
 PG_FUNCTION_INFO_V1(mq_maintain_queue);
 PG_FUNCTION_INFO_V1(mq_purge_messages);
 
@@ -284,9 +285,9 @@ mq_archive(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(ack_common(fcinfo, true));
 }
 
-/* mq.ack(queue_name text, msg_ids bigint[]) RETURNS bigint */
-Datum
-mq_ack_batch(PG_FUNCTION_ARGS)
+/* Ack or archive the messages of msg_ids; returns how many there were. */
+static int64
+ack_batch_common(FunctionCallInfo fcinfo, bool archive)
 {
 	MqSession	session;
 	MqQueue    *q;
@@ -298,9 +299,23 @@ mq_ack_batch(PG_FUNCTION_ARGS)
 	ids = array_arg(fcinfo, 1, "msg_ids", true);
 	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_CONSUME);
 	MqRequireWorkQueue(q);
-	n = array_length_1d(ids) > 0 ? MqStorageAckBatch(q, ids) : 0;
+	n = array_length_1d(ids) > 0 ? MqStorageAckBatch(q, ids, archive) : 0;
 	MqQueueClose(&session);
-	PG_RETURN_INT64(n);
+	return n;
+}
+
+/* mq.ack(queue_name text, msg_ids bigint[]) RETURNS bigint */
+Datum
+mq_ack_batch(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(ack_batch_common(fcinfo, false));
+}
+
+/* mq.archive(queue_name text, msg_ids bigint[]) RETURNS bigint */
+Datum
+mq_archive_batch(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(ack_batch_common(fcinfo, true));
 }
 
 /*

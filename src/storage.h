@@ -33,7 +33,7 @@ extern uint64 MqStorageClaim(MqQueue *q, int qty, Interval *vt,
 							 ReturnSetInfo *rsinfo);
 extern bool MqStorageAck(MqQueue *q, int64 msg_id, MqNullable receipt,
 						 bool archive);
-extern int64 MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids);
+extern int64 MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids, bool archive);
 extern bool MqStorageRelease(MqQueue *q, int64 msg_id, MqNullable receipt,
 							 Interval *delay, MqNullable error);
 extern bool MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt,
