@@ -740,6 +740,12 @@ BEGIN
         END IF;
     END IF;
 
+    -- before the INSERT, which takes an id even when it conflicts: an
+    -- "ensure the queue exists" call must not use ids up (only two creates
+    -- of one name racing each other still spend one)
+    IF EXISTS (SELECT FROM mq.queue q WHERE q.queue_name = _create_queue.queue_name) THEN
+        RAISE EXCEPTION 'queue "%" already exists', _create_queue.queue_name USING ERRCODE = '42710';
+    END IF;
     INSERT INTO mq.queue AS q (queue_name, visibility_timeout, max_attempts, dead_letter_queue_id,
                                retry_delay, retry_backoff, retry_delay_max, ordering,
                                partitions, retention, session_timeout, notify,
