@@ -1185,18 +1185,16 @@ int64_cmp(const void *a, const void *b)
  * the keys without locks is enough.
  */
 static void
-lock_keys_of(MqQueue *q, ArrayType *ids)
+lock_keys_of(MqQueue *q, ArrayType *ids, const int *tables, int ntables)
 {
 	Datum		value = PointerGetDatum(ids);
 	char	  **keys = NULL;
 	int			n = 0,
 				size = 0;
 
-	for (int t = 0; t < NTABLES; t++)
+	for (int t = 0; t < ntables; t++)
 	{
-		if (t != DELAYED && q->segments[t].state == MQ_SEG_FREE)
-			continue;
-		run(q, PLAN_KEYS_OF, t, &value, " ", SPI_OK_SELECT);
+		run(q, PLAN_KEYS_OF, tables[t], &value, " ", SPI_OK_SELECT);
 		if (n + (int) SPI_processed > size)
 		{
 			size = Max(2 * size, n + (int) SPI_processed);
@@ -1240,10 +1238,10 @@ MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids, bool archive)
 	for (int i = 0; i < nelems; i++)
 		if (nleft == 0 || left[nleft - 1] != left[i])
 			left[nleft++] = left[i];
-	if (q->keyed)
-		lock_keys_of(q, int8_array(left, nleft));
 	ntables = segments_by_age(q, tables);
 	tables[ntables++] = DELAYED;
+	if (q->keyed)
+		lock_keys_of(q, int8_array(left, nleft), tables, ntables);
 	for (int t = 0; t < ntables && nleft > 0; t++)
 	{
 		Datum		value = PointerGetDatum(int8_array(left, nleft));
