@@ -132,6 +132,23 @@ partition_of(MqQueue *q, const char *key)
 	return next_keyless++ % q->partitions;
 }
 
+/*
+ * A partition's offsets end at PG_INT64_MAX - 1: the visible end, one past
+ * the last offset, must be a bigint too, so that every offset handed out
+ * can be read and committed, and nothing computes last + 1 past the range.
+ */
+#define MQ_LAST_OFFSET (PG_INT64_MAX - 1)
+
+static void
+partition_exhausted(MqQueue *q, int32 partition)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("partition %d of queue \"%s\" has run out of offsets", partition, q->name),
+			 errdetail("The last offset of a partition is " INT64_FORMAT ".", MQ_LAST_OFFSET),
+			 errhint("Send to another queue; the partition's messages can still be polled.")));
+}
+
 static int64
 send_one(MqQueue *q, int segment, Datum payload, MqNullable key, MqNullable headers)
 {
@@ -140,14 +157,35 @@ send_one(MqQueue *q, int segment, Datum payload, MqNullable key, MqNullable head
 	Datum		values[4];
 	char		nulls[4] = {' ', key.isnull ? 'n' : ' ', ' ', headers.isnull ? 'n' : ' '};
 	bool		isnull;
+	int64		offset;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	values[0] = Int32GetDatum(partition);
 	values[1] = key.value;
 	values[2] = payload;
 	values[3] = headers.value;
-	if (MqQueueRun(q, insert_plan(q, segment), values, nulls, SPI_OK_INSERT_RETURNING) != 1)
-		elog(ERROR, "send to queue \"%s\" returned no offset", q->name);
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	/* the sequence's own error at its end names an internal object */
+	PG_TRY();
+	{
+		if (MqQueueRun(q, insert_plan(q, segment), values, nulls, SPI_OK_INSERT_RETURNING) != 1)
+			elog(ERROR, "send to queue \"%s\" returned no offset", q->name);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_SEQUENCE_GENERATOR_LIMIT_EXCEEDED)
+			PG_RE_THROW();
+		FlushErrorState();
+		partition_exhausted(q, partition);
+	}
+	PG_END_TRY();
+	offset = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (offset > MQ_LAST_OFFSET)
+		partition_exhausted(q, partition);
+	return offset;
 }
 
 /* Send one message; returns its offset in its partition. */
