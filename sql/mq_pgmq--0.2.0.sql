@@ -68,14 +68,17 @@ GRANT SELECT ON pgmq.meta TO PUBLIC;
 -- Internal helpers.
 
 -- pgmq counts times in whole seconds; a negative vt or delay means "now".
+-- NULL stays NULL, for mq to refuse (GREATEST would make it 0).
 CREATE FUNCTION pgmq._seconds(seconds integer) RETURNS interval
 LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-AS $$ SELECT pg_catalog.make_interval(secs => GREATEST(seconds, 0)) $$;
+AS $$ SELECT pg_catalog.make_interval(secs => CASE WHEN seconds < 0 THEN 0 ELSE seconds END) $$;
 COMMENT ON FUNCTION pgmq._seconds(integer) IS 'mq_pgmq internal: seconds as an interval, negative as 0, NULL as NULL';
 
 CREATE FUNCTION pgmq._until(at timestamptz) RETURNS interval
 LANGUAGE sql VOLATILE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-AS $$ SELECT GREATEST(at - pg_catalog.clock_timestamp(), interval '0') $$;
+AS $$
+    SELECT CASE WHEN at <= pg_catalog.clock_timestamp() THEN interval '0' ELSE at - pg_catalog.clock_timestamp() END
+$$;
 COMMENT ON FUNCTION pgmq._until(timestamptz) IS 'mq_pgmq internal: the delay from now to a time, a past time as 0, NULL as NULL';
 
 -- The claim behind read, read_with_poll and pop.  Reads are always unkeyed
@@ -90,6 +93,10 @@ BEGIN
             USING ERRCODE = '0A000',
                   DETAIL = 'mq claims messages in msg_id order and cannot skip those whose message does not contain the condition.',
                   HINT = 'Read without a condition, or use one queue per kind of message.';
+    END IF;
+    -- NULL would be mq's "the queue's visibility timeout"; pgmq refuses it
+    IF vt IS NULL THEN
+        RAISE EXCEPTION 'vt must not be NULL' USING ERRCODE = '22004';
     END IF;
     -- pgmq reads nothing for qty 0 (LIMIT 0); mq's read takes 1 to 10000
     IF qty = 0 THEN
@@ -263,7 +270,7 @@ RETURNS SETOF pgmq.message_record
 LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM pgmq._read(queue_name, pgmq._seconds(vt), qty, interval '0', conditional) $$;
 COMMENT ON FUNCTION pgmq.read(text, integer, integer, jsonb) IS
-'As pgmq.read: claims up to qty readable messages, oldest msg_id first, invisible to other readers for vt seconds (mq.read); read_ct counts deliveries. qty 0 reads nothing. Errors: 22004 NULL queue_name, vt or qty; 22023 qty outside 0..10000, vt over 12 hours; 0A000 a conditional other than {}; 42704 no such queue; 42809 a partitioned mq queue; 42501 no consume right.';
+'As pgmq.read: claims up to qty readable messages, oldest msg_id first, invisible to other readers for vt seconds (negative: 0) (mq.read); read_ct counts deliveries. qty 0 reads nothing. Errors: 22004 NULL queue_name, vt or qty; 22023 qty outside 0..10000, vt over 12 hours; 0A000 a conditional other than {}; 42704 no such queue; 42809 a partitioned mq queue; 42501 no consume right.';
 
 CREATE FUNCTION pgmq.read_with_poll(queue_name text, vt integer, qty integer, max_poll_seconds integer DEFAULT 5,
                                     poll_interval_ms integer DEFAULT 100, conditional jsonb DEFAULT '{}')
