@@ -144,13 +144,31 @@ CREATE FUNCTION pgmq.create_partitioned(queue_name text, partition_interval text
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    RAISE NOTICE 'queue "%" is created as an ordinary mq work queue', queue_name
-        USING DETAIL = 'mq''s queues need no pg_partman partitions; partition_interval and retention_interval are not used.';
     PERFORM pgmq."create"(queue_name);
+    RAISE NOTICE 'queue "%" is an ordinary mq work queue', queue_name
+        USING DETAIL = 'mq''s queues need no pg_partman partitions; partition_interval and retention_interval are not used.';
 END
 $$;
 COMMENT ON FUNCTION pgmq.create_partitioned(text, text, text) IS
 'As pgmq.create_partitioned, but creates an ordinary mq work queue (as pgmq.create): mq''s storage needs no pg_partman, and the intervals are not used (no retention).';
+
+-- pgmq's detach_archive keeps a queue's archive when pgmq is dropped.  mq
+-- owns the archives, and DROP EXTENSION mq_pgmq leaves every queue and
+-- archive in place: there is nothing to detach.
+CREATE FUNCTION pgmq.detach_archive(queue_name text) RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF queue_name IS NULL THEN
+        RAISE EXCEPTION 'queue_name must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF NOT EXISTS (SELECT FROM mq.queues q WHERE q.queue_name = detach_archive.queue_name) THEN
+        RAISE EXCEPTION 'queue "%" does not exist', queue_name USING ERRCODE = '42704';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION pgmq.detach_archive(text) IS
+'As pgmq.detach_archive, which keeps a queue''s archive when the extension is dropped: DROP EXTENSION mq_pgmq keeps every mq queue and archive, so this only checks that the queue exists (and that the caller has a right on it). Errors: 22004 NULL, 42704 no such queue (or no right on it).';
 
 CREATE FUNCTION pgmq.drop_queue(queue_name text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp

@@ -214,7 +214,13 @@ SELECT msg_id = :p1 AS same, payload, attempts FROM mq.read('pg', 1, '0');
 SELECT message, read_ct FROM pgmq.pop('pg');
 
 -- ---------------------------------------------------------------------------
--- drop_queue
+-- detach_archive (nothing to detach), drop_queue
+
+SELECT pgmq.detach_archive('pg_part');
+SELECT pgmq.detach_archive('nope');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pgmq.detach_archive(NULL);
+\echo :LAST_ERROR_SQLSTATE
 
 SELECT pgmq.drop_queue('pg_part');
 SELECT pgmq.drop_queue('pg_part');
@@ -251,6 +257,8 @@ SELECT pgmq.purge_queue('nope');
 \echo :LAST_ERROR_SQLSTATE
 -- names mq does not take (pgmq takes some of them), and SQL in a name
 SELECT pgmq.create('with space');
+\echo :LAST_ERROR_SQLSTATE
+SELECT pgmq.create_partitioned('dollar$');
 \echo :LAST_ERROR_SQLSTATE
 SELECT pgmq.create(repeat('a', 49));
 \echo :LAST_ERROR_SQLSTATE
