@@ -15,6 +15,8 @@
 #      its own nodes; as root the tests run as `postgres` from a copy;
 #      t/040_upgrade.pl gets copies of the checkout and of its tag v0.1.0
 #      through MQ_SOURCE_DIR and MQ_SOURCE_0_1_0)
+#   5. test/pgmq-js: the pgmq-js client from npm against mq_pgmq, with
+#      node's test runner, one test (skipped without node, listed)
 # and ends with one line `N passed, N failed` counting regression tests,
 # isolation tests and TAP files (a TAP file that skips entirely, like
 # t/100_citus_cluster.pl without Citus, counts as neither and is listed).
@@ -241,6 +243,26 @@ if [ ${#tap_files[@]} -gt 0 ]; then
 	if [ -d "$TAPDIR/tmp_check/log" ]; then
 		mkdir -p "$TESTROOT/tmp_check"
 		cp -r "$TAPDIR/tmp_check/log" "$TESTROOT/tmp_check/" 2>/dev/null
+	fi
+fi
+
+# ---- pgmq-js ---------------------------------------------------------------
+# pgmq's client from npm against mq_pgmq (installed by test/setup.sh with
+# npm ci); it makes its own database in this cluster.
+if ! command -v node >/dev/null 2>&1; then
+	say "node not found: not running test/pgmq-js"
+	skipped+=("pgmq-js")
+elif [ ! -d "$REPO/test/pgmq-js/node_modules/pgmq-js" ]; then
+	say "test/pgmq-js has no node_modules: run test/setup.sh (npm ci)"
+	failed=$((failed + 1))
+	failures+=("pgmq-js")
+else
+	say "node --test test/pgmq-js"
+	if (cd "$REPO/test/pgmq-js" && timeout 300 node --test pgmq.test.js); then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failures+=("pgmq-js")
 	fi
 fi
 
