@@ -71,6 +71,7 @@ typedef struct MqQueue
 	int32		partitions;		/* 0: work queue; else a partitioned queue */
 	Interval	retention;		/* partitioned queues */
 	Interval	session_timeout;	/* consumer groups' member timeout */
+	TransactionId created_xmin;	/* of its catalog row */
 	Oid		   *offset_seqs;	/* [partitions], in CacheMemoryContext */
 	bool		distributed;	/* its tables are Citus-distributed (citus.c) */
 	Oid			msg_seq;		/* work queues: mq.q_<id>_seq */
@@ -122,13 +123,15 @@ extern Oid	MqQueueRelid(MqQueue *q, const char *relname);
 extern void MqQueueRefreshSegments(MqQueue *q);
 extern MqQueue *MqQueueOpenIfAllowed(const char *queue_name, MqSession *session,
 									 MqRight right);
-extern bool MqQueueCheckRight(const char *queue_name, MqRight right);
+extern bool MqQueueCheckRight(const char *queue_name, MqRight right, bool for_drop);
+extern bool MqQueueLockById(int32 queue_id);
 extern void MqQueueClose(MqSession *session);
 
 /* rights.c */
 extern bool MqHasRight(Oid roleid, Oid rights_relid, MqRight right);
 extern bool MqHasRole(Oid roleid, const char *rolname);
 extern bool MqQueueIdHasRight(int32 queue_id, MqRight right);
+extern Oid	MqQueueRightsRelid(int32 queue_id);
 extern void MqRequireRole(const char *rolname, const char *what);
 extern void MqRequireSomeConsumeRight(const char *what);
 extern void MqRequireWorkQueue(MqQueue *q);
