@@ -69,6 +69,7 @@
 
 #include "queue.h"
 #include "segment.h"
+#include "wait.h"
 
 PG_FUNCTION_INFO_V1(mq_check_queue_name);
 PG_FUNCTION_INFO_V1(mq_invalidate);
@@ -581,7 +582,8 @@ MqQueueOpenIfAllowed(const char *queue_name, MqSession *session, MqRight right)
  * that nobody without it can queue the queue's users behind a wait of
  * his), under ShareUpdateExclusiveLock, which lets calls on the queue go
  * on but makes a second drop wait for the first (two drops upgrading a
- * shared lock would deadlock).
+ * shared lock would deadlock).  Before waiting for it, a drop ends the
+ * waits of the queue's waiting readers (MqWaitDropBegin).
  */
 bool
 MqQueueCheckRight(const char *queue_name, MqRight right, bool for_drop)
@@ -595,7 +597,9 @@ MqQueueCheckRight(const char *queue_name, MqRight right, bool for_drop)
 	require_in_snapshot(q, right);
 	if (for_drop)
 	{
+		MqWaitDropBegin(q->queue_id);
 		LockRelationOid(q->rights_relid, AccessExclusiveLock);
+		MqWaitDropEnd();
 	}
 	return true;
 }
