@@ -597,9 +597,19 @@ MqQueueCheckRight(const char *queue_name, MqRight right, bool for_drop)
 	require_in_snapshot(q, right);
 	if (for_drop)
 	{
+		Oid			lock_relid = q->rights_relid;
+
 		MqWaitDropBegin(q->queue_id);
-		LockRelationOid(q->rights_relid, AccessExclusiveLock);
-		MqWaitDropEnd();
+		PG_TRY();
+		{
+			LockRelationOid(lock_relid, AccessExclusiveLock);
+		}
+		PG_FINALLY();
+		{
+			/* a subtransaction's cancelled drop too */
+			MqWaitDropEnd();
+		}
+		PG_END_TRY();
 	}
 	return true;
 }

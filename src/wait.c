@@ -27,8 +27,8 @@
  * itself in the slot's drops, then broadcasts.  A reader that finds a drop
  * of its queue marked returns what it has (nothing), and its transaction,
  * when it ends, lets the drop go on.  The mark goes once the drop holds
- * the lock (later callers wait for the lock, then find the queue gone), or
- * when its transaction ends however it ends.
+ * the lock (later callers wait for the lock, then find the queue gone),
+ * when its wait fails, or when its transaction ends (a FATAL error).
  *
  * Locking: the counters and marks are atomics and the condition variables
  * need no lock; a backend writes only its own mark; the bitmap is
