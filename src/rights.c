@@ -85,15 +85,22 @@ MqQueueIdHasRight(int32 queue_id, MqRight right)
 	return MqHasRight(GetUserId(), MqQueueRightsRelid(queue_id), right);
 }
 
-/* Whether roleid may use the queue whose rights table is rights_relid. */
+/*
+ * Whether roleid may use the queue whose rights table is rights_relid; a
+ * table dropped meanwhile (a queue dropped while the views list it) gives
+ * no right.
+ */
 bool
 MqHasRight(Oid roleid, Oid rights_relid, MqRight right)
 {
+	bool		missing = false;
+
 	/* mq's own functions, running as mq_owner, may do anything */
 	if (roleid == MqOwner() || has_role(roleid, role_of_right[right]))
 		return true;
 	return OidIsValid(rights_relid) &&
-		pg_class_aclmask(rights_relid, roleid, mode_of_right(right), ACLMASK_ANY) != 0;
+		pg_class_aclmask_ext(rights_relid, roleid, mode_of_right(right), ACLMASK_ANY,
+							 &missing) != 0 && !missing;
 }
 
 /* Raise 42501 unless the caller has the privileges of rolname. */

@@ -1,10 +1,11 @@
 # drop_queue under load: 50 rounds of dropping and re-creating a work queue
 # and a partitioned queue while 4 sessions send, read, ack, poll (some
-# waiting), commit offsets and read metrics, one session runs mq.maintain()
-# in a loop, and the background worker maintains the same database.
+# waiting), commit offsets, read metrics and the views mq.queues and
+# mq.consumer_groups, one session runs mq.maintain() in a loop, and the
+# background worker maintains the same database.
 #
-# Each call runs in its own transaction (one in six sends to both queues in
-# one transaction) and records its SQLSTATE.  Asserts: every drop and
+# Each call runs in its own transaction (one in seven sends to both queues
+# and reads the views in one transaction) and records its SQLSTATE.  Asserts: every drop and
 # create succeeds; the data path fails only with 42704 (no such queue):
 # 0 deadlocks (40P01), 0 XX000, 0 42P01 (an internal table named); no
 # maintenance pass fails; nothing hangs (every session ends within the TAP
@@ -66,6 +67,8 @@ BEGIN
         PERFORM mq.send('wq', jsonb_build_object('w', w));
         PERFORM mq.send('lp', jsonb_build_object('w', w), key => 'both');
         PERFORM * FROM mq.metrics('wq');
+        PERFORM count(*) FROM mq.queues;
+        PERFORM count(*) FROM mq.consumer_groups;
       END CASE;
       v_state := 'ok';
     EXCEPTION WHEN OTHERS THEN
