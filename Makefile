@@ -1,5 +1,6 @@
-# mq: PGXS build.  `make && make install`, then CREATE EXTENSION mq.
-EXTENSION = mq
+# mq: PGXS build.  `make && make install`, then CREATE EXTENSION mq (and,
+# optionally, CREATE EXTENSION mq_pgmq: pgmq's API, docs/pgmq.md).
+EXTENSION = mq mq_pgmq
 EXTVERSION = 0.2.0
 
 MODULE_big = mq
@@ -7,9 +8,10 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 # the library refuses SQL objects of another version (src/queue.c)
 PG_CPPFLAGS = -DMQ_VERSION=\"$(EXTVERSION)\"
 
-# sql/mq.sql is the single source of the current version (pgvector's DATA_built).
-DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA = $(filter-out sql/$(EXTENSION).sql $(DATA_built),$(wildcard sql/$(EXTENSION)--*.sql))
+# sql/mq.sql is the single source of mq's current version (pgvector's
+# DATA_built); mq_pgmq's scripts are plain files.
+DATA_built = sql/mq--$(EXTVERSION).sql
+DATA = $(filter-out $(DATA_built),$(wildcard sql/mq--*.sql)) $(wildcard sql/mq_pgmq--*.sql)
 
 # pg_regress: test/sql/NAME.sql against expected/NAME.out
 REGRESS = $(sort $(basename $(notdir $(wildcard test/sql/*.sql))))
@@ -19,13 +21,13 @@ REGRESS_OPTS = --inputdir=test --load-extension=pgtap
 ISOLATION = $(sort $(basename $(notdir $(wildcard test/specs/*.spec))))
 ISOLATION_OPTS = --inputdir=test --outputdir=.
 
-EXTRA_CLEAN = sql/$(EXTENSION)--$(EXTVERSION).sql results output_iso regression.diffs regression.out tmp_check
+EXTRA_CLEAN = $(DATA_built) results output_iso regression.diffs regression.out tmp_check
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
+$(DATA_built): sql/mq.sql
 	cp $< $@
 
 # PGXS tracks no header dependencies: rebuild every object when a header

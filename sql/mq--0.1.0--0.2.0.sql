@@ -168,15 +168,18 @@ COMMENT ON TABLE mq.segment IS 'mq internal: the segment tables of each queue an
 SELECT pg_catalog.pg_extension_config_dump('mq.segment', '');
 
 -- as in sql/mq.sql
+CREATE SEQUENCE mq.group_offset_seq AS bigint;
 CREATE TABLE mq.group_offset (
     queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
     consumer_group text NOT NULL,
     partition integer NOT NULL,
+    commit_seq bigint NOT NULL DEFAULT pg_catalog.nextval('mq.group_offset_seq'),
     committed bigint NOT NULL,
-    PRIMARY KEY (queue_id, consumer_group, partition)
-) WITH (fillfactor = 50);
-COMMENT ON TABLE mq.group_offset IS 'mq internal: committed offsets of consumer groups; use the view mq.consumer_groups';
+    PRIMARY KEY (queue_id, consumer_group, partition, commit_seq)
+);
+COMMENT ON TABLE mq.group_offset IS 'mq internal: committed offsets of consumer groups, one row per commit (the latest counts); use the view mq.consumer_groups';
 SELECT pg_catalog.pg_extension_config_dump('mq.group_offset', '');
+SELECT pg_catalog.pg_extension_config_dump('mq.group_offset_seq', '');
 
 -- as in sql/mq.sql
 CREATE TABLE mq.dead_letter_tally (
@@ -376,9 +379,9 @@ END
 $$;
 COMMENT ON FUNCTION mq._create_queue_tables(integer, boolean) IS 'mq internal: creates the tables of one work queue';
 
-CREATE FUNCTION mq._lock_keys(queue_name text) RETURNS void
-    AS 'MODULE_PATHNAME', 'mq_lock_keys' LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq._lock_keys(text) IS 'mq internal: takes every key lock of a keyed work queue until the end of the transaction';
+CREATE FUNCTION mq._purge_messages(queue_name text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_purge_messages' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._purge_messages(text) IS 'mq internal: deletes every message of a work queue, with every key locked first and reading with the latest snapshot; returns how many';
 
 CREATE FUNCTION mq._forget_queue(queue_id integer) RETURNS void
     AS 'MODULE_PATHNAME', 'mq_forget_queue' LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -388,24 +391,36 @@ CREATE FUNCTION mq._require_preload(what text) RETURNS void
     AS 'MODULE_PATHNAME', 'mq_require_preload' LANGUAGE C VOLATILE PARALLEL SAFE;
 COMMENT ON FUNCTION mq._require_preload(text) IS 'mq internal: raises 55000 unless mq is in shared_preload_libraries';
 
--- '25/min' -> 0.4666: messages per second
+-- '25/min' -> 0.4666: messages per second.  The rate must lie between one
+-- message a day and 1000000/s: below that the time of the next token
+-- (src/ratelimit.c) is beyond what a timestamp holds.  It is computed in
+-- numeric, which does not overflow or underflow, from at most 10 integer
+-- digits (more is above the limit in any unit) and 20 decimals (a rate
+-- whose first significant digit comes later is below it).
 CREATE FUNCTION mq._parse_rate(p_rate text) RETURNS double precision
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_m text[] := regexp_match(p_rate, '^\s*([0-9]+(\.[0-9]+)?)\s*/\s*(s|sec|second|min|minute|h|hour)\s*$');
-    v_rate double precision;
+    v_m text[] := regexp_match(p_rate, '^\s*([0-9]+)(\.[0-9]+)?\s*/\s*(s|sec|second|min|minute|h|hour)\s*$');
+    v_int text;
+    v_rate numeric;
 BEGIN
     IF v_m IS NULL THEN
-        RAISE EXCEPTION 'invalid rate_limit "%"', p_rate
+        RAISE EXCEPTION 'invalid rate_limit "%"', pg_catalog.left(p_rate, 64)
             USING ERRCODE = '22023', HINT = 'Write a number of messages per s, min or h, like ''25/min''.';
     END IF;
-    v_rate := v_m[1]::double precision / CASE WHEN v_m[3] IN ('min', 'minute') THEN 60
-                                              WHEN v_m[3] IN ('h', 'hour') THEN 3600 ELSE 1 END;
-    IF v_rate <= 0 OR v_rate > 1000000 THEN
-        RAISE EXCEPTION 'rate_limit must be above 0 and at most 1000000/s' USING ERRCODE = '22023';
+    v_int := pg_catalog.ltrim(v_m[1], '0');
+    IF pg_catalog.length(v_int) <= 10 THEN
+        v_rate := ('0' || v_int || pg_catalog.left(coalesce(v_m[2], ''), 21))::numeric
+                  / CASE WHEN v_m[3] IN ('min', 'minute') THEN 60
+                         WHEN v_m[3] IN ('h', 'hour') THEN 3600 ELSE 1 END;
     END IF;
-    RETURN v_rate;
+    IF v_rate IS NULL OR v_rate < 1::numeric / 86400 OR v_rate > 1000000 THEN
+        RAISE EXCEPTION 'rate_limit "%" is out of range', pg_catalog.left(pg_catalog.btrim(p_rate), 64)
+            USING ERRCODE = '22023',
+                  DETAIL = 'A rate limit must be at least one message a day (0.0417/h) and at most 1000000/s.';
+    END IF;
+    RETURN v_rate::double precision;
 END
 $$;
 COMMENT ON FUNCTION mq._parse_rate(text) IS 'mq internal: a rate limit such as ''25/min'' in messages per second; 22023 when malformed';
@@ -789,6 +804,12 @@ BEGIN
         END IF;
     END IF;
 
+    -- before the INSERT, which takes an id even when it conflicts: an
+    -- "ensure the queue exists" call must not use ids up (only two creates
+    -- of one name racing each other still spend one)
+    IF EXISTS (SELECT FROM mq.queue q WHERE q.queue_name = _create_queue.queue_name) THEN
+        RAISE EXCEPTION 'queue "%" already exists', _create_queue.queue_name USING ERRCODE = '42710';
+    END IF;
     INSERT INTO mq.queue AS q (queue_name, visibility_timeout, max_attempts, dead_letter_queue_id,
                                retry_delay, retry_backoff, retry_delay_max, ordering,
                                partitions, retention, session_timeout, notify,
@@ -833,7 +854,7 @@ CREATE FUNCTION mq.create_queue(
 RETURNS void
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) IS
-'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue does NOTIFY "mq.<queue_name>" at commit (once per queue per transaction; with mq preloaded only while a session listens through mq.listen); rate_limit: at most this many messages handed out by mq.read/mq.poll across all consumers, written ''N/s'', ''N/min'' or ''N/h'' (NULL: no limit; needs mq preloaded), with rate_limit_burst messages of burst (1 to 1000000; default the rate per second rounded up, at least 1): over any T seconds at most rate * T + burst. Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitions or rate_limit without mq preloaded, 42501 not mq_admin.';
+'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue does NOTIFY "mq.<queue_name>" at commit (once per queue per transaction; with mq preloaded only while a session listens through mq.listen); rate_limit: at most this many messages handed out by mq.read/mq.poll across all consumers, written ''N/s'', ''N/min'' or ''N/h'', from one a day to 1000000/s (NULL: no limit; needs mq preloaded), with rate_limit_burst messages of burst (1 to 1000000; default the rate per second rounded up, at least 1): over any T seconds at most rate * T + burst. Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitions or rate_limit without mq preloaded, 42501 not mq_admin.';
 
 CREATE FUNCTION mq._alter_queue(
     queue_name text,
@@ -967,19 +988,12 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_
 AS $$
 DECLARE
     v_count bigint;
-    v_deleted bigint;
     v_queue_id integer := mq._queue_id(_purge.queue_name);
 BEGIN
     IF (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) IS NULL THEN
         -- a keyed send running meanwhile must not leave its message blocked
-        -- behind a head this purge removed: take every key lock first
-        PERFORM mq._lock_keys(_purge.queue_name);
-        v_count := 0;
-        FOR v_table IN 0..4 LOOP
-            EXECUTE format('DELETE FROM mq.%I', 'q_' || v_queue_id || CASE WHEN v_table = 4 THEN '_d' ELSE '_' || v_table END);
-            GET DIAGNOSTICS v_deleted = ROW_COUNT;
-            v_count := v_count + v_deleted;
-        END LOOP;
+        -- behind a head this purge removed (src/storage.c, MqStoragePurge)
+        v_count := mq._purge_messages(_purge.queue_name);
         -- the queue's counts (mq.metrics) are made afresh
         PERFORM mq._forget_queue(v_queue_id);
     ELSE
@@ -1125,7 +1139,7 @@ CREATE FUNCTION mq.send(queue_name text, payload jsonb, key text DEFAULT NULL,
                         headers jsonb DEFAULT NULL, delay interval DEFAULT '0')
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_send' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.send(text, jsonb, text, jsonb, interval) IS
-'Sends one message (as SQS SendMessage with DelaySeconds); returns its msg_id. It becomes visible when the sending transaction commits and not before delay (0 to 365 days, server clock) has passed. In a keyed queue it waits behind earlier messages of its key. In a partitioned queue (as a Kafka produce) it goes to partition hash(key) mod partitions (keyless: round robin per session), returns its offset in that partition, and takes no delay. Errors: 22004 NULL queue_name, payload or delay; 22023 delay out of range, or any delay on a partitioned queue; 42704 no such queue; 54000 more than 256 partitions written in one transaction, or more than 256 keys of a keyed queue locked in one transaction while other transactions use its keys; 55000 partitioned queue without mq preloaded; 0A000 PREPARE TRANSACTION after sending to a partitioned queue; 42501 no send right on the queue.';
+'Sends one message (as SQS SendMessage with DelaySeconds); returns its msg_id. It becomes visible when the sending transaction commits and not before delay (0 to 365 days, server clock) has passed. In a keyed queue it waits behind earlier messages of its key. In a partitioned queue (as a Kafka produce) it goes to partition hash(key) mod partitions (keyless: round robin per session), returns its offset in that partition, and takes no delay. Errors: 22004 NULL queue_name, payload or delay; 22023 delay out of range, or any delay on a partitioned queue; 42704 no such queue; 54000 more than 256 partitions written in one transaction, more than 256 keys of a keyed queue locked in one transaction while other transactions use its keys, or a partition that has handed out its last offset (9223372036854775806); 55000 partitioned queue without mq preloaded; 0A000 PREPARE TRANSACTION after sending to a partitioned queue; 42501 no send right on the queue.';
 
 CREATE FUNCTION mq.send_batch(queue_name text, payloads jsonb[], keys text[] DEFAULT NULL,
                               headers jsonb[] DEFAULT NULL, delay interval DEFAULT '0')
@@ -1147,7 +1161,7 @@ COMMENT ON FUNCTION mq.ack(text, bigint, bigint) IS
 CREATE FUNCTION mq.ack(queue_name text, msg_ids bigint[])
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_ack_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.ack(text, bigint[]) IS
-'Deletes many processed messages (as SQS DeleteMessageBatch); returns how many existed and were deleted. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
+'Deletes many processed messages (as SQS DeleteMessageBatch); returns how many existed and were deleted. Two batches lock their messages in the same order whatever order the ids are given in, so they never deadlock. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.nack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL,
                         delay interval DEFAULT NULL, error text DEFAULT NULL)
@@ -1164,6 +1178,11 @@ CREATE FUNCTION mq.archive(queue_name text, msg_id bigint, receipt bigint DEFAUL
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_archive' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.archive(text, bigint, bigint) IS
 'Acks a message by moving it to the queue''s archive instead of deleting it (as pgmq archive). Receipt rules as mq.ack. Returns false when there is no such message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
+
+CREATE FUNCTION mq.archive(queue_name text, msg_ids bigint[])
+RETURNS bigint AS 'MODULE_PATHNAME', 'mq_archive_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.archive(text, bigint[]) IS
+'Moves many processed messages to the queue''s archive (the batch form of mq.archive, as mq.ack with bigint[]); returns how many existed and were archived. Two batches lock their messages in the same order whatever order the ids are given in, so they never deadlock. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
 
 -- ---------------------------------------------------------------------------
 -- Partitioned queues: consumer groups, offsets, replay.
@@ -1213,8 +1232,7 @@ BEGIN
         ON CONFLICT DO NOTHING;
         INSERT INTO mq.group_offset (queue_id, consumer_group, partition, committed)
         SELECT p_queue_id, p_group, p, 0
-          FROM generate_series(0, (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = p_queue_id) - 1) p
-        ON CONFLICT DO NOTHING;
+          FROM generate_series(0, (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = p_queue_id) - 1) p;
     END IF;
 END
 $$;
@@ -1307,9 +1325,12 @@ BEGIN
                                 ORDER BY g2.partition LIMIT v_target - v_mine
                                 FOR UPDATE SKIP LOCKED);
     END IF;
-    RETURN QUERY SELECT g.partition, g.lease_epoch, o.committed FROM mq.group_partition g
-      JOIN mq.group_offset o ON o.queue_id = g.queue_id AND o.consumer_group = g.consumer_group
+    RETURN QUERY SELECT g.partition, g.lease_epoch,
+                        (SELECT o.committed FROM mq.group_offset o
+                          WHERE o.queue_id = g.queue_id AND o.consumer_group = g.consumer_group
                             AND o.partition = g.partition
+                          ORDER BY o.commit_seq DESC LIMIT 1)
+      FROM mq.group_partition g
       WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member
       ORDER BY g.partition;
 END
@@ -1337,7 +1358,7 @@ CREATE FUNCTION mq.commit(queue_name text, consumer_group text, partition intege
                           member text DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_commit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.commit(text, text, integer, bigint, text) IS
-'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row update. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row inserted. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq._seek_to(p_queue_name text, p_group text, p_partition integer, p_how text,
                          p_offset bigint, p_at timestamptz)
@@ -1358,6 +1379,13 @@ BEGIN
         CONTINUE WHEN p_partition IS NOT NULL AND v_p <> p_partition;
         -- v_next: the first offset the group will read
         IF p_how = 'offset' THEN
+            -- as mq.commit refuses it: past the end, future messages are skipped
+            v_next := mq._partition_end(p_queue_name, v_p);
+            IF p_offset > v_next THEN
+                RAISE EXCEPTION 'offset % is beyond the end of partition %', p_offset, v_p
+                    USING ERRCODE = '22023', DETAIL = format('The last visible offset is %s.', v_next - 1),
+                          HINT = format('Seek to at most %s, the next offset to be sent, or to ''latest''.', v_next);
+            END IF;
             v_next := p_offset;
         ELSIF p_how = 'latest' THEN
             v_next := mq._partition_end(p_queue_name, v_p);
@@ -1367,15 +1395,16 @@ BEGIN
                INTO v_next USING v_p, coalesce(p_at, '-infinity');
             v_next := coalesce(v_next, mq._partition_end(p_queue_name, v_p));
         END IF;
-        UPDATE mq.group_offset o SET committed = v_next - 1
-         WHERE o.queue_id = v_queue_id AND o.consumer_group = p_group AND o.partition = v_p;
+        -- whoever polls the partition next starts from there; the lease
+        -- row's lock orders this commit among the others (mq.group_offset)
+        UPDATE mq.group_partition g SET lease_epoch = g.lease_epoch + 1
+         WHERE g.queue_id = v_queue_id AND g.consumer_group = p_group AND g.partition = v_p;
+        INSERT INTO mq.group_offset (queue_id, consumer_group, partition, committed)
+        VALUES (v_queue_id, p_group, v_p, v_next - 1);
         -- an offset committed past the last message is a high-water mark
         -- (a node receiving the partition later continues above it)
         EXECUTE format('UPDATE mq.%I SET hwm = $2 WHERE partition = $1 AND hwm < $2', 'p_' || v_queue_id || '_head')
             USING v_p, v_next - 1;
-        -- whoever polls the partition next starts from there
-        UPDATE mq.group_partition g SET lease_epoch = g.lease_epoch + 1
-         WHERE g.queue_id = v_queue_id AND g.consumer_group = p_group AND g.partition = v_p;
         v_count := v_count + 1;
     END LOOP;
     RETURN v_count;
@@ -1401,7 +1430,7 @@ COMMENT ON FUNCTION mq._seek(text, text, integer, bigint) IS 'mq internal: body 
 CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, "offset" bigint) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, bigint) IS
-'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset. Returns the number of partitions moved. Errors: 22004 NULL offset; 22023 offset below 1 or partition out of range; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 42501 no consume right on the queue.';
+'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset, at most one past the partition''s last visible offset. Returns the number of partitions moved. Errors: 22004 NULL offset; 22023 offset below 1 or beyond the end (as mq.commit), or partition out of range; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1468,11 +1497,13 @@ CREATE VIEW mq.consumer_groups WITH (security_barrier) AS
 SELECT gq.queue_name, gq.consumer_group, gq.partition, gq.member, gq.lease_until,
        gq.committed AS committed_offset, e.end_offset,
        GREATEST(e.end_offset OPERATOR(pg_catalog.-) gq.committed, 0) AS lag
-  FROM (SELECT q.queue_name, g.consumer_group, g.partition, g.member, g.lease_until, o.committed
+  FROM (SELECT q.queue_name, g.consumer_group, g.partition, g.member, g.lease_until,
+               (SELECT o.committed FROM mq.group_offset o
+                 WHERE o.queue_id OPERATOR(pg_catalog.=) g.queue_id
+                   AND o.consumer_group OPERATOR(pg_catalog.=) g.consumer_group
+                   AND o.partition OPERATOR(pg_catalog.=) g.partition
+                 ORDER BY o.commit_seq DESC LIMIT 1) AS committed
           FROM mq.group_partition g
-          JOIN mq.group_offset o ON o.queue_id OPERATOR(pg_catalog.=) g.queue_id
-                                AND o.consumer_group OPERATOR(pg_catalog.=) g.consumer_group
-                                AND o.partition OPERATOR(pg_catalog.=) g.partition
           JOIN mq.queue q ON q.queue_id OPERATOR(pg_catalog.=) g.queue_id
          WHERE mq._can(q.queue_id, 'consume') OFFSET 0) gq
   CROSS JOIN LATERAL (SELECT mq._partition_end(gq.queue_name, gq.partition) OPERATOR(pg_catalog.-) 1 AS end_offset) e;
@@ -1563,10 +1594,15 @@ CREATE FUNCTION mq._release_consumers() RETURNS bigint
 COMMENT ON FUNCTION mq._release_consumers() IS
 'mq internal: makes the claims of dead or lapsed registered consumers visible again and frees their partition leases';
 
+CREATE FUNCTION mq._compact_offsets() RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_compact_offsets' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._compact_offsets() IS 'mq internal: deletes committed offsets superseded by a later commit (src/partition.c)';
+
 CREATE FUNCTION mq._maintain() RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM mq._compact_offsets();
     RETURN mq._release_consumers() + mq._maintain_queues();
 END
 $$;
@@ -1608,6 +1644,7 @@ GRANT EXECUTE ON FUNCTION
     mq.nack(text, bigint, bigint, interval, text),
     mq.extend(text, bigint, interval, bigint),
     mq.archive(text, bigint, bigint),
+    mq.archive(text, bigint[]),
     mq.metrics(text),
     mq.poll(text, text, text, integer, interval),
     mq.heartbeat(text, text, text),
@@ -1632,6 +1669,7 @@ GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mq TO mq_owner;
 GRANT SELECT, INSERT, UPDATE, DELETE ON mq.queue, mq.segment, mq.group_partition, mq.group_offset,
     mq.group_member, mq.dead_letter_tally TO mq_owner;
 GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.queue_queue_id_seq TO mq_owner;
+GRANT USAGE ON SEQUENCE mq.group_offset_seq TO mq_owner;
 
 DO $$
 DECLARE

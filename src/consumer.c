@@ -45,12 +45,14 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
+#include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "consumer.h"
+#include "keylocks.h"
 #include "queue.h"
 #include "segment.h"
 #include "shmem.h"
@@ -480,6 +482,16 @@ release_leases(int64 token, bool before)
 		elog(ERROR, "could not release partition leases");
 }
 
+/* The release's lock in this database, until the transaction ends. */
+static bool
+try_release_lock(void)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, MQ_RELEASE_LOCK_FIELD4);
+	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
+}
+
 /* Work queues of this database, for a release that must visit them all. */
 static int
 all_work_queues(int32 **ids)
@@ -502,7 +514,11 @@ all_work_queues(int32 **ids)
  *	  again and frees their partition leases; on the first call of a server
  *	  run, also those of sessions from before a crash.  Returns the number
  *	  of messages released.  Runs as the owner (mq.maintain is SECURITY
- *	  DEFINER).
+ *	  DEFINER).  One pass per database at a time: two passes releasing the
+ *	  same claims updated them in different orders (synchronized seq scans
+ *	  of a large segment start where the other scan is) and deadlocked, so
+ *	  a pass that finds another one running returns 0 and leaves the work
+ *	  to it.
  */
 Datum
 mq_release_consumers(PG_FUNCTION_ARGS)
@@ -517,6 +533,8 @@ mq_release_consumers(PG_FUNCTION_ARGS)
 
 	if (shared == NULL)
 		PG_RETURN_INT64(0);		/* nothing is tracked without preloading */
+	if (!try_release_lock())
+		PG_RETURN_INT64(0);
 
 	todo = palloc(sizeof(Release) * all_slots());
 	LWLockAcquire(shared->lock, LW_SHARED);

@@ -39,8 +39,6 @@
 
 #define MQ_BATCH_KEY_LOCKS 100
 #define MQ_TX_KEY_LOCKS 256
-#define KEY_LOCK_FIELD4 0x6d71
-#define KEYS_LOCK_FIELD4 0x6d72
 
 #if PG_VERSION_NUM >= 170000
 #define held_by_me(tag, mode) LockHeldByMe((tag), (mode), false)
@@ -81,13 +79,13 @@ count_of(MqQueue *q)
 static void
 keys_lock_tag(LOCKTAG *tag, MqQueue *q)
 {
-	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) q->queue_id, 0, KEYS_LOCK_FIELD4);
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) q->queue_id, 0, MQ_KEYS_LOCK_FIELD4);
 }
 
 static void
 key_lock_tag(LOCKTAG *tag, MqQueue *q, uint32 hash)
 {
-	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) q->queue_id, hash, KEY_LOCK_FIELD4);
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) q->queue_id, hash, MQ_KEY_LOCK_FIELD4);
 }
 
 static uint32

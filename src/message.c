@@ -40,8 +40,9 @@ PG_FUNCTION_INFO_V1(mq_ack_batch);
 PG_FUNCTION_INFO_V1(mq_nack);
 PG_FUNCTION_INFO_V1(mq_extend);
 PG_FUNCTION_INFO_V1(mq_archive);
+PG_FUNCTION_INFO_V1(mq_archive_batch);
 PG_FUNCTION_INFO_V1(mq_maintain_queue);
-PG_FUNCTION_INFO_V1(mq_lock_keys);
+PG_FUNCTION_INFO_V1(mq_purge_messages);
 
 #define MAX_READ_QTY 10000
 #define MAX_BATCH 100000
@@ -284,9 +285,9 @@ mq_archive(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(ack_common(fcinfo, true));
 }
 
-/* mq.ack(queue_name text, msg_ids bigint[]) RETURNS bigint */
-Datum
-mq_ack_batch(PG_FUNCTION_ARGS)
+/* Ack or archive the messages of msg_ids; returns how many there were. */
+static int64
+ack_batch_common(FunctionCallInfo fcinfo, bool archive)
 {
 	MqSession	session;
 	MqQueue    *q;
@@ -298,9 +299,23 @@ mq_ack_batch(PG_FUNCTION_ARGS)
 	ids = array_arg(fcinfo, 1, "msg_ids", true);
 	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_CONSUME);
 	MqRequireWorkQueue(q);
-	n = array_length_1d(ids) > 0 ? MqStorageAckBatch(q, ids) : 0;
+	n = array_length_1d(ids) > 0 ? MqStorageAckBatch(q, ids, archive) : 0;
 	MqQueueClose(&session);
-	PG_RETURN_INT64(n);
+	return n;
+}
+
+/* mq.ack(queue_name text, msg_ids bigint[]) RETURNS bigint */
+Datum
+mq_ack_batch(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(ack_batch_common(fcinfo, false));
+}
+
+/* mq.archive(queue_name text, msg_ids bigint[]) RETURNS bigint */
+Datum
+mq_archive_batch(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(ack_batch_common(fcinfo, true));
 }
 
 /*
@@ -375,20 +390,20 @@ mq_maintain_queue(PG_FUNCTION_ARGS)
 }
 
 /*
- * mq._lock_keys(queue_name text) RETURNS void
- *	  Takes every key lock of a keyed work queue until the end of the
- *	  transaction (mq.purge), so that no keyed send or removal runs beside.
+ * mq._purge_messages(queue_name text) RETURNS bigint
+ *	  The messages of a work queue deleted, with every key locked first
+ *	  (mq.purge); returns how many.
  */
 Datum
-mq_lock_keys(PG_FUNCTION_ARGS)
+mq_purge_messages(PG_FUNCTION_ARGS)
 {
 	MqSession	session;
 	MqQueue    *q;
+	int64		n;
 
 	require_arg(fcinfo, 0, "queue_name");
 	q = MqQueueOpen(PG_GETARG_TEXT_PP(0), &session, MQ_RIGHT_ADMIN);
-	if (q->keyed)
-		MqKeyLockAll(q);
+	n = MqStoragePurge(q);
 	MqQueueClose(&session);
-	PG_RETURN_VOID();
+	PG_RETURN_INT64(n);
 }

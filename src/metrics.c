@@ -270,6 +270,16 @@ work_metrics(MqQueue *q, Metrics *m)
 	m->total_acked = MqSequenceEnd(q->acked_seq) - 1;
 }
 
+/*
+ * Sums over partitions whose offsets may each be near the top of bigint
+ * stay at PG_INT64_MAX instead of overflowing (both terms are >= 0).
+ */
+static int64
+add_capped(int64 a, int64 b)
+{
+	return a > PG_INT64_MAX - b ? PG_INT64_MAX : a + b;
+}
+
 /* Depth, age and offsets of a partitioned queue, partition by partition. */
 static void
 log_metrics(MqQueue *q, Metrics *m)
@@ -301,10 +311,10 @@ log_metrics(MqQueue *q, Metrics *m)
 		if (SPI_processed == 1)
 		{
 			first = col(1, &isnull);
-			m->depth += end - DatumGetInt64(first);
+			m->depth = add_capped(m->depth, end - DatumGetInt64(first));
 			m->oldest = earlier(m->oldest, DatumGetTimestampTz(col(2, &isnull)));
 		}
-		m->total_sent += end - 1;
+		m->total_sent = add_capped(m->total_sent, end - 1);
 	}
 }
 

@@ -27,20 +27,26 @@
  * cannot make anybody skip it.  A partition with nothing new below its
  * visible end is not queried at all, so an idle long poll touches no
  * segment table and never holds up retention's TRUNCATE.  mq.commit is
- * one kept UPDATE of the group's offset row, in mq.group_offset so that
- * commits never lengthen the lease rows every poll reads.
+ * one kept INSERT into mq.group_offset (insert-only, so that a snapshot
+ * held elsewhere leaves no versions for commits and lookups to step over).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "access/table.h"
+#include "access/transam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "storage/procarray.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -58,6 +64,7 @@ PG_FUNCTION_INFO_V1(mq_poll);
 PG_FUNCTION_INFO_V1(mq_commit);
 PG_FUNCTION_INFO_V1(mq_partition_end);
 PG_FUNCTION_INFO_V1(mq_require_preload);
+PG_FUNCTION_INFO_V1(mq_compact_offsets);
 
 enum
 {
@@ -125,6 +132,23 @@ partition_of(MqQueue *q, const char *key)
 	return next_keyless++ % q->partitions;
 }
 
+/*
+ * A partition's offsets end at PG_INT64_MAX - 1: the visible end, one past
+ * the last offset, must be a bigint too, so that every offset handed out
+ * can be read and committed, and nothing computes last + 1 past the range.
+ */
+#define MQ_LAST_OFFSET (PG_INT64_MAX - 1)
+
+static void
+partition_exhausted(MqQueue *q, int32 partition)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+			 errmsg("partition %d of queue \"%s\" has run out of offsets", partition, q->name),
+			 errdetail("The last offset of a partition is " INT64_FORMAT ".", MQ_LAST_OFFSET),
+			 errhint("Send to another queue; the partition's messages can still be polled.")));
+}
+
 static int64
 send_one(MqQueue *q, int segment, Datum payload, MqNullable key, MqNullable headers)
 {
@@ -133,14 +157,35 @@ send_one(MqQueue *q, int segment, Datum payload, MqNullable key, MqNullable head
 	Datum		values[4];
 	char		nulls[4] = {' ', key.isnull ? 'n' : ' ', ' ', headers.isnull ? 'n' : ' '};
 	bool		isnull;
+	int64		offset;
+	MemoryContext cxt = CurrentMemoryContext;
 
 	values[0] = Int32GetDatum(partition);
 	values[1] = key.value;
 	values[2] = payload;
 	values[3] = headers.value;
-	if (MqQueueRun(q, insert_plan(q, segment), values, nulls, SPI_OK_INSERT_RETURNING) != 1)
-		elog(ERROR, "send to queue \"%s\" returned no offset", q->name);
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	/* the sequence's own error at its end names an internal object */
+	PG_TRY();
+	{
+		if (MqQueueRun(q, insert_plan(q, segment), values, nulls, SPI_OK_INSERT_RETURNING) != 1)
+			elog(ERROR, "send to queue \"%s\" returned no offset", q->name);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_SEQUENCE_GENERATOR_LIMIT_EXCEEDED)
+			PG_RE_THROW();
+		FlushErrorState();
+		partition_exhausted(q, partition);
+	}
+	PG_END_TRY();
+	offset = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	if (offset > MQ_LAST_OFFSET)
+		partition_exhausted(q, partition);
+	return offset;
 }
 
 /* Send one message; returns its offset in its partition. */
@@ -287,7 +332,7 @@ committed_offset(MqQueue *q, text *group, int32 partition)
 		plan = MqQueuePlan(q, PPLAN_COMMITTED,
 						   "SELECT committed FROM mq.group_offset"
 						   " WHERE queue_id " OP("=") " $1 AND consumer_group " OP("=") " $2"
-						   " AND partition " OP("=") " $3",
+						   " AND partition " OP("=") " $3 ORDER BY commit_seq DESC LIMIT 1",
 						   3, argtypes);
 	if (MqQueueRun(q, plan, values, NULL, SPI_OK_SELECT) == 0)
 		return 0;
@@ -702,7 +747,13 @@ check_group(text *group)
 				 errmsg("consumer_group must be 1 to 200 bytes long")));
 }
 
-/* One commit attempt; returns whether a row was updated. */
+/*
+ * One commit attempt: a row inserted into mq.group_offset once the
+ * partition's lease row is locked (commits of a partition in commit order,
+ * see mq.group_offset in sql/mq.sql), and with member only while it holds
+ * the lease.  Returns whether it was inserted: false for a fenced member or
+ * a group that does not exist yet.
+ */
 static bool
 commit_once(MqQueue *q, text *group, int32 partition, int64 offset, text *member)
 {
@@ -715,15 +766,16 @@ commit_once(MqQueue *q, text *group, int32 partition, int64 offset, text *member
 
 	if (plan == NULL)
 		plan = MqQueuePlan(q, PPLAN_COMMIT,
-						   "UPDATE mq.group_offset o SET committed = $4"
-						   " WHERE o.queue_id " OP("=") " $1 AND o.consumer_group " OP("=") " $2"
-						   " AND o.partition " OP("=") " $3 AND ($5 IS NULL OR EXISTS ("
-						   " SELECT FROM mq.group_partition g WHERE g.queue_id " OP("=") " $1"
-						   " AND g.consumer_group " OP("=") " $2 AND g.partition " OP("=") " $3"
-						   " AND g.member " OP("=") " $5"
-						   " AND g.lease_until " OP(">") " pg_catalog.clock_timestamp()))",
+						   "WITH lease AS (SELECT FROM mq.group_partition g"
+						   " WHERE g.queue_id " OP("=") " $1 AND g.consumer_group " OP("=") " $2"
+						   " AND g.partition " OP("=") " $3 AND ($5 IS NULL OR"
+						   " (g.member " OP("=") " $5"
+						   " AND g.lease_until " OP(">") " pg_catalog.clock_timestamp()))"
+						   " FOR NO KEY UPDATE)"
+						   " INSERT INTO mq.group_offset (queue_id, consumer_group, partition, committed)"
+						   " SELECT $1, $2, $3, $4 FROM lease",
 						   5, argtypes);
-	return MqQueueRun(q, plan, values, nulls, SPI_OK_UPDATE) > 0;
+	return MqQueueRun(q, plan, values, nulls, SPI_OK_INSERT) > 0;
 }
 
 static void
@@ -742,7 +794,7 @@ group_init(MqQueue *q, text *group)
 /*
  * mq.commit(queue_name text, consumer_group text, partition integer,
  *			 "offset" bigint, member text) RETURNS boolean
- *	  One small row update with a kept plan; creates the group on first use.
+ *	  One small row inserted with a kept plan; creates the group on first use.
  */
 Datum
 mq_commit(PG_FUNCTION_ARGS)
@@ -799,6 +851,62 @@ mq_commit(PG_FUNCTION_ARGS)
 	}
 	MqQueueClose(&session);
 	PG_RETURN_BOOL(done);
+}
+
+/*
+ * mq._compact_offsets() RETURNS bigint
+ *	  Deletes the rows of mq.group_offset superseded by a later commit of
+ *	  the same group and partition; returns how many.  Called by
+ *	  mq._maintain as mq_owner.  Does nothing (returns 0) while what this
+ *	  backend's previous call deleted cannot be removed yet: under a
+ *	  snapshot held elsewhere those rows stay in the table and its index,
+ *	  and each call would scan them all again (a long hold would make
+ *	  maintenance cost grow with it); once the snapshot is gone, one call
+ *	  deletes everything superseded since.
+ */
+Datum
+mq_compact_offsets(PG_FUNCTION_ARGS)
+{
+	static TransactionId last_xid = InvalidTransactionId;
+	static SPIPlanPtr plan = NULL;
+	Oid			relid = get_relname_relid("group_offset", get_namespace_oid("mq", false));
+	Relation	rel;
+	TransactionId horizon;
+	uint64		n;
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "mq.group_offset is missing");
+	rel = table_open(relid, RowExclusiveLock);
+	horizon = GetOldestNonRemovableTransactionId(rel);
+	table_close(rel, NoLock);
+	if (TransactionIdIsValid(last_xid) && !TransactionIdPrecedes(last_xid, horizon))
+		PG_RETURN_INT64(0);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (plan == NULL)
+	{
+		/* per group partition (few rows): its latest commit, then a range */
+		plan = SPI_prepare("DELETE FROM mq.group_offset o USING mq.group_partition g"
+						   " WHERE o.queue_id " OP("=") " g.queue_id"
+						   " AND o.consumer_group " OP("=") " g.consumer_group"
+						   " AND o.partition " OP("=") " g.partition"
+						   " AND o.commit_seq " OP("<") " (SELECT n.commit_seq FROM mq.group_offset n"
+						   " WHERE n.queue_id " OP("=") " g.queue_id"
+						   " AND n.consumer_group " OP("=") " g.consumer_group"
+						   " AND n.partition " OP("=") " g.partition"
+						   " ORDER BY n.commit_seq DESC LIMIT 1)",
+						   0, NULL);
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare the compaction of committed offsets");
+	}
+	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not compact committed offsets");
+	n = SPI_processed;
+	SPI_finish();
+	if (n > 0)
+		last_xid = GetTopTransactionId();
+	PG_RETURN_INT64((int64) n);
 }
 
 /* mq._partition_end(queue_name text, partition integer) RETURNS bigint */

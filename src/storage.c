@@ -90,6 +90,8 @@ typedef enum PlanKind
 	PLAN_ACK,
 	PLAN_ACK_BATCH,
 	PLAN_ARCHIVE,
+	PLAN_ARCHIVE_BATCH,
+	PLAN_KEYS_OF,
 	PLAN_RELEASE,
 	PLAN_EXTEND,
 	PLAN_DEAD_LETTER,
@@ -98,6 +100,7 @@ typedef enum PlanKind
 	PLAN_SWEEP,
 	PLAN_NEXT_LAPSE,
 	PLAN_EXHAUSTED,
+	PLAN_PURGE,
 	PLAN_PER_TABLE,				/* the kinds above have a plan per table */
 	PLAN_KEY_EXISTS = PLAN_PER_TABLE,
 	PLAN_KEY_HEAD,
@@ -126,6 +129,14 @@ typedef struct PlanDef
 
 #define NOW "pg_catalog.clock_timestamp()"
 #define RECEIPT_MATCHES "($2 IS NULL OR attempts " OP("=") " $2)"
+/*
+ * The rows of a batch ($1), locked in msg_id order: LockRows runs above the
+ * sort, so two batches lock their common rows in the same order whatever
+ * plan each gets (a bitmap scan would go in physical order).
+ */
+#define LOCKED_IN_ORDER \
+	"msg_id " OP("=") " ANY (ARRAY(SELECT msg_id FROM mq.%1$s WHERE msg_id " OP("=") " ANY ($1)" \
+	" ORDER BY msg_id FOR UPDATE))"
 #define MESSAGE_COLUMNS "msg_id, vt, enqueued_at, attempts, claimed, key, payload," \
 	" headers, last_error, dead_letter, blocked, consumer, lapsed"
 
@@ -192,7 +203,7 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 		2, {INT8OID, INT8OID}
 	},
 	[PLAN_ACK_BATCH] = {
-		"DELETE FROM mq.%1$s WHERE msg_id " OP("=") " ANY ($1)"
+		"DELETE FROM mq.%1$s WHERE " LOCKED_IN_ORDER
 		" RETURNING msg_id, key, claimed, blocked",
 		1, {INT8ARRAYOID}
 	},
@@ -202,6 +213,17 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 		" INSERT INTO mq.a_%2$d (" MESSAGE_COLUMNS ")"
 		" SELECT " MESSAGE_COLUMNS " FROM d RETURNING msg_id, key, claimed, blocked",
 		2, {INT8OID, INT8OID}
+	},
+	[PLAN_ARCHIVE_BATCH] = {
+		"WITH d AS (DELETE FROM mq.%1$s WHERE " LOCKED_IN_ORDER " RETURNING *)"
+		" INSERT INTO mq.a_%2$d (" MESSAGE_COLUMNS ")"
+		" SELECT " MESSAGE_COLUMNS " FROM d RETURNING msg_id, key, claimed, blocked",
+		1, {INT8ARRAYOID}
+	},
+	/* a batch's keys, to lock before its rows (keys never change) */
+	[PLAN_KEYS_OF] = {
+		"SELECT DISTINCT key FROM mq.%1$s WHERE msg_id " OP("=") " ANY ($1) AND key IS NOT NULL",
+		1, {INT8ARRAYOID}
 	},
 	/* SQL made in plan_sql(): from a segment, or in the delayed table */
 	[PLAN_RELEASE] = {
@@ -246,6 +268,7 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 		" AND attempts " OP(">=") " $1 AND NOT blocked ORDER BY vt LIMIT 10000",
 		1, {INT4OID}
 	},
+	[PLAN_PURGE] = {"DELETE FROM mq.%1$s", 0, {0}},
 	/* SQL made in plan_sql(): over every table of the queue */
 	[PLAN_KEY_EXISTS] = {NULL, 1, {TEXTOID}},
 	[PLAN_KEY_HEAD] = {NULL, 1, {TEXTOID}},
@@ -1144,9 +1167,56 @@ MqStorageAck(MqQueue *q, int64 msg_id, MqNullable receipt, bool archive)
 	return false;
 }
 
-/* Ack many; each table gets the ids not found yet, most likely first. */
+static int
+int64_cmp(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * Lock the keys of the messages among ids (any table), before any of their
+ * rows: a batch that locked its rows first and then its keys deadlocked
+ * against another that did the same with the rows of the other's keys
+ * (keyed_batch.spec).  A key's lock always comes before the rows of its
+ * messages in a removal, and a message's key never changes, so reading
+ * the keys without locks is enough.
+ */
+static void
+lock_keys_of(MqQueue *q, ArrayType *ids, const int *tables, int ntables)
+{
+	Datum		value = PointerGetDatum(ids);
+	char	  **keys = NULL;
+	int			n = 0,
+				size = 0;
+
+	for (int t = 0; t < ntables; t++)
+	{
+		run(q, PLAN_KEYS_OF, tables[t], &value, " ", SPI_OK_SELECT);
+		if (n + (int) SPI_processed > size)
+		{
+			size = Max(2 * size, n + (int) SPI_processed);
+			keys = keys ? repalloc(keys, sizeof(char *) * size) : palloc(sizeof(char *) * size);
+		}
+		for (uint64 i = 0; i < SPI_processed; i++)
+			keys[n++] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+	}
+	if (n > 0)
+		(void) MqKeyLockMany(q, keys, n);
+}
+
+/*
+ * Ack or archive many (mq.ack and mq.archive with bigint[]); returns how
+ * many were removed.  Locks come in one order in every batch, so that two
+ * batches never deadlock whatever order their ids are given in: the keys
+ * (keylocks.c, by hash), then the rows table by table, segments oldest
+ * first and then the delayed table, in msg_id order within each; each
+ * table gets the ids not found yet.
+ */
 int64
-MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids)
+MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids, bool archive)
 {
 	Datum	   *elems;
 	bool	   *elem_nulls;
@@ -1163,31 +1233,44 @@ MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids)
 		return 0;
 	left = palloc(sizeof(int64) * nelems);
 	for (int i = 0; i < nelems; i++)
-		left[nleft++] = DatumGetInt64(elems[i]);
-	ntables = tables_for(q, left[0], tables);
+		left[i] = DatumGetInt64(elems[i]);
+	qsort(left, nelems, sizeof(int64), int64_cmp);
+	for (int i = 0; i < nelems; i++)
+		if (nleft == 0 || left[nleft - 1] != left[i])
+			left[nleft++] = left[i];
+	ntables = segments_by_age(q, tables);
+	tables[ntables++] = DELAYED;
+	if (q->keyed)
+		lock_keys_of(q, int8_array(left, nleft), tables, ntables);
 	for (int t = 0; t < ntables && nleft > 0; t++)
 	{
 		Datum		value = PointerGetDatum(int8_array(left, nleft));
-		uint64		n = run(q, PLAN_ACK_BATCH, tables[t], &value, " ", SPI_OK_DELETE_RETURNING);
+		uint64		n = archive ?
+			run(q, PLAN_ARCHIVE_BATCH, tables[t], &value, " ", SPI_OK_INSERT_RETURNING) :
+			run(q, PLAN_ACK_BATCH, tables[t], &value, " ", SPI_OK_DELETE_RETURNING);
+		int64	   *found;
 		int			kept = 0;
+		uint64		r = 0;
 
 		if (n == 0)
 			continue;
 		acked += n;
 		count_acked(q, n);
 		count_removed(q, tables[t], 3);
-		/* drop what this table had from the ids left */
+		/* drop what this table had from the ids left (both sorted) */
+		found = palloc(sizeof(int64) * n);
+		for (uint64 i = 0; i < n; i++)
+		{
+			bool		isnull;
+
+			found[i] = int8_col(i, 1, &isnull);
+		}
+		qsort(found, n, sizeof(int64), int64_cmp);
 		for (int i = 0; i < nleft; i++)
 		{
-			bool		found = false;
-
-			for (uint64 r = 0; r < n && !found; r++)
-			{
-				bool		isnull;
-
-				found = int8_col(r, 1, &isnull) == left[i];
-			}
-			if (!found)
+			while (r < n && found[r] < left[i])
+				r++;
+			if (r >= n || found[r] != left[i])
 				left[kept++] = left[i];
 		}
 		nleft = kept;
@@ -1271,6 +1354,26 @@ MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *vt,
 		}
 	}
 	return false;
+}
+
+/*
+ * Delete every message of the queue (mq.purge); returns how many.  A keyed
+ * queue's keys are all locked first, and the deletes read with the latest
+ * snapshot, taken after that lock: a keyed send that was running saw its
+ * key's head and inserted its message blocked, and deleting by an older
+ * snapshot (REPEATABLE READ) would remove the head but leave that message,
+ * blocked with nothing ahead of it to unblock it (keyed_purge.spec).
+ */
+int64
+MqStoragePurge(MqQueue *q)
+{
+	int64		n = 0;
+
+	if (q->keyed)
+		MqKeyLockAll(q);
+	for (int t = 0; t < NTABLES; t++)
+		n += run(q, PLAN_PURGE, t, NULL, NULL, SPI_OK_DELETE);
+	return n;
 }
 
 /*

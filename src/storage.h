@@ -33,11 +33,12 @@ extern uint64 MqStorageClaim(MqQueue *q, int qty, Interval *vt,
 							 ReturnSetInfo *rsinfo);
 extern bool MqStorageAck(MqQueue *q, int64 msg_id, MqNullable receipt,
 						 bool archive);
-extern int64 MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids);
+extern int64 MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids, bool archive);
 extern bool MqStorageRelease(MqQueue *q, int64 msg_id, MqNullable receipt,
 							 Interval *delay, MqNullable error);
 extern bool MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt,
 							Interval *vt, TimestampTz *visible_at);
+extern int64 MqStoragePurge(MqQueue *q);
 extern int64 MqStorageMaintain(MqQueue *q);
 extern TimestampTz MqStorageNextTimedEvent(MqQueue *q);
 

@@ -15,6 +15,8 @@
 #      its own nodes; as root the tests run as `postgres` from a copy;
 #      t/040_upgrade.pl gets copies of the checkout and of its tag v0.1.0
 #      through MQ_SOURCE_DIR and MQ_SOURCE_0_1_0)
+#   5. test/pgmq-js: the pgmq-js client from npm against mq_pgmq, with
+#      node's test runner, one test (skipped without node, listed)
 # and ends with one line `N passed, N failed` counting regression tests,
 # isolation tests and TAP files (a TAP file that skips entirely, like
 # t/100_citus_cluster.pl without Citus, counts as neither and is listed).
@@ -28,6 +30,8 @@ set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_MAJOR=15
+# the commit tagged v0.1.0, for checkouts without tags (t/040_upgrade.pl)
+RELEASE_0_1_0=8b81fc92262abd6a66189354771b8340bc0e24a4
 # PG_CONFIG may point at another installation of PostgreSQL 15 (a private
 # copy, so that several builds can be tested side by side).
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
@@ -188,13 +192,24 @@ if [ ${#tap_files[@]} -gt 0 ]; then
 	mkdir -p "$TAPDIR"
 	cp -r "$REPO/test/t" "$TAPDIR/t"
 	# t/040_upgrade.pl builds this checkout and mq 0.1.0: copies the test
-	# user can read, 0.1.0 from git here (as root, in a checkout root does
-	# not own: safe.directory, or git refuses it as "dubious ownership").
+	# user can read, 0.1.0 from git here: its tag, or its commit when the
+	# checkout has no tags (a clone of one branch).  safe.directory: as
+	# root, in a checkout (or a worktree's git directory) root does not
+	# own, git refuses "dubious ownership"; archive only reads.
 	mkdir -p "$TAPDIR/mq-src" "$TAPDIR/mq-0.1.0"
 	tar -C "$REPO" --exclude=./.git --exclude=./tmp_check --exclude=./results \
 		--exclude=./output_iso -cf - . | tar -C "$TAPDIR/mq-src" -xf -
-	if ! git -c safe.directory="$REPO" -C "$REPO" archive v0.1.0 2>/dev/null | tar -x -C "$TAPDIR/mq-0.1.0" 2>/dev/null; then
-		say "no git or no tag v0.1.0: t/040_upgrade.pl will skip"
+	git_ro() { git -c safe.directory='*' -C "$REPO" "$@"; }
+	v010=""
+	for rev in v0.1.0 "$RELEASE_0_1_0"; do
+		if git_ro cat-file -e "$rev^{commit}" 2>/dev/null; then
+			v010=$rev
+			break
+		fi
+	done
+	if [ -z "$v010" ] || ! git_ro archive "$v010" | tar -x -C "$TAPDIR/mq-0.1.0"; then
+		why=$(git_ro rev-parse --is-shallow-repository 2>&1 | head -n 1)
+		say "neither tag v0.1.0 nor commit $RELEASE_0_1_0 here (git: $why): t/040_upgrade.pl will skip"
 		rm -rf "$TAPDIR/mq-0.1.0"
 	fi
 	[ "$(id -u)" -eq 0 ] && chown -R "$RUN_USER": "$TAPDIR"
@@ -228,6 +243,26 @@ if [ ${#tap_files[@]} -gt 0 ]; then
 	if [ -d "$TAPDIR/tmp_check/log" ]; then
 		mkdir -p "$TESTROOT/tmp_check"
 		cp -r "$TAPDIR/tmp_check/log" "$TESTROOT/tmp_check/" 2>/dev/null
+	fi
+fi
+
+# ---- pgmq-js ---------------------------------------------------------------
+# pgmq's client from npm against mq_pgmq (installed by test/setup.sh with
+# npm ci); it makes its own database in this cluster.
+if ! command -v node >/dev/null 2>&1; then
+	say "node not found: not running test/pgmq-js"
+	skipped+=("pgmq-js")
+elif [ ! -d "$REPO/test/pgmq-js/node_modules/pgmq-js" ]; then
+	say "test/pgmq-js has no node_modules: run test/setup.sh (npm ci)"
+	failed=$((failed + 1))
+	failures+=("pgmq-js")
+else
+	say "node --test test/pgmq-js"
+	if (cd "$REPO/test/pgmq-js" && timeout 300 node --test pgmq.test.js); then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+		failures+=("pgmq-js")
 	fi
 fi
 

@@ -7,7 +7,9 @@
 #    they are all installed already, so a second run is fast and offline).
 # 2. Builds and installs the extension (`make && make install` at the top)
 #    and the signup example when it has a Makefile.
-# 3. Builds and installs Citus when ../shared/tools/build-citus.sh exists
+# 3. Installs the npm packages of test/pgmq-js (npm ci, from its lockfile)
+#    when npm is there, for the pgmq-js test (skipped without Node.js).
+# 4. Builds and installs Citus when ../shared/tools/build-citus.sh exists
 #    (MQ_SKIP_CITUS=1: not), for the cluster test.
 # Safe to run again at any time.
 set -euo pipefail
@@ -100,7 +102,17 @@ if [ -f "$REPO/examples/signup/Makefile" ]; then
 fi
 say "mq installed ($("$PG_CONFIG" --version))"
 
-# 3. Citus, for t/100_citus_cluster.pl (which skips without it): built from
+# 3. pgmq-js, the pgmq client that test/run.sh drives mq_pgmq with.  A
+#    failure does not stop the setup: run.sh then counts that test failed.
+if command -v npm >/dev/null 2>&1; then
+	say "npm ci in test/pgmq-js"
+	(cd "$REPO/test/pgmq-js" && npm ci --prefer-offline --no-audit --no-fund) ||
+		say "npm ci failed: the pgmq-js test will fail"
+else
+	say "npm not found: the pgmq-js test will be skipped"
+fi
+
+# 4. Citus, for t/100_citus_cluster.pl (which skips without it): built from
 #    its source tarball by ../shared/tools/build-citus.sh when that script
 #    is there (a few minutes; it does nothing when Citus 13.2 is installed).
 #    MQ_SKIP_CITUS=1 skips this step; a failed build only makes that test

@@ -50,7 +50,7 @@ END $$;
 SELECT mq.create_queue('an', max_attempts => 10, retry_delay => '10 seconds',
                        retry_backoff => 2.0, retry_delay_max => '1 minute');
 
-SELECT plan(71);
+SELECT plan(78);
 
 -- ---- ack -----------------------------------------------------------------
 SELECT mq.send('an', '{"m": "a1"}') AS a1 \gset
@@ -153,6 +153,19 @@ SELECT is(pg_temp.archived('an'), 1::bigint, 'the message is in the archive');
 SELECT is(mq.ack('an', :e1), false, '... and no longer in the queue');
 SELECT is(mq.archive('an', :e1), false, 'archiving it again is false');
 SELECT is((SELECT total_acked - :acked_before FROM mq.metrics('an')), 1::bigint, 'archive counts as acked');
+-- the batch form: ids in any order, duplicates and unknown ids; a claimed
+-- message and one nacked into the delayed table are archived too
+SELECT mq.send('an', '{"b": 1}') AS b1 \gset
+SELECT mq.send('an', '{"b": 2}') AS b2 \gset
+SELECT mq.send('an', '{"b": 3}') AS b3 \gset
+SELECT ok((SELECT count(*) FROM mq.read('an', 10)) >= 2, 'the batch is claimed');
+SELECT ok(mq.nack('an', :b2, delay => '1 hour'), 'one of it is nacked away');
+SELECT is(mq.archive('an', ARRAY[:b3, 999999999, :b1, :b2, :b3]::bigint[]), 3::bigint,
+          'a batch archive counts each message archived once');
+SELECT is(pg_temp.archived('an'), 4::bigint, 'the batch is in the archive');
+SELECT is(mq.archive('an', ARRAY[:b1, :b2]::bigint[]), 0::bigint, 'archiving them again archives nothing');
+SELECT is(mq.archive('an', '{}'::bigint[]), 0::bigint, 'an empty batch archives nothing');
+SELECT is((SELECT total_acked - :acked_before FROM mq.metrics('an')), 4::bigint, 'a batch archive counts as acked');
 
 -- ---- one read claims a message once ---------------------------------------
 -- A claim with visibility_timeout '0' is visible again at once; the rest of

@@ -41,6 +41,26 @@ SELECT mq.create_queue('bad', rate_limit => '0/s');
 SELECT mq.create_queue('bad', rate_limit => '2000000/s');
 SELECT mq.create_queue('bad', rate_limit => '5/s', rate_limit_burst => 0);
 SELECT mq.create_queue('bad', rate_limit_burst => 3);
+-- rates whose next token is beyond a timestamp, or that overflow a
+-- double, are refused (22023), not stored or failing with 22003
+SELECT mq.create_queue('bad', rate_limit => '0.000000000000000000000000000000000000000001/s');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.create_queue('bad', rate_limit => '0.0000000001/h');
+SELECT mq.create_queue('bad', rate_limit => '0.' || repeat('0', 400) || '1/s');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.create_queue('bad', rate_limit => repeat('9', 400) || '/s');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.create_queue('bad', rate_limit => '1e-42/s');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.alter_queue('r', rate_limit => '0.04/h');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.alter_queue('r', rate_limit => repeat('0', 1000) || '3600000000.1/h');
+\echo :LAST_ERROR_SQLSTATE
+-- the edges: one a day, and 1000000/s
+SELECT mq.alter_queue('r', rate_limit => '0.0417/h');
+SELECT round((rate_limit_per_second * 86400)::numeric, 4) AS per_day FROM mq.queues WHERE queue_name = 'r';
+SELECT mq.alter_queue('r', rate_limit => repeat('0', 1000) || '3600000000/h', rate_limit_burst => 5);
+SELECT rate_limit_per_second FROM mq.queues WHERE queue_name = 'r';
 SELECT count(*) AS bad_queues FROM mq.queues WHERE queue_name = 'bad';
 
 DROP EXTENSION mq CASCADE;

@@ -73,7 +73,15 @@ SELECT mq.extend('bi', :m1, NULL);
 \echo :LAST_ERROR_SQLSTATE
 SELECT mq.archive(NULL, 1);
 \echo :LAST_ERROR_SQLSTATE
-SELECT mq.archive('bi', NULL);
+SELECT mq.archive('bi', NULL::bigint);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.archive(NULL, ARRAY[1]::bigint[]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.archive('bi', NULL::bigint[]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.archive('bi', ARRAY[:m1, NULL]::bigint[]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.archive('bi', ARRAY[[1], [2]]::bigint[]);
 \echo :LAST_ERROR_SQLSTATE
 
 -- ---- negative or absurd values: 22023 -------------------------------------

@@ -58,4 +58,25 @@ SELECT count(*) <= 258 AS bounded FROM pg_locks WHERE locktype = 'advisory' AND 
 COMMIT;
 SELECT count(*) AS sent_unblocked FROM :qt WHERE key LIKE 'many%' AND NOT blocked;
 
+-- batches of 20,000 distinct keys (batches go up to 100,000) hold a
+-- bounded number of locks, not one per key, which filled the server's lock
+-- table (53200): a send_batch of two messages per key, a batch ack of the
+-- 20,000 heads, which unblocks each key's second message, and the same
+-- again in a transaction that already used the queue's keys
+SELECT mq.create_queue('wide', ordering => 'key');
+SELECT format('(SELECT * FROM mq.q_%1$s_0 UNION ALL SELECT * FROM mq.q_%1$s_1 UNION ALL SELECT * FROM mq.q_%1$s_2'
+              ' UNION ALL SELECT * FROM mq.q_%1$s_3 UNION ALL SELECT * FROM mq.q_%1$s_d) m', queue_id) AS wt
+  FROM mq.queue WHERE queue_name = 'wide' \gset
+SELECT count(*) FROM mq.send_batch('wide',
+    (SELECT array_agg(to_jsonb(i)) FROM generate_series(1, 40000) i),
+    (SELECT array_agg('w' || (i % 20000)) FROM generate_series(1, 40000) i));
+SELECT mq.ack('wide', (SELECT array_agg(msg_id) FROM :wt WHERE NOT blocked));
+SELECT count(*) AS unblocked, count(DISTINCT key) AS keys FROM :wt WHERE NOT blocked;
+BEGIN;
+SELECT mq.send('wide', '0', 'w-first') > 0 AS sent;
+SELECT mq.ack('wide', (SELECT array_agg(msg_id) FROM :wt WHERE key <> 'w-first'));
+SELECT count(*) <= 258 AS bounded FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid();
+COMMIT;
+SELECT count(*) AS left FROM :wt;
+
 DROP EXTENSION mq CASCADE;

@@ -51,6 +51,16 @@ SELECT mq.seek('p', 'g2', NULL, now() - interval '1 hour');
 SELECT count(*) FROM mq.poll('p', 'g2', 'm9', 1000);
 SELECT mq.heartbeat('p', 'g2', 'm9');
 
+-- committed offsets: a row per commit (and per seek), the latest counts,
+-- whatever its offset; maintenance deletes the superseded rows only
+SELECT mq.commit('p', 'g2', 0, 5) AND mq.commit('p', 'g2', 0, 4) AS committed;
+SELECT consumer_group, count(*) > 4 AS superseded_rows FROM mq.group_offset
+ GROUP BY 1 ORDER BY 1;
+SELECT consumer_group, partition, committed_offset FROM mq.consumer_groups ORDER BY 1, 2;
+SELECT mq.maintain() >= 0 AS maintained;
+SELECT consumer_group, count(*) AS rows_left FROM mq.group_offset GROUP BY 1 ORDER BY 1;
+SELECT consumer_group, partition, committed_offset FROM mq.consumer_groups ORDER BY 1, 2;
+
 -- metrics of a log
 SELECT depth, in_flight, delayed, total_sent FROM mq.metrics('p');
 
@@ -117,8 +127,50 @@ SELECT mq.leave('p', 'g', NULL);
 SELECT mq.seek('p', 'g', 0, NULL::bigint);
 SELECT mq.seek('p', 'g', 0, 'middle');
 SELECT mq.seek('p', 'g', 0, 0::bigint);
+-- past the end is refused as mq.commit refuses it (it skipped every
+-- message to come); the next offset to be sent is fine
+SELECT mq._partition_end('p', 0) AS p0_end \gset
+\set VERBOSITY sqlstate
+SELECT mq.seek('p', 'g', 0, :p0_end + 1);
+SELECT :'LAST_ERROR_MESSAGE' = format('offset %s is beyond the end of partition 0', :p0_end + 1) AS as_commit_says;
+SELECT mq.seek('p', 'g', NULL, 1000000::bigint);
+\echo :LAST_ERROR_MESSAGE
+\set VERBOSITY terse
+SELECT mq.seek('p', 'g', 0, :p0_end::bigint);
+SELECT committed_offset = :p0_end - 1 AS at_end FROM mq.consumer_groups
+ WHERE queue_name = 'p' AND consumer_group = 'g' AND partition = 0;
 SELECT mq.seek('p', 'g', 9, 'earliest');
 SELECT mq.seek('nope', 'g', 0, 'earliest');
+-- offsets at the top of bigint: a partition hands out offsets up to
+-- 2^63 - 2, so that its end (one past the last) is a bigint; every offset
+-- it handed out can be polled and committed, an exhausted partition says
+-- so on send (54000, not the sequence's error), and neither
+-- mq.consumer_groups nor mq.metrics overflows, for this queue or others
+SELECT mq.create_queue('top', partitions => 2);
+SELECT queue_id AS top_id FROM mq.queue WHERE queue_name = 'top' \gset
+SELECT setval(format('mq.p_%s_o%s', :top_id, p), 9223372036854775804) FROM generate_series(0, 1) p;
+SELECT k AS k0 FROM unnest(ARRAY['a', 'b', 'c', 'd', 'e', 'f']) k
+ WHERE (hashtext(k)::bigint & 4294967295) % 2 = 0 LIMIT 1 \gset
+SELECT k AS k1 FROM unnest(ARRAY['a', 'b', 'c', 'd', 'e', 'f']) k
+ WHERE (hashtext(k)::bigint & 4294967295) % 2 = 1 LIMIT 1 \gset
+SELECT mq.send('top', '1', key => :'k0'), mq.send('top', '2', key => :'k0');
+SELECT mq.send('top', '3', key => :'k0');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.send('top', '3', key => :'k0');
+SELECT count(*) FROM mq.send_batch('top', ARRAY['4', '5']::jsonb[], ARRAY[:'k1', :'k1']);
+SELECT count(*) FROM mq.send_batch('top', ARRAY['6']::jsonb[], ARRAY[:'k1']);
+SELECT partition, "offset", payload FROM mq.poll('top', 'tg', 'm', 10) ORDER BY partition, "offset";
+SELECT partition, end_offset, lag FROM mq.consumer_groups WHERE queue_name = 'top' ORDER BY partition;
+SELECT mq.commit('top', 'tg', 0, 9223372036854775806), mq.commit('top', 'tg', 1, 9223372036854775806);
+SELECT mq.commit('top', 'tg', 0, 9223372036854775807);
+SELECT partition, committed_offset, lag FROM mq.consumer_groups WHERE queue_name = 'top' ORDER BY partition;
+SELECT count(*) AS nothing_left FROM mq.poll('top', 'tg', 'm', 10);
+SELECT mq.seek('top', 'tg', NULL, 'latest'), mq.seek('top', 'tg', 0, 9223372036854775807);
+SELECT mq.seek('top', 'tg', 0, 9223372036854775806);
+SELECT depth, total_sent FROM mq.metrics('top');
+SELECT count(*) > 0 AS other_groups_listed FROM mq.consumer_groups WHERE queue_name <> 'top';
+SELECT mq.drop_queue('top');
+
 BEGIN;
 SELECT mq.send('p', '{}') > 0 AS sent;
 PREPARE TRANSACTION 'mq_test';

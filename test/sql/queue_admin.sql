@@ -3,7 +3,7 @@
 CREATE EXTENSION mq;
 SET client_min_messages = warning;
 
-SELECT plan(44);
+SELECT plan(45);
 
 -- creation and the view
 SELECT lives_ok($$SELECT mq.create_queue('jobs')$$, 'create_queue with defaults');
@@ -25,6 +25,22 @@ SELECT results_eq(
 SELECT results_eq($$SELECT queue_name FROM mq.queues ORDER BY queue_name COLLATE "C"$$,
                   ARRAY['Jobs_2-x', 'jobs', 'jobs.dlq'], 'mq.queues lists every queue');
 SELECT throws_ok($$SELECT mq.create_queue('jobs')$$, '42710', NULL, 'an existing queue is 42710');
+-- creates that fail on an existing name take no queue id: each took one,
+-- so that "ensure the queue exists" calls used the ids up
+SELECT last_value AS id_before FROM mq.queue_queue_id_seq \gset
+DO $$
+BEGIN
+    FOR i IN 1..20 LOOP
+        BEGIN
+            PERFORM mq.create_queue('jobs');
+        EXCEPTION WHEN duplicate_object THEN
+            NULL;
+        END;
+    END LOOP;
+END
+$$;
+SELECT is((SELECT last_value FROM mq.queue_queue_id_seq), :id_before::bigint,
+          'twenty creates of an existing queue took no queue id');
 SELECT lives_ok($$SELECT mq.create_queue('9lives')$$, 'a name may start with a digit');
 SELECT lives_ok($$SELECT mq.create_queue('JOBS')$$, 'names are case sensitive');
 
