@@ -43,6 +43,7 @@ CREATE PROCEDURE worker(w integer) LANGUAGE plpgsql AS $$
 DECLARE
   v_counts jsonb := '{}';
   v_state text;
+  v_detail text;
   v_i integer := w;
 BEGIN
   LOOP
@@ -74,7 +75,8 @@ BEGIN
     EXCEPTION WHEN OTHERS THEN
       v_state := SQLSTATE;
       IF SQLSTATE <> '42704' THEN
-        RAISE LOG 'worker %: % %', w, SQLSTATE, SQLERRM;
+        GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL;
+        RAISE LOG 'worker %: % % %', w, SQLSTATE, SQLERRM, v_detail;
       END IF;
       PERFORM pg_sleep(0.001);
     END;
@@ -89,6 +91,7 @@ CREATE PROCEDURE maintainer() LANGUAGE plpgsql AS $$
 DECLARE
   v_counts jsonb := '{}';
   v_state text;
+  v_detail text;
 BEGIN
   LOOP
     EXIT WHEN (SELECT done FROM stop);
@@ -97,7 +100,8 @@ BEGIN
       v_state := 'ok';
     EXCEPTION WHEN OTHERS THEN
       v_state := SQLSTATE;
-      RAISE LOG 'maintain: % %', SQLSTATE, SQLERRM;
+      GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL;
+      RAISE LOG 'maintain: % % %', SQLSTATE, SQLERRM, v_detail;
     END;
     v_counts := counted(v_counts, v_state);
     COMMIT;
@@ -111,6 +115,7 @@ CREATE PROCEDURE dropper(rounds integer) LANGUAGE plpgsql AS $$
 DECLARE
   v_counts jsonb := '{}';
   v_state text;
+  v_detail text;
   v_queue text;
 BEGIN
   FOR r IN 1..rounds LOOP
@@ -119,7 +124,8 @@ BEGIN
         v_state := CASE WHEN mq.drop_queue(v_queue) THEN 'dropped' ELSE 'missing' END;
       EXCEPTION WHEN OTHERS THEN
         v_state := SQLSTATE;
-        RAISE LOG 'drop: % %', SQLSTATE, SQLERRM;
+        GET STACKED DIAGNOSTICS v_detail = PG_EXCEPTION_DETAIL;
+        RAISE LOG 'drop: % % %', SQLSTATE, SQLERRM, v_detail;
       END;
       v_counts := counted(v_counts, v_state);
       COMMIT;
