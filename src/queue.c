@@ -312,7 +312,7 @@ load_queue(const char *key, MqQueue *q)
 								" ordering OPERATOR(pg_catalog.=) 'key',"
 								" COALESCE(partitions, 0), COALESCE(retention, '0'), notify,"
 								" COALESCE(rate_limit, 0), COALESCE(rate_limit_burst, 0),"
-								" COALESCE(session_timeout, '0'), xmin"
+								" COALESCE(session_timeout, '0')"
 								" FROM mq.queue WHERE queue_name OPERATOR(pg_catalog.=) $1",
 								1, argtypes, values, NULL, true, 1);
 	PopActiveSnapshot();
@@ -339,7 +339,6 @@ load_queue(const char *key, MqQueue *q)
 	q->rate_limit = DatumGetFloat8(SPI_getbinval(tup, desc, 12, &isnull));
 	q->rate_burst = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
 	q->session_timeout = *interval_col(tup, desc, 14);
-	q->created_xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 15, &isnull));
 	snprintf(q->channel, NAMEDATALEN, "mq.%s", key);
 	q->rights_relid = MqQueueRelid(q, psprintf("%c_%d_rights", q->partitions > 0 ? 'p' : 'q',
 											   q->queue_id));
@@ -528,15 +527,27 @@ permission_denied(const char *queue_name, MqRight right)
 static void
 require_in_snapshot(MqQueue *q, MqRight right)
 {
-	if (q->partitions == 0 || right != MQ_RIGHT_CONSUME || !IsolationUsesXactSnapshot() ||
-		TransactionIdIsCurrentTransactionId(q->created_xmin) ||
-		!XidInMVCCSnapshot(q->created_xmin, GetTransactionSnapshot()))
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(q->queue_id)};
+	MqSession	session;
+	int			ret;
+
+	if (q->partitions == 0 || right != MQ_RIGHT_CONSUME || !IsolationUsesXactSnapshot())
 		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_UNDEFINED_OBJECT),
-			 errmsg("queue \"%s\" does not exist", q->name),
-			 errdetail("It was created after this transaction's snapshot was taken."),
-			 errhint("Start a new transaction, or use READ COMMITTED.")));
+	MqOwnerBegin(&session);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	ret = SPI_execute_with_args("SELECT FROM mq.queue WHERE queue_id OPERATOR(pg_catalog.=) $1",
+								1, argtypes, values, NULL, true, 1);
+	PopActiveSnapshot();
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read mq.queue: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queue \"%s\" does not exist", q->name),
+				 errdetail("It was created after this transaction's snapshot was taken."),
+				 errhint("Start a new transaction, or use READ COMMITTED.")));
+	MqOwnerEnd(&session);
 }
 
 /*

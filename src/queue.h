@@ -71,7 +71,6 @@ typedef struct MqQueue
 	int32		partitions;		/* 0: work queue; else a partitioned queue */
 	Interval	retention;		/* partitioned queues */
 	Interval	session_timeout;	/* consumer groups' member timeout */
-	TransactionId created_xmin;	/* of its catalog row */
 	Oid		   *offset_seqs;	/* [partitions], in CacheMemoryContext */
 	bool		distributed;	/* its tables are Citus-distributed (citus.c) */
 	Oid			msg_seq;		/* work queues: mq.q_<id>_seq */
