@@ -411,6 +411,9 @@ release_token(int32 queue_id, int64 token, bool before)
 	Datum		values[1] = {Int64GetDatum(token)};
 	uint64		released = 0;
 
+	/* a queue dropped since the consumer used it has nothing to release */
+	if (!MqQueueLockById(queue_id))
+		return 0;
 	for (int t = 0; t <= MQ_DELAYED_SEGMENT; t++)
 	{
 		/* before: every token older than this run, else exactly this one */
@@ -436,22 +439,46 @@ release_token(int32 queue_id, int64 token, bool before)
 	return released;
 }
 
-/* Free the partition leases of group members polling as a dead session. */
+/*
+ * Free the partition leases of group members polling as a dead session,
+ * each queue's under its queue lock, taken first (the order drop_queue
+ * takes them in), in queue id order.
+ */
 static void
 release_leases(int64 token, bool before)
 {
+	char	   *find = psprintf("SELECT DISTINCT queue_id FROM mq.group_member"
+								" WHERE session OPERATOR(pg_catalog.%s) $1 ORDER BY 1",
+								before ? "<" : "=");
 	char	   *sql = psprintf("WITH gone AS (DELETE FROM mq.group_member"
 							   " WHERE session OPERATOR(pg_catalog.%s) $1"
+							   " AND queue_id " OP("=") " ANY ($2)"
 							   " RETURNING queue_id, consumer_group, member)"
 							   " UPDATE mq.group_partition g SET member = NULL, lease_until = NULL"
 							   " FROM gone"
 							   " WHERE g.queue_id " OP("=") " gone.queue_id"
 							   " AND g.consumer_group " OP("=") " gone.consumer_group"
 							   " AND g.member " OP("=") " gone.member", before ? "<" : "=");
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(token)};
+	Oid			argtypes[2] = {INT8OID, INT4ARRAYOID};
+	Datum		values[2] = {Int64GetDatum(token)};
+	Datum	   *locked;
+	int			nlocked = 0;
 
-	if (SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
+	if (SPI_execute_with_args(find, 1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not find partition leases");
+	if (SPI_processed == 0)
+		return;
+	locked = palloc(sizeof(Datum) * SPI_processed);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (MqQueueLockById(DatumGetInt32(id)))
+			locked[nlocked++] = id;
+	}
+	values[1] = PointerGetDatum(construct_array_builtin(locked, nlocked, INT4OID));
+	if (SPI_execute_with_args(sql, 2, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not release partition leases");
 }
 

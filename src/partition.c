@@ -854,6 +854,33 @@ mq_commit(PG_FUNCTION_ARGS)
 }
 
 /*
+ * The ids of the partitioned queues, each with its queue lock taken, in id
+ * order (a queue dropped meanwhile is left out): maintenance takes the
+ * lock before it touches a queue's rows, as every call does, so that it
+ * cannot deadlock with a drop_queue (queue.c).  Connected to SPI.
+ */
+static Datum
+lock_log_queues(void)
+{
+	Datum	   *ids;
+	int			n = 0;
+
+	if (SPI_execute("SELECT queue_id FROM mq.queue WHERE partitions IS NOT NULL ORDER BY 1",
+					true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list partitioned queues");
+	ids = palloc(sizeof(Datum) * Max(SPI_processed, 1));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (MqQueueLockById(DatumGetInt32(id)))
+			ids[n++] = id;
+	}
+	return PointerGetDatum(construct_array_builtin(ids, n, INT4OID));
+}
+
+/*
  * mq._compact_offsets() RETURNS bigint
  *	  Deletes the rows of mq.group_offset superseded by a later commit of
  *	  the same group and partition; returns how many.  Called by
@@ -862,13 +889,16 @@ mq_commit(PG_FUNCTION_ARGS)
  *	  snapshot held elsewhere those rows stay in the table and its index,
  *	  and each call would scan them all again (a long hold would make
  *	  maintenance cost grow with it); once the snapshot is gone, one call
- *	  deletes everything superseded since.
+ *	  deletes everything superseded since.  Each queue's rows under its
+ *	  queue lock (lock_log_queues).
  */
 Datum
 mq_compact_offsets(PG_FUNCTION_ARGS)
 {
 	static TransactionId last_xid = InvalidTransactionId;
 	static SPIPlanPtr plan = NULL;
+	static Oid	argtypes[1] = {INT4ARRAYOID};
+	Datum		queues;
 	Oid			relid = get_relname_relid("group_offset", get_namespace_oid("mq", false));
 	Relation	rel;
 	TransactionId horizon;
@@ -884,11 +914,13 @@ mq_compact_offsets(PG_FUNCTION_ARGS)
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	queues = lock_log_queues();
 	if (plan == NULL)
 	{
 		/* per group partition (few rows): its latest commit, then a range */
 		plan = SPI_prepare("DELETE FROM mq.group_offset o USING mq.group_partition g"
-						   " WHERE o.queue_id " OP("=") " g.queue_id"
+						   " WHERE g.queue_id " OP("=") " ANY ($1)"
+						   " AND o.queue_id " OP("=") " g.queue_id"
 						   " AND o.consumer_group " OP("=") " g.consumer_group"
 						   " AND o.partition " OP("=") " g.partition"
 						   " AND o.commit_seq " OP("<") " (SELECT n.commit_seq FROM mq.group_offset n"
@@ -896,11 +928,11 @@ mq_compact_offsets(PG_FUNCTION_ARGS)
 						   " AND n.consumer_group " OP("=") " g.consumer_group"
 						   " AND n.partition " OP("=") " g.partition"
 						   " ORDER BY n.commit_seq DESC LIMIT 1)",
-						   0, NULL);
+						   1, argtypes);
 		if (plan == NULL || SPI_keepplan(plan) != 0)
 			elog(ERROR, "could not prepare the compaction of committed offsets");
 	}
-	if (SPI_execute_plan(plan, NULL, NULL, false, 0) != SPI_OK_DELETE)
+	if (SPI_execute_plan(plan, &queues, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not compact committed offsets");
 	n = SPI_processed;
 	SPI_finish();

@@ -27,6 +27,19 @@
  * next MqQueueOpen() frees it.  Freeing happens there, not in the callback,
  * because the callback can fire while one of our plans is executing.
  *
+ * The queue lock: every call on a queue takes a heavyweight lock on the
+ * queue's rights table in AccessShareLock (MqQueueOpen, and for the admin
+ * functions MqQueueCheckRight) before it uses any table or catalog row of
+ * the queue, and keeps it to the end of the transaction; drop_queue takes
+ * it in AccessExclusiveLock before anything else.  Hence: a call behind a
+ * drop waits in a lock that statement_timeout, cancels and the deadlock
+ * detector see, and then finds the queue gone (42704) or re-created (it
+ * works on the new one), never a missing table; and since both sides take
+ * the queue lock first, no call holds a table or row of the queue that the
+ * drop needs while it waits for the drop, so the two cannot deadlock.
+ * Paths that find queues by id (the release of dead consumers) take it
+ * with MqQueueLockById.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -34,6 +47,7 @@
 #include "access/genam.h"
 #include "access/htup_details.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
@@ -42,6 +56,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "optimizer/planner.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/guc.h"
@@ -55,6 +70,7 @@
 
 #include "queue.h"
 #include "segment.h"
+#include "wait.h"
 
 PG_FUNCTION_INFO_V1(mq_check_queue_name);
 PG_FUNCTION_INFO_V1(mq_invalidate);
@@ -463,6 +479,54 @@ lookup(const char *queue_name)
 }
 
 /*
+ * The cache entry of a queue, as lookup(), with the queue's lock taken in
+ * mode (see "The queue lock" in the banner): the entry is the one of the
+ * queue that exists once the lock is held, or NULL.
+ */
+static MqQueue *
+lookup_locked(const char *queue_name, LOCKMODE mode)
+{
+	for (;;)
+	{
+		MqQueue    *q = lookup(queue_name);
+		Oid			lock_relid;
+
+		if (q == NULL)
+			return NULL;
+		lock_relid = q->rights_relid;
+		LockRelationOid(lock_relid, mode);
+
+		/*
+		 * Taking the lock processed the invalidations of a drop (or a drop
+		 * and create) that committed meanwhile: look again.
+		 */
+		q = lookup(queue_name);
+		if (q == NULL || q->rights_relid == lock_relid)
+			return q;
+		UnlockRelationOid(lock_relid, mode);
+	}
+}
+
+/*
+ * Take the lock of the queue with this id (AccessShareLock); false, with
+ * nothing locked, when there is no such queue once the lock is held (a
+ * drop committed meanwhile).  For paths that find queues by id.
+ */
+bool
+MqQueueLockById(int32 queue_id)
+{
+	Oid			relid = MqQueueRightsRelid(queue_id);
+
+	if (!OidIsValid(relid))
+		return false;
+	LockRelationOid(relid, AccessShareLock);
+	if (SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relid)))
+		return true;
+	UnlockRelationOid(relid, AccessShareLock);
+	return false;
+}
+
+/*
  * Reload the queue's segments if mq.segment changed since they were read;
  * connected to SPI as owner.  Taking a lock on a table processes pending
  * invalidations, so after locking a segment this sees any change that
@@ -502,9 +566,43 @@ permission_denied(const char *queue_name, MqRight right)
 }
 
 /*
+ * A consumer group's rows of a partitioned queue reference its catalog row
+ * (foreign keys), which a REPEATABLE READ or SERIALIZABLE transaction does
+ * not see when the queue was created (or dropped and created again) after
+ * its snapshot: for it there is no such queue yet.
+ */
+static void
+require_in_snapshot(MqQueue *q, MqRight right)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(q->queue_id)};
+	MqSession	session;
+	int			ret;
+
+	if (q->partitions == 0 || right != MQ_RIGHT_CONSUME || !IsolationUsesXactSnapshot())
+		return;
+	MqOwnerBegin(&session);
+	PushActiveSnapshot(GetTransactionSnapshot());
+	ret = SPI_execute_with_args("SELECT FROM mq.queue WHERE queue_id OPERATOR(pg_catalog.=) $1",
+								1, argtypes, values, NULL, true, 1);
+	PopActiveSnapshot();
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "could not read mq.queue: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queue \"%s\" does not exist", q->name),
+				 errdetail("It was created after this transaction's snapshot was taken."),
+				 errhint("Start a new transaction, or use READ COMMITTED.")));
+	MqOwnerEnd(&session);
+}
+
+/*
  * Find a queue, check that the caller (the current user) may use it for
  * right, switch to the owner and connect to SPI.  Raises 42704 when there
- * is no such queue and 42501 when the caller lacks the right.  Pair with
+ * is no such queue (for a consumer group in a REPEATABLE READ or
+ * SERIALIZABLE transaction, also one created after its snapshot) and 42501
+ * when the caller lacks the right.  Pair with
  * MqQueueClose(); on error, transaction abort restores the user,
  * search_path and SPI state.  The entry is valid until the next open.
  */
@@ -512,12 +610,13 @@ MqQueue *
 MqQueueOpen(text *queue_name, MqSession *session, MqRight right)
 {
 	char	   *name = text_to_cstring(queue_name);
-	MqQueue    *q = lookup(name);
+	MqQueue    *q = lookup_locked(name, AccessShareLock);
 
 	if (q == NULL)
 		no_such_queue(name);
 	if (!MqHasRight(GetUserId(), q->rights_relid, right))
 		permission_denied(name, right);
+	require_in_snapshot(q, right);
 	MqOwnerBegin(session);
 	return q;
 }
@@ -526,7 +625,7 @@ MqQueueOpen(text *queue_name, MqSession *session, MqRight right)
 MqQueue *
 MqQueueOpenIfAllowed(const char *queue_name, MqSession *session, MqRight right)
 {
-	MqQueue    *q = lookup(queue_name);
+	MqQueue    *q = lookup_locked(queue_name, AccessShareLock);
 
 	if (q == NULL || !MqHasRight(GetUserId(), q->rights_relid, right))
 		return NULL;
@@ -535,18 +634,41 @@ MqQueueOpenIfAllowed(const char *queue_name, MqSession *session, MqRight right)
 }
 
 /*
- * Raise 42501 when the queue exists and the caller lacks right; returns
- * whether the queue exists.
+ * Take the queue's lock, then raise 42501 when the queue exists and the
+ * caller lacks right; returns whether the queue exists.  With for_drop,
+ * the lock is AccessExclusiveLock: taken after the right is checked (so
+ * that nobody without it can queue the queue's users behind a wait of
+ * his), under ShareUpdateExclusiveLock, which lets calls on the queue go
+ * on but makes a second drop wait for the first (two drops upgrading a
+ * shared lock would deadlock).  Before waiting for it, a drop ends the
+ * waits of the queue's waiting readers (MqWaitDropBegin).
  */
 bool
-MqQueueCheckRight(const char *queue_name, MqRight right)
+MqQueueCheckRight(const char *queue_name, MqRight right, bool for_drop)
 {
-	MqQueue    *q = lookup(queue_name);
+	MqQueue    *q = lookup_locked(queue_name, for_drop ? ShareUpdateExclusiveLock : AccessShareLock);
 
 	if (q == NULL)
 		return false;
 	if (!MqHasRight(GetUserId(), q->rights_relid, right))
 		permission_denied(queue_name, right);
+	require_in_snapshot(q, right);
+	if (for_drop)
+	{
+		Oid			lock_relid = q->rights_relid;
+
+		MqWaitDropBegin(q->queue_id);
+		PG_TRY();
+		{
+			LockRelationOid(lock_relid, AccessExclusiveLock);
+		}
+		PG_FINALLY();
+		{
+			/* a subtransaction's cancelled drop too */
+			MqWaitDropEnd();
+		}
+		PG_END_TRY();
+	}
 	return true;
 }
 

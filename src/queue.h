@@ -122,13 +122,15 @@ extern Oid	MqQueueRelid(MqQueue *q, const char *relname);
 extern void MqQueueRefreshSegments(MqQueue *q);
 extern MqQueue *MqQueueOpenIfAllowed(const char *queue_name, MqSession *session,
 									 MqRight right);
-extern bool MqQueueCheckRight(const char *queue_name, MqRight right);
+extern bool MqQueueCheckRight(const char *queue_name, MqRight right, bool for_drop);
+extern bool MqQueueLockById(int32 queue_id);
 extern void MqQueueClose(MqSession *session);
 
 /* rights.c */
 extern bool MqHasRight(Oid roleid, Oid rights_relid, MqRight right);
 extern bool MqHasRole(Oid roleid, const char *rolname);
 extern bool MqQueueIdHasRight(int32 queue_id, MqRight right);
+extern Oid	MqQueueRightsRelid(int32 queue_id);
 extern void MqRequireRole(const char *rolname, const char *what);
 extern void MqRequireSomeConsumeRight(const char *what);
 extern void MqRequireWorkQueue(MqQueue *q);

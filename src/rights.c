@@ -78,24 +78,29 @@ MqHasRole(Oid roleid, const char *rolname)
 	return has_role(roleid, rolname);
 }
 
-static Oid	rights_relid_of(int32 queue_id);
-
 /* Whether the current user may use the queue with this id for right. */
 bool
 MqQueueIdHasRight(int32 queue_id, MqRight right)
 {
-	return MqHasRight(GetUserId(), rights_relid_of(queue_id), right);
+	return MqHasRight(GetUserId(), MqQueueRightsRelid(queue_id), right);
 }
 
-/* Whether roleid may use the queue whose rights table is rights_relid. */
+/*
+ * Whether roleid may use the queue whose rights table is rights_relid; a
+ * table dropped meanwhile (a queue dropped while the views list it) gives
+ * no right.
+ */
 bool
 MqHasRight(Oid roleid, Oid rights_relid, MqRight right)
 {
+	bool		missing = false;
+
 	/* mq's own functions, running as mq_owner, may do anything */
 	if (roleid == MqOwner() || has_role(roleid, role_of_right[right]))
 		return true;
 	return OidIsValid(rights_relid) &&
-		pg_class_aclmask(rights_relid, roleid, mode_of_right(right), ACLMASK_ANY) != 0;
+		pg_class_aclmask_ext(rights_relid, roleid, mode_of_right(right), ACLMASK_ANY,
+							 &missing) != 0 && !missing;
 }
 
 /* Raise 42501 unless the caller has the privileges of rolname. */
@@ -164,8 +169,8 @@ right_arg(text *t)
 }
 
 /* The rights table of queue_id, InvalidOid when the queue is gone. */
-static Oid
-rights_relid_of(int32 queue_id)
+Oid
+MqQueueRightsRelid(int32 queue_id)
 {
 	Oid			nsp = get_namespace_oid("mq", false);
 	Oid			relid = get_relname_relid(psprintf("q_%d_rights", queue_id), nsp);
@@ -193,7 +198,7 @@ mq_can(PG_FUNCTION_ARGS)
 				 errmsg("privilege must not be NULL")));
 	if (PG_ARGISNULL(0))
 		PG_RETURN_BOOL(false);
-	rights = rights_relid_of(PG_GETARG_INT32(0));
+	rights = MqQueueRightsRelid(PG_GETARG_INT32(0));
 	if (strcmp(text_to_cstring(PG_GETARG_TEXT_PP(1)), "any") == 0)
 		PG_RETURN_BOOL(MqHasRight(user, rights, MQ_RIGHT_SEND) ||
 					   MqHasRight(user, rights, MQ_RIGHT_CONSUME));
@@ -210,13 +215,14 @@ typedef struct CheckedFunction
 	const char *name;			/* public name in schema mq */
 	bool		by_queue;		/* a right on queue $1, else the role */
 	MqRight		right;
+	bool		drop;			/* drop_queue: the queue lock exclusively */
 } CheckedFunction;
 
 static const CheckedFunction checked_functions[] = {
 	{"create_queue", false, MQ_RIGHT_ADMIN},
 	{"maintain", false, MQ_RIGHT_ADMIN},
 	{"alter_queue", true, MQ_RIGHT_ADMIN},
-	{"drop_queue", true, MQ_RIGHT_ADMIN},
+	{"drop_queue", true, MQ_RIGHT_ADMIN, true},
 	{"purge", true, MQ_RIGHT_ADMIN},
 	{"grant", true, MQ_RIGHT_ADMIN},
 	{"revoke", true, MQ_RIGHT_ADMIN},
@@ -293,7 +299,7 @@ mq_checked(PG_FUNCTION_ARGS)
 		MqRequireRole(role_of_right[f->right],
 					  psprintf("run mq.%s", f->name));
 	else if (!PG_ARGISNULL(0))
-		(void) MqQueueCheckRight(text_to_cstring(PG_GETARG_TEXT_PP(0)), f->right);
+		(void) MqQueueCheckRight(text_to_cstring(PG_GETARG_TEXT_PP(0)), f->right, f->drop);
 
 	fcinfo->flinfo = &cache->body;
 	PG_TRY();

@@ -21,8 +21,18 @@
  * its queue's hints know of (state.c), and otherwise re-checks every
  * MQ_WAIT_RECHECK_MS.
  *
- * Locking: the counters are atomics and the condition variables need no
- * lock; the bitmap is backend-local.
+ * A drop_queue ends the waits of its queue's readers, which would hold it
+ * up for their whole wait (the queue lock, queue.c): before it waits for
+ * the lock it marks its backend's drop mark with the queue and counts
+ * itself in the slot's drops, then broadcasts.  A reader that finds a drop
+ * of its queue marked returns what it has (nothing), and its transaction,
+ * when it ends, lets the drop go on.  The mark goes once the drop holds
+ * the lock (later callers wait for the lock, then find the queue gone),
+ * when its wait fails, or when its transaction ends (a FATAL error).
+ *
+ * Locking: the counters and marks are atomics and the condition variables
+ * need no lock; a backend writes only its own mark; the bitmap is
+ * backend-local.
  *
  * Without preloading there is no shared memory: a waiting read re-checks
  * after a latch sleep of 10 ms, doubling up to MQ_WAIT_FALLBACK_MAX_MS.
@@ -34,18 +44,19 @@
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
+#include "storage/backendid.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
+#include "utils/inval.h"
 #include "utils/wait_event.h"
 
 #include "ratelimit.h"
 #include "shmem.h"
 #include "storage.h"
 #include "wait.h"
-#include "utils/inval.h"
 
 #define MQ_WAIT_SLOTS 1024
 #define MQ_WAIT_RECHECK_MS 250
@@ -55,10 +66,15 @@
 typedef struct MqWaitShared
 {
 	pg_atomic_uint64 commits[MQ_WAIT_SLOTS];
+	pg_atomic_uint32 drops[MQ_WAIT_SLOTS];	/* marked drops of the slot's queues */
 	ConditionVariable cv[MQ_WAIT_SLOTS];
+	pg_atomic_uint64 drop_marks[FLEXIBLE_ARRAY_MEMBER];	/* per backend */
 } MqWaitShared;
 
 static MqWaitShared *wait_shared = NULL;
+
+/* the slot of this backend's marked drop, -1 when none */
+static int	my_drop_slot = -1;
 
 /* slots this transaction must wake at commit */
 static uint64 pending[MQ_WAIT_SLOTS / 64];
@@ -70,10 +86,17 @@ wait_slot(int32 queue_id)
 	return (uint32) queue_id % MQ_WAIT_SLOTS;
 }
 
+static Size
+wait_shared_size(void)
+{
+	return add_size(offsetof(MqWaitShared, drop_marks),
+					mul_size(MaxBackends, sizeof(pg_atomic_uint64)));
+}
+
 void
 MqWaitShmemRequest(void)
 {
-	RequestAddinShmemSpace(MAXALIGN(sizeof(MqWaitShared)));
+	RequestAddinShmemSpace(MAXALIGN(wait_shared_size()));
 }
 
 void
@@ -81,20 +104,77 @@ MqWaitShmemStartup(void)
 {
 	bool		found;
 
-	wait_shared = ShmemInitStruct("mq wait", sizeof(MqWaitShared), &found);
+	wait_shared = ShmemInitStruct("mq wait", wait_shared_size(), &found);
 	if (!found)
 	{
 		for (int i = 0; i < MQ_WAIT_SLOTS; i++)
 		{
 			pg_atomic_init_u64(&wait_shared->commits[i], 0);
+			pg_atomic_init_u32(&wait_shared->drops[i], 0);
 			ConditionVariableInit(&wait_shared->cv[i]);
 		}
+		for (int b = 0; b < MaxBackends; b++)
+			pg_atomic_init_u64(&wait_shared->drop_marks[b], 0);
 	}
+}
+
+/* A drop mark: the queue of this database */
+static uint64
+drop_mark(int32 queue_id)
+{
+	return ((uint64) MyDatabaseId << 32) | (uint32) queue_id;
+}
+
+/*
+ * drop_queue of queue_id is about to wait for the queue lock: end the
+ * waits of its readers (see the banner).
+ */
+void
+MqWaitDropBegin(int32 queue_id)
+{
+	int			slot = wait_slot(queue_id);
+
+	if (wait_shared == NULL || my_drop_slot >= 0 || MyBackendId == InvalidBackendId)
+		return;
+	pg_atomic_write_u64(&wait_shared->drop_marks[MyBackendId - 1], drop_mark(queue_id));
+	my_drop_slot = slot;
+	/* a full barrier: the mark before the count, both before the wake-up */
+	pg_atomic_fetch_add_u32(&wait_shared->drops[slot], 1);
+	ConditionVariableBroadcast(&wait_shared->cv[slot]);
+}
+
+/* The drop holds the queue lock, or its transaction ended: unmark. */
+void
+MqWaitDropEnd(void)
+{
+	if (my_drop_slot < 0)
+		return;
+	pg_atomic_fetch_sub_u32(&wait_shared->drops[my_drop_slot], 1);
+	pg_atomic_write_u64(&wait_shared->drop_marks[MyBackendId - 1], 0);
+	my_drop_slot = -1;
+}
+
+/* Whether a drop_queue of queue_id waits for its readers (see the banner). */
+static bool
+drop_pending(int32 queue_id)
+{
+	uint64		mark = drop_mark(queue_id);
+
+	if (wait_shared == NULL ||
+		pg_atomic_read_u32(&wait_shared->drops[wait_slot(queue_id)]) == 0)
+		return false;
+	for (int b = 0; b < MaxBackends; b++)
+		if (pg_atomic_read_u64(&wait_shared->drop_marks[b]) == mark)
+			return true;
+	return false;
 }
 
 static void
 wait_xact_callback(XactEvent event, void *arg)
 {
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		MqWaitDropEnd();
 	if (!any_pending)
 		return;
 	if (event == XACT_EVENT_COMMIT && wait_shared != NULL)
@@ -190,8 +270,8 @@ ms_until(TimestampTz deadline)
 
 /*
  * The loop of mq.read and mq.poll: open the queue, take rate-limit tokens,
- * fetch, give back the tokens not used; until something was fetched or the
- * deadline passed, sleep until a send commits (or the next token is due)
+ * fetch, give back the tokens not used; until something was fetched, the
+ * deadline passed or a drop_queue of the queue waits for it, sleep until a send commits (or the next token is due)
  * and try again.  Each try is a new statement with a new snapshot.
  */
 void
@@ -228,7 +308,7 @@ MqWaitLoop(text *queue_name, bool partitioned, int want, TimestampTz deadline,
 		if (n == 0 && !partitioned)
 			next = MqStorageNextTimedEvent(q);
 		MqQueueClose(&session);
-		if (n > 0 || GetCurrentTimestamp() >= deadline)
+		if (n > 0 || GetCurrentTimestamp() >= deadline || drop_pending(queue_id))
 			break;
 		if (granted == 0)
 			MqWaitUntil(Min(due, deadline));
@@ -254,8 +334,8 @@ MqWaitUntil(TimestampTz until)
 
 /*
  * Sleep until a commit that made messages of queue_id visible (counter moved
- * past seen), the next timed event (0: unknown, then the re-check
- * interval), or the deadline.  Query cancel and statement_timeout
+ * past seen), a drop of the queue, the next timed event (0: unknown, then
+ * the re-check interval), or the deadline.  Query cancel and statement_timeout
  * interrupt the sleep with an error as usual.
  */
 void
@@ -272,7 +352,8 @@ MqWaitForSend(int32 queue_id, uint64 seen, TimestampTz deadline, TimestampTz nex
 		if (recheck < deadline)
 			deadline = recheck;
 		ConditionVariablePrepareToSleep(cv);
-		while (pg_atomic_read_u64(&wait_shared->commits[slot]) == seen)
+		while (pg_atomic_read_u64(&wait_shared->commits[slot]) == seen &&
+			   !drop_pending(queue_id))
 		{
 			long		timeout = ms_until(deadline);
 

@@ -19,6 +19,8 @@ extern void MqWaitInit(void);
 extern TimestampTz MqWaitDeadline(Interval *wait);
 extern void MqWaitNoteSend(int32 queue_id);
 extern void MqWaitWake(int32 queue_id);
+extern void MqWaitDropBegin(int32 queue_id);
+extern void MqWaitDropEnd(void);
 extern uint64 MqWaitSendCount(int32 queue_id);
 extern void MqWaitUntil(TimestampTz until);
 extern void MqWaitLoop(text *queue_name, bool partitioned, int want,

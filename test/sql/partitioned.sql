@@ -175,6 +175,8 @@ BEGIN;
 SELECT mq.send('p', '{}') > 0 AS sent;
 PREPARE TRANSACTION 'mq_test';
 
+-- a drop prints no NOTICE naming the queue's internal tables (0.1.0 did)
+SET client_min_messages = notice;
 SELECT mq.drop_queue('p');
 SELECT count(*) AS group_rows_left FROM mq.group_partition;
 DROP EXTENSION mq CASCADE;
