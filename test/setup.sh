@@ -8,7 +8,8 @@
 # 2. Builds and installs the extension (`make && make install` at the top)
 #    and the signup example when it has a Makefile.
 # 3. Installs the npm packages of test/pgmq-js (npm ci, from its lockfile)
-#    when npm is there, for the pgmq-js test (skipped without Node.js).
+#    for the pgmq-js test; Node.js and npm come from Debian (step 1) when
+#    the machine has none.
 # 4. Builds and installs Citus when ../shared/tools/build-citus.sh exists
 #    (MQ_SKIP_CITUS=1: not), for the cluster test.
 # Safe to run again at any time.
@@ -30,6 +31,11 @@ PACKAGES=(
 	build-essential
 	make
 )
+# Node.js and npm for the pgmq-js test, from Debian unless the machine has
+# them already (a newer Node.js of its own)
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	PACKAGES+=(nodejs npm)
+fi
 
 say() { printf 'setup: %s\n' "$*"; }
 
