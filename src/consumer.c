@@ -461,23 +461,12 @@ release_leases(int64 token, bool before)
 							   " AND g.member " OP("=") " gone.member", before ? "<" : "=");
 	Oid			argtypes[2] = {INT8OID, INT4ARRAYOID};
 	Datum		values[2] = {Int64GetDatum(token)};
-	Datum	   *locked;
-	int			nlocked = 0;
 
 	if (SPI_execute_with_args(find, 1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not find partition leases");
 	if (SPI_processed == 0)
 		return;
-	locked = palloc(sizeof(Datum) * SPI_processed);
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (MqQueueLockById(DatumGetInt32(id)))
-			locked[nlocked++] = id;
-	}
-	values[1] = PointerGetDatum(construct_array_builtin(locked, nlocked, INT4OID));
+	values[1] = MqQueueLockIds();
 	if (SPI_execute_with_args(sql, 2, argtypes, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not release partition leases");
 }

@@ -862,22 +862,10 @@ mq_commit(PG_FUNCTION_ARGS)
 static Datum
 lock_log_queues(void)
 {
-	Datum	   *ids;
-	int			n = 0;
-
 	if (SPI_execute("SELECT queue_id FROM mq.queue WHERE partitions IS NOT NULL ORDER BY 1",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not list partitioned queues");
-	ids = palloc(sizeof(Datum) * Max(SPI_processed, 1));
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		bool		isnull;
-		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
-
-		if (MqQueueLockById(DatumGetInt32(id)))
-			ids[n++] = id;
-	}
-	return PointerGetDatum(construct_array_builtin(ids, n, INT4OID));
+	return MqQueueLockIds();
 }
 
 /*

@@ -527,6 +527,30 @@ MqQueueLockById(int32 queue_id)
 }
 
 /*
+ * Take the locks of the queues whose ids are column 1 (integer) of the
+ * last SPI result, in its order (MqQueueLockById); returns the ids of those
+ * that still exist, as an integer[] Datum.  Connected to SPI.
+ */
+Datum
+MqQueueLockIds(void)
+{
+	uint64		n = SPI_processed;
+	SPITupleTable *tuptable = SPI_tuptable;
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+	int			nlocked = 0;
+
+	for (uint64 i = 0; i < n; i++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 1, &isnull);
+
+		if (MqQueueLockById(DatumGetInt32(id)))
+			ids[nlocked++] = id;
+	}
+	return PointerGetDatum(construct_array_builtin(ids, nlocked, INT4OID));
+}
+
+/*
  * Reload the queue's segments if mq.segment changed since they were read;
  * connected to SPI as owner.  Taking a lock on a table processes pending
  * invalidations, so after locking a segment this sees any change that

@@ -124,6 +124,7 @@ extern MqQueue *MqQueueOpenIfAllowed(const char *queue_name, MqSession *session,
 									 MqRight right);
 extern bool MqQueueCheckRight(const char *queue_name, MqRight right, bool for_drop);
 extern bool MqQueueLockById(int32 queue_id);
+extern Datum MqQueueLockIds(void);
 extern void MqQueueClose(MqSession *session);
 
 /* rights.c */
