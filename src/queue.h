@@ -10,6 +10,7 @@
 #define MQ_QUEUE_H
 
 #include "executor/spi.h"
+#include "storage/lockdefs.h"
 #include "utils/acl.h"
 #include "utils/timestamp.h"
 
@@ -140,6 +141,7 @@ extern SPIPlanPtr MqQueuePlan(MqQueue *q, int slot, const char *sql,
 							  int nargs, const Oid *argtypes);
 extern void MqQueueLockPlan(SPIPlanPtr plan);
 extern Snapshot MqQueueLatestSnapshot(SPIPlanPtr plan);
+extern Snapshot MqQueueLatestSnapshotOf(Oid relid, LOCKMODE lockmode);
 extern uint64 MqQueueRun(MqQueue *q, SPIPlanPtr plan, Datum *values,
 						 const char *nulls, int expected);
 

@@ -145,7 +145,13 @@ typedef struct PlanDef
  * attempts left and marks the exhausted ones (vt = -infinity, claimed
  * false) for the caller to dead-letter while it still holds their locks.
  * "= ANY (ARRAY(...))" rather than a join keeps the generic plan an index
- * scan whatever LIMIT $1 is, so the plan is made once and reused.  $5 is
+ * scan whatever LIMIT $1 is, so the plan is made once and reused.  The
+ * sub-select returns the ctids of the versions it locked, and the UPDATE
+ * fetches them by TID rather than through the primary key a second time
+ * (3.5 % of the instructions of a read + ack); nobody can change a version
+ * we hold locked.  A version that committed after our snapshot (an unblock
+ * met at the lock) is invisible to the TID scan and stays unclaimed: its
+ * unblock puts it on the ring.  $5 is
  * when the read began: it takes what was visible before then, so the
  * statements of one read never claim a message twice, whatever its
  * visibility timeout (0 makes a claim visible again at once).
@@ -157,8 +163,8 @@ typedef struct PlanDef
 	" attempts = CASE WHEN m.attempts " OP("<") " $3" \
 	" THEN m.attempts " OP("+") " 1 ELSE m.attempts END," \
 	" claimed = m.attempts " OP("<") " $3, consumer = $4, lapsed = m.claimed" \
-	" WHERE m.msg_id " OP("=") " ANY (ARRAY(" \
-	" SELECT msg_id FROM mq.%1$s WHERE " where " AND vt " OP("<") " $5" \
+	" WHERE m.ctid " OP("=") " ANY (ARRAY(" \
+	" SELECT ctid FROM mq.%1$s WHERE " where " AND vt " OP("<") " $5" \
 	" AND NOT blocked ORDER BY " order " LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED))" \
 	" RETURNING m.msg_id, m.attempts, m.key, m.payload, m.headers," \
 	" m.enqueued_at, m.vt, m.last_error, m.dead_letter, m.claimed, m.lapsed"
@@ -425,6 +431,33 @@ get_plan(MqQueue *q, PlanKind kind, int table)
 }
 
 /*
+ * The hot statements that update or delete in their table and use no other
+ * relation: their only lock is RowExclusiveLock on it.
+ */
+static bool
+writes_only_its_table(PlanKind kind)
+{
+	switch (kind)
+	{
+		case PLAN_CLAIM_RANGE:
+		case PLAN_CLAIM_SCAN:
+		case PLAN_CLAIM_DUE:
+		case PLAN_ACK:
+		case PLAN_EXTEND:
+		case PLAN_UNBLOCK:
+			return true;
+		default:
+			return false;
+	}
+}
+
+static Oid
+table_relid(MqQueue *q, int table)
+{
+	return table == DELAYED ? q->delayed_relid : q->segments[table].relid;
+}
+
+/*
  * Run a kept plan with the latest snapshot, taken after its locks
  * (MqQueueLatestSnapshot): statements after a key lock must see what
  * committed before it, and reads must see what committed after a
@@ -434,7 +467,10 @@ static uint64
 run(MqQueue *q, PlanKind kind, int table, Datum *values, const char *nulls, int expected)
 {
 	SPIPlanPtr	plan = get_plan(q, kind, table);
-	int			ret = SPI_execute_snapshot(plan, values, nulls, MqQueueLatestSnapshot(plan),
+	Snapshot	snapshot = writes_only_its_table(kind) ?
+		MqQueueLatestSnapshotOf(table_relid(q, table), RowExclusiveLock) :
+		MqQueueLatestSnapshot(plan);
+	int			ret = SPI_execute_snapshot(plan, values, nulls, snapshot,
 										   InvalidSnapshot, false, true, 0);
 
 	if (ret != expected)
