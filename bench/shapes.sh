@@ -604,3 +604,5 @@ fi
     cat "$TABLES"
     cat "$NOTES"
 } | tee -a "$SUMMARY"
+# charts of the held-snapshot runs next to the tables (needs gnuplot)
+"$HERE/plot.sh" "$RES" || echo "bench/shapes.sh: bench/plot.sh failed; the tables above are complete" >&2
