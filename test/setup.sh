@@ -28,6 +28,7 @@ PACKAGES=(
 	libkrb5-dev                     # gssapi.h, which the server's libpq/scram.h includes (src/citus.c)
 	libipc-run-perl                 # needed by PostgreSQL::Test::Cluster
 	perl                            # prove
+	pgbouncer                       # t/080_pgbouncer.pl runs its own (never the service)
 	build-essential
 	make
 )
