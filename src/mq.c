@@ -6,7 +6,8 @@
  * mq works without shared_preload_libraries.  Preloaded, it adds shared
  * memory (shmem.c: long-polling wake-ups, partition offsets, registered
  * consumers, listener counts, rate limits) and the maintenance background
- * worker (worker.c).  GUCs: mq.database, mq.maintenance_interval.
+ * worker (worker.c).  GUCs: mq.database and mq.maintenance_interval here,
+ * mq.autocommit_positions in partition.c, where its rule lives.
  *
  *-------------------------------------------------------------------------
  */

@@ -45,6 +45,7 @@
 #include "storage/lmgr.h"
 #include "storage/procarray.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -555,12 +556,27 @@ pending_for(Position *entry)
 	return NULL;
 }
 
+/*
+ * mq.autocommit_positions: whether a poll outside an explicit transaction
+ * block moves the position.  Such a poll commits before its answer is sent;
+ * on a direct connection an answer lost with the connection is lost with
+ * the session and its positions, but behind a transaction-mode pooler the
+ * server session outlives its client (docs/poolers.md).  Off, only a poll
+ * whose transaction the client committed, after the answer arrived, moves
+ * it; an autocommit poll is read again.
+ */
+static bool autocommit_positions = true;
+
 static void
 save_position(MqQueue *q, text *group, Owned *o)
 {
-	Position   *entry = position_entry(q, group, o->partition);
-	PendingPosition *p = pending_for(entry);
+	Position   *entry;
+	PendingPosition *p;
 
+	if (!autocommit_positions && !IsTransactionBlock())
+		return;
+	entry = position_entry(q, group, o->partition);
+	p = pending_for(entry);
 	if (p == NULL)
 	{
 		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
@@ -624,6 +640,10 @@ MqPartitionInit(void)
 {
 	RegisterXactCallback(positions_xact_callback, NULL);
 	RegisterSubXactCallback(positions_subxact_callback, NULL);
+	DefineCustomBoolVariable("mq.autocommit_positions",
+							 "Whether a poll outside an explicit transaction block moves the member's position.",
+							 "Off behind a transaction-mode pooler: there the server session outlives a client whose answer was lost.",
+							 &autocommit_positions, true, PGC_USERSET, 0, NULL, NULL, NULL);
 }
 
 /* Where this session reads each owned partition from, pending moves included. */

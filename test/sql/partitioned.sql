@@ -171,6 +171,22 @@ SELECT depth, total_sent FROM mq.metrics('top');
 SELECT count(*) > 0 AS other_groups_listed FROM mq.consumer_groups WHERE queue_name <> 'top';
 SELECT mq.drop_queue('top');
 
+-- mq.autocommit_positions off: a poll outside a transaction block moves no
+-- position (its answer may be lost behind a pooler: docs/poolers.md)
+SELECT mq.create_queue('ap', partitions => 1);
+SELECT count(*) FROM mq.send_batch('ap', array_fill('{}'::jsonb, ARRAY[5]));
+SET mq.autocommit_positions = off;
+SELECT string_agg("offset"::text, ',') AS first_poll FROM mq.poll('ap', 'g', 'm', 3);
+SELECT string_agg("offset"::text, ',') AS read_again FROM mq.poll('ap', 'g', 'm', 3);
+BEGIN;
+SELECT string_agg("offset"::text, ',') AS in_a_transaction FROM mq.poll('ap', 'g', 'm', 3);
+COMMIT;
+SELECT string_agg("offset"::text, ',') AS after_its_commit FROM mq.poll('ap', 'g', 'm', 3);
+RESET mq.autocommit_positions;
+SELECT string_agg("offset"::text, ',') AS setting_on FROM mq.poll('ap', 'g', 'm', 3);
+SELECT string_agg("offset"::text, ',') AS moved_on FROM mq.poll('ap', 'g', 'm', 3);
+SELECT mq.drop_queue('ap');
+
 BEGIN;
 SELECT mq.send('p', '{}') > 0 AS sent;
 PREPARE TRANSACTION 'mq_test';

@@ -19,7 +19,8 @@
 #   3. A partitioned queue polled in explicit transactions through a pool of
 #      one server connection: a poll rolled back, or whose client died before
 #      COMMIT, skips nothing; the member's next poll, from another client,
-#      returns those offsets again.
+#      returns those offsets again.  With mq.autocommit_positions off, an
+#      autocommit poll moves no position either.
 # No timing assertions: orderings are read from server timestamps, waits
 # use poll_query_until.
 use strict;
@@ -59,6 +60,7 @@ PostgreSQL::Test::Utils::append_to_file("$dir/pgbouncer.ini", <<"INI");
 app = host=$host port=$port dbname=postgres pool_size=2
 app_send = host=$host port=$port dbname=postgres pool_size=2
 app_one = host=$host port=$port dbname=postgres pool_size=1
+app_safe = host=$host port=$port dbname=postgres pool_size=1 connect_query='SET mq.autocommit_positions = off'
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $bport
@@ -76,6 +78,7 @@ my $bouncer = IPC::Run::start([ $pgbouncer, "$dir/pgbouncer.ini" ],
 my $app = "host=127.0.0.1 port=$bport dbname=app user=postgres";
 my $app_send = "host=127.0.0.1 port=$bport dbname=app_send user=postgres";
 my $app_one = "host=127.0.0.1 port=$bport dbname=app_one user=postgres";
+my $app_safe = "host=127.0.0.1 port=$bport dbname=app_safe user=postgres";
 
 # psql through the pooler
 sub pooled
@@ -193,6 +196,19 @@ SELECT count(*) = 0 FROM pg_stat_activity WHERE state LIKE 'idle in transaction%
   or die 'the abandoned transaction did not end';
 is(pooled($app_one, "BEGIN; $poll3; COMMIT;"), '4,5',
 	'a client that died inside the transaction skipped nothing: offsets 4 and 5 again');
+
+# An autocommit poll commits before its answer is sent.  With
+# mq.autocommit_positions off (set for the pool "app_safe" by its
+# connect_query), it moves no position: the next client polling as the
+# member through the same server connection gets the same offsets.
+$node->safe_psql('postgres', q{SELECT mq.create_queue('p2', partitions => 1);
+SELECT count(*) FROM mq.send_batch('p2', array_fill('{}'::jsonb, ARRAY[5]))});
+my $poll2 = q{SELECT string_agg("offset"::text, ',') FROM mq.poll('p2', 'g', 'm1', 3)};
+is(pooled($app_safe, $poll2), '1,2,3', 'an autocommit poll behind the pooler returns offsets 1 to 3');
+is(pooled($app_safe, $poll2), '1,2,3',
+	'with mq.autocommit_positions off, the next autocommit poll returns them again: none skipped');
+is(pooled($app_safe, "BEGIN; $poll2; COMMIT;"), '1,2,3', 'a poll in a committed transaction returns them');
+is(pooled($app_safe, $poll2), '4,5', 'and moves the position: the next poll continues after them');
 
 $bouncer->kill_kill;
 $node->stop;
