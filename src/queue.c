@@ -290,20 +290,21 @@ mq_planner(Query *parse, const char *query_string, int cursorOptions,
  * ack.  There an override of the search path does the same cheaply, with
  * pg_catalog alone: MqPinnedSearchPath puts pg_catalog first, so pg_temp
  * can only add names, and mq names no object it expects there.  From 16
- * on the restore is cheap, and 17 has no override stack.  When search_path
- * already is the pinned one (a call from one of mq's own functions), no
- * GUC level is pushed.
+ * on the restore is cheap, and 17 has no override stack; there, when
+ * search_path already is the pinned one (a call from one of mq's own
+ * functions), no GUC level is pushed.
  */
 static void
 pin_search_path(MqSession *session)
 {
+	session->save_nestlevel = 0;
 #if PG_VERSION_NUM < 160000
-	OverrideSearchPath path = {NIL, true, false};
+	{
+		OverrideSearchPath path = {.schemas = NIL, .addCatalog = true, .addTemp = false};
 
-	session->save_nestlevel = 0;
-	PushOverrideSearchPath(&path);
+		PushOverrideSearchPath(&path);
+	}
 #else
-	session->save_nestlevel = 0;
 	if (strcmp(namespace_search_path, MqPinnedSearchPath) != 0)
 	{
 		session->save_nestlevel = NewGUCNestLevel();
@@ -811,7 +812,7 @@ MqQueueLatestSnapshot(SPIPlanPtr plan)
 
 /*
  * The same for a plan whose only relation is relid, taken in lockmode: a
- * lock instead of a look-up in the plan cache, which costs a read + ack 4 %
+ * lock instead of a look-up in the plan cache, which costs a read + ack 2 %
  * more instructions (the plan's own look-up then finds the lock held).
  */
 Snapshot

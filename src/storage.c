@@ -125,6 +125,9 @@ typedef struct PlanDef
 								 * kinds after PLAN_PER_TABLE: %1$d) */
 	int			nargs;
 	Oid			argtypes[MAX_ARGS];
+	bool		own_table_only;	/* updates or deletes in its table and uses
+								 * no other relation: its one lock is
+								 * RowExclusiveLock on the table */
 } PlanDef;
 
 #define NOW "pg_catalog.clock_timestamp()"
@@ -193,20 +196,20 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 	},
 	[PLAN_CLAIM_RANGE] = {
 		CLAIM("msg_id " OP(">=") " $6 AND msg_id " OP("<") " $7", "msg_id"),
-		7, {CLAIM_ARGS, INT8OID, INT8OID}
+		7, {CLAIM_ARGS, INT8OID, INT8OID}, true
 	},
 	[PLAN_CLAIM_SCAN] = {
 		CLAIM("msg_id " OP(">=") " $6", "msg_id"),
-		6, {CLAIM_ARGS, INT8OID}
+		6, {CLAIM_ARGS, INT8OID}, true
 	},
 	[PLAN_CLAIM_DUE] = {
 		CLAIM("true", "vt"),
-		5, {CLAIM_ARGS}
+		5, {CLAIM_ARGS}, true
 	},
 	[PLAN_ACK] = {
 		"DELETE FROM mq.%1$s WHERE msg_id " OP("=") " $1 AND " RECEIPT_MATCHES
 		" RETURNING msg_id, key, claimed, blocked",
-		2, {INT8OID, INT8OID}
+		2, {INT8OID, INT8OID}, true
 	},
 	[PLAN_ACK_BATCH] = {
 		"DELETE FROM mq.%1$s WHERE " LOCKED_IN_ORDER
@@ -241,7 +244,7 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 		" claimed = $3 " OP(">") " '0'::pg_catalog.interval"
 		" WHERE msg_id " OP("=") " $1 AND claimed AND " RECEIPT_MATCHES
 		" RETURNING vt",
-		3, {INT8OID, INT8OID, INTERVALOID}
+		3, {INT8OID, INT8OID, INTERVALOID}, true
 	},
 	/* SQL made in plan_sql(): with or without a dead-letter queue */
 	[PLAN_DEAD_LETTER] = {
@@ -255,7 +258,7 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 	[PLAN_UNBLOCK] = {
 		"UPDATE mq.%1$s SET blocked = false WHERE msg_id " OP("=") " $1 AND blocked"
 		" RETURNING vt",
-		1, {INT8OID}
+		1, {INT8OID}, true
 	},
 	/* behind the ticket: lapsed claims, and anything a hint missed */
 	[PLAN_SWEEP] = {
@@ -430,27 +433,6 @@ get_plan(MqQueue *q, PlanKind kind, int table)
 	return MqQueuePlan(q, slot, plan_sql(q, kind, table), def->nargs, def->argtypes);
 }
 
-/*
- * The hot statements that update or delete in their table and use no other
- * relation: their only lock is RowExclusiveLock on it.
- */
-static bool
-writes_only_its_table(PlanKind kind)
-{
-	switch (kind)
-	{
-		case PLAN_CLAIM_RANGE:
-		case PLAN_CLAIM_SCAN:
-		case PLAN_CLAIM_DUE:
-		case PLAN_ACK:
-		case PLAN_EXTEND:
-		case PLAN_UNBLOCK:
-			return true;
-		default:
-			return false;
-	}
-}
-
 static Oid
 table_relid(MqQueue *q, int table)
 {
@@ -467,7 +449,7 @@ static uint64
 run(MqQueue *q, PlanKind kind, int table, Datum *values, const char *nulls, int expected)
 {
 	SPIPlanPtr	plan = get_plan(q, kind, table);
-	Snapshot	snapshot = writes_only_its_table(kind) ?
+	Snapshot	snapshot = plan_defs[kind].own_table_only ?
 		MqQueueLatestSnapshotOf(table_relid(q, table), RowExclusiveLock) :
 		MqQueueLatestSnapshot(plan);
 	int			ret = SPI_execute_snapshot(plan, values, nulls, snapshot,
