@@ -497,16 +497,17 @@ if want 4; then
 fi
 
 # ---------------------------------------------------------------- shape 5: mixed
-# mixed_run SIDE ROUND: 4 producers (1 message/tx, unthrottled) and 4 consumers
-# (read 1 + ack) at once for DUR s from an empty queue; echoes
+# mixed_run SIDE ROUND [RATE]: 4 producers (1 message/tx, unthrottled, or
+# paced at RATE messages/s in all) and 4 consumers (read 1 + ack) at once for
+# DUR s from an empty queue; echoes
 # "produced/s consumed/s backlog_growth/s consumed/produced"
 mixed_run() {
-    local side=$1 r=$2 tag=s5-$1-$2 ps cs produced left
+    local side=$1 r=$2 rate=${3:-} tag=s5-$1-$2${3:+-paced} ps cs produced left
     emptied $side
     if [ $side = plain ]; then reset_plain 0; ps=send_baseline.sql; cs=shapes_read1_baseline.sql
     else reset_mq; ps=send_mq.sql; cs=read1_mq.sql; fi
     settle
-    pgb_bg "$tag-producers" $ps "$DUR" 4
+    pgb_bg "$tag-producers" $ps "$DUR" 4 ${rate:+-R "$rate"}
     PGB_OPTS=$([ $side = plain ] && echo "$PLAIN_CONSUMER_OPTS") pgb_bg "$tag-consumers" $cs "$DUR" 4
     bg_wait || note "WARNING $tag: a pgbench exited with an error, see $RES/$tag-*.log"
     produced=$(tx_of "$RES/$tag-producers.log")
@@ -514,6 +515,8 @@ mixed_run() {
     log "$tag: produced $produced, left $left, consumer tps $(tps_of "$RES/$tag-consumers.log")"
     awk -v p="$produced" -v l="$left" -v d="$DUR" 'BEGIN{ printf "%.1f %.1f %.1f %.3f\n", p / d, (p - l) / d, l / d, (p > 0) ? (p - l) / p : 0 }'
 }
+# median2 X...: the median with two decimals (lib.sh's median keeps one)
+median2() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END{ printf "%.2f", (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2 }'; }
 if want 5; then
     section "5  mixed: 4 producers (1 msg/tx, unthrottled) + 4 consumers (read 1 + ack) at once, ${DUR}s from empty; plain table | mq"
     declare -A L5=()
@@ -526,10 +529,24 @@ if want 5; then
     P=$(median ${L5[plain-p]}); M=$(median ${L5[mq-p]}); row "5  produced/s" "$P" "$M" "$(ratio "$P" "$M")" "-" "info"
     P=$(median ${L5[plain-c]}); M=$(median ${L5[mq-c]}); row "5  consumed/s" "$P" "$M" "$(ratio "$P" "$M")" "-" "info"
     P=$(median ${L5[plain-g]}); M=$(median ${L5[mq-g]}); row "5  backlog growth/s" "$P" "$M" "-" "-" "info"
-    P=$(printf '%s\n' ${L5[plain-k]} | sort -g | awk '{a[NR]=$1} END{ printf "%.2f", (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2 }')
-    M=$(printf '%s\n' ${L5[mq-k]} | sort -g | awk '{a[NR]=$1} END{ printf "%.2f", (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2 }')
-    row "5  consumed / produced (consumers keep up)" "$P" "$M" "-" ">=0.95" "$(verdict "$M" 0.95)"
+    P=$(median2 ${L5[plain-k]}); M=$(median2 ${L5[mq-k]})
+    row "5  consumed / produced, unthrottled (info)" "$P" "$M" "-" "-" "info"
     note "s5 runs (produced/s consumed/s): plain $(paste -d/ <(printf '%s\n' ${L5[plain-p]}) <(printf '%s\n' ${L5[plain-c]}) | tr '\n' ' '); mq $(paste -d/ <(printf '%s\n' ${L5[mq-p]}) <(printf '%s\n' ${L5[mq-c]}) | tr '\n' ' ')"
+    # Unthrottled, neither side can keep up on a small machine: producers and
+    # consumers share the cores, and a claim + ack costs more than a send
+    # (the plain table's DELETE is about as cheap as its INSERT). Whether
+    # consumers keep up is therefore asked at a rate that can be kept up
+    # with: producers paced at 90 % of the plain table's consumed rate above.
+    RATE5=$(awk -v c="$(median ${L5[plain-c]})" 'BEGIN{ printf "%d", c * 0.9 }')
+    for r in $(seq "$ROUNDS"); do
+        for side in plain mq; do
+            read -r a b c d < <(mixed_run $side "$r" "$RATE5")
+            L5[$side-pk]+=" $d"; L5[$side-pc]+=" $b"
+        done
+    done
+    P=$(median2 ${L5[plain-pk]}); M=$(median2 ${L5[mq-pk]})
+    row "5  consumed / produced, producers at ${RATE5}/s" "$P" "$M" "-" ">=0.95" "$(verdict "$M" 0.95)"
+    note "s5 paced runs at ${RATE5}/s (consumed/produced): plain${L5[plain-pk]}; mq${L5[mq-pk]}"
 fi
 
 # ---------------------------------------------------------------- shape 6: partitioned under a held snapshot
