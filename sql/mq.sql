@@ -18,12 +18,17 @@ COMMENT ON SCHEMA mq IS 'mq: message queues (work queues with visibility timeout
 -- is not a superuser and cannot create in schema mq, so a mistake in mq can
 -- never hand a caller more than the queues.  Grant mq_owner to nobody.  Nobody
 -- gets rights on the tables that hold the messages: the functions are the
--- only way in, and they check the caller's rights themselves.
+-- only way in, and they check the caller's rights themselves.  mq_monitor
+-- may read every queue's metrics, consumer groups and consumers, and
+-- nothing else (no payload, no send, read, ack or purge): the role for
+-- dashboards and exporters.  pg_monitor, PostgreSQL's role for monitoring
+-- tools, is a member, so that an exporter set up the usual way sees the
+-- queues too.
 DO $$
 DECLARE
     v_role text;
 BEGIN
-    FOREACH v_role IN ARRAY ARRAY['mq_producer', 'mq_consumer', 'mq_admin', 'mq_owner'] LOOP
+    FOREACH v_role IN ARRAY ARRAY['mq_producer', 'mq_consumer', 'mq_admin', 'mq_monitor', 'mq_owner'] LOOP
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) v_role) THEN
             EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', v_role);
         END IF;
@@ -31,6 +36,7 @@ BEGIN
 END
 $$;
 GRANT mq_producer, mq_consumer TO mq_admin;
+GRANT mq_monitor TO pg_monitor;
 GRANT USAGE ON SCHEMA mq TO PUBLIC;
 
 -- The queue catalog.  A queue's tables and sequences are named by its
@@ -158,7 +164,7 @@ COMMENT ON TYPE mq.message IS
 CREATE FUNCTION mq._can(queue_id integer, privilege text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_can' LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION mq._can(integer, text) IS
-'mq internal: whether the current user may use the queue for privilege (send, consume, admin, any); the views filter with it';
+'mq internal: whether the current user may use the queue for privilege (send, consume, admin, monitor, any); the views filter with it';
 
 -- Internal C helpers.  EXECUTE is revoked from PUBLIC below; the admin
 -- bodies run as mq_owner and call them.
@@ -968,7 +974,14 @@ RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, 
                oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
     AS 'MODULE_PATHNAME', 'mq_metrics' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
 COMMENT ON FUNCTION mq.metrics(text) IS
-'Approximate queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*), kept as counts so that a call costs the same on any queue when mq is preloaded (src/metrics.c): depth = visible messages, in_flight = claimed (a claim whose visibility timeout lapsed counts until the message is read again), delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back), blocked = messages of a keyed queue waiting behind an earlier message of their key. For a partitioned queue: depth = offsets retained (rolled-back sends included), oldest_age_s = age of the oldest retained one, total_sent = offsets issued over all partitions, the rest 0 (see mq.consumer_groups for lag). Errors: 22004 NULL, 42704 no such queue, 42501 no consume right on the queue.';
+'Approximate queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*), kept as counts so that a call costs the same on any queue when mq is preloaded (src/metrics.c): depth = visible messages, in_flight = claimed (a claim whose visibility timeout lapsed counts until the message is read again), delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back), blocked = messages of a keyed queue waiting behind an earlier message of their key. For a partitioned queue: depth = offsets retained (rolled-back sends included), oldest_age_s = age of the oldest retained one, total_sent = offsets issued over all partitions, the rest 0 (see mq.consumer_groups for lag). Errors: 22004 NULL, 42704 no such queue, 42501 neither a consume right on the queue nor mq_monitor.';
+
+CREATE FUNCTION mq.metrics_all()
+RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
+               oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
+    AS 'MODULE_PATHNAME', 'mq_metrics_all' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
+COMMENT ON FUNCTION mq.metrics_all() IS
+'mq.metrics of every queue the caller may monitor (mq_monitor, pg_monitor and mq_consumer: every queue; a consume right: that queue), one row per queue in name order, columns and units as mq.metrics: depth, in_flight, delayed, dead_lettered, blocked in messages, oldest_age_s in seconds, total_sent and total_acked counters that only grow. Each row costs what mq.metrics costs (no scan when mq is preloaded), so it is meant to be scraped every few seconds; per consumer group lag of partitioned queues is in mq.consumer_groups. Queues the caller may not monitor, and queues dropped during the call, are left out. Holds a share lock on each queue until the transaction ends, as mq.metrics does. Errors: none of its own (no right on any queue gives no rows).';
 
 CREATE VIEW mq.queues WITH (security_barrier) AS
 SELECT q.queue_name, q.visibility_timeout, q.max_attempts,
@@ -978,7 +991,7 @@ SELECT q.queue_name, q.visibility_timeout, q.max_attempts,
        q.rate_limit AS rate_limit_per_second, q.rate_limit_burst, q.created_at
   FROM mq.queue q LEFT JOIN mq.queue d ON d.queue_id OPERATOR(pg_catalog.=) q.dead_letter_queue_id
  WHERE mq._can(q.queue_id, 'any');
-COMMENT ON VIEW mq.queues IS 'One row per queue the caller has a right on, with its settings (as SQS ListQueues + GetQueueAttributes)';
+COMMENT ON VIEW mq.queues IS 'One row per queue the caller has a right on (send, consume, admin, or monitor through mq_monitor), with its settings (as SQS ListQueues + GetQueueAttributes)';
 
 -- ---------------------------------------------------------------------------
 -- Rights (src/rights.c).
@@ -1436,7 +1449,7 @@ CREATE FUNCTION mq.leave(queue_name text, consumer_group text, member text) RETU
 COMMENT ON FUNCTION mq.leave(text, text, text) IS
 'A member leaves its consumer group at once (as a Kafka LeaveGroup) instead of after its session timeout: its partitions are free for the others, who resume after the committed offsets. Returns the number of partitions released. Errors: 22004 NULL; 42704; 42809; 42501.';
 
--- Rows of queues the caller may consume from; OFFSET 0 keeps the filter
+-- Rows of queues the caller may monitor (consume, or mq_monitor); OFFSET 0 keeps the filter
 -- below the end-offset lookup, which checks the right again.
 CREATE VIEW mq.consumer_groups WITH (security_barrier) AS
 SELECT gq.queue_name, gq.consumer_group, gq.partition, gq.member, gq.lease_until,
@@ -1450,10 +1463,10 @@ SELECT gq.queue_name, gq.consumer_group, gq.partition, gq.member, gq.lease_until
                  ORDER BY o.commit_seq DESC LIMIT 1) AS committed
           FROM mq.group_partition g
           JOIN mq.queue q ON q.queue_id OPERATOR(pg_catalog.=) g.queue_id
-         WHERE mq._can(q.queue_id, 'consume') OFFSET 0) gq
+         WHERE mq._can(q.queue_id, 'monitor') OFFSET 0) gq
   CROSS JOIN LATERAL (SELECT mq._partition_end(gq.queue_name, gq.partition) OPERATOR(pg_catalog.-) 1 AS end_offset) e;
 COMMENT ON VIEW mq.consumer_groups IS
-'One row per consumer group and partition: the member holding the lease and until when, the committed offset, the last visible offset of the partition (end_offset) and lag = end_offset - committed_offset (offsets of rolled-back sends count in it).';
+'One row per consumer group and partition of the queues the caller may monitor (consume right, mq_monitor): the member holding the lease and until when, the committed offset, the last visible offset of the partition (end_offset) and lag = end_offset - committed_offset (offsets of rolled-back sends count in it).';
 
 -- ---------------------------------------------------------------------------
 -- Maintenance.
@@ -1522,15 +1535,15 @@ RETURNS TABLE (queue_name text, in_flight bigint)
     AS 'MODULE_PATHNAME', 'mq_consumer_in_flight' LANGUAGE C STABLE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq._consumer_in_flight(bigint, integer[]) IS 'mq internal: messages one registered consumer holds, per work queue (NULL: all) the caller may consume from';
 
--- A consumer shows with the queues the caller may consume from; one that
--- holds none of them only to holders of mq_consumer and to itself.
+-- A consumer shows with the queues the caller may monitor; one that holds
+-- none of them only to holders of mq_consumer or mq_monitor and to itself.
 CREATE VIEW mq.consumers WITH (security_barrier) AS
 SELECT c.consumer_id, c.pid, f.queue_name, c.state, c.registered_at, c.last_heartbeat,
        c.heartbeat_timeout_ms OPERATOR(pg_catalog.*) interval '1 millisecond' AS heartbeat_timeout, f.in_flight
   FROM mq._consumers() c
   LEFT JOIN LATERAL mq._consumer_in_flight(c.token, c.queue_ids) f ON true
  WHERE f.queue_name IS NOT NULL OR c.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
-    OR pg_catalog.pg_has_role('mq_consumer', 'USAGE');
+    OR pg_catalog.pg_has_role('mq_consumer', 'USAGE') OR pg_catalog.pg_has_role('mq_monitor', 'USAGE');
 COMMENT ON VIEW mq.consumers IS
 'Registered consumers of this database, one row per queue they read: state (alive; lapsed = heartbeat timed out, claims released; dead = session ended, release pending), last heartbeat, and messages in flight (claimed and within their visibility timeout).';
 
@@ -1586,6 +1599,7 @@ GRANT EXECUTE ON FUNCTION
     mq.archive(text, bigint, bigint),
     mq.archive(text, bigint[]),
     mq.metrics(text),
+    mq.metrics_all(),
     mq.poll(text, text, text, integer, interval),
     mq.heartbeat(text, text, text),
     mq.commit(text, text, integer, bigint, text),

@@ -356,7 +356,8 @@ mq_consumers(PG_FUNCTION_ARGS)
 		if (slot_at(i)->state != SLOT_FREE && slot_at(i)->database == MyDatabaseId)
 			copies[ncopies++] = *slot_at(i);
 	LWLockRelease(shared->lock);
-	all = MqHasRole(GetUserId(), "mq_consumer");
+	/* mq_monitor watches every queue's consumers as mq_consumer may */
+	all = MqHasRole(GetUserId(), "mq_consumer") || MqHasRole(GetUserId(), "mq_monitor");
 
 	for (int i = 0; i < ncopies; i++)
 	{
@@ -366,9 +367,9 @@ mq_consumers(PG_FUNCTION_ARGS)
 		Datum	   *queues;
 		bool		visible = all || s->pid == MyProcPid;
 
-		/* others' consumers show to those who may consume from their queues */
+		/* others' consumers show to those who may monitor their queues */
 		for (int q = 0; q < s->nqueues && !visible; q++)
-			visible = MqQueueIdHasRight(s->queues[q], MQ_RIGHT_CONSUME);
+			visible = MqQueueIdHasRight(s->queues[q], MQ_RIGHT_MONITOR);
 		if (!visible)
 			continue;
 		values[0] = CStringGetTextDatum(s->consumer_id);
@@ -597,8 +598,9 @@ mq_release_consumers(PG_FUNCTION_ARGS)
  *	  For the view mq.consumers: how many messages the registered consumer
  *	  with this token holds (claimed, within their visibility timeout) in
  *	  each work queue of queue_ids (NULL: every work queue) that the caller
- *	  may consume from.  The caller's rights are checked before mq switches
- *	  to the owner, so the view shows nothing of other queues.
+ *	  may monitor (consume includes it).  The caller's rights are checked
+ *	  before mq switches to the owner, so the view shows nothing of other
+ *	  queues.
  */
 Datum
 mq_consumer_in_flight(PG_FUNCTION_ARGS)
@@ -642,7 +644,7 @@ mq_consumer_in_flight(PG_FUNCTION_ARGS)
 
 		queue_ids[i] = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
 		names[i] = MqHasRight(caller, no_rights ? InvalidOid : DatumGetObjectId(rights),
-							  MQ_RIGHT_CONSUME) ? SPI_getvalue(tup, desc, 2) : NULL;
+							  MQ_RIGHT_MONITOR) ? SPI_getvalue(tup, desc, 2) : NULL;
 	}
 	for (uint64 i = 0; i < nqueues; i++)
 	{

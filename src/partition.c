@@ -965,7 +965,7 @@ mq_partition_end(PG_FUNCTION_ARGS)
 				 errmsg("partition must not be NULL")));
 	partition = PG_GETARG_INT32(1);
 	MqRequirePreload("partitioned queues");
-	q = MqQueueOpen(queue_name, &session, MQ_RIGHT_CONSUME);
+	q = MqQueueOpen(queue_name, &session, MQ_RIGHT_MONITOR);
 	MqRequirePartitioned(q);
 	if (partition < 0 || partition >= q->partitions)
 		ereport(ERROR,

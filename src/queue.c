@@ -463,7 +463,7 @@ MqQueueRelid(MqQueue *q, const char *relname)
 	return relid;
 }
 
-static const char *const right_names[] = {"send to", "consume from", "administer"};
+static const char *const right_names[] = {"send to", "consume from", "administer", "monitor"};
 
 /*
  * The cache entry of a queue, loading it on a miss; NULL when there is no

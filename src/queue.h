@@ -96,7 +96,8 @@ typedef enum MqRight
 {
 	MQ_RIGHT_SEND,				/* send, send_batch */
 	MQ_RIGHT_CONSUME,			/* read, ack, nack, poll, commit, seek, ... */
-	MQ_RIGHT_ADMIN				/* alter, drop, purge, grant; includes both */
+	MQ_RIGHT_ADMIN,				/* alter, drop, purge, grant; includes both */
+	MQ_RIGHT_MONITOR			/* metrics only; consume includes it */
 } MqRight;
 
 /*

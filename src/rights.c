@@ -14,6 +14,12 @@
  * for: REFERENCES = send, SELECT = consume, TRUNCATE = admin (which
  * includes both); none of them gives access to any message.
  *
+ * The fourth right, monitor, reads a queue's metrics and consumer groups
+ * and nothing else: the role mq_monitor has it on every queue (it is for
+ * dashboards and exporters, which watch every queue), and whoever may
+ * consume from a queue has it on that queue, as mq.metrics always allowed.
+ * It has no per-queue grant of its own.
+ *
  * The checks use the caller's identity, before mq switches to mq_owner, so EXECUTE on the public functions is granted to PUBLIC and
  * the decision is made here.  Hot paths check in MqQueueOpen(); the
  * PL/pgSQL administrative functions are reached through mq_checked(),
@@ -45,7 +51,7 @@ PG_FUNCTION_INFO_V1(mq_checked);
 PG_FUNCTION_INFO_V1(mq_can);
 
 /* the role that has a right on every queue */
-static const char *const role_of_right[] = {"mq_producer", "mq_consumer", "mq_admin"};
+static const char *const role_of_right[] = {"mq_producer", "mq_consumer", "mq_admin", "mq_monitor"};
 
 /* privileges on the rights table that carry a right: admin implies both */
 static AclMode
@@ -59,6 +65,8 @@ mode_of_right(MqRight right)
 			return ACL_SELECT | ACL_TRUNCATE;
 		case MQ_RIGHT_ADMIN:
 			return ACL_TRUNCATE;
+		case MQ_RIGHT_MONITOR:
+			return ACL_SELECT | ACL_TRUNCATE;	/* as consume (no grant of its own) */
 	}
 	return 0;					/* keep compiler quiet */
 }
@@ -97,6 +105,9 @@ MqHasRight(Oid roleid, Oid rights_relid, MqRight right)
 
 	/* mq's own functions, running as mq_owner, may do anything */
 	if (roleid == MqOwner() || has_role(roleid, role_of_right[right]))
+		return true;
+	/* whoever may consume from every queue may watch every queue */
+	if (right == MQ_RIGHT_MONITOR && has_role(roleid, role_of_right[MQ_RIGHT_CONSUME]))
 		return true;
 	return OidIsValid(rights_relid) &&
 		pg_class_aclmask_ext(rights_relid, roleid, mode_of_right(right), ACLMASK_ANY,
@@ -161,6 +172,8 @@ right_arg(text *t)
 		return MQ_RIGHT_CONSUME;
 	if (strcmp(s, "admin") == 0)
 		return MQ_RIGHT_ADMIN;
+	if (strcmp(s, "monitor") == 0)
+		return MQ_RIGHT_MONITOR;
 	ereport(ERROR,
 			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 			 errmsg("invalid privilege \"%s\"", s),
@@ -183,7 +196,8 @@ MqQueueRightsRelid(int32 queue_id)
 /*
  * mq._can(queue_id integer, privilege text) RETURNS boolean
  *	  Whether the current user may use the queue for privilege ('send',
- *	  'consume', 'admin' or 'any').  The views filter their rows with it;
+ *	  'consume', 'admin', 'monitor', or 'any': send or monitor, which
+ *	  consume includes).  The views filter their rows with it;
  *	  functions in a view run as the view's user.  NULL queue_id: false.
  */
 Datum
@@ -201,7 +215,7 @@ mq_can(PG_FUNCTION_ARGS)
 	rights = MqQueueRightsRelid(PG_GETARG_INT32(0));
 	if (strcmp(text_to_cstring(PG_GETARG_TEXT_PP(1)), "any") == 0)
 		PG_RETURN_BOOL(MqHasRight(user, rights, MQ_RIGHT_SEND) ||
-					   MqHasRight(user, rights, MQ_RIGHT_CONSUME));
+					   MqHasRight(user, rights, MQ_RIGHT_MONITOR));
 	PG_RETURN_BOOL(MqHasRight(user, rights, right_arg(PG_GETARG_TEXT_PP(1))));
 }
 

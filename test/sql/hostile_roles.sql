@@ -965,6 +965,9 @@ INSERT INTO hostile.steps (suite, ord, name, sql, ok) VALUES
 ('pq_consume', 31, 'mq.consumer_groups',
  $s$SELECT pg_catalog.string_agg(DISTINCT queue_name, ',') FROM mq.consumer_groups
      WHERE queue_name OPERATOR(pg_catalog.~~) 'hpq%'$s$, 'ok=hpq_l1'),
+('pq_consume', 33, 'metrics_all (q1 and l1 only)',
+ $s$SELECT pg_catalog.string_agg(queue_name, ',' ORDER BY queue_name) FROM mq.metrics_all()
+     WHERE queue_name OPERATOR(pg_catalog.~~) 'hpq%'$s$, 'ok=hpq_l1,hpq_q1'),
 ('pq_consume', 32, 'mq.consumers (a consumer that read q2)',
  $s$SELECT pg_catalog.count(*) FROM mq.consumers WHERE queue_name OPERATOR(pg_catalog.=) 'hpq_q2'$s$, 'ok=0'),
 -- nothing on q2
@@ -1027,6 +1030,8 @@ INSERT INTO hostile.steps (suite, ord, name, sql, ok) VALUES
 ('pq_send', 15, 'read q1', $s$SELECT pg_catalog.count(*) FROM mq.read('hpq_q1', 10)$s$, '42501'),
 ('pq_send', 16, 'ack q1', $s$SELECT mq.ack('hpq_q1', 4)$s$, '42501'),
 ('pq_send', 17, 'metrics q1', $s$SELECT depth FROM mq.metrics('hpq_q1')$s$, '42501'),
+('pq_send', 25, 'metrics_all (send is not monitor)',
+ $s$SELECT pg_catalog.count(*) FROM mq.metrics_all() WHERE queue_name OPERATOR(pg_catalog.~~) 'hpq%'$s$, 'ok=0'),
 ('pq_send', 18, 'listen q1', $s$SELECT mq.listen('hpq_q1')$s$, '42501'),
 ('pq_send', 19, 'poll l1', $s$SELECT pg_catalog.count(*) FROM mq.poll('hpq_l1', 'g', 'm')$s$, '42501'),
 ('pq_send', 20, 'purge q1', $s$SELECT mq.purge('hpq_q1')$s$, '42501'),

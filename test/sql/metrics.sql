@@ -94,6 +94,14 @@ SELECT mq._forget_queue(queue_id) FROM mq.queue WHERE queue_name = 'mk';
 SELECT m.depth = k.depth AS depth, m.in_flight = k.in_flight AS in_flight,
        m.delayed = k.delayed AS delayed, m.blocked = k.blocked AS blocked
   FROM mq.metrics('mk') m, kept k;
+-- mq.metrics_all: one row per queue, each what mq.metrics says of it
+-- (oldest_age_s aside, which moves with the clock)
+SELECT a.queue_name, a.depth, a.in_flight, a.delayed, a.dead_lettered, a.blocked,
+       (a.depth, a.in_flight, a.delayed, a.dead_lettered, a.total_sent, a.total_acked, a.blocked)
+       = (m.depth, m.in_flight, m.delayed, m.dead_lettered, m.total_sent, m.total_acked, m.blocked) AS same,
+       a.oldest_age_s >= 0 AS age
+  FROM mq.metrics_all() a CROSS JOIN LATERAL mq.metrics(a.queue_name) m
+ ORDER BY 1;
 SELECT mq.drop_queue('mk');
 
 SELECT mq.drop_queue('met'), mq.drop_queue('met.dead');

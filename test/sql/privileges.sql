@@ -12,6 +12,9 @@ CREATE ROLE regress_mq_nobody;
 CREATE ROLE regress_mq_producer IN ROLE mq_producer;
 CREATE ROLE regress_mq_consumer IN ROLE mq_consumer;
 CREATE ROLE regress_mq_admin IN ROLE mq_admin;
+CREATE ROLE regress_mq_monitor IN ROLE mq_monitor;
+-- monitoring tools usually run as a member of pg_monitor, which has mq_monitor
+CREATE ROLE regress_mq_pg_monitor IN ROLE pg_monitor;
 -- a role with USAGE on the schema granted by hand: no different from any other
 CREATE ROLE regress_mq_usage_only;
 GRANT USAGE ON SCHEMA mq TO regress_mq_usage_only;
@@ -166,6 +169,61 @@ SELECT count(*) FROM :qtable;
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 
+-- ---- mq_monitor: every queue's metrics, and nothing else -----------------
+SELECT mq.send('priv', '{"n": 9}') AS m9 \gset
+SELECT mq.create_queue('priv_log', partitions => 1);
+SELECT mq.send('priv_log', '{}', key => 'k') IS NOT NULL AS sent;
+SELECT count(*) FROM mq.poll('priv_log', 'g', 'm');
+SELECT mq.commit('priv_log', 'g', 0, 1);
+SET ROLE regress_mq_monitor;
+SELECT depth, in_flight, delayed, dead_lettered, total_sent - :m9 AS sent_after FROM mq.metrics('priv');
+SELECT queue_name, depth, in_flight, total_sent > 0 AS sent FROM mq.metrics_all();
+SELECT queue_name FROM mq.queues ORDER BY 1;
+SELECT queue_name, consumer_group, partition, committed_offset, lag FROM mq.consumer_groups;
+-- no payload, no claim, no change
+SELECT * FROM mq.read('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM mq.poll('priv_log', 'g2', 'm');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.commit('priv_log', 'g', 0, 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.seek('priv_log', 'g', 0, 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.send('priv', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.ack('priv', :m9);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.nack('priv', :m9);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.archive('priv', :m9);
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.purge('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.drop_queue('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.grant('priv', 'regress_mq_monitor', 'consume');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.listen('priv');
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.maintain();
+\echo :LAST_ERROR_SQLSTATE
+SELECT mq.register_consumer('spy');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM :qtable;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SET ROLE regress_mq_pg_monitor;
+SELECT queue_name, depth FROM mq.metrics_all();
+RESET ROLE;
+-- nobody and a producer get no rows, not an error
+SET ROLE regress_mq_nobody;
+SELECT count(*) AS monitored FROM mq.metrics_all();
+RESET ROLE;
+SET ROLE regress_mq_producer;
+SELECT count(*) AS monitored FROM mq.metrics_all();
+RESET ROLE;
+SELECT mq.drop_queue('priv_log');
+
 -- which mq functions a role without any mq right may execute: the public
 -- ones, which check rights inside, and the four helpers the views call
 SELECT p.oid::regprocedure AS may_execute
@@ -175,7 +233,7 @@ SELECT p.oid::regprocedure AS may_execute
 -- and nobody but mq_owner owns or may execute anything else
 SELECT p.oid::regprocedure AS internal_executable_by_the_roles
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
- CROSS JOIN (VALUES ('regress_mq_producer'), ('regress_mq_consumer'), ('regress_mq_admin')) r(rolname)
+ CROSS JOIN (VALUES ('regress_mq_producer'), ('regress_mq_consumer'), ('regress_mq_admin'), ('regress_mq_monitor')) r(rolname)
  WHERE n.nspname = 'mq' AND has_function_privilege(r.rolname, p.oid, 'EXECUTE')
    AND NOT has_function_privilege('regress_mq_nobody', p.oid, 'EXECUTE');
 -- mq_owner owns the SECURITY DEFINER bodies only; the installer owns the
@@ -193,7 +251,7 @@ SELECT r.rolname, r.rolsuper, r.rolcanlogin FROM pg_roles r WHERE r.rolname = 'm
 -- and nobody has any right on a table or sequence of mq except the views
 SELECT r.rolname, c.relname
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- CROSS JOIN (VALUES ('regress_mq_producer'), ('regress_mq_consumer'), ('regress_mq_admin')) r(rolname)
+ CROSS JOIN (VALUES ('regress_mq_producer'), ('regress_mq_consumer'), ('regress_mq_admin'), ('regress_mq_monitor')) r(rolname)
  WHERE n.nspname = 'mq' AND c.relkind IN ('r', 'S', 'v', 'p')
    AND (has_table_privilege(r.rolname, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE')
         OR (c.relkind = 'S' AND has_sequence_privilege(r.rolname, c.oid, 'USAGE, SELECT, UPDATE')))
@@ -227,7 +285,8 @@ SELECT rolcanlogin FROM pg_roles WHERE rolname = 'mq_owner';
 SELECT mq.drop_queue('priv');
 SET client_min_messages = warning;
 REVOKE USAGE ON SCHEMA mq FROM regress_mq_usage_only;
-DROP ROLE regress_mq_nobody, regress_mq_producer, regress_mq_consumer, regress_mq_admin, regress_mq_usage_only;
+DROP ROLE regress_mq_nobody, regress_mq_producer, regress_mq_consumer, regress_mq_admin, regress_mq_usage_only,
+    regress_mq_monitor, regress_mq_pg_monitor;
 RESET client_min_messages;
 SELECT count(*) AS leftover_roles FROM pg_roles WHERE rolname LIKE 'regress_mq_%';
 DROP EXTENSION mq;
