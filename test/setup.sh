@@ -29,6 +29,7 @@ PACKAGES=(
 	libipc-run-perl                 # needed by PostgreSQL::Test::Cluster
 	perl                            # prove
 	pgbouncer                       # t/080_pgbouncer.pl runs its own (never the service)
+	prometheus-postgres-exporter    # t/090_postgres_exporter.pl runs its own (never the service)
 	build-essential
 	make
 )
@@ -74,6 +75,14 @@ if [ ${#missing[@]} -gt 0 ]; then
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
 		"${missing[@]}"
+	# prometheus-postgres-exporter's package starts its service (port 9187)
+	# where systemd runs; the test starts its own exporter on a free port
+	if [[ " ${missing[*]} " == *" prometheus-postgres-exporter "* ]] &&
+		command -v systemctl >/dev/null 2>&1 &&
+		systemctl is-active --quiet prometheus-postgres-exporter 2>/dev/null; then
+		say "stopping the prometheus-postgres-exporter service its install started"
+		as_root systemctl stop prometheus-postgres-exporter || true
+	fi
 else
 	say "packages already installed"
 fi
