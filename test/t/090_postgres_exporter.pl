@@ -13,7 +13,10 @@
 #      queue, depth 1 on the dead-letter queue;
 #   4. a partitioned queue: lag and lease ownership per consumer group and
 #      partition, as mq.consumer_groups has them;
-#   5. the exporter's role can read the metrics but no message.
+#   5. the exporter's role can read the metrics but no message;
+#   6. the example alert rules in docs/monitoring.md pass
+#      monitoring/alerts_test.yml, when promtool (Debian package
+#      prometheus) is installed.
 # The test skips, saying why, when the exporter binary is missing.
 use strict;
 use warnings;
@@ -197,4 +200,24 @@ is($out, 4, 'but sees all 4 queues in mq.metrics_all');
 $h->kill_kill;
 undef $h;
 $node->stop;
+
+# ---- 6. the example alert rules of docs/monitoring.md --------------------------
+SKIP:
+{
+	my ($promtool) = grep { -x $_ } map { "$_/promtool" } (split(/:/, $ENV{PATH}), '/usr/bin');
+	skip 'promtool not found (Debian package prometheus): alert rules not checked', 2
+	  unless defined $promtool;
+	my $doc = slurp_file("$repo/docs/monitoring.md");
+	my ($rules) = $doc =~ /^## Alert rules\n.*?^```yaml\n(.*?)^```/ms;
+	PostgreSQL::Test::Utils::append_to_file("$dir/alerts.yml", $rules // '');
+	PostgreSQL::Test::Utils::append_to_file("$dir/alerts_test.yml",
+		slurp_file("$repo/monitoring/alerts_test.yml"));
+	my ($out, $err) = ('', '');
+	IPC::Run::run([ $promtool, 'check', 'rules', "$dir/alerts.yml" ], '>', \$out, '2>', \$err);
+	like($out, qr/SUCCESS: 7 rules found/, 'promtool check rules: the 7 example rules are valid')
+	  or diag($out . $err);
+	($out, $err) = ('', '');
+	IPC::Run::run([ $promtool, 'test', 'rules', "$dir/alerts_test.yml" ], '>', \$out, '2>', \$err);
+	like($out, qr/SUCCESS/, 'promtool test rules: they fire on the series they are about') or diag($out . $err);
+}
 done_testing();
