@@ -383,10 +383,10 @@ AS $$
            LATERAL (SELECT m.depth + m.in_flight + m.delayed + m.blocked AS queue_length) AS l
 $$;
 COMMENT ON FUNCTION pgmq.metrics(text) IS
-'As pgmq.metrics, from mq.metrics: queue_length = every message not yet deleted or archived (visible, in flight, delayed, blocked), queue_visible_length = readable now, oldest_msg_age_sec = age of the oldest readable message (NULL when the queue is empty), newest_msg_age_sec = NULL (not kept), total_messages = msg_ids issued. Errors: 22004 NULL, 42704 no such queue, 42501 no consume right.';
+'As pgmq.metrics, from mq.metrics: queue_length = every message not yet deleted or archived (visible, in flight, delayed, blocked), queue_visible_length = readable now, oldest_msg_age_sec = age of the oldest readable message (NULL when the queue is empty), newest_msg_age_sec = NULL (not kept), total_messages = msg_ids issued. Errors: 22004 NULL, 42704 no such queue, 42501 neither a consume right nor mq_monitor.';
 
 CREATE FUNCTION pgmq.metrics_all() RETURNS SETOF pgmq.metrics_result
 LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT r.* FROM pgmq.list_queues() AS q, LATERAL pgmq.metrics(q.queue_name::text) AS r $$;
 COMMENT ON FUNCTION pgmq.metrics_all() IS
-'As pgmq.metrics_all: pgmq.metrics of every queue in pgmq.list_queues. Errors: 42501 when the caller may see a queue but not consume from it.';
+'As pgmq.metrics_all: pgmq.metrics of every queue in pgmq.list_queues. Errors: 42501 when the caller may see a queue but not monitor it (a producer''s queue: mq.metrics needs a consume right or mq_monitor).';
