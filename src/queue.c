@@ -620,6 +620,8 @@ permission_denied(const char *queue_name, MqRight right)
 			 errmsg("permission denied for queue \"%s\"", queue_name),
 			 errdetail("Only roles granted the right to %s the queue may do this.",
 					   right_names[right]),
+			 right == MQ_RIGHT_MONITOR ?
+			 errhint("Grant the role mq_monitor, or use mq.grant to grant 'consume'.") :
 			 errhint("Use mq.grant, or grant one of the roles mq_producer, mq_consumer, mq_admin.")));
 }
 

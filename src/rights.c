@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * rights.c
- *	  Who may do what with a queue: the three roles, per-queue grants, and
+ *	  Who may do what with a queue: the four roles, per-queue grants, and
  *	  the checked entry points of the administrative functions.
  *
  * A caller may send to, consume from or administer a queue when it has

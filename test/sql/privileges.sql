@@ -221,6 +221,10 @@ SELECT count(*) AS monitored FROM mq.metrics_all();
 RESET ROLE;
 SET ROLE regress_mq_producer;
 SELECT count(*) AS monitored FROM mq.metrics_all();
+-- and mq.metrics says which right and roles would do
+\set VERBOSITY default
+SELECT * FROM mq.metrics('priv');
+\set VERBOSITY terse
 RESET ROLE;
 SELECT mq.drop_queue('priv_log');
 
