@@ -1518,7 +1518,9 @@ CREATE FUNCTION mq._maintain_queue(queue_name text) RETURNS bigint
 COMMENT ON FUNCTION mq._maintain_queue(text) IS 'mq internal: the upkeep of one work queue for mq.maintain';
 
 -- Each queue in its own subtransaction: a queue dropped meanwhile is
--- skipped instead of failing the whole pass.
+-- skipped, and one whose upkeep fails is logged with its name and
+-- skipped, instead of failing the whole pass and so every other queue's
+-- upkeep (a cancel is not caught: OTHERS excludes it).
 CREATE FUNCTION mq._maintain_queues() RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1529,8 +1531,12 @@ BEGIN
     FOR v_name IN SELECT q.queue_name FROM mq.queue q ORDER BY q.queue_id LOOP
         BEGIN
             v_total := v_total + mq._maintain_queue(v_name);
-        EXCEPTION WHEN undefined_object OR undefined_table THEN
-            NULL;
+        EXCEPTION
+            WHEN undefined_object OR undefined_table THEN
+                NULL;
+            WHEN OTHERS THEN
+                RAISE WARNING 'skipping maintenance of queue "%": %', v_name, SQLERRM
+                    USING ERRCODE = SQLSTATE;
         END;
     END LOOP;
     RETURN v_total;
