@@ -1527,7 +1527,9 @@ CREATE FUNCTION mq._maintain_queue(queue_name text) RETURNS bigint
 COMMENT ON FUNCTION mq._maintain_queue(text) IS 'mq internal: the upkeep of one work queue for mq.maintain';
 
 -- Each queue in its own subtransaction: a queue dropped meanwhile is
--- skipped instead of failing the whole pass.
+-- skipped, and one whose upkeep fails is logged with its name and
+-- skipped, instead of failing the whole pass and so every other queue's
+-- upkeep (a cancel is not caught: OTHERS excludes it).
 CREATE FUNCTION mq._maintain_queues() RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -1538,8 +1540,12 @@ BEGIN
     FOR v_name IN SELECT q.queue_name FROM mq.queue q ORDER BY q.queue_id LOOP
         BEGIN
             v_total := v_total + mq._maintain_queue(v_name);
-        EXCEPTION WHEN undefined_object OR undefined_table THEN
-            NULL;
+        EXCEPTION
+            WHEN undefined_object OR undefined_table THEN
+                NULL;
+            WHEN OTHERS THEN
+                RAISE WARNING 'skipping maintenance of queue "%": %', v_name, SQLERRM
+                    USING ERRCODE = SQLSTATE;
         END;
     END LOOP;
     RETURN v_total;
@@ -1620,7 +1626,7 @@ COMMENT ON FUNCTION mq._maintain() IS 'mq internal: body of mq.maintain, reached
 CREATE FUNCTION mq.maintain() RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.maintain() IS
-'Periodic maintenance, run by mq''s background worker every mq.maintenance_interval when mq is preloaded. Returns how many messages it released or removed: releases the claims and partition leases of registered consumers that died or stopped heartbeating; in work queues, moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it), looking at the oldest 10000 visible messages of each (mq.read does the same for the messages it meets); in partitioned queues, applies retention by truncating whole segments. Without preloading, call it every few seconds from a scheduler (pg_cron). Errors: 42501 not mq_admin.';
+'Periodic maintenance of the current database, run by mq''s background workers every mq.maintenance_interval in every database with mq (mq.database) when mq is preloaded. Returns how many messages it released or removed: releases the claims and partition leases of registered consumers that died or stopped heartbeating; in work queues, moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it), looking at the oldest 10000 visible messages of each (mq.read does the same for the messages it meets); in partitioned queues, applies retention by truncating whole segments. A queue whose upkeep fails is skipped with a WARNING naming it; the others are maintained. Without preloading, call it every few seconds from a scheduler (pg_cron). Errors: 42501 not mq_admin.';
 -- END copy of sql/mq.sql: functions and views
 
 -- ---------------------------------------------------------------------------

@@ -39,6 +39,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -49,6 +50,8 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "consumer.h"
@@ -401,6 +404,20 @@ typedef struct Release
 	int32		queues[MQ_CONSUMER_QUEUES];
 } Release;
 
+/* The name of a queue by id, for a log line; NULL if it is gone. */
+static char *
+queue_name_of(int32 queue_id)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		values[1] = {Int32GetDatum(queue_id)};
+
+	if (SPI_execute_with_args("SELECT queue_name FROM mq.queue WHERE queue_id " OP("=") " $1",
+							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed == 0)
+		return NULL;
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
 /*
  * Make the claims of a dead consumer in one work queue claimable again, in
  * every table of the queue; its next read sweeps them onto its ring.
@@ -437,6 +454,54 @@ release_token(int32 queue_id, int64 token, bool before)
 		MqStateNoteDue(queue_id, 0);
 		MqWaitNoteSend(queue_id);
 	}
+	return released;
+}
+
+/*
+ * release_token in a subtransaction of its own, as PL/pgSQL runs a block
+ * with an exception handler: a queue whose release fails (a broken table,
+ * a trigger a superuser put there) is logged with its name and skipped, so
+ * that it holds up no other queue's release and no later pass.  A cancel
+ * is passed on, as PL/pgSQL's OTHERS does.
+ */
+static uint64
+release_token_guarded(int32 queue_id, int64 token, bool before)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile uint64 released = 0;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		released = release_token(queue_id, token, before);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		char	   *name;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+			ReThrowError(edata);
+		name = queue_name_of(queue_id);
+		ereport(WARNING,
+				(errcode(edata->sqlerrcode),
+				 errmsg("skipping the release of dead consumers' claims in queue \"%s\": %s",
+						name ? name : "?", edata->message)));
+		FreeErrorData(edata);
+		released = 0;
+	}
+	PG_END_TRY();
 	return released;
 }
 
@@ -559,7 +624,7 @@ mq_release_consumers(PG_FUNCTION_ARGS)
 		if (nqueues < 0)
 			nqueues = all_work_queues(&queues);
 		for (int q = 0; q < nqueues; q++)
-			released += release_token(queues[q], todo[t].token, false);
+			released += release_token_guarded(queues[q], todo[t].token, false);
 		release_leases(todo[t].token, false);
 	}
 	if (sweep)
@@ -568,7 +633,7 @@ mq_release_consumers(PG_FUNCTION_ARGS)
 		int			nqueues = all_work_queues(&queues);
 
 		for (int q = 0; q < nqueues; q++)
-			released += release_token(queues[q], run_token, true);
+			released += release_token_guarded(queues[q], run_token, true);
 		release_leases(run_token, true);
 	}
 	MqOwnerEnd(&session);

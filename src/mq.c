@@ -5,8 +5,9 @@
  *
  * mq works without shared_preload_libraries.  Preloaded, it adds shared
  * memory (shmem.c: long-polling wake-ups, partition offsets, registered
- * consumers, listener counts, rate limits) and the maintenance background
- * worker (worker.c).  GUCs: mq.database and mq.maintenance_interval here,
+ * consumers, listener counts, rate limits) and maintenance in the
+ * background (worker.c: a launcher and a worker per database and pass).
+ * GUCs: mq.database and mq.maintenance_interval here,
  * mq.autocommit_positions in partition.c, where its rule lives.
  *
  *-------------------------------------------------------------------------
@@ -41,15 +42,15 @@ _PG_init(void)
 	MqPartitionInit();
 	MqShmemInit();
 
-	/* a postmaster-level GUC can only be defined while preloading */
+	/* only the preloaded library's launcher reads it */
 	if (process_shared_preload_libraries_in_progress)
 		DefineCustomStringVariable("mq.database",
-								   "Database whose queues the mq background worker maintains.",
-								   "Empty: no background worker; call mq.maintain() yourself.",
-								   &MqDatabase, "postgres", PGC_POSTMASTER, 0,
+								   "Databases whose queues mq's background workers maintain: a database name, or * for every database where mq is installed.",
+								   "Empty: no maintenance in the background; call mq.maintain() yourself.",
+								   &MqDatabase, "*", PGC_SIGHUP, 0,
 								   NULL, NULL, NULL);
 	DefineCustomIntVariable("mq.maintenance_interval",
-							"Time between two passes of the mq background worker.",
+							"Time between two passes of mq's background maintenance in each database.",
 							"Bounds how long a dead consumer's messages stay invisible.",
 							&MqMaintenanceInterval, 1000, 10, 3600 * 1000, PGC_SIGHUP,
 							GUC_UNIT_MS, NULL, NULL, NULL);

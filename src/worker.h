@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * worker.h
- *	  The maintenance background worker.
+ *	  Maintenance in the background: the launcher and its per-database workers.
  *
  *-------------------------------------------------------------------------
  */

@@ -6,7 +6,7 @@
 # heartbeating for longer than its timeout while still connected, after
 # which its stale receipt can no longer ack.  A dead group member's
 # partitions are freed the same way.  The background worker comes back
-# after a crash.  Every wait is poll_query_until, never a sleep.
+# after a crash (its launcher is restarted).  Every wait is poll_query_until, never a sleep.
 use strict;
 use warnings;
 
@@ -101,15 +101,15 @@ is($node->safe_psql('postgres', "SELECT mq.heartbeat('log', 'g', 'm2')"), '2',
 send_two();
 ($bg, $pid) = worker_bg('1 hour');
 my $worker_pid = $node->safe_psql('postgres',
-	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'mq maintenance'");
-ok($worker_pid > 0, 'the maintenance worker runs');
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'mq maintenance launcher'");
+ok($worker_pid > 0, 'the maintenance launcher runs');
 kill 'KILL', $pid;
 eval { $bg->quit };
 $node->poll_query_until('postgres', 'SELECT true') or die 'no restart';
 is(wait_released(), '2,2', 'SIGKILL: after the crash restart its messages are readable again');
 ok($node->poll_query_until('postgres',
-		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'mq maintenance' AND pid <> $worker_pid"),
-	'the maintenance worker is back after the crash');
+		"SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'mq maintenance launcher' AND pid <> $worker_pid"),
+	'the maintenance launcher is back after the crash');
 
 # 6. without registration nothing is released early
 send_two();

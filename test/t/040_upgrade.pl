@@ -190,6 +190,7 @@ $node->init;
 $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'mq'
 mq.maintenance_interval = '100ms'
+track_functions = 'all'
 });
 $node->start;
 
@@ -340,9 +341,14 @@ $node->start;
 my $skip_line = qr/skipping maintenance of database "postgres": extension "mq" is at version 0\.1\.0, but its library is version 0\.2\.0/;
 $node->wait_for_log($skip_line, $log_offset);
 pass('the background worker says it skips its passes while the versions differ');
-$node->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'mq maintenance'})
-  or die 'no mq maintenance worker';
-my $worker_pid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'mq maintenance'});
+# the launcher starts a maintenance worker every pass; each exits after
+# its pass, the launcher stays
+$node->poll_query_until('postgres', q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'mq maintenance launcher'})
+  or die 'no mq maintenance launcher';
+my $worker_pid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'mq maintenance launcher'});
+my $maintain_calls = q{SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions
+  WHERE schemaname = 'mq' AND funcname = 'maintain'};
+my $calls_skipping = sql($maintain_calls);
 
 # What the database holds, read while it is still at 0.1.0 (the 0.2.0
 # library leaves it alone).  Read now rather than before the stop: after an
@@ -620,12 +626,11 @@ note 'carried over: ' . join(', ', map { my $n = () = ($before{"$_ messages"} //
   . sql(q{SELECT string_agg(queue || ' ' || n, ', ' ORDER BY queue) FROM (SELECT queue, count(*) AS n FROM consumed GROUP BY queue) c})
   . ', events ' . sql('SELECT count(*) FROM polled') . '; sent after the update: ' . sql('SELECT count(*) FROM sent');
 
-# the worker: one process all along, one LOG line, running again
-$node->poll_query_until('postgres',
-	q{SELECT query = 'SELECT mq.maintain()' FROM pg_stat_activity WHERE backend_type = 'mq maintenance'})
-  or fail('the worker maintains the database again');
-is(sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'mq maintenance'}),
-	$worker_pid, 'the background worker was not restarted');
+# the workers: one launcher all along, one LOG line, maintaining again
+$node->poll_query_until('postgres', "SELECT ($maintain_calls) > $calls_skipping")
+  or fail('the workers maintain the database again');
+is(sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'mq maintenance launcher'}),
+	$worker_pid, 'the launcher was not restarted');
 my $server_log = slurp_file($node->logfile, $log_offset);
 my $skips = () = $server_log =~ /$skip_line/g;
 is($skips, 1, 'the worker logged its skipping once');

@@ -430,7 +430,7 @@ foreach my $victim ('member_m1', 'wconsumer_2')
 	check_committed_offsets("after the SIGKILL of $victim");
 }
 
-# Phase 4: SIGKILL of mq's background worker.  Like any process attached to
+# Phase 4: SIGKILL of mq's background worker (the maintenance launcher).  Like any process attached to
 # shared memory that dies of a signal, it makes the postmaster reinitialize;
 # the worker is started again with the rest.
 $epoch++;
@@ -439,15 +439,15 @@ wait_for_progress($epoch, 'SIGKILL of the background worker');
 claim_before_crash($epoch);
 my $worker_pid;
 ok( $node->poll_query_until('postgres',
-		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'mq maintenance'}),
+		q{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'mq maintenance launcher'}),
 	'the background worker runs');
-$worker_pid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'mq maintenance'});
+$worker_pid = sql(q{SELECT pid FROM pg_stat_activity WHERE backend_type = 'mq maintenance launcher'});
 push @killed, $worker_pid;
 kill_and_wait($worker_pid, 'SIGKILL of the background worker');
 $crashes++;
 finish_load($load, 1, 'SIGKILL of the background worker');
 ok( $node->poll_query_until('postgres',
-		qq{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'mq maintenance' AND pid <> $worker_pid}),
+		qq{SELECT count(*) = 1 FROM pg_stat_activity WHERE backend_type = 'mq maintenance launcher' AND pid <> $worker_pid}),
 	'the background worker is started again after the crash restart');
 check_committed_offsets('after the SIGKILL of the background worker');
 
