@@ -29,15 +29,11 @@ PACKAGES=(
 	libipc-run-perl                 # needed by PostgreSQL::Test::Cluster
 	perl                            # prove
 	pgbouncer                       # t/080_pgbouncer.pl runs its own (never the service)
+	prometheus-postgres-exporter    # t/090_postgres_exporter.pl runs its own exporter
+	prometheus                      # promtool, for the example alert rules (t/090)
 	build-essential
 	make
-)
-# Installed without recommends (prometheus would bring node_exporter):
-# t/090_postgres_exporter.pl runs its own exporter and promtool, never
-# the services their packages start
-NO_RECOMMENDS=(
-	prometheus-postgres-exporter    # the exporter the test scrapes
-	prometheus                      # promtool, for the example alert rules
+	ca-certificates                 # npm's registry over https (no longer a recommend)
 )
 # Node.js and npm for the pgmq-js test, from Debian unless the machine has
 # them already (a newer Node.js of its own)
@@ -64,44 +60,31 @@ for p in "${PACKAGES[@]}"; do
 		missing+=("$p")
 	fi
 done
-missing_norec=()
-for p in "${NO_RECOMMENDS[@]}"; do
-	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-		missing_norec+=("$p")
-	fi
-done
-
-if [ ${#missing[@]} -gt 0 ] || [ ${#missing_norec[@]} -gt 0 ]; then
-	say "installing packages: ${missing[*]} ${missing_norec[*]}"
+if [ ${#missing[@]} -gt 0 ]; then
+	say "installing packages: ${missing[*]}"
 	if ! command -v apt-get >/dev/null 2>&1; then
-		say "apt-get not found: this script supports Debian 12; install ${missing[*]} ${missing_norec[*]} by hand" >&2
+		say "apt-get not found: this script supports Debian 12; install ${missing[*]} by hand" >&2
 		exit 1
 	fi
 	if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
 		say "not root and no sudo: as root run" >&2
-		say "  apt-get update && apt-get install -y ${missing[*]} && apt-get install -y --no-install-recommends ${missing_norec[*]}" >&2
+		say "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}" >&2
 		exit 1
 	fi
 	export DEBIAN_FRONTEND=noninteractive
 	as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-	if [ ${#missing[@]} -gt 0 ]; then
-		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-			-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-			"${missing[@]}"
-	fi
-	if [ ${#missing_norec[@]} -gt 0 ]; then
-		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-			-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-			"${missing_norec[@]}"
-		# where systemd runs, their packages start their services (ports
-		# 9187 and 9090): the tests need neither
-		for p in "${missing_norec[@]}"; do
-			if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$p" 2>/dev/null; then
-				say "stopping the $p service its install started"
-				as_root systemctl stop "$p" || true
-			fi
-		done
-	fi
+	# Recommends are left out (prometheus would bring node_exporter, postgresql
+	# sysstat); where systemd runs, the services these packages start are
+	# stopped: every test runs its own server, pooler and exporter.
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+		"${missing[@]}"
+	for s in pgbouncer prometheus-postgres-exporter prometheus; do
+		if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$s" 2>/dev/null; then
+			say "stopping the $s service its install started"
+			as_root systemctl stop "$s" || true
+		fi
+	done
 else
 	say "packages already installed"
 fi
