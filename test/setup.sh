@@ -31,6 +31,11 @@ PACKAGES=(
 	pgbouncer                       # t/080_pgbouncer.pl runs its own (never the service)
 	build-essential
 	make
+	# test/package.sh: dpkg-buildpackage, debian/rules' dh and pg_buildext
+	# (Rules-Requires-Root: no, so no fakeroot)
+	dpkg-dev
+	debhelper
+	postgresql-server-dev-all
 )
 # Installed without recommends (prometheus would bring node_exporter):
 # t/090_postgres_exporter.pl runs its own exporter and promtool, never
