@@ -34,6 +34,11 @@ PACKAGES=(
 	build-essential
 	make
 	ca-certificates                 # npm's registry over https (no longer a recommend)
+	# test/package.sh: dpkg-buildpackage, debian/rules' dh and pg_buildext
+	# (Rules-Requires-Root: no, so no fakeroot)
+	dpkg-dev
+	debhelper
+	postgresql-server-dev-all
 )
 # Node.js and npm for the pgmq-js test, from Debian unless the machine has
 # them already (a newer Node.js of its own)
