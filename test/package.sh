@@ -39,7 +39,7 @@ unset PG_CONFIG
 
 SRC=$TMP/mq
 mkdir "$SRC"
-git -C "$REPO" ls-files -z | (cd "$REPO" && tar --null -T - -cf -) | tar -xf - -C "$SRC"
+git -c safe.directory='*' -C "$REPO" ls-files -z | (cd "$REPO" && tar --null -T - -cf -) | tar -xf - -C "$SRC"
 
 EXTVERSION=$(sed -n 's/^EXTVERSION[[:space:]]*=[[:space:]]*//p' "$SRC/Makefile")
 [ -n "$EXTVERSION" ] || fail "no EXTVERSION in the Makefile"

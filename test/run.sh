@@ -17,6 +17,7 @@
 #      through MQ_SOURCE_DIR and MQ_SOURCE_0_1_0)
 #   5. test/pgmq-js: the pgmq-js client from npm against mq_pgmq, with
 #      node's test runner, one test (skipped without node, listed)
+#   6. test/package.sh: the Debian package built and checked, one test
 # and ends with one line `N passed, N failed` counting regression tests,
 # isolation tests and TAP files (a TAP file that skips entirely, like
 # t/100_citus_cluster.pl without Citus, counts as neither and is listed).
@@ -264,6 +265,17 @@ else
 		failed=$((failed + 1))
 		failures+=("pgmq-js")
 	fi
+fi
+
+# ---- package ---------------------------------------------------------------
+# The Debian package (debian/, pg_buildext) built from a copy and checked:
+# one test.
+say "test/package.sh"
+if timeout 300 "$REPO/test/package.sh"; then
+	passed=$((passed + 1))
+else
+	failed=$((failed + 1))
+	failures+=("package")
 fi
 
 # ---- summary ---------------------------------------------------------------

@@ -38,6 +38,7 @@ PACKAGES=(
 	# (Rules-Requires-Root: no, so no fakeroot)
 	dpkg-dev
 	debhelper
+	git                             # package.sh's file list, t/040's v0.1.0 sources
 	postgresql-server-dev-all
 )
 # Node.js and npm for the pgmq-js test, from Debian unless the machine has
