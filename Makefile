@@ -23,6 +23,14 @@ ISOLATION_OPTS = --inputdir=test --outputdir=.
 
 EXTRA_CLEAN = $(DATA_built) results output_iso regression.diffs regression.out tmp_check
 
+# mq-worker's sub-make gets CFLAGS and CPPFLAGS as the caller gave them
+# (dpkg-buildpackage's hardening flags, say), captured before PGXS appends
+# the server's: make exports a variable that came from the environment with
+# its changed value, and the server's -D_GNU_SOURCE and
+# -Wmissing-format-attribute then warn in mq-worker.c (errors under CI's
+# -Werror).  Not set by the caller, they stay unset there.
+MQ_WORKER_FLAGS := $(foreach v,CFLAGS CPPFLAGS,$(if $(filter environment command,$(firstword $(origin $(v)))),$(v)='$($(v))'))
+
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
@@ -40,5 +48,5 @@ all: mq-worker-all
 install: mq-worker-install
 clean: mq-worker-clean
 mq-worker-all mq-worker-install mq-worker-clean:
-	$(MAKE) -C src/bin/mq-worker PG_CONFIG='$(PG_CONFIG)' $(patsubst mq-worker-%,%,$@)
+	$(MAKE) -C src/bin/mq-worker PG_CONFIG='$(PG_CONFIG)' $(MQ_WORKER_FLAGS) $(patsubst mq-worker-%,%,$@)
 .PHONY: mq-worker-all mq-worker-install mq-worker-clean
