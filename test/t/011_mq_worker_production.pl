@@ -218,6 +218,12 @@ sub exit_within
 	my $v = $node->safe_psql('postgres', "SELECT extversion FROM pg_extension WHERE extname = 'mq'");
 	is($out, "mq-worker $v\n", '--version prints "mq-worker VERSION", the installed extension\'s version');
 
+	IPC::Run::run([ $worker, '--help' ], '>', \$out, '2>', \$err);
+	like($out, qr/--version/, '--help documents --version');
+	like($out, qr/DATABASE_URL/, '--help documents DATABASE_URL');
+	like($out, qr/SIGHUP/, '--help documents SIGHUP');
+	like($out, qr/3 when\s+COMMAND cannot be executed/, '--help documents exit status 3');
+
 	$node->safe_psql('postgres', "SELECT mq.create_queue('conn')");
 	$node->safe_psql('postgres',
 		q{SELECT count(*) FROM mq.send_batch('conn', ARRAY['{"n": 1}', '{"n": 2}']::jsonb[])});

@@ -22,8 +22,10 @@
  *
  * Two connections because a waiting read occupies its connection for up
  * to --wait seconds, and acks and heartbeats of running commands must not
- * wait for it.  Children are tracked in slots; SIGCHLD, SIGTERM and SIGINT
- * only write a byte to a self-pipe, which wakes poll().
+ * wait for it.  Children are tracked in slots; SIGCHLD, SIGTERM, SIGINT
+ * and SIGHUP only write a byte to a self-pipe, which wakes poll().  A
+ * watchdog process (start_watchdog) kills the commands' process groups if
+ * the worker dies without stopping them.
  *
  * Lifecycle of a slot (work-queue mode):
  *	FREE -> RUNNING (command started; heartbeat every vt/3 via mq.extend)
@@ -1931,8 +1933,9 @@ usage(void)
 		   "\n"
 		   "Options:\n"
 		   "  -d, --dsn CONNINFO, --connection CONNINFO\n"
-		   "                             libpq connection string or URI (default: the\n"
-		   "                             PG* environment variables)\n"
+		   "                             libpq connection string or URI (default:\n"
+		   "                             $DATABASE_URL, else the PG* environment\n"
+		   "                             variables)\n"
 		   "  -q, --queue NAME           queue to consume (required)\n"
 		   "  -c, --concurrency N        commands run at once, 1 to %d (default 1)\n"
 		   "  -b, --batch N              messages claimed per read, at most the free\n"
@@ -1943,8 +1946,9 @@ usage(void)
 		   "                             the queue's visibility_timeout)\n"
 		   "  -w, --wait SECONDS         long-polling wait of an idle read, 1 to 900\n"
 		   "                             (default 20)\n"
-		   "  -g, --grace SECONDS        at SIGTERM/SIGINT, time running commands get\n"
-		   "                             to finish before they are killed (default 30)\n"
+		   "  -g, --grace SECONDS        at SIGTERM, SIGINT or SIGHUP, time running\n"
+		   "                             commands get to finish before they are killed\n"
+		   "                             (default 30)\n"
 		   "      --consumer-id ID       this worker's name in logs and MQ_CONSUMER_ID\n"
 		   "                             (default HOST-PID)\n"
 		   "      --group GROUP          partitioned-queue mode: consume as a member\n"
@@ -1954,6 +1958,7 @@ usage(void)
 		   "  -p, --progress SECONDS     print a progress line every SECONDS\n"
 		   "      --quiet                print only warnings, errors and progress\n"
 		   "  -h, --help                 show this help and exit\n"
+		   "      --version              print the version and exit\n"
 		   "\n"
 		   "Environment of COMMAND:\n"
 		   "  MQ_QUEUE, MQ_MSG_ID, MQ_RECEIPT, MQ_KEY, MQ_ATTEMPTS (deliveries so far,\n"
@@ -1962,13 +1967,16 @@ usage(void)
 		   "  mode MQ_GROUP, MQ_MEMBER, MQ_PARTITION, MQ_OFFSET instead of MQ_MSG_ID,\n"
 		   "  MQ_RECEIPT and MQ_ATTEMPTS.  Empty when the message has none.\n"
 		   "\n"
-		   "Signals: SIGTERM or SIGINT stops claiming and waits up to --grace seconds\n"
-		   "for running commands; then their process groups get SIGTERM and, %.0f s\n"
-		   "later, SIGKILL, and their messages are released for redelivery.  A second\n"
-		   "signal ends the grace period at once.\n"
+		   "Signals: SIGTERM, SIGINT or SIGHUP stops claiming and waits up to --grace\n"
+		   "seconds for running commands; then their process groups get SIGTERM and,\n"
+		   "%.0f s later, SIGKILL, and their messages are released for redelivery.  A\n"
+		   "second signal ends the grace period at once.  If the worker itself is\n"
+		   "killed, its commands and their process groups are killed too.\n"
 		   "\n"
 		   "Exit status: 0 after a signal-initiated stop, 1 on a fatal error (cannot\n"
-		   "connect at startup, no such queue, no privilege), 2 on bad usage.\n"
+		   "connect at startup, no such queue, no privilege), 2 on bad usage, 3 when\n"
+		   "COMMAND cannot be executed (not found, not executable, or it exited 126\n"
+		   "or 127: its message is released, not nacked).\n"
 		   "Delivery is at least once: COMMAND must be idempotent.\n",
 		   PROGNAME, ERR_TAIL_SIZE, MAX_CONCURRENCY, KILL_DELAY_S);
 }
