@@ -6,8 +6,9 @@
 #      exit 0) instead of killing the worker with status 129;
 #   3. a command that cannot be executed stops the worker with exit 3 and
 #      gives its message back (not nacked): a missing program is refused
-#      before anything is claimed; exit 127 or 126 of a command releases
-#      the message at once;
+#      before anything is claimed; an exec failure, or exit 127 or 126 of
+#      a command, releases the message at once (in partitioned mode: does
+#      not commit its offset);
 #   4. conventions: --version; DATABASE_URL and a conninfo argument; no
 #      session-level SET on the worker's connections.
 # The worker is the installed one (pg_config's bindir).  Waits poll the
@@ -204,6 +205,21 @@ sub exit_within
 		like(slurp_file($logs{"exit$code"}), qr/exit status $code/, "noexec: the log says exit $code");
 		is(metrics('noexec'), '0 1 0', "noexec: after exit $code the message is back at once");
 	}
+	# partitioned mode: not committed, the worker stops
+	if ($node->safe_psql('postgres',
+			"SELECT EXISTS (SELECT FROM pg_proc WHERE proname = 'poll' AND pronamespace = 'mq'::regnamespace)"
+		) eq 't')
+	{
+		$node->safe_psql('postgres', "SELECT mq.create_queue('noexec_p', partitions => 1)");
+		$node->safe_psql('postgres', q{SELECT mq.send('noexec_p', '{"n": 1}')});
+		$h = start_worker('exit127p', '--queue', 'noexec_p', '--group', 'g', '--wait', '1',
+			'--', 'sh', '-c', 'exit 127');
+		is(exit_within($h, 20), 3 << 8, 'noexec: partitioned mode, exit 127 stops the worker with exit 3')
+		  or show_log('exit127p');
+		is($node->safe_psql('postgres', "SELECT count(*) FROM mq.poll('noexec_p', 'g', 'other', 10)"),
+			'1', 'noexec: partitioned mode, the offset was not committed');
+	}
+
 	is($node->safe_psql('postgres',
 			"SELECT attempts || ' ' || coalesce(last_error, 'none') FROM mq.read('noexec', 1, wait => '5 s')"),
 		'4 none',
