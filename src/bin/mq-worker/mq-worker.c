@@ -22,8 +22,10 @@
  *
  * Two connections because a waiting read occupies its connection for up
  * to --wait seconds, and acks and heartbeats of running commands must not
- * wait for it.  Children are tracked in slots; SIGCHLD, SIGTERM and SIGINT
- * only write a byte to a self-pipe, which wakes poll().
+ * wait for it.  Children are tracked in slots; SIGCHLD, SIGTERM, SIGINT
+ * and SIGHUP only write a byte to a self-pipe, which wakes poll().  A
+ * watchdog process (start_watchdog) kills the commands' process groups if
+ * the worker dies without stopping them.
  *
  * Lifecycle of a slot (work-queue mode):
  *	FREE -> RUNNING (command started; heartbeat every vt/3 via mq.extend)
@@ -52,14 +54,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 #include <time.h>
 #include <unistd.h>
 
 #include "libpq-fe.h"
 
 #define PROGNAME			"mq-worker"
+
+/*
+ * The version of mq this worker comes with.  The build may pass it
+ * (-DMQ_VERSION, from EXTVERSION as for the library); otherwise this copy,
+ * which t/011_mq_worker_production.pl compares with the installed
+ * extension's version.
+ */
+#ifndef MQ_VERSION
+#define MQ_VERSION			"0.2.0"
+#endif
+
+/* Exit status when the command cannot be executed (see docs/mq-worker.md). */
+#define EXIT_CANNOT_EXEC	3
 
 /* Bytes of the command's stderr kept for last_error. */
 #define ERR_TAIL_SIZE		1024
@@ -161,6 +180,16 @@ static bool read_cancelled = false;
 static double read_retry_at = 0;	/* after a failed read: not before */
 static double read_retry_delay = RECONNECT_MIN_S;
 static bool fatal_error = false;
+static bool cannot_exec = false;	/* the command could not be executed */
+static PGresult *read_result = NULL;	/* claimed rows, until the read commits */
+
+/*
+ * Write end of the pipe to the watchdog process (see start_watchdog), or
+ * -1.  The worker tells it the process group of each command it starts
+ * and reaps; when the worker dies, even by SIGKILL, the watchdog reads
+ * EOF and kills the groups still listed.
+ */
+static int	watchdog_fd = -1;
 
 static volatile sig_atomic_t got_stop = 0;
 static int	self_pipe[2] = {-1, -1};
@@ -358,6 +387,14 @@ setup_signals(void)
 	sa.sa_handler = handle_stop;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+
+	/*
+	 * SIGHUP drains as SIGTERM does.  There is nothing to reload (every
+	 * setting is on the command line), and its default action would kill
+	 * the worker without releasing anything: a closed terminal or a
+	 * "reload" by a service manager must not cost running commands.
+	 */
+	sigaction(SIGHUP, &sa, NULL);
 	sa.sa_handler = handle_chld;
 	sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
 	sigaction(SIGCHLD, &sa, NULL);
@@ -365,6 +402,142 @@ setup_signals(void)
 	sa.sa_handler = SIG_IGN;
 	sa.sa_flags = 0;
 	sigaction(SIGPIPE, &sa, NULL);
+}
+
+/*
+ * The watchdog: a small child process that outlives the worker just long
+ * enough to kill the process groups of its commands.  PR_SET_PDEATHSIG
+ * (start_command) kills each command when the worker dies, but only the
+ * command's own process, not what it started (sh -c '...' runs its
+ * programs as children); without this, a kill -9 of the worker would leave
+ * them running while their message is delivered to another command.
+ *
+ * Protocol on the pipe: "+PID\n" when a command (leader of process group
+ * PID) starts, "-PID\n" once it is reaped.  At EOF (the worker exited or
+ * died) the watchdog sends SIGKILL to every group still listed and exits.
+ * A normal exit lists none: every command has been reaped by then.
+ */
+static void
+watchdog_main(int fd)
+{
+	pid_t	   *groups = NULL;
+	int			n = 0,
+				cap = 0;
+	char		buf[4096];
+	size_t		have = 0;
+	struct sigaction sa;
+	int			i;
+
+	/* stay until the worker is gone, whatever the terminal sends */
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = SIG_IGN;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGPIPE, &sa, NULL);
+	sa.sa_handler = SIG_DFL;
+	sigaction(SIGCHLD, &sa, NULL);
+
+	for (;;)
+	{
+		ssize_t		r = read(fd, buf + have, sizeof(buf) - have);
+		char	   *line,
+				   *nl;
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		have += (size_t) r;
+		line = buf;
+		while ((nl = memchr(line, '\n', have - (size_t) (line - buf))) != NULL)
+		{
+			long		pid;
+
+			*nl = '\0';
+			pid = strtol(line + 1, NULL, 10);
+			if (pid > 1 && line[0] == '+')
+			{
+				if (n == cap)
+				{
+					cap = cap ? cap * 2 : 64;
+					groups = realloc(groups, sizeof(pid_t) * cap);
+					if (groups == NULL)
+						_exit(1);
+				}
+				groups[n++] = (pid_t) pid;
+			}
+			else if (pid > 1 && line[0] == '-')
+			{
+				for (i = 0; i < n; i++)
+					if (groups[i] == (pid_t) pid)
+					{
+						groups[i] = groups[--n];
+						break;
+					}
+			}
+			line = nl + 1;
+		}
+		have -= (size_t) (line - buf);
+		memmove(buf, line, have);
+	}
+	for (i = 0; i < n; i++)
+	{
+		(void) kill(-groups[i], SIGKILL);
+		(void) kill(groups[i], SIGKILL);
+	}
+	_exit(0);
+}
+
+static void
+start_watchdog(void)
+{
+	int			p[2];
+	pid_t		pid;
+
+	if (pipe2(p, O_CLOEXEC) != 0)
+	{
+		log_error("could not create pipe: %s", strerror(errno));
+		exit(1);
+	}
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	if (pid < 0)
+	{
+		log_error("could not fork: %s", strerror(errno));
+		exit(1);
+	}
+	if (pid == 0)
+	{
+		close(p[1]);
+		if (self_pipe[0] >= 0)
+			close(self_pipe[0]);
+		if (self_pipe[1] >= 0)
+			close(self_pipe[1]);
+		watchdog_main(p[0]);
+	}
+	close(p[0]);
+	watchdog_fd = p[1];
+}
+
+static void
+watchdog_tell(char op, pid_t pid)
+{
+	char		line[32];
+	int			len;
+
+	if (watchdog_fd < 0)
+		return;
+	len = snprintf(line, sizeof(line), "%c%d\n", op, (int) pid);
+	/* a short line on a pipe is written whole; a dead watchdog: EPIPE */
+	if (write(watchdog_fd, line, (size_t) len) != len)
+	{
+		log_warning("the watchdog process is gone: commands may outlive a killed worker");
+		close(watchdog_fd);
+		watchdog_fd = -1;
+	}
 }
 
 /* ------------------------------------------------------------- connection */
@@ -417,6 +590,9 @@ connect_one(const char *appname)
 static void
 disconnect_all(void)
 {
+	/* rows of a read that did not commit: the server rolls the claim back */
+	PQclear(read_result);
+	read_result = NULL;
 	PQfinish(read_conn);
 	PQfinish(ctl_conn);
 	read_conn = ctl_conn = NULL;
@@ -438,26 +614,16 @@ connection_lost(const char *what)
 static bool
 try_connect(void)
 {
-	PGresult   *res;
-
+	/*
+	 * No session-level SET here: through a transaction pooler it would stay
+	 * on the server connection for its next client.  The long-polling read
+	 * lifts statement_timeout in its own transaction (begin_read).
+	 */
 	read_conn = connect_one(PROGNAME);
 	if (read_conn)
 		ctl_conn = connect_one(PROGNAME);
 	if (read_conn == NULL || ctl_conn == NULL)
 		goto fail;
-
-	/*
-	 * The read connection waits by design (long polling): a
-	 * statement_timeout shorter than --wait would cancel every idle read.
-	 */
-	res = PQexec(read_conn, "SET statement_timeout = 0");
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-	{
-		log_error("could not set statement_timeout: %s", pq_msg(PQresultErrorMessage(res)));
-		PQclear(res);
-		goto fail;
-	}
-	PQclear(res);
 
 	db_ok = true;
 	reconnect_delay = RECONNECT_MIN_S;
@@ -664,29 +830,51 @@ typedef struct EnvVar
 	const char *value;			/* NULL: unset */
 } EnvVar;
 
+typedef enum
+{
+	START_OK,
+	START_FAILED,				/* fork or pipe failure: may pass */
+	START_EXEC_FAILED			/* the command cannot be executed */
+} StartResult;
+
 /*
  * Start the command in slot s with the given payload and environment.
- * Returns false if it could not be started (fork or pipe failure).
+ * START_EXEC_FAILED (execvp failed in the child: no such file, no
+ * permission...) sets cannot_exec: retrying the next message cannot help.
  */
-static bool
+static StartResult
 start_command(Slot *s, const char *payload, const EnvVar *env, int nenv)
 {
 	int			in_pipe[2],
-				err_pipe[2];
+				err_pipe[2],
+				exec_pipe[2];
 	pid_t		pid;
+	pid_t		parent = getpid();
 	size_t		plen = strlen(payload);
+	int			child_errno = 0;
+	ssize_t		r;
 
 	if (pipe2(in_pipe, O_CLOEXEC) != 0)
 	{
 		log_error("could not create pipe: %s", strerror(errno));
-		return false;
+		return START_FAILED;
 	}
 	if (pipe2(err_pipe, O_CLOEXEC) != 0)
 	{
 		log_error("could not create pipe: %s", strerror(errno));
 		close(in_pipe[0]);
 		close(in_pipe[1]);
-		return false;
+		return START_FAILED;
+	}
+	/* closed by a successful exec; carries errno when exec fails */
+	if (pipe2(exec_pipe, O_CLOEXEC) != 0)
+	{
+		log_error("could not create pipe: %s", strerror(errno));
+		close(in_pipe[0]);
+		close(in_pipe[1]);
+		close(err_pipe[0]);
+		close(err_pipe[1]);
+		return START_FAILED;
 	}
 	fflush(stdout);
 	fflush(stderr);
@@ -698,13 +886,29 @@ start_command(Slot *s, const char *payload, const EnvVar *env, int nenv)
 		close(in_pipe[1]);
 		close(err_pipe[0]);
 		close(err_pipe[1]);
-		return false;
+		close(exec_pipe[0]);
+		close(exec_pipe[1]);
+		return START_FAILED;
 	}
 	if (pid == 0)
 	{
 		struct sigaction sa;
 		int			i;
+		int			e;
 
+#ifdef __linux__
+
+		/*
+		 * Die with the worker: a command that outlives a kill -9 of its
+		 * worker would run on while its message, its claim gone with the
+		 * worker, is delivered to another command.  If the worker died
+		 * before this line, we are already orphaned: do not start.
+		 */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+			_exit(1);
+#else
+		(void) parent;
+#endif
 		/* own process group, so that a kill reaches its children too */
 		setpgid(0, 0);
 		memset(&sa, 0, sizeof(sa));
@@ -713,10 +917,15 @@ start_command(Slot *s, const char *payload, const EnvVar *env, int nenv)
 		sigaction(SIGPIPE, &sa, NULL);
 		sigaction(SIGTERM, &sa, NULL);
 		sigaction(SIGINT, &sa, NULL);
+		sigaction(SIGHUP, &sa, NULL);
 		sigaction(SIGCHLD, &sa, NULL);
 		if (dup2(in_pipe[0], STDIN_FILENO) < 0 ||
 			dup2(err_pipe[1], STDERR_FILENO) < 0)
+		{
+			e = errno;
+			(void) !write(exec_pipe[1], &e, sizeof(e));
 			_exit(126);
+		}
 		for (i = 0; i < nenv; i++)
 		{
 			if (env[i].value)
@@ -725,14 +934,38 @@ start_command(Slot *s, const char *payload, const EnvVar *env, int nenv)
 				unsetenv(env[i].name);
 		}
 		execvp(command[0], command);
-		fprintf(stderr, "%s: could not execute \"%s\": %s\n",
-				PROGNAME, command[0], strerror(errno));
+		e = errno;
+		(void) !write(exec_pipe[1], &e, sizeof(e));
 		_exit(127);
 	}
 	/* parent; both sides call setpgid to close the race */
 	(void) setpgid(pid, pid);
+	watchdog_tell('+', pid);
 	close(in_pipe[0]);
 	close(err_pipe[1]);
+	close(exec_pipe[1]);
+
+	/*
+	 * Wait for the exec: EOF means it succeeded.  This takes as long as
+	 * the child's few system calls before execvp.
+	 */
+	do
+		r = read(exec_pipe[0], &child_errno, sizeof(child_errno));
+	while (r < 0 && errno == EINTR);
+	close(exec_pipe[0]);
+	if (r == (ssize_t) sizeof(child_errno))
+	{
+		int			status;
+
+		log_error("cannot execute \"%s\": %s", command[0], strerror(child_errno));
+		close(in_pipe[1]);
+		close(err_pipe[0]);
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		watchdog_tell('-', pid);
+		cannot_exec = true;
+		return START_EXEC_FAILED;
+	}
 	set_nonblock(in_pipe[1]);
 	set_nonblock(err_pipe[0]);
 
@@ -747,7 +980,7 @@ start_command(Slot *s, const char *payload, const EnvVar *env, int nenv)
 	s->input_off = 0;
 	s->started = now_s();
 	s->next_heartbeat = s->started + vt_s / 3.0;
-	return true;
+	return START_OK;
 }
 
 /* Feed stdin as far as the pipe takes it; close it when done. */
@@ -824,6 +1057,7 @@ reap_children(void)
 				 * waited for.
 				 */
 				slot_read_stderr(s);
+				watchdog_tell('-', pid);
 				close_fd(&s->err_fd);
 				close_fd(&s->in_fd);
 				s->status = status;
@@ -852,6 +1086,18 @@ succeeded(int status)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
+/*
+ * 126 and 127 are the shell's "found but cannot execute" and "not found"
+ * (POSIX; sh -c 'typo' exits 127): the command could not run what it was
+ * asked to, which retrying the message cannot fix.
+ */
+static bool
+could_not_execute(int status)
+{
+	return WIFEXITED(status) &&
+		(WEXITSTATUS(status) == 126 || WEXITSTATUS(status) == 127);
+}
+
 /* ------------------------------------------------------- work-queue mode */
 
 static const char *const SQL_READ =
@@ -861,6 +1107,43 @@ static const char *const SQL_READ =
 "       last_error "
 "  FROM mq.read($1, $2::integer, pg_catalog.make_interval(secs => $3::float8), "
 "               pg_catalog.make_interval(secs => $4::float8))";
+
+/*
+ * Open the read's transaction.  The long-polling read waits by design, so
+ * a statement_timeout shorter than --wait would cancel every idle read;
+ * SET LOCAL lifts it for this transaction only, where a session-level SET
+ * would stay on a pooled server connection for its next client.  The
+ * claim commits (end_read) before any command starts: a read whose
+ * transaction never commits (worker killed, connection lost) claims
+ * nothing.  Returns false (and arranges the retry) on failure.
+ */
+static bool
+begin_read(void)
+{
+	PGresult   *res = PQexec(read_conn, "BEGIN; SET LOCAL statement_timeout = 0");
+
+	if (PQresultStatus(res) == PGRES_COMMAND_OK)
+	{
+		PQclear(res);
+		return true;
+	}
+	if (PQstatus(read_conn) == CONNECTION_BAD)
+	{
+		PQclear(res);
+		connection_lost(group ? "mq.poll" : "mq.read");
+		return false;
+	}
+	log_error("could not begin the read's transaction: %s",
+			  pq_msg(res ? PQresultErrorMessage(res) : PQerrorMessage(read_conn)));
+	PQclear(res);
+	/* leave a failed transaction block, if the BEGIN got that far */
+	PQclear(PQexec(read_conn, "ROLLBACK"));
+	read_retry_at = now_s() + read_retry_delay;
+	read_retry_delay *= 2;
+	if (read_retry_delay > RECONNECT_MAX_S)
+		read_retry_delay = RECONNECT_MAX_S;
+	return false;
+}
 
 static void
 send_read(void)
@@ -879,6 +1162,8 @@ send_read(void)
 	params[1] = qty;
 	params[2] = vt;
 	params[3] = wt;
+	if (!begin_read())
+		return;
 	if (!PQsendQueryParams(read_conn, SQL_READ, 4, NULL, params, NULL, NULL, 0))
 	{
 		connection_lost("mq.read");
@@ -942,7 +1227,19 @@ start_message(PGresult *res, int row)
 
 	snprintf(s->msg_id, sizeof(s->msg_id), "%s", msg_id);
 	snprintf(s->receipt, sizeof(s->receipt), "%s", receipt);
-	if (!start_command(s, PQgetvalue(res, row, 3), env, n))
+	switch (start_command(s, PQgetvalue(res, row, 3), env, n))
+	{
+		case START_OK:
+			return;
+		case START_EXEC_FAILED:
+			/* not the message's fault: give it back, then stop */
+			release_claim(msg_id, receipt);
+			log_error("message %s released; stopping", msg_id);
+			slot_reset(s);
+			return;
+		case START_FAILED:
+			break;
+	}
 	{
 		/* treat as a failed attempt: the queue's backoff applies */
 		const char *params[4] = {queue, msg_id, receipt, "mq-worker could not start the command"};
@@ -1024,6 +1321,24 @@ report_message(Slot *s)
 		if (!db_ok)
 			return false;
 		log_info("message %s released (command stopped at shutdown)", s->msg_id);
+		return true;
+	}
+
+	if (could_not_execute(s->status))
+	{
+		char	   *tail = slot_tail(s);
+
+		describe_status(s->status, how, sizeof(how));
+		release_claim(s->msg_id, s->receipt);
+		if (!db_ok)
+		{
+			free(tail);
+			return false;
+		}
+		log_error("message %s: the command could not be executed (%s%s%s); message released, stopping",
+				  s->msg_id, how, *tail ? ": " : "", tail);
+		free(tail);
+		cannot_exec = true;
 		return true;
 	}
 
@@ -1140,6 +1455,8 @@ send_poll(void)
 	params[2] = member;
 	params[3] = qty;
 	params[4] = wt;
+	if (!begin_read())
+		return;
 	if (!PQsendQueryParams(read_conn, SQL_POLL, 5, NULL, params, NULL, NULL, 0))
 	{
 		connection_lost("mq.poll");
@@ -1225,7 +1542,7 @@ dispatch_partitions(double now)
 	int			i,
 				j;
 
-	for (i = 0; i < n_pending_max && !stopping; i++)
+	for (i = 0; i < n_pending_max && !stopping && !cannot_exec; i++)
 	{
 		PartMsg    *m = &pending[i];
 		bool		first = true;
@@ -1266,12 +1583,19 @@ dispatch_partitions(double now)
 		env[n++].value = NULL;
 		env[n].name = "MQ_RECEIPT";
 		env[n++].value = NULL;
-		if (!start_command(s, m->payload, env, n))
+		switch (start_command(s, m->payload, env, n))
 		{
-			m->failures++;
-			m->retry_at = now + PART_RETRY_MIN_S;
-			slot_reset(s);
-			continue;
+			case START_OK:
+				break;
+			case START_EXEC_FAILED:
+				/* not committed; the worker stops (main loop) */
+				slot_reset(s);
+				return;
+			case START_FAILED:
+				m->failures++;
+				m->retry_at = now + PART_RETRY_MIN_S;
+				slot_reset(s);
+				continue;
 		}
 		s->next_heartbeat = 1e300;	/* partition leases are not per message */
 		s->part_msg = i;
@@ -1289,6 +1613,18 @@ report_partition(Slot *s)
 	{
 		/* not committed: the group gets it again */
 		m->running = false;
+		return true;
+	}
+	if (could_not_execute(s->status))
+	{
+		char	   *tail = slot_tail(s);
+
+		describe_status(s->status, how, sizeof(how));
+		log_error("partition %s offset %s: the command could not be executed (%s%s%s); not committed, stopping",
+				  m->partition_str, m->offset_str, how, *tail ? ": " : "", tail);
+		free(tail);
+		m->running = false;
+		cannot_exec = true;
 		return true;
 	}
 	if (succeeded(s->status))
@@ -1355,6 +1691,60 @@ report_partition(Slot *s)
 
 /* ------------------------------------------------------------ read result */
 
+/*
+ * The read (or poll) is over: commit its transaction, then take its rows.
+ * Commands start only once the claim is committed; if the commit fails,
+ * the claims were rolled back (or are unknown after a broken connection,
+ * then they lapse with their visibility timeout) and nothing runs.
+ */
+static void
+end_read(void)
+{
+	PGresult   *rows = read_result;
+	PGresult   *res;
+	int			i;
+
+	read_result = NULL;
+	read_in_flight = false;
+	res = PQexec(read_conn, "COMMIT");
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	{
+		if (PQstatus(read_conn) == CONNECTION_BAD)
+			connection_lost(group ? "commit of mq.poll" : "commit of mq.read");
+		else
+			log_error("commit of the read failed: %s",
+					  pq_msg(res ? PQresultErrorMessage(res) : PQerrorMessage(read_conn)));
+		PQclear(res);
+		PQclear(rows);
+		return;
+	}
+	PQclear(res);
+	if (rows == NULL)
+		return;					/* the read failed or was cancelled */
+
+	if (group)
+	{
+		if (stopping || cannot_exec)
+			;					/* nothing to give back: not committed */
+		else
+			buffer_polled(rows);
+	}
+	else
+	{
+		for (i = 0; i < PQntuples(rows) && db_ok; i++)
+		{
+			if (stopping || cannot_exec)
+			{
+				/* the cancel came too late, or we stop: give these back */
+				release_claim(PQgetvalue(rows, i, 0), PQgetvalue(rows, i, 1));
+			}
+			else
+				start_message(rows, i);
+		}
+	}
+	PQclear(rows);
+}
+
 /* The claim (read or poll) has a result: take it. */
 static void
 handle_read_result(void)
@@ -1371,41 +1761,16 @@ handle_read_result(void)
 		res = PQgetResult(read_conn);
 		if (res == NULL)
 		{
-			read_in_flight = false;
+			end_read();
 			return;
 		}
 		if (PQresultStatus(res) == PGRES_TUPLES_OK)
 		{
-			int			i;
-
 			read_retry_delay = RECONNECT_MIN_S;
-
-			if (group)
-			{
-				if (stopping)
-					;			/* nothing to give back: not committed */
-				else
-					buffer_polled(res);
-			}
-			else
-			{
-				for (i = 0; i < PQntuples(res); i++)
-				{
-					if (stopping)
-					{
-						/* the cancel came too late: give these back */
-						release_claim(PQgetvalue(res, i, 0), PQgetvalue(res, i, 1));
-					}
-					else
-						start_message(res, i);
-				}
-			}
-			if (!db_ok)
-			{
-				/* a report on the control connection found it broken */
-				PQclear(res);
-				return;
-			}
+			/* kept until the transaction commits */
+			PQclear(read_result);
+			read_result = res;
+			continue;
 		}
 		else if (PQstatus(read_conn) == CONNECTION_BAD)
 		{
@@ -1568,8 +1933,9 @@ usage(void)
 		   "\n"
 		   "Options:\n"
 		   "  -d, --dsn CONNINFO, --connection CONNINFO\n"
-		   "                             libpq connection string or URI (default: the\n"
-		   "                             PG* environment variables)\n"
+		   "                             libpq connection string or URI (default:\n"
+		   "                             $DATABASE_URL, else the PG* environment\n"
+		   "                             variables)\n"
 		   "  -q, --queue NAME           queue to consume (required)\n"
 		   "  -c, --concurrency N        commands run at once, 1 to %d (default 1)\n"
 		   "  -b, --batch N              messages claimed per read, at most the free\n"
@@ -1580,8 +1946,9 @@ usage(void)
 		   "                             the queue's visibility_timeout)\n"
 		   "  -w, --wait SECONDS         long-polling wait of an idle read, 1 to 900\n"
 		   "                             (default 20)\n"
-		   "  -g, --grace SECONDS        at SIGTERM/SIGINT, time running commands get\n"
-		   "                             to finish before they are killed (default 30)\n"
+		   "  -g, --grace SECONDS        at SIGTERM, SIGINT or SIGHUP, time running\n"
+		   "                             commands get to finish before they are killed\n"
+		   "                             (default 30)\n"
 		   "      --consumer-id ID       this worker's name in logs and MQ_CONSUMER_ID\n"
 		   "                             (default HOST-PID)\n"
 		   "      --group GROUP          partitioned-queue mode: consume as a member\n"
@@ -1591,6 +1958,7 @@ usage(void)
 		   "  -p, --progress SECONDS     print a progress line every SECONDS\n"
 		   "      --quiet                print only warnings, errors and progress\n"
 		   "  -h, --help                 show this help and exit\n"
+		   "      --version              print the version and exit\n"
 		   "\n"
 		   "Environment of COMMAND:\n"
 		   "  MQ_QUEUE, MQ_MSG_ID, MQ_RECEIPT, MQ_KEY, MQ_ATTEMPTS (deliveries so far,\n"
@@ -1599,13 +1967,16 @@ usage(void)
 		   "  mode MQ_GROUP, MQ_MEMBER, MQ_PARTITION, MQ_OFFSET instead of MQ_MSG_ID,\n"
 		   "  MQ_RECEIPT and MQ_ATTEMPTS.  Empty when the message has none.\n"
 		   "\n"
-		   "Signals: SIGTERM or SIGINT stops claiming and waits up to --grace seconds\n"
-		   "for running commands; then their process groups get SIGTERM and, %.0f s\n"
-		   "later, SIGKILL, and their messages are released for redelivery.  A second\n"
-		   "signal ends the grace period at once.\n"
+		   "Signals: SIGTERM, SIGINT or SIGHUP stops claiming and waits up to --grace\n"
+		   "seconds for running commands; then their process groups get SIGTERM and,\n"
+		   "%.0f s later, SIGKILL, and their messages are released for redelivery.  A\n"
+		   "second signal ends the grace period at once.  If the worker itself is\n"
+		   "killed, its commands and their process groups are killed too.\n"
 		   "\n"
 		   "Exit status: 0 after a signal-initiated stop, 1 on a fatal error (cannot\n"
-		   "connect at startup, no such queue, no privilege), 2 on bad usage.\n"
+		   "connect at startup, no such queue, no privilege), 2 on bad usage, 3 when\n"
+		   "COMMAND cannot be executed (not found, not executable, or it exited 126\n"
+		   "or 127: its message is released, not nacked).\n"
 		   "Delivery is at least once: COMMAND must be idempotent.\n",
 		   PROGNAME, ERR_TAIL_SIZE, MAX_CONCURRENCY, KILL_DELAY_S);
 }
@@ -1672,7 +2043,8 @@ parse_options(int argc, char **argv)
 		OPT_CONSUMER,
 		OPT_GROUP,
 		OPT_MEMBER,
-		OPT_QUIET
+		OPT_QUIET,
+		OPT_VERSION
 	};
 	static const struct option long_options[] = {
 		{"dsn", required_argument, NULL, 'd'},
@@ -1689,6 +2061,7 @@ parse_options(int argc, char **argv)
 		{"progress", required_argument, NULL, 'p'},
 		{"quiet", no_argument, NULL, OPT_QUIET},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, OPT_VERSION},
 		{NULL, 0, NULL, 0}
 	};
 	int			c;
@@ -1738,11 +2111,21 @@ parse_options(int argc, char **argv)
 			case 'h':
 				usage();
 				exit(0);
+			case OPT_VERSION:
+				printf("%s %s\n", PROGNAME, MQ_VERSION);
+				exit(0);
 			default:
 				fprintf(stderr, "Try \"%s --help\" for more information.\n", PROGNAME);
 				exit(2);
 		}
 	}
+	/*
+	 * DATABASE_URL (Heroku, Render, Rails, Django...) when no --dsn: a URI
+	 * or conninfo string.  libpq's PG* variables still fill in what it
+	 * does not say, and are all that is used when neither is given.
+	 */
+	if (dsn == NULL && getenv("DATABASE_URL") != NULL && getenv("DATABASE_URL")[0] != '\0')
+		dsn = getenv("DATABASE_URL");
 	if (queue == NULL)
 		bad_usage("--queue is required");
 	check_name("--queue", queue);
@@ -1771,6 +2154,77 @@ parse_options(int argc, char **argv)
 			member = consumer_id;
 		check_name("--member", member);
 	}
+}
+
+/*
+ * Refuse at startup a command that execvp could not start (no such file
+ * in PATH, not executable), before anything is claimed: otherwise the
+ * first message's delivery is spent discovering it.  The same search as
+ * execvp: a name with a slash is a path, others are looked up in PATH (as
+ * glibc does when PATH is unset: /bin:/usr/bin).  A failure the check
+ * cannot see still stops the worker at the first message
+ * (START_EXEC_FAILED), with that message released.
+ */
+static bool
+executable(const char *path)
+{
+	struct stat st;
+
+	return access(path, X_OK) == 0 && stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static void
+check_command(void)
+{
+	const char *name = command[0];
+	const char *path;
+	const char *p;
+	size_t		nlen = strlen(name);
+	char	   *buf;
+	int			saved = ENOENT;
+
+	if (name[0] == '\0')
+	{
+		log_error("cannot execute \"\": empty command name");
+		exit(EXIT_CANNOT_EXEC);
+	}
+	if (strchr(name, '/') != NULL)
+	{
+		if (executable(name))
+			return;
+		log_error("cannot execute \"%s\": %s", name,
+				  access(name, F_OK) != 0 ? strerror(errno) :
+				  access(name, X_OK) != 0 ? strerror(EACCES) : "not a regular file");
+		exit(EXIT_CANNOT_EXEC);
+	}
+	path = getenv("PATH");
+	if (path == NULL)
+		path = "/bin:/usr/bin";
+	buf = xmalloc(strlen(path) + nlen + 3);
+	for (p = path;; p++)
+	{
+		const char *end = strchr(p, ':');
+		size_t		dlen = end ? (size_t) (end - p) : strlen(p);
+
+		/* an empty entry is the current directory */
+		if (dlen == 0)
+			sprintf(buf, "./%s", name);
+		else
+			sprintf(buf, "%.*s/%s", (int) dlen, p, name);
+		if (executable(buf))
+		{
+			free(buf);
+			return;
+		}
+		if (access(buf, F_OK) == 0)
+			saved = EACCES;
+		if (end == NULL)
+			break;
+		p = end;
+	}
+	free(buf);
+	log_error("cannot execute \"%s\": %s (PATH=%s)", name, strerror(saved), path);
+	exit(EXIT_CANNOT_EXEC);
 }
 
 /* -------------------------------------------------------------- main loop */
@@ -1842,7 +2296,9 @@ main(int argc, char **argv)
 	int			seen_signals = 0;
 
 	parse_options(argc, argv);
+	check_command();
 	setup_signals();
+	start_watchdog();
 
 	slots = xmalloc(sizeof(Slot) * concurrency);
 	for (i = 0; i < concurrency; i++)
@@ -1882,6 +2338,11 @@ main(int argc, char **argv)
 			}
 			seen_signals = got_stop;
 			begin_stop(now, "signal received");
+		}
+		if (cannot_exec && exit_code != EXIT_CANNOT_EXEC)
+		{
+			exit_code = EXIT_CANNOT_EXEC;
+			begin_stop(now, "the command cannot be executed");
 		}
 		if (fatal_error && !stopping)
 		{
@@ -1951,8 +2412,8 @@ main(int argc, char **argv)
 		}
 
 		/* claim more */
-		if (db_ok && !stopping && !read_in_flight && free_slots() > 0 &&
-			now >= read_retry_at)
+		if (db_ok && !stopping && !cannot_exec && !read_in_flight &&
+			free_slots() > 0 && now >= read_retry_at)
 		{
 			if (!group)
 				send_read();
