@@ -48,5 +48,5 @@ all: mq-worker-all
 install: mq-worker-install
 clean: mq-worker-clean
 mq-worker-all mq-worker-install mq-worker-clean:
-	$(MAKE) -C src/bin/mq-worker PG_CONFIG='$(PG_CONFIG)' $(MQ_WORKER_FLAGS) $(patsubst mq-worker-%,%,$@)
+	$(MAKE) -C src/bin/mq-worker PG_CONFIG='$(PG_CONFIG)' EXTVERSION='$(EXTVERSION)' $(MQ_WORKER_FLAGS) $(patsubst mq-worker-%,%,$@)
 .PHONY: mq-worker-all mq-worker-install mq-worker-clean

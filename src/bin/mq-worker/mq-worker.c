@@ -68,13 +68,12 @@
 #define PROGNAME			"mq-worker"
 
 /*
- * The version of mq this worker comes with.  The build may pass it
- * (-DMQ_VERSION, from EXTVERSION as for the library); otherwise this copy,
- * which t/011_mq_worker_production.pl compares with the installed
- * extension's version.
+ * The version of mq this worker comes with: its Makefile passes
+ * -DMQ_VERSION from the top-level Makefile's EXTVERSION, the library's
+ * one home for it.
  */
 #ifndef MQ_VERSION
-#define MQ_VERSION			"0.2.0"
+#error "MQ_VERSION is not defined: build with src/bin/mq-worker/Makefile"
 #endif
 
 /* Exit status when the command cannot be executed (see docs/mq-worker.md). */
