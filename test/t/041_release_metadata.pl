@@ -1,9 +1,9 @@
 # The release's metadata agree: one version (the Makefile's EXTVERSION) in
-# mq.control, mq_pgmq.control, META.json and the changelog's newest
-# section; the licence is the PostgreSQL Licence, in LICENSE and META.json;
-# every version script META.json names exists.  A release whose files
-# disagree is refused by PGXN and confuses packagers, and nothing else
-# would notice.
+# mq.control, mq_pgmq.control, META.json, the changelog's newest section
+# and debian/changelog; the licence is the PostgreSQL Licence, in LICENSE,
+# META.json and debian/copyright; every version script META.json names
+# exists.  A release whose files disagree is refused by PGXN and confuses
+# packagers, and nothing else would notice.
 use strict;
 use warnings;
 use JSON::PP;
@@ -43,5 +43,13 @@ like(slurp('LICENSE'), qr/PROVIDED HEREUNDER IS ON AN "AS IS" BASIS/,
 	'LICENSE is the PostgreSQL Licence');
 my ($newest) = slurp('docs/changelog.md') =~ /^##\s+\[?v?(\d+\.\d+\.\d+)/m;
 is($newest, $version, "docs/changelog.md: the newest section is $version");
+
+# the Debian package (debian/, docs/packaging.md): its upstream version and
+# its licence
+my ($debversion) = slurp('debian/changelog') =~ /^mq \(([^)]+)\)/;
+is($debversion =~ s/-[^-]+$//r, $version,
+	"debian/changelog: the newest entry ($debversion) is EXTVERSION plus a revision");
+like(slurp('debian/copyright'), qr/^Files: \*\n(?:.+\n)*?License: PostgreSQL$/m,
+	'debian/copyright: the files are under the PostgreSQL Licence');
 
 done_testing();
