@@ -154,11 +154,21 @@ DROP FUNCTION mq.maintain();
 -- 4. The catalog.  New: mq.segment, mq.group_offset, mq.dead_letter_tally.
 -- mq.queue loses segment and segment_since in section 7,
 -- once the partitioned queues' segments have been read from them;
--- mq.group_member and the type mq.message are unchanged.
+-- mq.group_member and the type mq.message are unchanged but for the type
+-- of queue_id.
+
+-- Queue ids are bigint in 0.2.0 (in 0.1.0 an "ensure the queue exists"
+-- loop could use up the integer ids).  The referenced column first: its
+-- foreign keys are rebuilt with it.  The identity column's sequence
+-- becomes a bigint one, with the bigint maximum, along with the column.
+ALTER TABLE mq.queue ALTER COLUMN queue_id TYPE bigint,
+                     ALTER COLUMN dead_letter_queue_id TYPE bigint;
+ALTER TABLE mq.group_partition ALTER COLUMN queue_id TYPE bigint;
+ALTER TABLE mq.group_member ALTER COLUMN queue_id TYPE bigint;
 
 -- as in sql/mq.sql
 CREATE TABLE mq.segment (
-    queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
+    queue_id bigint NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
     segment integer NOT NULL,
     state text NOT NULL CHECK (state IN ('current', 'sealed', 'free')),
     epoch integer NOT NULL DEFAULT 0,  -- times the table was emptied and reused
@@ -172,7 +182,7 @@ SELECT pg_catalog.pg_extension_config_dump('mq.segment', '');
 -- as in sql/mq.sql
 CREATE SEQUENCE mq.group_offset_seq AS bigint;
 CREATE TABLE mq.group_offset (
-    queue_id integer NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
+    queue_id bigint NOT NULL REFERENCES mq.queue (queue_id) ON DELETE CASCADE,
     consumer_group text NOT NULL,
     partition integer NOT NULL,
     commit_seq bigint NOT NULL DEFAULT pg_catalog.nextval('mq.group_offset_seq'),
@@ -185,7 +195,7 @@ SELECT pg_catalog.pg_extension_config_dump('mq.group_offset_seq', '');
 
 -- as in sql/mq.sql
 CREATE TABLE mq.dead_letter_tally (
-    queue_id integer NOT NULL,
+    queue_id bigint NOT NULL,
     dead_lettered bigint NOT NULL
 );
 CREATE INDEX dead_letter_tally_queue_id ON mq.dead_letter_tally (queue_id);
@@ -212,9 +222,9 @@ ALTER EXTENSION mq ADD TABLE mq.group_partition;
 
 -- BEGIN copy of sql/mq.sql: functions and views
 -- Rights: whether the caller may use a queue (src/rights.c).
-CREATE FUNCTION mq._can(queue_id integer, privilege text) RETURNS boolean
+CREATE FUNCTION mq._can(queue_id bigint, privilege text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_can' LANGUAGE C STABLE PARALLEL SAFE;
-COMMENT ON FUNCTION mq._can(integer, text) IS
+COMMENT ON FUNCTION mq._can(bigint, text) IS
 'mq internal: whether the current user may use the queue for privilege (send, consume, admin, monitor, any); the views filter with it';
 
 -- Internal C helpers.  EXECUTE is revoked from PUBLIC below; the admin
@@ -264,7 +274,7 @@ END
 $$;
 COMMENT ON FUNCTION mq._grant_to_owner(text) IS 'mq internal: lets mq_owner use the tables and sequences of one queue';
 
-CREATE FUNCTION mq._drop_queue_tables(p_queue_id integer, p_partitions integer) RETURNS void
+CREATE FUNCTION mq._drop_queue_tables(p_queue_id bigint, p_partitions integer) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -290,7 +300,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION mq._drop_queue_tables(integer, integer) IS 'mq internal: drops the tables and sequences of one queue';
+COMMENT ON FUNCTION mq._drop_queue_tables(bigint, integer) IS 'mq internal: drops the tables and sequences of one queue';
 
 -- Per-queue rights are table privileges on the queue's empty table
 -- mq.q_<id>_rights (p_<id>_rights): SELECT = consume, REFERENCES = send,
@@ -325,7 +335,7 @@ COMMENT ON FUNCTION mq._set_right(regclass, regrole, text, boolean) IS 'mq inter
 -- dead letters arriving), so that reads never step over them; the archive;
 -- the msg_id sequence (CACHE 1: readers compare its last value with the
 -- ids they hand out, src/offsets.c).
-CREATE FUNCTION mq._create_queue_tables(p_queue_id integer, p_keyed boolean) RETURNS void
+CREATE FUNCTION mq._create_queue_tables(p_queue_id bigint, p_keyed boolean) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -379,15 +389,15 @@ BEGIN
     PERFORM mq._grant_to_owner('a_' || p_queue_id);
 END
 $$;
-COMMENT ON FUNCTION mq._create_queue_tables(integer, boolean) IS 'mq internal: creates the tables of one work queue';
+COMMENT ON FUNCTION mq._create_queue_tables(bigint, boolean) IS 'mq internal: creates the tables of one work queue';
 
 CREATE FUNCTION mq._purge_messages(queue_name text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_purge_messages' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq._purge_messages(text) IS 'mq internal: deletes every message of a work queue, with every key locked first and reading with the latest snapshot; returns how many';
 
-CREATE FUNCTION mq._forget_queue(queue_id integer) RETURNS void
+CREATE FUNCTION mq._forget_queue(queue_id bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'mq_forget_queue' LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq._forget_queue(integer) IS 'mq internal: frees the shared memory of a queue being dropped';
+COMMENT ON FUNCTION mq._forget_queue(bigint) IS 'mq internal: frees the shared memory of a queue being dropped';
 
 CREATE FUNCTION mq._require_preload(what text) RETURNS void
     AS 'MODULE_PATHNAME', 'mq_require_preload' LANGUAGE C VOLATILE PARALLEL SAFE;
@@ -441,7 +451,7 @@ COMMENT ON FUNCTION mq._assign_offset() IS
 -- mq.p_<id>_head (a row per partition: its high-water mark), one offset
 -- sequence per partition (CACHE 1, src/offsets.c) and the trigger that
 -- takes offsets from them.
-CREATE FUNCTION mq._create_log_tables(p_queue_id integer, p_partitions integer) RETURNS void
+CREATE FUNCTION mq._create_log_tables(p_queue_id bigint, p_partitions integer) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -479,7 +489,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION mq._create_log_tables(integer, integer) IS 'mq internal: creates the tables, offset sequences and offset trigger of one partitioned queue';
+COMMENT ON FUNCTION mq._create_log_tables(bigint, integer) IS 'mq internal: creates the tables, offset sequences and offset trigger of one partitioned queue';
 
 -- ---- Citus (docs/scale-out.md) ---------------------------------------------
 -- On a Citus cluster the catalog stays on the coordinator, a partitioned
@@ -487,9 +497,9 @@ COMMENT ON FUNCTION mq._create_log_tables(integer, integer) IS 'mq internal: cre
 -- holding each partition, by the trigger above, from that worker's copy of
 -- the partition's sequence), and work queues stay on the coordinator.
 
-CREATE FUNCTION mq._local_end(queue_id integer, partition integer, visible boolean) RETURNS bigint
+CREATE FUNCTION mq._local_end(queue_id bigint, partition integer, visible boolean) RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_local_end' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq._local_end(integer, integer, boolean) IS
+COMMENT ON FUNCTION mq._local_end(bigint, integer, boolean) IS
 'mq internal: the end of a partition from this node''s offset sequence and, when visible, its running sends'' holds (run on the partition''s worker by a router query); 42704 when this node has no such sequence, 55000 visible without preload';
 
 CREATE FUNCTION mq._scram_secret(password text) RETURNS text
@@ -515,9 +525,9 @@ END
 $$;
 COMMENT ON FUNCTION mq._citus_enabled() IS 'mq internal: whether mq.citus_distribute() has run on this Citus coordinator';
 
-CREATE FUNCTION mq._raise_offsets(queue_id integer, partition integer, at_least bigint) RETURNS bigint
+CREATE FUNCTION mq._raise_offsets(queue_id bigint, partition integer, at_least bigint) RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_raise_offsets' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq._raise_offsets(integer, integer, bigint) IS
+COMMENT ON FUNCTION mq._raise_offsets(bigint, integer, bigint) IS
 'mq internal: raises this node''s offset sequence of a partition above at_least (never lowers it) and returns its end; 42704 when this node has no such sequence';
 
 -- The offset sequences of one log on every worker: created when missing,
@@ -525,7 +535,7 @@ COMMENT ON FUNCTION mq._raise_offsets(integer, integer, bigint) IS
 -- handed out, the partition's rows hold, its high-water mark records or a
 -- group committed, so that offsets continue where they were, on whichever
 -- worker the partition is or is moved to.
-CREATE FUNCTION mq._citus_worker_sequences(p_queue_id integer, p_partitions integer) RETURNS void
+CREATE FUNCTION mq._citus_worker_sequences(p_queue_id bigint, p_partitions integer) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -559,12 +569,12 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION mq._citus_worker_sequences(integer, integer) IS
+COMMENT ON FUNCTION mq._citus_worker_sequences(bigint, integer) IS
 'mq internal: creates the offset sequences of one partitioned queue on every Citus worker, or raises them above every offset handed out, stored, recorded or committed';
 
 -- Distributes one partitioned queue by partition (its rows move to the
 -- workers).  Work queues are left on the coordinator.
-CREATE FUNCTION mq._citus_distribute_queue(p_queue_id integer, p_partitions integer) RETURNS boolean
+CREATE FUNCTION mq._citus_distribute_queue(p_queue_id bigint, p_partitions integer) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- not Citus's notices about copying the rows
 SET client_min_messages = warning
@@ -588,11 +598,11 @@ BEGIN
     RETURN true;
 END
 $$;
-COMMENT ON FUNCTION mq._citus_distribute_queue(integer, integer) IS
+COMMENT ON FUNCTION mq._citus_distribute_queue(bigint, integer) IS
 'mq internal: distributes one partitioned queue by partition over the Citus workers; false when there is nothing to do';
 
 -- Drops a dropped log's offset sequences on the workers.
-CREATE FUNCTION mq._citus_drop_worker_sequences(p_queue_id integer, p_partitions integer) RETURNS void
+CREATE FUNCTION mq._citus_drop_worker_sequences(p_queue_id bigint, p_partitions integer) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -602,7 +612,7 @@ BEGIN
     END LOOP;
 END
 $$;
-COMMENT ON FUNCTION mq._citus_drop_worker_sequences(integer, integer) IS
+COMMENT ON FUNCTION mq._citus_drop_worker_sequences(bigint, integer) IS
 'mq internal: drops the offset sequences of one partitioned queue on every Citus worker';
 
 CREATE FUNCTION mq.citus_distribute() RETURNS integer
@@ -754,8 +764,8 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_queue_id integer;
-    v_dlq_id integer;
+    v_queue_id bigint;
+    v_dlq_id bigint;
     v_dlq_ordering text;
     v_rate double precision;
     v_burst integer;
@@ -927,11 +937,11 @@ RETURNS void
 COMMENT ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) IS
 'Changes settings of a queue (as SQS SetQueueAttributes); a NULL argument leaves that setting as it is, rate_limit => ''none'' removes a rate limit. Units and ranges as mq.create_queue. New values apply to the next operation of every session (messages already claimed keep their visibility). Errors: 22004 NULL queue_name; 22023 bad value, or retention/session_timeout for a work queue; 42704 no such queue; 55000 rate_limit without mq preloaded; 42501 no admin right on the queue.';
 
-CREATE FUNCTION mq._queue_id(p_queue_name text) RETURNS integer
+CREATE FUNCTION mq._queue_id(p_queue_name text) RETURNS bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_queue_id integer;
+    v_queue_id bigint;
 BEGIN
     IF p_queue_name IS NULL THEN
         RAISE EXCEPTION 'queue_name must not be NULL' USING ERRCODE = '22004';
@@ -949,7 +959,7 @@ CREATE FUNCTION mq._drop_queue(queue_name text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_queue_id integer;
+    v_queue_id bigint;
     v_user text;
     v_partitions integer;
 BEGIN
@@ -990,7 +1000,7 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_
 AS $$
 DECLARE
     v_count bigint;
-    v_queue_id integer := mq._queue_id(_purge.queue_name);
+    v_queue_id bigint := mq._queue_id(_purge.queue_name);
 BEGIN
     IF (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) IS NULL THEN
         -- a keyed send running meanwhile must not leave its message blocked
@@ -1208,11 +1218,11 @@ RETURNS TABLE (partition integer, "offset" bigint, key text, payload jsonb, head
 COMMENT ON FUNCTION mq.poll(text, text, text, integer, interval) IS
 'Reads the next messages of a partitioned queue for one member of a consumer group (as a Kafka consumer poll). Joins the group and heartbeats; the group leases each partition to one live member at a time and rebalances to a fair share when members come and go. Returns up to max_messages (1 to 10000) messages of the member''s partitions after its position, in offset order per partition, never past an offset whose sending transaction is still open. wait (0 to 15 minutes) is long polling; a drop_queue of the queue ends it (no rows). Nothing is written per message; the position moves per partition per poll; use mq.commit to record progress. consumer_group and member: 1 to 200 bytes. Errors: 22004 NULL argument; 22023 bad max_messages, wait, group or member; 42704 no such queue; 42809 not a partitioned queue; 53400 or 55000 rate limit table full or mq not preloaded; 57014 wait cancelled; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
-CREATE FUNCTION mq._log_id(p_queue_name text, p_group text) RETURNS integer
+CREATE FUNCTION mq._log_id(p_queue_name text, p_group text) RETURNS bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_queue_id integer := mq._queue_id(p_queue_name);
+    v_queue_id bigint := mq._queue_id(p_queue_name);
 BEGIN
     IF (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) IS NULL THEN
         RAISE EXCEPTION 'queue "%" is not a partitioned queue', p_queue_name USING ERRCODE = '42809';
@@ -1228,7 +1238,7 @@ END
 $$;
 COMMENT ON FUNCTION mq._log_id(text, text) IS 'mq internal: the id of a partitioned queue, checking the group name';
 
-CREATE FUNCTION mq._group_init(p_queue_id integer, p_group text) RETURNS void
+CREATE FUNCTION mq._group_init(p_queue_id bigint, p_group text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -1245,7 +1255,7 @@ BEGIN
     END IF;
 END
 $$;
-COMMENT ON FUNCTION mq._group_init(integer, text) IS 'mq internal: creates a consumer group''s rows on first use';
+COMMENT ON FUNCTION mq._group_init(bigint, text) IS 'mq internal: creates a consumer group''s rows on first use';
 
 -- Membership and leases: heartbeat, renew this member's leases, then give
 -- back partitions beyond a fair share or take free or expired ones up to
@@ -1253,7 +1263,7 @@ COMMENT ON FUNCTION mq._group_init(integer, text) IS 'mq internal: creates a con
 -- is still free, so two members never hold one partition.  A lease taken
 -- afresh (from another member, free, or lapsed) gets a new lease_epoch,
 -- so that the poller starts again from the committed offset.
-CREATE FUNCTION mq._group_sync(p_queue_id integer, p_group text, p_member text, p_session bigint,
+CREATE FUNCTION mq._group_sync(p_queue_id bigint, p_group text, p_member text, p_session bigint,
                                 p_partitions integer, p_timeout interval)
 RETURNS TABLE (partition integer, lease_epoch bigint, committed bigint)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1344,7 +1354,7 @@ BEGIN
       ORDER BY g.partition;
 END
 $$;
-COMMENT ON FUNCTION mq._group_sync(integer, text, text, bigint, integer, interval) IS 'mq internal: heartbeat and rebalance of one consumer group member';
+COMMENT ON FUNCTION mq._group_sync(bigint, text, text, bigint, integer, interval) IS 'mq internal: heartbeat and rebalance of one consumer group member';
 
 CREATE FUNCTION mq._heartbeat(queue_name text, consumer_group text, member text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1375,7 +1385,7 @@ RETURNS integer
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_queue_id integer := mq._log_id(p_queue_name, p_group);
+    v_queue_id bigint := mq._log_id(p_queue_name, p_group);
     v_partitions integer := (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id);
     v_count integer := 0;
     v_next bigint;
@@ -1479,7 +1489,7 @@ CREATE FUNCTION mq._leave(queue_name text, consumer_group text, member text) RET
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_queue_id integer := mq._log_id(_leave.queue_name, _leave.consumer_group);
+    v_queue_id bigint := mq._log_id(_leave.queue_name, _leave.consumer_group);
     v_count integer;
 BEGIN
     IF _leave.member IS NULL THEN
@@ -1583,14 +1593,14 @@ COMMENT ON FUNCTION mq.unregister_consumer() IS
 
 CREATE FUNCTION mq._consumers()
 RETURNS TABLE (consumer_id text, pid integer, token bigint, registered_at timestamptz,
-               last_heartbeat timestamptz, heartbeat_timeout_ms bigint, state text, queue_ids integer[])
+               last_heartbeat timestamptz, heartbeat_timeout_ms bigint, state text, queue_ids bigint[])
     AS 'MODULE_PATHNAME', 'mq_consumers' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq._consumers() IS 'mq internal: the registered consumers of this database, from shared memory';
 
-CREATE FUNCTION mq._consumer_in_flight(p_token bigint, p_queue_ids integer[])
+CREATE FUNCTION mq._consumer_in_flight(p_token bigint, p_queue_ids bigint[])
 RETURNS TABLE (queue_name text, in_flight bigint)
     AS 'MODULE_PATHNAME', 'mq_consumer_in_flight' LANGUAGE C STABLE PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq._consumer_in_flight(bigint, integer[]) IS 'mq internal: messages one registered consumer holds, per work queue (NULL: all) the caller may consume from';
+COMMENT ON FUNCTION mq._consumer_in_flight(bigint, bigint[]) IS 'mq internal: messages one registered consumer holds, per work queue (NULL: all) the caller may consume from';
 
 -- A consumer shows with the queues the caller may monitor; one that holds
 -- none of them only to holders of mq_consumer or mq_monitor and to itself.
@@ -1675,10 +1685,10 @@ GRANT EXECUTE ON FUNCTION
     mq.consumer_heartbeat(),
     mq.unregister_consumer(),
     -- used by the views, which run functions as their user
-    mq._can(integer, text),
+    mq._can(bigint, text),
     mq._partition_end(text, integer),
     mq._consumers(),
-    mq._consumer_in_flight(bigint, integer[])
+    mq._consumer_in_flight(bigint, bigint[])
     TO PUBLIC;
 GRANT SELECT ON mq.queues, mq.consumer_groups, mq.consumers, mq.queue_privileges TO PUBLIC;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mq TO mq_owner;

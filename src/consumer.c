@@ -93,7 +93,7 @@ typedef struct ConsumerSlot
 	TimestampTz last_heartbeat;
 	int64		timeout_ms;
 	int			nqueues;		/* -1: too many to list, sweep all */
-	int32		queues[MQ_CONSUMER_QUEUES];
+	int64		queues[MQ_CONSUMER_QUEUES];
 } ConsumerSlot;
 
 typedef struct ConsumerShared
@@ -233,7 +233,7 @@ MqConsumerToken(int64 *token)
 
 /* Remember that this consumer holds claims in queue_id. */
 void
-MqConsumerSawQueue(int32 queue_id)
+MqConsumerSawQueue(int64 queue_id)
 {
 	if (my_slot == NULL || my_slot->nqueues < 0)
 		return;
@@ -384,11 +384,11 @@ mq_consumers(PG_FUNCTION_ARGS)
 		values[6] = CStringGetTextDatum(states[s->state]);
 		queues = palloc(sizeof(Datum) * Max(s->nqueues, 1));
 		for (int q = 0; q < s->nqueues; q++)
-			queues[q] = Int32GetDatum(s->queues[q]);
+			queues[q] = Int64GetDatum(s->queues[q]);
 		if (s->nqueues < 0)
 			nulls[7] = true;	/* too many to list */
 		else
-			values[7] = PointerGetDatum(construct_array_builtin(queues, s->nqueues, INT4OID));
+			values[7] = PointerGetDatum(construct_array_builtin(queues, s->nqueues, INT8OID));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
@@ -401,7 +401,7 @@ typedef struct Release
 	int64		token;
 	SlotState	state;
 	int			nqueues;
-	int32		queues[MQ_CONSUMER_QUEUES];
+	int64		queues[MQ_CONSUMER_QUEUES];
 } Release;
 
 /* The name of a queue by id, for a log line; NULL if it is gone. */
@@ -423,7 +423,7 @@ queue_name_of(int32 queue_id)
  * every table of the queue; its next read sweeps them onto its ring.
  */
 static uint64
-release_token(int32 queue_id, int64 token, bool before)
+release_token(int64 queue_id, int64 token, bool before)
 {
 	Oid			argtypes[1] = {INT8OID};
 	Datum		values[1] = {Int64GetDatum(token)};
@@ -525,7 +525,7 @@ release_leases(int64 token, bool before)
 							   " WHERE g.queue_id " OP("=") " gone.queue_id"
 							   " AND g.consumer_group " OP("=") " gone.consumer_group"
 							   " AND g.member " OP("=") " gone.member", before ? "<" : "=");
-	Oid			argtypes[2] = {INT8OID, INT4ARRAYOID};
+	Oid			argtypes[2] = {INT8OID, INT8ARRAYOID};
 	Datum		values[2] = {Int64GetDatum(token)};
 
 	if (SPI_execute_with_args(find, 1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
@@ -549,16 +549,16 @@ try_release_lock(void)
 
 /* Work queues of this database, for a release that must visit them all. */
 static int
-all_work_queues(int32 **ids)
+all_work_queues(int64 **ids)
 {
 	if (SPI_execute("SELECT queue_id FROM mq.queue WHERE partitions IS NULL", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not list queues");
-	*ids = palloc(sizeof(int32) * Max(SPI_processed, 1));
+	*ids = palloc(sizeof(int64) * Max(SPI_processed, 1));
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
 
-		(*ids)[i] = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+		(*ids)[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
 	}
 	return (int) SPI_processed;
 }
@@ -618,7 +618,7 @@ mq_release_consumers(PG_FUNCTION_ARGS)
 	MqOwnerBegin(&session);
 	for (int t = 0; t < ntodo; t++)
 	{
-		int32	   *queues = todo[t].queues;
+		int64	   *queues = todo[t].queues;
 		int			nqueues = todo[t].nqueues;
 
 		if (nqueues < 0)
@@ -629,7 +629,7 @@ mq_release_consumers(PG_FUNCTION_ARGS)
 	}
 	if (sweep)
 	{
-		int32	   *queues;
+		int64	   *queues;
 		int			nqueues = all_work_queues(&queues);
 
 		for (int q = 0; q < nqueues; q++)
@@ -658,7 +658,7 @@ mq_release_consumers(PG_FUNCTION_ARGS)
 }
 
 /*
- * mq._consumer_in_flight(token bigint, queue_ids integer[])
+ * mq._consumer_in_flight(token bigint, queue_ids bigint[])
  *		RETURNS TABLE (queue_name text, in_flight bigint)
  *	  For the view mq.consumers: how many messages the registered consumer
  *	  with this token holds (claimed, within their visibility timeout) in
@@ -670,14 +670,14 @@ mq_release_consumers(PG_FUNCTION_ARGS)
 Datum
 mq_consumer_in_flight(PG_FUNCTION_ARGS)
 {
-	static const Oid argtypes[1] = {INT4ARRAYOID};
+	static const Oid argtypes[1] = {INT8ARRAYOID};
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Oid			caller = GetUserId();
 	Datum		ids = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 	int64		token;
 	MqSession	session;
 	uint64		nqueues;
-	int32	   *queue_ids;
+	int64	   *queue_ids;
 	char	  **names;
 
 	InitMaterializedSRF(fcinfo, 0);
@@ -697,7 +697,7 @@ mq_consumer_in_flight(PG_FUNCTION_ARGS)
 							  true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read mq.queue");
 	nqueues = SPI_processed;
-	queue_ids = palloc(sizeof(int32) * Max(nqueues, 1));
+	queue_ids = palloc(sizeof(int64) * Max(nqueues, 1));
 	names = palloc(sizeof(char *) * Max(nqueues, 1));
 	for (uint64 i = 0; i < nqueues; i++)
 	{
@@ -707,7 +707,7 @@ mq_consumer_in_flight(PG_FUNCTION_ARGS)
 		bool		no_rights;
 		Datum		rights = SPI_getbinval(tup, desc, 3, &no_rights);
 
-		queue_ids[i] = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+		queue_ids[i] = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		names[i] = MqHasRight(caller, no_rights ? InvalidOid : DatumGetObjectId(rights),
 							  MQ_RIGHT_MONITOR) ? SPI_getvalue(tup, desc, 2) : NULL;
 	}

@@ -12,6 +12,6 @@
 #include "postgres.h"
 
 extern bool MqConsumerToken(int64 *token);
-extern void MqConsumerSawQueue(int32 queue_id);
+extern void MqConsumerSawQueue(int64 queue_id);
 
 #endif							/* MQ_CONSUMER_H */

@@ -49,7 +49,7 @@
 /* Key locks this transaction took, per queue; reset when it ends. */
 typedef struct KeyLockCount
 {
-	int32		queue_id;
+	int64		queue_id;
 	int			n;
 } KeyLockCount;
 
@@ -76,15 +76,29 @@ count_of(MqQueue *q)
 	return c;
 }
 
+/*
+ * A queue id is a bigint and a lock tag has 32-bit fields: the keys lock
+ * puts the id's low half in field2 and its high half in field3, so that it
+ * is exactly one queue's.  A key lock has field3 for the key's hash, so the
+ * high half is folded into the hash: two queues whose ids differ by a
+ * multiple of 2^32 may then share a key lock, which only makes those two
+ * keys wait for each other, as keys that share a hash always may.  Ids
+ * below 2^32 have a zero high half and keep the tags of mq 0.1.0.
+ */
 static void
 keys_lock_tag(LOCKTAG *tag, MqQueue *q)
 {
-	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) q->queue_id, 0, MQ_KEYS_LOCK_FIELD4);
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) q->queue_id,
+						 (uint32) ((uint64) q->queue_id >> 32), MQ_KEYS_LOCK_FIELD4);
 }
 
 static void
 key_lock_tag(LOCKTAG *tag, MqQueue *q, uint32 hash)
 {
+	uint32		high = (uint32) ((uint64) q->queue_id >> 32);
+
+	if (high != 0)
+		hash = hash_combine(hash, hash_uint32(high));
 	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, (uint32) q->queue_id, hash, MQ_KEY_LOCK_FIELD4);
 }
 

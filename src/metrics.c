@@ -295,7 +295,7 @@ log_metrics(MqQueue *q, Metrics *m)
 	 */
 	if (plan == NULL)
 		plan = MqQueuePlan(q, MPLAN_LOG_FIRST,
-						   psprintf("SELECT \"offset\", enqueued_at FROM mq.p_%d WHERE partition " OP("=") " $1"
+						   psprintf("SELECT \"offset\", enqueued_at FROM mq.p_" INT64_FORMAT " WHERE partition " OP("=") " $1"
 									" ORDER BY \"offset\" LIMIT 1", q->queue_id),
 						   1, argtypes);
 	for (int p = 0; p < q->partitions; p++)
@@ -322,8 +322,8 @@ log_metrics(MqQueue *q, Metrics *m)
 static int64
 dead_lettered(MqQueue *q)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		arg = Int32GetDatum(q->queue_id);
+	Oid			argtypes[1] = {INT8OID};
+	Datum		arg = Int64GetDatum(q->queue_id);
 	SPIPlanPtr	plan = q->plans[MPLAN_DEAD_LETTERED];
 
 	if (plan == NULL)

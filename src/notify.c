@@ -77,9 +77,9 @@ MqNotifyShmemStartup(void)
 }
 
 static inline int
-notify_slot(int32 queue_id)
+notify_slot(int64 queue_id)
 {
-	return (uint32) queue_id % MQ_NOTIFY_SLOTS;
+	return (uint32) ((uint64) queue_id % MQ_NOTIFY_SLOTS);
 }
 
 void

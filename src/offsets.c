@@ -92,7 +92,7 @@
 typedef struct OffsetHold
 {
 	Oid			database;		/* queue ids are per database */
-	int32		queue_id;
+	int64		queue_id;
 	int32		partition;		/* 0 for a work queue */
 	uint32		segments;		/* work queue segments written, a bit each */
 	bool		log;			/* a partitioned queue's: cannot be prepared */
@@ -133,7 +133,7 @@ MqOffsetsShmemStartup(void)
 }
 
 static LWLock *
-partition_lock(int32 queue_id, int32 partition)
+partition_lock(int64 queue_id, int32 partition)
 {
 	uint32		h = hash_combine(hash_combine(hash_uint32((uint32) MyDatabaseId),
 											  hash_uint32((uint32) queue_id)),
@@ -215,7 +215,7 @@ MqSequenceEnd(Oid seq)
  * go to.
  */
 void
-MqHold(int32 queue_id, int32 partition, int segment, Oid seq, bool log)
+MqHold(int64 queue_id, int32 partition, int segment, Oid seq, bool log)
 {
 	BackendHolds *mine;
 	OffsetHold *h = NULL;
@@ -271,7 +271,7 @@ MqNextId(Oid seq)
  * end read before (a sequence's, or what the partition's rows show).
  */
 static int64
-holds_below(int32 queue_id, int32 partition, int64 end)
+holds_below(int64 queue_id, int32 partition, int64 end)
 {
 	LWLock	   *lock;
 
@@ -298,7 +298,7 @@ holds_below(int32 queue_id, int32 partition, int64 end)
  * send that has ended.  Compute it before the snapshot that reads below it.
  */
 int64
-MqVisibleEnd(int32 queue_id, int32 partition, Oid seq)
+MqVisibleEnd(int64 queue_id, int32 partition, Oid seq)
 {
 	/* the sequence first, before the holds */
 	return holds_below(queue_id, partition, MqSequenceEnd(seq));
@@ -306,7 +306,7 @@ MqVisibleEnd(int32 queue_id, int32 partition, Oid seq)
 
 /* Whether a running sender may still write to segment of work queue_id. */
 bool
-MqHeldSegment(int32 queue_id, int segment)
+MqHeldSegment(int64 queue_id, int segment)
 {
 	LWLock	   *lock;
 	bool		held = false;
@@ -373,9 +373,9 @@ seq_entry(Oid relid, int32 partition, bool *found)
 
 /* The partition's sequence on this node, InvalidOid when there is none. */
 static Oid
-find_sequence(int32 queue_id, int32 partition)
+find_sequence(int64 queue_id, int32 partition)
 {
-	return get_relname_relid(psprintf("p_%d_o%d", queue_id, partition),
+	return get_relname_relid(psprintf("p_" INT64_FORMAT "_o%d", queue_id, partition),
 							 get_namespace_oid("mq", false));
 }
 
@@ -442,7 +442,7 @@ reseed_if_behind(Relation rel, int32 partition, Oid seq)
  * partition's stored offsets the first time (reseed_if_behind).
  */
 static Oid
-row_sequence(Relation rel, int32 queue_id, int32 partition, int segment)
+row_sequence(Relation rel, int64 queue_id, int32 partition, int segment)
 {
 	bool		found;
 	SeqEntry   *e = seq_entry(RelationGetRelid(rel), partition, &found);
@@ -457,8 +457,8 @@ row_sequence(Relation rel, int32 queue_id, int32 partition, int segment)
 		hash_search(seq_cache, &e->key, HASH_REMOVE, NULL);
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("offset sequence of partition %d of queue %d does not exist",
-						partition, queue_id)));
+				 errmsg("offset sequence of partition %d of queue %lld does not exist",
+						partition, (long long) queue_id)));
 	}
 	reseed_if_behind(rel, partition, seq);
 	e->seq = seq;
@@ -498,7 +498,7 @@ mq_assign_offset(PG_FUNCTION_ARGS)
 	HeapTuple	tuple;
 	int			offset_col;
 	bool		isnull;
-	int32		queue_id;
+	int64		queue_id;
 	int32		partition;
 	int			segment;
 	Oid			seq;
@@ -518,7 +518,7 @@ mq_assign_offset(PG_FUNCTION_ARGS)
 	if (!isnull)
 		return PointerGetDatum(tuple);
 
-	queue_id = pg_strtoint32(td->tg_trigger->tgargs[0]);
+	queue_id = pg_strtoint64(td->tg_trigger->tgargs[0]);
 	partition = DatumGetInt32(heap_getattr(tuple, column_of(rel, "partition"),
 										   RelationGetDescr(rel), &isnull));
 	segment = DatumGetInt16(heap_getattr(tuple, column_of(rel, "segment"),
@@ -536,7 +536,7 @@ mq_assign_offset(PG_FUNCTION_ARGS)
 }
 
 /*
- * mq._local_end(queue_id integer, partition integer, visible boolean)
+ * mq._local_end(queue_id bigint, partition integer, visible boolean)
  *	  RETURNS bigint
  *	  The end of a partition as this node sees it, from this node's offset
  *	  sequence mq.p_<queue_id>_o<partition> and, when visible, the holds of
@@ -554,7 +554,7 @@ PG_FUNCTION_INFO_V1(mq_local_end);
 Datum
 mq_local_end(PG_FUNCTION_ARGS)
 {
-	int32		queue_id = PG_GETARG_INT32(0);
+	int64		queue_id = PG_GETARG_INT64(0);
 	int32		partition = PG_GETARG_INT32(1);
 	bool		visible = PG_GETARG_BOOL(2);
 	Oid			seq = find_sequence(queue_id, partition);
@@ -562,8 +562,8 @@ mq_local_end(PG_FUNCTION_ARGS)
 	if (!OidIsValid(seq))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("offset sequence of partition %d of queue %d does not exist on this node",
-						partition, queue_id),
+				 errmsg("offset sequence of partition %d of queue %lld does not exist on this node",
+						partition, (long long) queue_id),
 				 errhint("Run mq.citus_distribute() on the coordinator after adding nodes.")));
 	if (!visible)
 		PG_RETURN_INT64(MqSequenceEnd(seq));
@@ -572,7 +572,7 @@ mq_local_end(PG_FUNCTION_ARGS)
 }
 
 /*
- * mq._raise_offsets(queue_id integer, partition integer, at_least bigint)
+ * mq._raise_offsets(queue_id bigint, partition integer, at_least bigint)
  *	  RETURNS bigint
  *	  Raises this node's offset sequence of the partition so that the next
  *	  offset it hands out is above at_least (never lowers it), waiting for
@@ -588,15 +588,15 @@ PG_FUNCTION_INFO_V1(mq_raise_offsets);
 Datum
 mq_raise_offsets(PG_FUNCTION_ARGS)
 {
-	int32		queue_id = PG_GETARG_INT32(0);
+	int64		queue_id = PG_GETARG_INT64(0);
 	int32		partition = PG_GETARG_INT32(1);
 	Oid			seq = find_sequence(queue_id, partition);
 
 	if (!OidIsValid(seq))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("offset sequence of partition %d of queue %d does not exist on this node",
-						partition, queue_id)));
+				 errmsg("offset sequence of partition %d of queue %lld does not exist on this node",
+						partition, (long long) queue_id)));
 	raise_sequence(seq, PG_GETARG_INT64(2));
 	PG_RETURN_INT64(MqSequenceEnd(seq));
 }

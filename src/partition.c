@@ -247,7 +247,7 @@ MqPartitionSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 
 typedef struct PositionKey
 {
-	int32		queue_id;
+	int64		queue_id;
 	Oid			incarnation;	/* the first segment: queue ids are reused
 								 * when mq is installed again */
 	int32		partition;
@@ -323,9 +323,9 @@ owned_from_result(Owned **owned, bool with_committed)
 static int64
 committed_offset(MqQueue *q, text *group, int32 partition)
 {
-	static const Oid argtypes[3] = {INT4OID, TEXTOID, INT4OID};
+	static const Oid argtypes[3] = {INT8OID, TEXTOID, INT4OID};
 	SPIPlanPtr	plan = q->plans[PPLAN_COMMITTED];
-	Datum		values[3] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
+	Datum		values[3] = {Int64GetDatum(q->queue_id), PointerGetDatum(group),
 	Int32GetDatum(partition)};
 	bool		isnull;
 
@@ -368,9 +368,9 @@ static int
 group_steady(MqQueue *q, text *group, text *member, bool registered, int64 token,
 			 Owned **owned)
 {
-	static const Oid argtypes[5] = {INT4OID, TEXTOID, TEXTOID, INT8OID, INTERVALOID};
+	static const Oid argtypes[5] = {INT8OID, TEXTOID, TEXTOID, INT8OID, INTERVALOID};
 	SPIPlanPtr	plan = q->plans[PPLAN_STEADY];
-	Datum		values[5] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
+	Datum		values[5] = {Int64GetDatum(q->queue_id), PointerGetDatum(group),
 		PointerGetDatum(member), Int64GetDatum(token),
 	IntervalPGetDatum(&q->session_timeout)};
 	bool		isnull;
@@ -415,11 +415,11 @@ group_steady(MqQueue *q, text *group, text *member, bool registered, int64 token
 static int
 group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 {
-	static const Oid argtypes[6] = {INT4OID, TEXTOID, TEXTOID, INT8OID, INT4OID, INTERVALOID};
+	static const Oid argtypes[6] = {INT8OID, TEXTOID, TEXTOID, INT8OID, INT4OID, INTERVALOID};
 	SPIPlanPtr	plan = q->plans[PPLAN_SYNC];
 	int64		token = 0;
 	bool		registered = MqConsumerToken(&token);
-	Datum		values[6] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
+	Datum		values[6] = {Int64GetDatum(q->queue_id), PointerGetDatum(group),
 		PointerGetDatum(member), Int64GetDatum(token), Int32GetDatum(q->partitions),
 	IntervalPGetDatum(&q->session_timeout)};
 	int			n = group_steady(q, group, member, registered, token, owned);
@@ -443,7 +443,7 @@ group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 int64
 MqPartitionEnd(MqQueue *q, int32 partition, bool visible)
 {
-	static const Oid argtypes[3] = {INT4OID, INT4OID, BOOLOID};
+	static const Oid argtypes[3] = {INT8OID, INT4OID, BOOLOID};
 	SPIPlanPtr	plan;
 	Datum		values[3];
 	bool		isnull;
@@ -460,10 +460,10 @@ MqPartitionEnd(MqQueue *q, int32 partition, bool visible)
 	plan = q->plans[PPLAN_LOCAL_END];
 	if (plan == NULL)
 		plan = MqQueuePlan(q, PPLAN_LOCAL_END,
-						   psprintf("SELECT mq._local_end($1, $2, $3) FROM mq.p_%d_head"
+						   psprintf("SELECT mq._local_end($1, $2, $3) FROM mq.p_" INT64_FORMAT "_head"
 									" WHERE partition " OP("=") " $2", q->queue_id),
 						   3, argtypes);
-	values[0] = Int32GetDatum(q->queue_id);
+	values[0] = Int64GetDatum(q->queue_id);
 	values[1] = Int32GetDatum(partition);
 	values[2] = BoolGetDatum(visible);
 	if (MqQueueRun(q, plan, values, NULL, SPI_OK_SELECT) != 1)
@@ -504,7 +504,7 @@ fetch_partition(MqQueue *q, Owned *o, int64 end, int limit, ReturnSetInfo *rsinf
 	if (plan == NULL)
 		plan = MqQueuePlan(q, PPLAN_FETCH,
 						   psprintf("SELECT partition, \"offset\", key, payload, headers, enqueued_at"
-									" FROM mq.p_%d WHERE partition " OP("=") " $1"
+									" FROM mq.p_" INT64_FORMAT " WHERE partition " OP("=") " $1"
 									" AND \"offset\" " OP(">") " $2 AND \"offset\" " OP("<") " $3"
 									" ORDER BY \"offset\" LIMIT $4", q->queue_id),
 						   4, argtypes);
@@ -777,9 +777,9 @@ check_group(text *group)
 static bool
 commit_once(MqQueue *q, text *group, int32 partition, int64 offset, text *member)
 {
-	static const Oid argtypes[5] = {INT4OID, TEXTOID, INT4OID, INT8OID, TEXTOID};
+	static const Oid argtypes[5] = {INT8OID, TEXTOID, INT4OID, INT8OID, TEXTOID};
 	SPIPlanPtr	plan = q->plans[PPLAN_COMMIT];
-	Datum		values[5] = {Int32GetDatum(q->queue_id), PointerGetDatum(group),
+	Datum		values[5] = {Int64GetDatum(q->queue_id), PointerGetDatum(group),
 		Int32GetDatum(partition), Int64GetDatum(offset),
 	PointerGetDatum(member)};
 	char		nulls[5] = {' ', ' ', ' ', ' ', member ? ' ' : 'n'};
@@ -801,9 +801,9 @@ commit_once(MqQueue *q, text *group, int32 partition, int64 offset, text *member
 static void
 group_init(MqQueue *q, text *group)
 {
-	static const Oid argtypes[2] = {INT4OID, TEXTOID};
+	static const Oid argtypes[2] = {INT8OID, TEXTOID};
 	SPIPlanPtr	plan = q->plans[PPLAN_GROUP_INIT];
-	Datum		values[2] = {Int32GetDatum(q->queue_id), PointerGetDatum(group)};
+	Datum		values[2] = {Int64GetDatum(q->queue_id), PointerGetDatum(group)};
 
 	if (plan == NULL)
 		plan = MqQueuePlan(q, PPLAN_GROUP_INIT, "SELECT mq._group_init($1, $2)",
@@ -905,7 +905,7 @@ mq_compact_offsets(PG_FUNCTION_ARGS)
 {
 	static TransactionId last_xid = InvalidTransactionId;
 	static SPIPlanPtr plan = NULL;
-	static Oid	argtypes[1] = {INT4ARRAYOID};
+	static Oid	argtypes[1] = {INT8ARRAYOID};
 	Datum		queues;
 	Oid			relid = get_relname_relid("group_offset", get_namespace_oid("mq", false));
 	Relation	rel;

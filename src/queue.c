@@ -406,10 +406,10 @@ load_queue(const char *key, MqQueue *q)
 	desc = SPI_tuptable->tupdesc;
 	memset(q, 0, sizeof(MqQueue));
 	strlcpy(q->name, key, NAMEDATALEN);
-	q->queue_id = DatumGetInt32(SPI_getbinval(tup, desc, 1, &isnull));
+	q->queue_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 	q->visibility_timeout = *interval_col(tup, desc, 2);
 	q->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-	q->dlq_id = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+	q->dlq_id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
 	q->retry_delay = *interval_col(tup, desc, 5);
 	q->retry_backoff = DatumGetFloat8(SPI_getbinval(tup, desc, 6, &isnull));
 	q->retry_delay_max = *interval_col(tup, desc, 7);
@@ -421,24 +421,24 @@ load_queue(const char *key, MqQueue *q)
 	q->rate_burst = DatumGetInt32(SPI_getbinval(tup, desc, 13, &isnull));
 	q->session_timeout = *interval_col(tup, desc, 14);
 	snprintf(q->channel, NAMEDATALEN, "mq.%s", key);
-	q->rights_relid = MqQueueRelid(q, psprintf("%c_%d_rights", q->partitions > 0 ? 'p' : 'q',
+	q->rights_relid = MqQueueRelid(q, psprintf("%c_" INT64_FORMAT "_rights", q->partitions > 0 ? 'p' : 'q',
 											   q->queue_id));
 	if (q->partitions > 0)
 	{
 		q->offset_seqs = MemoryContextAlloc(CacheMemoryContext,
 											sizeof(Oid) * q->partitions);
 		for (int p = 0; p < q->partitions; p++)
-			q->offset_seqs[p] = MqQueueRelid(q, psprintf("p_%d_o%d", q->queue_id, p));
+			q->offset_seqs[p] = MqQueueRelid(q, psprintf("p_" INT64_FORMAT "_o%d", q->queue_id, p));
 	}
 	else
 	{
-		q->acked_seq = MqQueueRelid(q, psprintf("q_%d_acked", q->queue_id));
-		q->msg_seq = MqQueueRelid(q, psprintf("q_%d_seq", q->queue_id));
-		q->delayed_relid = MqQueueRelid(q, psprintf("q_%d_d", q->queue_id));
+		q->acked_seq = MqQueueRelid(q, psprintf("q_" INT64_FORMAT "_acked", q->queue_id));
+		q->msg_seq = MqQueueRelid(q, psprintf("q_" INT64_FORMAT "_seq", q->queue_id));
+		q->delayed_relid = MqQueueRelid(q, psprintf("q_" INT64_FORMAT "_d", q->queue_id));
 	}
 	q->distributed = MqCitusDistributed(q->partitions > 0 ?
-										MqQueueRelid(q, psprintf("p_%d", q->queue_id)) :
-										MqQueueRelid(q, psprintf("q_%d_0", q->queue_id)));
+										MqQueueRelid(q, psprintf("p_" INT64_FORMAT, q->queue_id)) :
+										MqQueueRelid(q, psprintf("q_" INT64_FORMAT "_0", q->queue_id)));
 	/* the version read before: an invalidation processed while loading reloads */
 	q->segments_version = segments_version;
 	MqSegmentsLoad(q);
@@ -547,7 +547,7 @@ lookup_locked(const char *queue_name, LOCKMODE mode)
  * drop committed meanwhile).  For paths that find queues by id.
  */
 bool
-MqQueueLockById(int32 queue_id)
+MqQueueLockById(int64 queue_id)
 {
 	Oid			relid = MqQueueRightsRelid(queue_id);
 
@@ -561,9 +561,9 @@ MqQueueLockById(int32 queue_id)
 }
 
 /*
- * Take the locks of the queues whose ids are column 1 (integer) of the
+ * Take the locks of the queues whose ids are column 1 (bigint) of the
  * last SPI result, in its order (MqQueueLockById); returns the ids of those
- * that still exist, as an integer[] Datum.  Connected to SPI.
+ * that still exist, as a bigint[] Datum.  Connected to SPI.
  */
 Datum
 MqQueueLockIds(void)
@@ -578,10 +578,10 @@ MqQueueLockIds(void)
 		bool		isnull;
 		Datum		id = SPI_getbinval(tuptable->vals[i], tuptable->tupdesc, 1, &isnull);
 
-		if (MqQueueLockById(DatumGetInt32(id)))
+		if (MqQueueLockById(DatumGetInt64(id)))
 			ids[nlocked++] = id;
 	}
-	return PointerGetDatum(construct_array_builtin(ids, nlocked, INT4OID));
+	return PointerGetDatum(construct_array_builtin(ids, nlocked, INT8OID));
 }
 
 /*
@@ -634,8 +634,8 @@ permission_denied(const char *queue_name, MqRight right)
 static void
 require_in_snapshot(MqQueue *q, MqRight right)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(q->queue_id)};
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(q->queue_id)};
 	MqSession	session;
 	int			ret;
 

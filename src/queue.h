@@ -56,11 +56,11 @@ typedef struct MqSegment
 typedef struct MqQueue
 {
 	char		name[NAMEDATALEN];	/* hash key, NUL-padded */
-	int32		queue_id;		/* tables are mq.q_<id>, mq.a_<id> */
+	int64		queue_id;		/* tables are mq.q_<id>, mq.a_<id> */
 	Interval	visibility_timeout;
 	int32		max_attempts;
 	bool		keyed;			/* ordering = 'key' */
-	int32		dlq_id;			/* dead-letter queue id, 0 when none */
+	int64		dlq_id;			/* dead-letter queue id, 0 when none */
 	Interval	retry_delay;
 	float8		retry_backoff;
 	Interval	retry_delay_max;
@@ -125,15 +125,15 @@ extern void MqQueueRefreshSegments(MqQueue *q);
 extern MqQueue *MqQueueOpenIfAllowed(const char *queue_name, MqSession *session,
 									 MqRight right);
 extern bool MqQueueCheckRight(const char *queue_name, MqRight right, bool for_drop);
-extern bool MqQueueLockById(int32 queue_id);
+extern bool MqQueueLockById(int64 queue_id);
 extern Datum MqQueueLockIds(void);
 extern void MqQueueClose(MqSession *session);
 
 /* rights.c */
 extern bool MqHasRight(Oid roleid, Oid rights_relid, MqRight right);
 extern bool MqHasRole(Oid roleid, const char *rolname);
-extern bool MqQueueIdHasRight(int32 queue_id, MqRight right);
-extern Oid	MqQueueRightsRelid(int32 queue_id);
+extern bool MqQueueIdHasRight(int64 queue_id, MqRight right);
+extern Oid	MqQueueRightsRelid(int64 queue_id);
 extern void MqRequireRole(const char *rolname, const char *what);
 extern void MqRequireSomeConsumeRight(const char *what);
 extern void MqRequireWorkQueue(MqQueue *q);

@@ -50,10 +50,15 @@
 #define MQ_RATE_BUCKETS 4096
 #define MQ_RATE_BUCKETS_PER_DB 1024
 
+/*
+ * HASH_BLOBS compares every byte of a key and key_of returns it by value,
+ * which need not copy padding: the key has none.
+ */
 typedef struct BucketKey
 {
+	int64		queue_id;
 	Oid			database;
-	int32		queue_id;
+	uint32		unused;			/* zero */
 } BucketKey;
 
 typedef struct Bucket
@@ -89,7 +94,7 @@ MqRateShmemStartup(void)
 }
 
 static BucketKey
-key_of(int32 queue_id)
+key_of(int64 queue_id)
 {
 	BucketKey	key;
 
@@ -195,7 +200,7 @@ bucket_for(MqQueue *q)
 
 /* Free the bucket of a queue being dropped, if it has one. */
 void
-MqRateForget(int32 queue_id)
+MqRateForget(int64 queue_id)
 {
 	BucketKey	key = key_of(queue_id);
 

@@ -12,6 +12,6 @@
 
 extern int	MqRateTake(MqQueue *q, int want, TimestampTz *next_due);
 extern void MqRateRefund(MqQueue *q, int n);
-extern void MqRateForget(int32 queue_id);
+extern void MqRateForget(int64 queue_id);
 
 #endif							/* MQ_RATELIMIT_H */

@@ -88,7 +88,7 @@ MqHasRole(Oid roleid, const char *rolname)
 
 /* Whether the current user may use the queue with this id for right. */
 bool
-MqQueueIdHasRight(int32 queue_id, MqRight right)
+MqQueueIdHasRight(int64 queue_id, MqRight right)
 {
 	return MqHasRight(GetUserId(), MqQueueRightsRelid(queue_id), right);
 }
@@ -183,18 +183,18 @@ right_arg(text *t)
 
 /* The rights table of queue_id, InvalidOid when the queue is gone. */
 Oid
-MqQueueRightsRelid(int32 queue_id)
+MqQueueRightsRelid(int64 queue_id)
 {
 	Oid			nsp = get_namespace_oid("mq", false);
-	Oid			relid = get_relname_relid(psprintf("q_%d_rights", queue_id), nsp);
+	Oid			relid = get_relname_relid(psprintf("q_" INT64_FORMAT "_rights", queue_id), nsp);
 
 	if (!OidIsValid(relid))
-		relid = get_relname_relid(psprintf("p_%d_rights", queue_id), nsp);
+		relid = get_relname_relid(psprintf("p_" INT64_FORMAT "_rights", queue_id), nsp);
 	return relid;
 }
 
 /*
- * mq._can(queue_id integer, privilege text) RETURNS boolean
+ * mq._can(queue_id bigint, privilege text) RETURNS boolean
  *	  Whether the current user may use the queue for privilege ('send',
  *	  'consume', 'admin', 'monitor', or 'any': send or monitor, which
  *	  consume includes).  The views filter their rows with it;
@@ -212,7 +212,7 @@ mq_can(PG_FUNCTION_ARGS)
 				 errmsg("privilege must not be NULL")));
 	if (PG_ARGISNULL(0))
 		PG_RETURN_BOOL(false);
-	rights = MqQueueRightsRelid(PG_GETARG_INT32(0));
+	rights = MqQueueRightsRelid(PG_GETARG_INT64(0));
 	if (strcmp(text_to_cstring(PG_GETARG_TEXT_PP(1)), "any") == 0)
 		PG_RETURN_BOOL(MqHasRight(user, rights, MQ_RIGHT_SEND) ||
 					   MqHasRight(user, rights, MQ_RIGHT_MONITOR));

@@ -88,11 +88,11 @@ state_of(const char *s)
  * MQ_DELAYED_SEGMENT for the delayed table.
  */
 const char *
-MqWorkTable(int32 queue_id, int table)
+MqWorkTable(int64 queue_id, int table)
 {
 	if (table == MQ_DELAYED_SEGMENT)
-		return psprintf("q_%d_d", queue_id);
-	return psprintf("q_%d_%d", queue_id, table);
+		return psprintf("q_" INT64_FORMAT "_d", queue_id);
+	return psprintf("q_" INT64_FORMAT "_%d", queue_id, table);
 }
 
 /* The name of segment's table (the delayed table for MQ_DELAYED_SEGMENT). */
@@ -100,7 +100,7 @@ const char *
 MqSegmentTable(MqQueue *q, int segment)
 {
 	if (q->partitions > 0)
-		return psprintf("p_%d_%d", q->queue_id, segment);
+		return psprintf("p_" INT64_FORMAT "_%d", q->queue_id, segment);
 	return MqWorkTable(q->queue_id, segment);
 }
 
@@ -116,8 +116,8 @@ MqSegmentTable(MqQueue *q, int segment)
 void
 MqSegmentsLoad(MqQueue *q)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(q->queue_id)};
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(q->queue_id)};
 	int			ret;
 
 	PushActiveSnapshot(GetLatestSnapshot());
@@ -201,8 +201,8 @@ run(const char *sql, int nargs, Oid *argtypes, Datum *values, int expected)
 static void
 set_state(MqQueue *q, int segment, MqSegmentState state, bool reused, int64 lo)
 {
-	Oid			argtypes[4] = {INT4OID, INT4OID, TEXTOID, INT8OID};
-	Datum		values[4] = {Int32GetDatum(q->queue_id), Int32GetDatum(segment),
+	Oid			argtypes[4] = {INT8OID, INT4OID, TEXTOID, INT8OID};
+	Datum		values[4] = {Int64GetDatum(q->queue_id), Int32GetDatum(segment),
 		CStringGetTextDatum(state_names[state]), Int64GetDatum(lo)};
 
 	run(reused ?
@@ -271,7 +271,7 @@ retire_empty(MqQueue *q)
 
 /* Ready messages a relocation moved are delayed ones now (metrics). */
 static void
-count_moved(int32 queue_id)
+count_moved(int64 queue_id)
 {
 	int64		ready = 0;
 
@@ -314,7 +314,7 @@ relocate_oldest(MqQueue *q, int64 *moved)
 		UnlockRelationOid(q->segments[oldest].relid, AccessExclusiveLock);
 		return -1;
 	}
-	run(psprintf("INSERT INTO mq.q_%d_d SELECT * FROM mq.%s RETURNING claimed, blocked",
+	run(psprintf("INSERT INTO mq.q_" INT64_FORMAT "_d SELECT * FROM mq.%s RETURNING claimed, blocked",
 				 q->queue_id, from),
 		0, NULL, NULL, SPI_OK_INSERT_RETURNING);
 	*moved += SPI_processed;
@@ -413,7 +413,7 @@ rotate_log(MqQueue *q, bool *changed)
 		argtypes[0] = INT4OID;
 		values[0] = Int32GetDatum(p);
 		values[1] = Int64GetDatum(MqPartitionEnd(q, p, true) - 1);
-		run(psprintf("UPDATE mq.p_%d_head SET hwm = $2"
+		run(psprintf("UPDATE mq.p_" INT64_FORMAT "_head SET hwm = $2"
 					 " WHERE partition OPERATOR(pg_catalog.=) $1 AND hwm OPERATOR(pg_catalog.<) $2",
 					 q->queue_id),
 			2, argtypes, values, SPI_OK_UPDATE);

@@ -17,7 +17,7 @@
 extern void MqSegmentsLoad(MqQueue *q);
 extern int	MqSegmentOf(MqQueue *q, int64 msg_id);
 extern const char *MqSegmentTable(MqQueue *q, int segment);
-extern const char *MqWorkTable(int32 queue_id, int table);
+extern const char *MqWorkTable(int64 queue_id, int table);
 extern int64 MqSegmentMaintain(MqQueue *q);
 
 #endif							/* MQ_SEGMENT_H */

@@ -92,7 +92,7 @@ MqRequirePreload(const char *what)
 }
 
 /*
- * mq._forget_queue(queue_id integer) RETURNS void
+ * mq._forget_queue(queue_id bigint) RETURNS void
  *	  Frees the shared state of a queue that is being dropped (its rate
  *	  limit bucket), so that dropped queues never use up shared memory.  If
  *	  the drop rolls back, the state is rebuilt on next use, as after a
@@ -103,8 +103,8 @@ mq_forget_queue(PG_FUNCTION_ARGS)
 {
 	if (!PG_ARGISNULL(0))
 	{
-		MqRateForget(PG_GETARG_INT32(0));
-		MqStateForget(PG_GETARG_INT32(0));
+		MqRateForget(PG_GETARG_INT64(0));
+		MqStateForget(PG_GETARG_INT64(0));
 	}
 	PG_RETURN_VOID();
 }

@@ -70,10 +70,15 @@
 #define MQ_QUEUE_STATES 1024
 #define MQ_SWEEP_PERIOD_MS 5000
 
+/*
+ * HASH_BLOBS compares every byte of a key and key_of returns it by value,
+ * which need not copy padding: the key has none.
+ */
 typedef struct StateKey
 {
+	int64		queue_id;
 	Oid			database;
-	int32		queue_id;
+	uint32		unused;			/* zero */
 } StateKey;
 
 typedef struct SegmentHint
@@ -155,7 +160,7 @@ MqStateShmemStartup(void)
 }
 
 static StateKey
-key_of(int32 queue_id)
+key_of(int64 queue_id)
 {
 	StateKey	key;
 
@@ -287,7 +292,7 @@ MqStateAttach(MqQueue *q)
 
 /* Free the entry of a queue being dropped. */
 void
-MqStateForget(int32 queue_id)
+MqStateForget(int64 queue_id)
 {
 	StateKey	key = key_of(queue_id);
 	QueueState *st;
@@ -504,7 +509,7 @@ MqStatePushRing(MqQueue *q, const MqRingEntry *e)
  * rest the tickets will reach.
  */
 static void
-push_ring_by_id(int32 queue_id, const MqRingEntry *e, bool only_passed)
+push_ring_by_id(int64 queue_id, const MqRingEntry *e, bool only_passed)
 {
 	StateKey	key = key_of(queue_id);
 	QueueState *st;
@@ -572,7 +577,7 @@ MqStateSetEarliestDue(MqQueue *q, TimestampTz due, uint64 changes)
  * change that put it there is visible (see MqStateNoteDue).
  */
 static void
-due_now(int32 queue_id, TimestampTz due)
+due_now(int64 queue_id, TimestampTz due)
 {
 	StateKey	key = key_of(queue_id);
 	QueueState *st;
@@ -594,7 +599,7 @@ due_now(int32 queue_id, TimestampTz due)
 
 /* Sweep every segment of queue_id at the next read (see MqStateSweepSoon). */
 static void
-sweep_soon_now(int32 queue_id)
+sweep_soon_now(int64 queue_id)
 {
 	StateKey	key = key_of(queue_id);
 	QueueState *st;
@@ -696,7 +701,7 @@ MqStateNextTimedEvent(MqQueue *q)
  * under the lock in exclusive mode, so no change is added in between.
  */
 
-static int32 counting_queue = 0;	/* whose count this backend began */
+static int64 counting_queue = 0;	/* whose count this backend began */
 
 /* The queue's counts by state; false when they are not known yet. */
 bool
@@ -829,7 +834,7 @@ seen_by_count(CountSnapshot *cs, TransactionId xid)
 
 /* A transaction that wrote as xid commits these changes. */
 static void
-add_counts(int32 queue_id, TransactionId xid, const int64 *delta)
+add_counts(int64 queue_id, TransactionId xid, const int64 *delta)
 {
 	StateKey	key = key_of(queue_id);
 	QueueState *st;
@@ -867,7 +872,7 @@ typedef enum NoteKind
 typedef struct Noted
 {
 	NoteKind	kind;
-	int32		queue_id;
+	int64		queue_id;
 	int			level;			/* subtransaction nesting level */
 	MqRingEntry entry;			/* NOTE_CLAIM, _UNBLOCK, _SENT */
 	TimestampTz due;			/* NOTE_DUE */
@@ -878,7 +883,7 @@ static List *notes = NIL;		/* of this transaction */
 /* count changes of this transaction, per queue and subtransaction level */
 typedef struct Delta
 {
-	int32		queue_id;
+	int64		queue_id;
 	int			level;
 	int64		d[MQ_COUNTS];
 } Delta;
@@ -886,7 +891,7 @@ typedef struct Delta
 static List *deltas = NIL;
 static TransactionId deltas_xid = InvalidTransactionId;
 static bool pending_valid = false;
-static int32 pending_queue;
+static int64 pending_queue;
 static MqTickets pending;		/* tickets taken, claim not done */
 
 /* Note msg_ids [from, to), merged with the last note when they follow it. */
@@ -929,7 +934,7 @@ note(NoteKind kind, MqQueue *q, int segment, int64 from, int64 to)
  * same kind for the same queue.
  */
 static void
-note_queue(NoteKind kind, int32 queue_id, TimestampTz due)
+note_queue(NoteKind kind, int64 queue_id, TimestampTz due)
 {
 	MemoryContext old;
 	Noted	   *n;
@@ -958,7 +963,7 @@ note_queue(NoteKind kind, int32 queue_id, TimestampTz due)
 
 /* This transaction changes the count `what` of a work queue by delta. */
 void
-MqStateCount(int32 queue_id, MqCount what, int64 delta)
+MqStateCount(int64 queue_id, MqCount what, int64 delta)
 {
 	int			level = GetCurrentTransactionNestLevel();
 	ListCell   *lc;
@@ -1035,7 +1040,7 @@ MqStateNoteClaim(MqQueue *q, int segment, int64 msg_id)
  * would take the hint as looked at and put off the next look.
  */
 void
-MqStateNoteDue(int32 queue_id, TimestampTz due)
+MqStateNoteDue(int64 queue_id, TimestampTz due)
 {
 	note_queue(NOTE_DUE, queue_id, due);
 }
@@ -1046,7 +1051,7 @@ MqStateNoteDue(int32 queue_id, TimestampTz due)
  * commit would not see them.
  */
 void
-MqStateSweepSoon(int32 queue_id)
+MqStateSweepSoon(int64 queue_id)
 {
 	note_queue(NOTE_SWEEP, queue_id, 0);
 }

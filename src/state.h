@@ -37,7 +37,7 @@ typedef struct MqTickets
 } MqTickets;
 
 extern bool MqStateAttach(MqQueue *q);
-extern void MqStateForget(int32 queue_id);
+extern void MqStateForget(int64 queue_id);
 extern bool MqStateTakeTickets(MqQueue *q, int segment, int64 bound, int64 n,
 							   MqTickets *t);
 extern void MqStateReturnTickets(MqQueue *q, int segment, int32 epoch, int64 from);
@@ -49,8 +49,8 @@ extern bool MqStatePushRing(MqQueue *q, const MqRingEntry *e);
 extern int	MqStatePeekRing(MqQueue *q, MqRingEntry *out, int max);
 extern TimestampTz MqStateEarliestDue(MqQueue *q, uint64 *changes);
 extern void MqStateSetEarliestDue(MqQueue *q, TimestampTz due, uint64 changes);
-extern void MqStateNoteDue(int32 queue_id, TimestampTz due);
-extern void MqStateSweepSoon(int32 queue_id);
+extern void MqStateNoteDue(int64 queue_id, TimestampTz due);
+extern void MqStateSweepSoon(int64 queue_id);
 extern bool MqStateSweepDue(MqQueue *q, int segment, TimestampTz now);
 extern void MqStateSweepDone(MqQueue *q, int segment, TimestampTz next);
 extern void MqStateNoteLapse(MqQueue *q, int segment, TimestampTz vt);
@@ -66,7 +66,7 @@ typedef enum MqCount
 	MQ_COUNTS
 } MqCount;
 
-extern void MqStateCount(int32 queue_id, MqCount what, int64 delta);
+extern void MqStateCount(int64 queue_id, MqCount what, int64 delta);
 extern bool MqStateCounters(MqQueue *q, int64 *counts);
 extern uint64 MqStateCountBegin(MqQueue *q, Snapshot *snap);
 extern void MqStateCountEnd(MqQueue *q, uint64 count_id, const int64 *counts);

@@ -121,8 +121,9 @@ StaticAssertDecl(PLAN_PER_TABLE * NTABLES + PLAN_KINDS - PLAN_PER_TABLE <= MQ_ME
 
 typedef struct PlanDef
 {
-	const char *sql;			/* %1$s: the table, %2$d: the queue id (the
-								 * kinds after PLAN_PER_TABLE: %1$d) */
+	const char *sql;			/* %1$s: the table, %2$ld: the queue id, an
+								 * int64 (the kinds after PLAN_PER_TABLE:
+								 * %1$ld); written with INT64_MODIFIER */
 	int			nargs;
 	Oid			argtypes[MAX_ARGS];
 	bool		own_table_only;	/* updates or deletes in its table and uses
@@ -219,13 +220,13 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 	[PLAN_ARCHIVE] = {
 		"WITH d AS (DELETE FROM mq.%1$s WHERE msg_id " OP("=") " $1 AND "
 		RECEIPT_MATCHES " RETURNING *)"
-		" INSERT INTO mq.a_%2$d (" MESSAGE_COLUMNS ")"
+		" INSERT INTO mq.a_%2$" INT64_MODIFIER "d (" MESSAGE_COLUMNS ")"
 		" SELECT " MESSAGE_COLUMNS " FROM d RETURNING msg_id, key, claimed, blocked",
 		2, {INT8OID, INT8OID}
 	},
 	[PLAN_ARCHIVE_BATCH] = {
 		"WITH d AS (DELETE FROM mq.%1$s WHERE " LOCKED_IN_ORDER " RETURNING *)"
-		" INSERT INTO mq.a_%2$d (" MESSAGE_COLUMNS ")"
+		" INSERT INTO mq.a_%2$" INT64_MODIFIER "d (" MESSAGE_COLUMNS ")"
 		" SELECT " MESSAGE_COLUMNS " FROM d RETURNING msg_id, key, claimed, blocked",
 		1, {INT8ARRAYOID}
 	},
@@ -282,7 +283,7 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 	[PLAN_KEY_EXISTS] = {NULL, 1, {TEXTOID}},
 	[PLAN_KEY_HEAD] = {NULL, 1, {TEXTOID}},
 	[PLAN_DUE_MIN] = {
-		"SELECT pg_catalog.min(vt) FROM mq.q_%1$d_d WHERE NOT blocked",
+		"SELECT pg_catalog.min(vt) FROM mq.q_%1$" INT64_MODIFIER "d_d WHERE NOT blocked",
 		0, {0}
 	},
 	/*
@@ -293,15 +294,15 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 	 * Maintenance folds the rows into mq.queue.dead_lettered.
 	 */
 	[PLAN_TALLY_DEAD] = {
-		"INSERT INTO mq.dead_letter_tally (queue_id, dead_lettered) VALUES (%1$d, $1)",
+		"INSERT INTO mq.dead_letter_tally (queue_id, dead_lettered) VALUES (%1$" INT64_MODIFIER "d, $1)",
 		1, {INT8OID}
 	},
 	[PLAN_FOLD_DEAD] = {
-		"WITH f AS (DELETE FROM mq.dead_letter_tally WHERE queue_id " OP("=") " %1$d"
+		"WITH f AS (DELETE FROM mq.dead_letter_tally WHERE queue_id " OP("=") " %1$" INT64_MODIFIER "d"
 		" RETURNING dead_lettered)"
 		" UPDATE mq.queue SET dead_lettered = dead_lettered " OP("+") " s.n"
 		" FROM (SELECT pg_catalog.sum(f.dead_lettered)::pg_catalog.int8 AS n FROM f) AS s"
-		" WHERE queue_id " OP("=") " %1$d AND s.n IS NOT NULL",
+		" WHERE queue_id " OP("=") " %1$" INT64_MODIFIER "d AND s.n IS NOT NULL",
 		0, {0}
 	},
 };
@@ -320,11 +321,11 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 #define DEAD_LETTER_NACK "AND claimed FOR UPDATE"
 #define DEAD_LETTER_SKIP "FOR UPDATE SKIP LOCKED"
 
-/* both return the removed messages' key, claimed and blocked; %3$d: the DLQ */
+/* both return the removed messages' key, claimed and blocked; %3$ld: the DLQ id */
 static const char *dead_letter_move_sql =
 "WITH d AS (DELETE FROM mq.%1$s WHERE " DEAD_LETTER_WHERE " RETURNING *),"
-" i AS (INSERT INTO mq.q_%3$d_d (msg_id, vt, key, payload, headers, dead_letter)"
-" SELECT pg_catalog.nextval('mq.q_%3$d_seq'::pg_catalog.regclass), " NOW ","
+" i AS (INSERT INTO mq.q_%3$" INT64_MODIFIER "d_d (msg_id, vt, key, payload, headers, dead_letter)"
+" SELECT pg_catalog.nextval('mq.q_%3$" INT64_MODIFIER "d_seq'::pg_catalog.regclass), " NOW ","
 " d.key, d.payload, d.headers,"
 " pg_catalog.jsonb_build_object('queue', $4, 'msg_id', d.msg_id,"
 " 'attempts', d.attempts, 'error', COALESCE($5, d.last_error), 'reason', $6,"
@@ -339,7 +340,7 @@ static const char *dead_letter_discard_sql =
 static const char *release_move_sql =
 "WITH d AS (DELETE FROM mq.%1$s WHERE msg_id " OP("=") " $1 AND claimed AND "
 RECEIPT_MATCHES " AND attempts " OP("<") " $8 RETURNING *)"
-" INSERT INTO mq.q_%2$d_d (" MESSAGE_COLUMNS ")"
+" INSERT INTO mq.q_%2$" INT64_MODIFIER "d_d (" MESSAGE_COLUMNS ")"
 " SELECT msg_id, " NOW " " OP("+") " COALESCE($3, " BACKOFF "), enqueued_at, attempts,"
 " false, key, payload, headers, COALESCE($4, last_error), dead_letter, blocked, NULL, false"
 " FROM d, LATERAL " BACKOFF_SECONDS " RETURNING vt";

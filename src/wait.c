@@ -81,9 +81,9 @@ static uint64 pending[MQ_WAIT_SLOTS / 64];
 static bool any_pending = false;
 
 static inline int
-wait_slot(int32 queue_id)
+wait_slot(int64 queue_id)
 {
-	return (uint32) queue_id % MQ_WAIT_SLOTS;
+	return (uint32) ((uint64) queue_id % MQ_WAIT_SLOTS);
 }
 
 static Size
@@ -118,9 +118,14 @@ MqWaitShmemStartup(void)
 	}
 }
 
-/* A drop mark: the queue of this database */
+/*
+ * A drop mark: the queue of this database, in one atomic word, so with the
+ * id's low 32 bits only.  Queues whose ids differ by a multiple of 2^32
+ * share a mark: a drop of one then ends a wait on the other early, and
+ * that wait returns nothing, as a long poll may always do.
+ */
 static uint64
-drop_mark(int32 queue_id)
+drop_mark(int64 queue_id)
 {
 	return ((uint64) MyDatabaseId << 32) | (uint32) queue_id;
 }
@@ -130,7 +135,7 @@ drop_mark(int32 queue_id)
  * waits of its readers (see the banner).
  */
 void
-MqWaitDropBegin(int32 queue_id)
+MqWaitDropBegin(int64 queue_id)
 {
 	int			slot = wait_slot(queue_id);
 
@@ -156,7 +161,7 @@ MqWaitDropEnd(void)
 
 /* Whether a drop_queue of queue_id waits for its readers (see the banner). */
 static bool
-drop_pending(int32 queue_id)
+drop_pending(int64 queue_id)
 {
 	uint64		mark = drop_mark(queue_id);
 
@@ -231,7 +236,7 @@ MqWaitDeadline(Interval *wait)
 
 /* This transaction made messages of queue_id visible (once it commits). */
 void
-MqWaitNoteSend(int32 queue_id)
+MqWaitNoteSend(int64 queue_id)
 {
 	int			slot = wait_slot(queue_id);
 
@@ -243,7 +248,7 @@ MqWaitNoteSend(int32 queue_id)
 
 /* Wake the waiting readers of queue_id now (an abort made messages claimable). */
 void
-MqWaitWake(int32 queue_id)
+MqWaitWake(int64 queue_id)
 {
 	int			slot = wait_slot(queue_id);
 
@@ -255,7 +260,7 @@ MqWaitWake(int32 queue_id)
 
 /* Sample before a claim; pass to MqWaitForSend after an empty one. */
 uint64
-MqWaitSendCount(int32 queue_id)
+MqWaitSendCount(int64 queue_id)
 {
 	if (wait_shared == NULL)
 		return 0;
@@ -284,7 +289,7 @@ MqWaitLoop(text *queue_name, bool partitioned, int want, TimestampTz deadline,
 	{
 		MqSession	session;
 		MqQueue    *q;
-		int32		queue_id;
+		int64		queue_id;
 		uint64		seen;
 		TimestampTz due = 0;
 		TimestampTz next = 0;
@@ -339,7 +344,7 @@ MqWaitUntil(TimestampTz until)
  * interrupt the sleep with an error as usual.
  */
 void
-MqWaitForSend(int32 queue_id, uint64 seen, TimestampTz deadline, TimestampTz next,
+MqWaitForSend(int64 queue_id, uint64 seen, TimestampTz deadline, TimestampTz next,
 			  int *fallback_ms)
 {
 	if (wait_shared != NULL)

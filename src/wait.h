@@ -17,15 +17,15 @@ typedef uint64 (*MqFetchFn) (MqQueue *q, int granted, void *arg);
 
 extern void MqWaitInit(void);
 extern TimestampTz MqWaitDeadline(Interval *wait);
-extern void MqWaitNoteSend(int32 queue_id);
-extern void MqWaitWake(int32 queue_id);
-extern void MqWaitDropBegin(int32 queue_id);
+extern void MqWaitNoteSend(int64 queue_id);
+extern void MqWaitWake(int64 queue_id);
+extern void MqWaitDropBegin(int64 queue_id);
 extern void MqWaitDropEnd(void);
-extern uint64 MqWaitSendCount(int32 queue_id);
+extern uint64 MqWaitSendCount(int64 queue_id);
 extern void MqWaitUntil(TimestampTz until);
 extern void MqWaitLoop(text *queue_name, bool partitioned, int want,
 					   TimestampTz deadline, MqFetchFn fetch, void *arg);
-extern void MqWaitForSend(int32 queue_id, uint64 seen, TimestampTz deadline,
+extern void MqWaitForSend(int64 queue_id, uint64 seen, TimestampTz deadline,
 						  TimestampTz next, int *fallback_ms);
 
 #endif							/* MQ_WAIT_H */
