@@ -406,10 +406,10 @@ typedef struct Release
 
 /* The name of a queue by id, for a log line; NULL if it is gone. */
 static char *
-queue_name_of(int32 queue_id)
+queue_name_of(int64 queue_id)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		values[1] = {Int32GetDatum(queue_id)};
+	Oid			argtypes[1] = {INT8OID};
+	Datum		values[1] = {Int64GetDatum(queue_id)};
 
 	if (SPI_execute_with_args("SELECT queue_name FROM mq.queue WHERE queue_id " OP("=") " $1",
 							  1, argtypes, values, NULL, true, 1) != SPI_OK_SELECT ||
@@ -465,7 +465,7 @@ release_token(int64 queue_id, int64 token, bool before)
  * is passed on, as PL/pgSQL's OTHERS does.
  */
 static uint64
-release_token_guarded(int32 queue_id, int64 token, bool before)
+release_token_guarded(int64 queue_id, int64 token, bool before)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
