@@ -370,22 +370,29 @@ handle_chld(int signo)
 	wake_self();
 }
 
+/* Set one signal's disposition: HANDLER (or SIG_IGN, SIG_DFL) with FLAGS. */
 static void
-setup_signals(void)
+set_signal(int signo, void (*handler) (int), int flags)
 {
 	struct sigaction sa;
 
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = flags;
+	sa.sa_handler = handler;
+	sigaction(signo, &sa, NULL);
+}
+
+static void
+setup_signals(void)
+{
 	if (pipe2(self_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
 	{
 		log_error("could not create pipe: %s", strerror(errno));
 		exit(1);
 	}
-	memset(&sa, 0, sizeof(sa));
-	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = SA_RESTART;
-	sa.sa_handler = handle_stop;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
+	set_signal(SIGTERM, handle_stop, SA_RESTART);
+	set_signal(SIGINT, handle_stop, SA_RESTART);
 
 	/*
 	 * SIGHUP drains as SIGTERM does.  There is nothing to reload (every
@@ -393,14 +400,10 @@ setup_signals(void)
 	 * the worker without releasing anything: a closed terminal or a
 	 * "reload" by a service manager must not cost running commands.
 	 */
-	sigaction(SIGHUP, &sa, NULL);
-	sa.sa_handler = handle_chld;
-	sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
-	sigaction(SIGCHLD, &sa, NULL);
+	set_signal(SIGHUP, handle_stop, SA_RESTART);
+	set_signal(SIGCHLD, handle_chld, SA_RESTART | SA_NOCLDSTOP);
 	/* a command that closes its stdin early must not kill us */
-	sa.sa_handler = SIG_IGN;
-	sa.sa_flags = 0;
-	sigaction(SIGPIPE, &sa, NULL);
+	set_signal(SIGPIPE, SIG_IGN, 0);
 }
 
 /*
@@ -424,19 +427,14 @@ watchdog_main(int fd)
 				cap = 0;
 	char		buf[4096];
 	size_t		have = 0;
-	struct sigaction sa;
 	int			i;
 
 	/* stay until the worker is gone, whatever the terminal sends */
-	memset(&sa, 0, sizeof(sa));
-	sigemptyset(&sa.sa_mask);
-	sa.sa_handler = SIG_IGN;
-	sigaction(SIGINT, &sa, NULL);
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGHUP, &sa, NULL);
-	sigaction(SIGPIPE, &sa, NULL);
-	sa.sa_handler = SIG_DFL;
-	sigaction(SIGCHLD, &sa, NULL);
+	set_signal(SIGINT, SIG_IGN, 0);
+	set_signal(SIGTERM, SIG_IGN, 0);
+	set_signal(SIGHUP, SIG_IGN, 0);
+	set_signal(SIGPIPE, SIG_IGN, 0);
+	set_signal(SIGCHLD, SIG_DFL, 0);
 
 	for (;;)
 	{
@@ -891,7 +889,6 @@ start_command(Slot *s, const char *payload, const EnvVar *env, int nenv)
 	}
 	if (pid == 0)
 	{
-		struct sigaction sa;
 		int			i;
 		int			e;
 
@@ -910,14 +907,11 @@ start_command(Slot *s, const char *payload, const EnvVar *env, int nenv)
 #endif
 		/* own process group, so that a kill reaches its children too */
 		setpgid(0, 0);
-		memset(&sa, 0, sizeof(sa));
-		sigemptyset(&sa.sa_mask);
-		sa.sa_handler = SIG_DFL;
-		sigaction(SIGPIPE, &sa, NULL);
-		sigaction(SIGTERM, &sa, NULL);
-		sigaction(SIGINT, &sa, NULL);
-		sigaction(SIGHUP, &sa, NULL);
-		sigaction(SIGCHLD, &sa, NULL);
+		set_signal(SIGPIPE, SIG_DFL, 0);
+		set_signal(SIGTERM, SIG_DFL, 0);
+		set_signal(SIGINT, SIG_DFL, 0);
+		set_signal(SIGHUP, SIG_DFL, 0);
+		set_signal(SIGCHLD, SIG_DFL, 0);
 		if (dup2(in_pipe[0], STDIN_FILENO) < 0 ||
 			dup2(err_pipe[1], STDERR_FILENO) < 0)
 		{
