@@ -72,7 +72,8 @@ state_name(BackendState state)
  * age(backend_xmin).  No row when no other backend holds one.  The
  * horizon also follows prepared transactions and replication slots, which
  * mq.warnings reads from pg_prepared_xacts and pg_replication_slots.
- * Errors: 42501 without the privileges of mq_monitor.
+ * Errors: 42501 without the privileges of mq_monitor, mq_consumer or
+ * mq_admin (the roles that see every queue's metrics).
  */
 Datum
 mq_xmin_horizon(PG_FUNCTION_ARGS)
@@ -85,7 +86,13 @@ mq_xmin_horizon(PG_FUNCTION_ARGS)
 	const char *state;
 	char	   *dbname;
 
-	MqRequireRole("mq_monitor", "run mq.warnings");
+	/* who may watch every queue (rights.c: as mq.metrics_all) */
+	if (!MqHasRole(GetUserId(), "mq_monitor") && !MqHasRole(GetUserId(), "mq_consumer") &&
+		!MqHasRole(GetUserId(), "mq_admin"))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to run mq.warnings"),
+				 errdetail("Only roles with the privileges of mq_monitor, mq_consumer or mq_admin may do this.")));
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
 
