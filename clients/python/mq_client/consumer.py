@@ -66,6 +66,9 @@ class Consumer:
     long poll, seconds (the server caps it at 900).  visibility_timeout:
     seconds, None for the queue's; keep it above a handler's run time.
     reconnect_min / reconnect_max: the backoff bounds, seconds.
+    connect_kwargs: more arguments for psycopg.connect, e.g.
+    {"prepare_threshold": None} behind PgBouncer before 1.21, which cannot
+    keep the prepared statements psycopg makes of repeated queries.
     """
 
     def __init__(self, conninfo: str, queue: str, handler: Handler, *,
@@ -73,7 +76,8 @@ class Consumer:
                  visibility_timeout: Optional[float] = None,
                  reconnect_min: float = 0.1, reconnect_max: float = 30.0,
                  application_name: str = "mq-client",
-                 stop_event: Optional[threading.Event] = None) -> None:
+                 stop_event: Optional[threading.Event] = None,
+                 connect_kwargs: Optional[dict] = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.conninfo = conninfo
@@ -85,6 +89,7 @@ class Consumer:
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
         self.application_name = application_name
+        self.connect_kwargs = dict(connect_kwargs or {})
         self._stop = stop_event or threading.Event()
         self._slots = [_Slot() for _ in range(concurrency)]
         self._threads: List[threading.Thread] = []
@@ -167,8 +172,9 @@ class Consumer:
         while not self._stop.is_set():
             try:
                 if slot.conn is None or slot.conn.closed:
-                    slot.conn = psycopg.connect(self.conninfo, autocommit=True,
-                                                application_name=self.application_name)
+                    slot.conn = psycopg.connect(self.conninfo, **{
+                        "application_name": self.application_name, **self.connect_kwargs,
+                        "autocommit": True})
                 for message in self._poll(slot):
                     self._handle(slot.conn, message)
                 delay = self.reconnect_min
