@@ -23,8 +23,8 @@ afterEach(async () => {
 });
 
 // Start a Consumer; every one is stopped and awaited after each test.
-function consume(queue, handler, options = {}) {
-  const consumer = new mq.Consumer(config, queue, handler,
+function consume(queue, handler, options = {}, clientConfig = config) {
+  const consumer = new mq.Consumer(clientConfig, queue, handler,
     { wait: 300, applicationName: `mq-client-node-${++apps}`, logger: quiet, ...options });
   const done = consumer.run();
   running.push({ consumer, done });
@@ -77,7 +77,7 @@ test('an exception rolls back, nacks, and the message is delivered again', async
   assert.deepEqual(await done(q), [[id, 3]]);   // the failed attempts' writes rolled back
 });
 
-test('a failure between the write and the ack applies nothing', async () => {
+test('the connection lost in the handler applies nothing', async () => {
   const q = await createQueue(db);
   const wrote = gate();
   const goOn = gate();
@@ -98,6 +98,44 @@ test('a failure between the write and the ack applies nothing', async () => {
   goOn.open();                                    // the handler returns; the ack fails
   await waitUntil(() => gone(q), "the redelivery's ack");
   assert.deepEqual(await done(q), [[id, 2]]);
+});
+
+test('a failure between the write and the ack applies nothing', async () => {
+  // the handler wrote and returned, and the ack fails (the consumer's role
+  // lost its right meanwhile): the write is rolled back with it
+  const q = await createQueue(db);
+  const role = 'mq_client_node_worker';
+  await db.query(`DROP ROLE IF EXISTS ${role}`);
+  await db.query(`CREATE ROLE ${role} LOGIN IN ROLE mq_consumer`);
+  await db.query(`GRANT INSERT ON ${q}_done TO ${role}`);
+  const wrote = gate();
+  const goOn = gate();
+  const logged = [];
+  const logger = { info() {}, warn() {}, error(s) { logged.push(s); } };
+  try {
+    const id = await mq.send(db, q, { n: 1 });
+    consume(q, async (m, client) => {
+      await record(q)(m, client);
+      if (m.attempts === 1) {
+        wrote.open();
+        await goOn.opened;                        // the test revokes the right here
+      }
+    }, { visibilityTimeout: 1, reconnectMin: 0.05, logger }, { ...config, user: role });
+    await wrote.opened;
+    await db.query(`REVOKE mq_consumer FROM ${role}`);
+    goOn.open();                                  // the handler returns; the ack fails (42501)
+    await waitUntil(() => logged.some((s) => s.includes('permission denied')),
+      'the consumer to log the failed nack');
+    await db.query(`GRANT mq_consumer TO ${role}`);
+    await waitUntil(() => gone(q), "the redelivery's ack");
+    assert.deepEqual(await done(q), [[id, 2]]);
+  } finally {
+    for (const { consumer } of running) consumer.stop();
+    await Promise.all(running.map(({ done: d }) => d));
+    running = [];
+    await db.query(`DROP OWNED BY ${role}`);
+    await db.query(`DROP ROLE ${role}`);
+  }
 });
 
 test('a stale claim rolls the writes back', async () => {

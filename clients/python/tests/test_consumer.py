@@ -2,6 +2,12 @@
 concurrency, graceful stop and reconnecting, against a real server."""
 
 import itertools
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
 import threading
 
 import psycopg
@@ -79,8 +85,8 @@ def test_exception_rolls_back_then_nacks_and_redelivers(db, queue, consume):
     assert done(db, queue) == [(msg_id, 3)]      # the failed attempts' writes rolled back
 
 
-def test_failure_between_write_and_ack_applies_nothing(db, queue, consume):
-    """The connection dies after the handler wrote and before the ack: the
+def test_connection_lost_in_the_handler_applies_nothing(db, queue, consume):
+    """The connection dies after the handler wrote, before the commit: the
     write is lost with the ack, and the redelivery applies it once."""
     wrote = threading.Event()
     go_on = threading.Event()
@@ -102,6 +108,45 @@ def test_failure_between_write_and_ack_applies_nothing(db, queue, consume):
     go_on.set()                                  # the handler returns; the ack fails
     wait_until(lambda: gone(db, queue), what="the redelivery's ack")
     assert done(db, queue) == [(msg_id, 2)]
+
+
+def test_failure_between_write_and_ack_applies_nothing(dsn, db, queue, consume):
+    """The handler wrote and returned, and the ack fails (the consumer's
+    role lost its right meanwhile): the write is rolled back with it, and
+    the redelivery applies it once."""
+    role = "mq_client_py_worker"
+    db.execute(f"DROP ROLE IF EXISTS {role}")
+    db.execute(f"CREATE ROLE {role} LOGIN IN ROLE mq_consumer")
+    db.execute(f"GRANT INSERT ON {queue}_done TO {role}")
+    wrote = threading.Event()
+    go_on = threading.Event()
+    logged = []
+    catch = logging.Handler()
+    catch.emit = lambda record: logged.append(record.getMessage())
+    logging.getLogger("mq_client").addHandler(catch)
+
+    def handler(m, conn):
+        record(queue)(m, conn)
+        if m.attempts == 1:
+            wrote.set()
+            go_on.wait(60)                       # the test revokes the right here
+
+    try:
+        msg_id = mq_client.send(db, queue, {"n": 1})
+        consume(queue, handler, visibility_timeout=1, reconnect_min=0.05,
+                connect_kwargs={"user": role})
+        assert wrote.wait(60)
+        db.execute(f"REVOKE mq_consumer FROM {role}")
+        go_on.set()                              # the handler returns; the ack fails (42501)
+        wait_until(lambda: any("permission denied" in r for r in logged),
+                   what="the consumer to log the failed nack")
+        db.execute(f"GRANT mq_consumer TO {role}")
+        wait_until(lambda: gone(db, queue), what="the redelivery's ack")
+        assert done(db, queue) == [(msg_id, 2)]
+    finally:
+        logging.getLogger("mq_client").removeHandler(catch)
+        db.execute(f"DROP OWNED BY {role}")
+        db.execute(f"DROP ROLE {role}")
 
 
 def test_stale_claim_rolls_the_writes_back(dsn, db, queue, consume):
@@ -235,3 +280,27 @@ def test_high_ids_through_the_consumer(db, consume):
     wait_until(lambda: gone(db, "big_consumer"), what="the acks")
     assert qid > 2**53 and got == ids and all(i > 2**53 for i in ids)
     assert done(db, "big_consumer") == [(i, 1) for i in ids]
+
+
+def test_sigterm_stops_run(dsn, db, queue):
+    """run() in a program of its own: SIGTERM cancels the wait and it exits."""
+    app = "mq-client-test-sigterm"
+    program = (f"import mq_client\n"
+               f"def handler(m, conn):\n"
+               f"    conn.execute('INSERT INTO {queue}_done VALUES (%s, %s, %s)', (m.msg_id, m.attempts, 'p'))\n"
+               f"mq_client.Consumer({dsn!r}, {queue!r}, handler, wait=300,"
+               f" application_name={app!r}).run()\n")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    p = subprocess.Popen([sys.executable, "-c", program],
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        msg_id = mq_client.send(db, queue, {"n": 1})
+        wait_until(lambda: gone(db, queue), what="the program to handle the message")
+        wait_until(lambda: polling(db, app), what="the program to wait in mq.read")
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 0
+        assert done(db, queue) == [(msg_id, 1)]
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
