@@ -43,7 +43,7 @@ PACKAGES=(
 	python3-psycopg                 # clients/python and its tests
 	python3-pytest
 )
-# Node.js and npm for the pgmq-js test, from Debian unless the machine has
+# Node.js and npm for the pgmq-js and clients/node tests, from Debian unless the machine has
 # them already (a newer Node.js of its own)
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 	PACKAGES+=(nodejs npm)
