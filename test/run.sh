@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# test/run.sh: run every mq test on a throwaway PostgreSQL 15 cluster.
+# test/run.sh: run every mq test on throwaway PostgreSQL 15 instances.
 #
 #   test/run.sh                  # setup (packages, build, install), then tests
 #   MQ_SKIP_SETUP=1 test/run.sh  # tests only; mq must be installed already
@@ -20,15 +20,15 @@
 #      test runner, one test (skipped without node, listed)
 #   4. test/package.sh: the Debian package built and checked, one test
 # and ends with one line `N passed, N failed` counting regression tests,
-# isolation tests and TAP files (a TAP file that skips entirely, like
+# isolation tests, TAP files and the two above (a TAP file that skips entirely, like
 # t/100_citus_cluster.pl without Citus, counts as neither and is listed; one
 # prove did not report as passed or skipped counts as failed).
 # Exits non-zero if anything failed.
 # The cluster is stopped and removed on every exit.  On failure the diffs are
-# printed and kept in regression.diffs; TAP and server logs go to tmp_check/
-# (tmp_check/log: TAP; tmp_check_regress/, tmp_check_isolation/: the
-# instances of failed pg_regress runs), copied into the checkout when the
-# tests ran from a copy.
+# printed and kept in regression.diffs; the logs are in tmp_check/log (TAP,
+# and server.log of the client tests' cluster), tmp_check_regress/log and
+# tmp_check_isolation/log (the instances of failed pg_regress runs), copied
+# into the checkout when the tests ran from a copy.
 #
 # Environment: MQ_SKIP_SETUP=1, PG_CONFIG, MQ_TEST_PORT (default 55400 + pid % 100:
 # pg_regress's instances and the client tests' cluster), MQ_TEST_KEEP=1 keeps
@@ -153,8 +153,8 @@ make_env=(
 	MQ_SOURCE_0_1_0="$SRC_0_1_0"
 )
 
-# make installcheck-KIND as the test user; its output in $WORK/KIND.log.
-# Echoes nothing; sets rc.
+# make installcheck-KIND as the test user, printing its output (kept in
+# $WORK/KIND.log); sets rc.
 run_make() {
 	local kind=$1
 	say "make installcheck-$kind"
@@ -205,11 +205,13 @@ if [ ${#tap_files[@]} -gt 0 ]; then
 	done
 fi
 
-# the logs, into the checkout when the tests ran from a copy
+# the logs (not the data directories), into the checkout when the tests
+# ran from a copy
 if [ "$TESTROOT" != "$REPO" ] && [ -w "$REPO" ]; then
 	rm -rf "$REPO"/tmp_check*
-	for d in "$TESTROOT"/tmp_check*; do
-		cp -r "$d" "$REPO/" 2>/dev/null
+	for d in "$TESTROOT"/tmp_check*/log; do
+		mkdir -p "$REPO/$(basename "$(dirname "$d")")"
+		cp -r "$d" "$REPO/$(basename "$(dirname "$d")")/" 2>/dev/null
 	done
 	[ -f "$TESTROOT/regression.diffs" ] && cp "$TESTROOT/regression.diffs" "$REPO/"
 fi
