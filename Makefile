@@ -76,6 +76,7 @@ installcheck:
 	@rc=0; for kind in regress isolation tap; do \
 		$(MAKE) --no-print-directory installcheck-$$kind || rc=1; \
 	done; exit $$rc
+installcheck installcheck-regress installcheck-isolation installcheck-tap: mq-not-root
 installcheck-regress:
 	$(if $(REGRESS),$(pg_regress_installcheck) $(MQ_TEMP_INSTANCE) $(REGRESS_OPTS) $(REGRESS))
 installcheck-isolation:
@@ -83,4 +84,10 @@ installcheck-isolation:
 installcheck-tap: export TEMP_CONFIG = $(MQ_TEST_CONF)
 installcheck-tap:
 	$(if $(PROVE_TESTS),$(prove_installcheck))
-.PHONY: installcheck installcheck-regress installcheck-isolation installcheck-tap
+# initdb's own refusal comes after a screen of pg_regress output
+mq-not-root:
+	@if [ "$$(id -u)" = 0 ]; then \
+		echo 'make installcheck: initdb refuses root; run it as another user, or test/run.sh (which runs it as postgres)' >&2; \
+		exit 1; \
+	fi
+.PHONY: installcheck installcheck-regress installcheck-isolation installcheck-tap mq-not-root
