@@ -13,15 +13,35 @@ PG_CPPFLAGS = -DMQ_VERSION=\"$(EXTVERSION)\"
 DATA_built = sql/mq--$(EXTVERSION).sql
 DATA = $(filter-out $(DATA_built),$(wildcard sql/mq--*.sql)) $(wildcard sql/mq_pgmq--*.sql)
 
-# pg_regress: test/sql/NAME.sql against expected/NAME.out
+# ---- tests ------------------------------------------------------------------
+# `make install && make installcheck` runs the whole suite against the
+# installed mq and the PostgreSQL of $(PG_CONFIG) with no server of yours:
+# the tests need mq preloaded and test/mq.conf's settings, so every kind
+# runs on temporary instances (pg_regress --temp-instance/--temp-config,
+# PostgreSQL::Test::Cluster nodes with TEMP_CONFIG), as contrib modules that
+# need shared_preload_libraries do in `make check`:
+#   installcheck-regress    pg_regress: test/sql/NAME.sql, expected/NAME.out
+#   installcheck-isolation  isolationtester: test/specs/NAME.spec,
+#                           expected/NAME.out
+#   installcheck-tap        prove test/t/*.pl (TAP_TESTS, PROVE_TESTS)
+# `installcheck` runs the three in turn, each even if another failed, and
+# fails if any did.  It replaces PGXS's (NO_INSTALLCHECK), which would use
+# the server at PGHOST/PGPORT and stop at the first failing kind; PGXS
+# refuses `make check` for any extension (it must be installed first).
+# EXTRA_REGRESS_OPTS reaches both pg_regress programs (--port=N, say);
+# PROVE_TESTS='test/t/NAME.pl ...' picks TAP files, PROVE_FLAGS=--verbose.
+# initdb refuses root: as root, test/run.sh runs them as `postgres`.
 REGRESS = $(sort $(basename $(notdir $(wildcard test/sql/*.sql))))
-REGRESS_OPTS = --inputdir=test --load-extension=pgtap
-
-# isolationtester: test/specs/NAME.spec against expected/NAME.out
+REGRESS_OPTS = --inputdir=test
 ISOLATION = $(sort $(basename $(notdir $(wildcard test/specs/*.spec))))
 ISOLATION_OPTS = --inputdir=test --outputdir=.
+TAP_TESTS = 1
+PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
+NO_INSTALLCHECK = 1
+MQ_TEST_CONF = $(abspath test/mq.conf)
+MQ_TEMP_INSTANCE = --temp-config='$(MQ_TEST_CONF)' --temp-instance=./tmp_check_$(patsubst installcheck-%,%,$@)
 
-EXTRA_CLEAN = $(DATA_built) results output_iso regression.diffs regression.out tmp_check
+EXTRA_CLEAN = $(DATA_built) results tmp_check_regress tmp_check_isolation
 
 # mq-worker's sub-make gets CFLAGS and CPPFLAGS as the caller gave them
 # (dpkg-buildpackage's hardening flags, say), captured before PGXS appends
@@ -50,3 +70,24 @@ clean: mq-worker-clean
 mq-worker-all mq-worker-install mq-worker-clean:
 	$(MAKE) -C src/bin/mq-worker PG_CONFIG='$(PG_CONFIG)' EXTVERSION='$(EXTVERSION)' $(MQ_WORKER_FLAGS) $(patsubst mq-worker-%,%,$@)
 .PHONY: mq-worker-all mq-worker-install mq-worker-clean
+
+# The tests (see "tests" above).  pgTAP is created by the tests that use it.
+installcheck:
+	@rc=0; for kind in regress isolation tap; do \
+		$(MAKE) --no-print-directory installcheck-$$kind || rc=1; \
+	done; exit $$rc
+installcheck installcheck-regress installcheck-isolation installcheck-tap: mq-not-root
+installcheck-regress:
+	$(if $(REGRESS),$(pg_regress_installcheck) $(MQ_TEMP_INSTANCE) $(REGRESS_OPTS) $(REGRESS))
+installcheck-isolation:
+	$(if $(ISOLATION),$(pg_isolation_regress_installcheck) $(MQ_TEMP_INSTANCE) $(ISOLATION_OPTS) $(ISOLATION))
+installcheck-tap: export TEMP_CONFIG = $(MQ_TEST_CONF)
+installcheck-tap:
+	$(if $(PROVE_TESTS),$(prove_installcheck))
+# initdb's own refusal comes after a screen of pg_regress output
+mq-not-root:
+	@if [ "$$(id -u)" = 0 ]; then \
+		echo 'make installcheck: initdb refuses root; run it as another user, or test/run.sh (which runs it as postgres)' >&2; \
+		exit 1; \
+	fi
+.PHONY: installcheck installcheck-regress installcheck-isolation installcheck-tap mq-not-root

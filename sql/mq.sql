@@ -1285,103 +1285,15 @@ END
 $$;
 COMMENT ON FUNCTION mq._group_init(bigint, text) IS 'mq internal: creates a consumer group''s rows on first use';
 
--- Membership and leases: heartbeat, renew this member's leases, then give
--- back partitions beyond a fair share or take free or expired ones up to
--- it.  Taking uses FOR UPDATE SKIP LOCKED and re-checks that the partition
--- is still free, so two members never hold one partition.  A lease taken
--- afresh (from another member, free, or lapsed) gets a new lease_epoch,
--- so that the poller starts again from the committed offset.
+-- Membership and leases of one consumer group member: the heartbeat, the
+-- renewal of its leases, and giving back partitions beyond a fair share or
+-- taking free or lapsed ones up to it.  The rule and its constants are in
+-- C, written once (src/partition.c, with mq.poll's steady check).
 CREATE FUNCTION mq._group_sync(p_queue_id bigint, p_group text, p_member text, p_session bigint,
                                 p_partitions integer, p_timeout interval)
 RETURNS TABLE (partition integer, lease_epoch bigint, committed bigint)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    v_now timestamptz := clock_timestamp();
-    v_timeout interval := p_timeout;
-    v_partitions integer := p_partitions;
-    v_rows integer;
-    v_mine integer;
-    v_stale integer;
-    v_live integer;
-    v_seen timestamptz;
-    v_session bigint;
-    v_target integer;
-BEGIN
-    IF p_member IS NULL THEN
-        RAISE EXCEPTION 'member must not be NULL' USING ERRCODE = '22004';
-    END IF;
-    IF octet_length(p_member) NOT BETWEEN 1 AND 200 THEN
-        RAISE EXCEPTION 'member must be 1 to 200 bytes long' USING ERRCODE = '22023';
-    END IF;
-    -- One read of the group's partitions and one of its members decide
-    -- everything; a member in a steady state writes nothing here.
-    SELECT count(*), count(*) FILTER (WHERE g.member = p_member),
-           count(*) FILTER (WHERE g.member = p_member AND g.lease_until < v_now + v_timeout * 3 / 4)
-      INTO v_rows, v_mine, v_stale
-      FROM mq.group_partition g WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group;
-    IF v_rows = 0 THEN
-        PERFORM mq._group_init(p_queue_id, p_group);
-    END IF;
-    SELECT count(*) FILTER (WHERE m.last_seen > v_now - v_timeout),
-           max(m.last_seen) FILTER (WHERE m.member = p_member),
-           max(m.session) FILTER (WHERE m.member = p_member)
-      INTO v_live, v_seen, v_session
-      FROM mq.group_member m WHERE m.queue_id = p_queue_id AND m.consumer_group = p_group;
-
-    -- Heartbeat and lease renewals are written only when a quarter of the
-    -- session timeout has passed since the last ones: a member polling in
-    -- a tight loop then writes them a few times per timeout, not on every
-    -- poll (bench: those writes bounded the consumption rate).
-    IF v_seen IS NULL OR v_seen < v_now - v_timeout / 4 OR v_session IS DISTINCT FROM p_session THEN
-        INSERT INTO mq.group_member AS m (queue_id, consumer_group, member, last_seen, session)
-        VALUES (p_queue_id, p_group, p_member, v_now, p_session)
-        ON CONFLICT (queue_id, consumer_group, member)
-        DO UPDATE SET last_seen = excluded.last_seen, session = excluded.session;
-        IF v_seen IS NULL OR v_seen <= v_now - v_timeout THEN
-            v_live := v_live + 1;           -- this member is live from now on
-        END IF;
-    END IF;
-    -- A lease that lapsed is taken afresh, from the committed offset, even
-    -- by the same member: it may have processed nothing since its commits
-    -- were fenced.
-    IF v_stale > 0 THEN
-        UPDATE mq.group_partition g
-           SET lease_until = v_now + v_timeout,
-               lease_epoch = CASE WHEN g.lease_until < v_now THEN g.lease_epoch + 1 ELSE g.lease_epoch END
-         WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member
-           AND g.lease_until < v_now + v_timeout * 3 / 4;
-    END IF;
-    v_target := ceil(v_partitions::numeric / greatest(v_live, 1));
-
-    IF v_mine > v_target THEN
-        UPDATE mq.group_partition g SET member = NULL, lease_until = NULL
-         WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group
-           AND g.partition IN (SELECT g2.partition FROM mq.group_partition g2
-                                WHERE g2.queue_id = p_queue_id AND g2.consumer_group = p_group
-                                  AND g2.member = p_member
-                                ORDER BY g2.partition DESC LIMIT v_mine - v_target);
-    ELSIF v_mine < v_target THEN
-        UPDATE mq.group_partition g SET member = p_member, lease_until = v_now + v_timeout,
-                                        lease_epoch = g.lease_epoch + 1
-         WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group
-           AND g.partition IN (SELECT g2.partition FROM mq.group_partition g2
-                                WHERE g2.queue_id = p_queue_id AND g2.consumer_group = p_group
-                                  AND (g2.member IS NULL OR g2.lease_until < v_now)
-                                ORDER BY g2.partition LIMIT v_target - v_mine
-                                FOR UPDATE SKIP LOCKED);
-    END IF;
-    RETURN QUERY SELECT g.partition, g.lease_epoch,
-                        (SELECT o.committed FROM mq.group_offset o
-                          WHERE o.queue_id = g.queue_id AND o.consumer_group = g.consumer_group
-                            AND o.partition = g.partition
-                          ORDER BY o.commit_seq DESC LIMIT 1)
-      FROM mq.group_partition g
-      WHERE g.queue_id = p_queue_id AND g.consumer_group = p_group AND g.member = p_member
-      ORDER BY g.partition;
-END
-$$;
+    AS 'MODULE_PATHNAME', 'mq_group_sync'
+    LANGUAGE C VOLATILE SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION mq._group_sync(bigint, text, text, bigint, integer, interval) IS 'mq internal: heartbeat and rebalance of one consumer group member';
 
 CREATE FUNCTION mq._heartbeat(queue_name text, consumer_group text, member text) RETURNS integer

@@ -14,10 +14,11 @@
  * sending transaction runs), and come back with RETURNING.  Readers read
  * the parent in one statement, a Merge Append of the leaves' primary keys.
  *
- * mq.poll first settles the member's membership: in the steady state
+ * mq.poll first settles the member's membership by the consumer group
+ * rule (stated once, below, with its constants): in the steady state
  * (heartbeat and leases fresh, fair share held) one read returns its
- * partitions; otherwise mq._group_sync (PL/pgSQL) heartbeats and
- * rebalances.  It then reads each of the member's partitions from its
+ * partitions; otherwise mq._group_sync (mq_group_sync, here) heartbeats
+ * and rebalances.  It then reads each of the member's partitions from its
  * position up to the partition's visible end, with the latest snapshot
  * (taken after the end was computed, whatever the isolation level).
  * Nothing is written per poll: the position, how far this session has read
@@ -62,6 +63,7 @@
 #include "wait.h"
 
 PG_FUNCTION_INFO_V1(mq_poll);
+PG_FUNCTION_INFO_V1(mq_group_sync);
 PG_FUNCTION_INFO_V1(mq_commit);
 PG_FUNCTION_INFO_V1(mq_partition_end);
 PG_FUNCTION_INFO_V1(mq_require_preload);
@@ -359,54 +361,118 @@ resolve_positions(MqQueue *q, text *group, Owned *owned, int n)
 }
 
 /*
+ * The membership rule of consumer groups.  This is its only statement: the
+ * steady check of mq.poll and the sync (mq._group_sync, which mq.poll and
+ * mq.heartbeat call) follow it, and nothing else decides membership
+ * (mq.leave and a dead consumer's release only free partitions).  As in
+ * Kafka's consumer groups, except that each member applies it to itself at
+ * every poll or heartbeat instead of a coordinator assigning partitions:
+ *
+ * - a member is live while its heartbeat (mq.group_member.last_seen) is
+ *   less than the queue's session_timeout old;
+ * - a lease (mq.group_partition.lease_until) lasts session_timeout from
+ *   when it was taken or renewed; once it lapsed anyone may take it, and
+ *   it is taken afresh (a new lease_epoch, so that the poller starts again
+ *   from the committed offset), even by the member that held it;
+ * - a member's heartbeat and leases are written again once GROUP_REFRESH of
+ *   session_timeout has passed since they were written: a member polling in
+ *   a tight loop writes them a few times per timeout, not on every poll
+ *   (bench: those writes bounded the consumption rate);
+ * - each member holds its fair share, ceil(partitions / live members): it
+ *   gives back its highest partitions beyond it and takes free or lapsed
+ *   ones, lowest first, up to it.
+ */
+#define GROUP_REFRESH 0.25
+
+/* The rule's instants for one decision, from the member's clock_timestamp(). */
+typedef struct GroupClock
+{
+	TimestampTz now;
+	TimestampTz live_after;		/* a member seen after this is live */
+	TimestampTz heartbeat_due;	/* a heartbeat written before this is rewritten */
+	TimestampTz renew_before;	/* a lease ending before this is renewed */
+	TimestampTz lease_end;		/* a lease taken or renewed now ends here */
+} GroupClock;
+
+static TimestampTz
+timestamp_plus(TimestampTz t, const Interval *span, double factor)
+{
+	Datum		scaled = DirectFunctionCall2(interval_mul, IntervalPGetDatum(span),
+											 Float8GetDatum(factor));
+
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+												   TimestampTzGetDatum(t), scaled));
+}
+
+static void
+group_clock(const Interval *timeout, GroupClock *c)
+{
+	c->now = GetCurrentTimestamp();
+	c->live_after = timestamp_plus(c->now, timeout, -1.0);
+	c->heartbeat_due = timestamp_plus(c->now, timeout, -GROUP_REFRESH);
+	c->renew_before = timestamp_plus(c->now, timeout, 1.0 - GROUP_REFRESH);
+	c->lease_end = timestamp_plus(c->now, timeout, 1.0);
+}
+
+static int
+fair_share(int partitions, int64 live)
+{
+	live = Max(live, 1);
+	return (int) ((partitions + live - 1) / live);
+}
+
+/*
  * The steady state, in one read and no write: the member's heartbeat and
- * all its leases are fresh (written less than a quarter of the session
- * timeout ago), it holds its fair share, and no partition of it lapsed.
- * Returns -1 when anything is due, for the full _group_sync.
+ * all its leases need no rewrite, it holds its fair share, and no
+ * partition of it lapsed.  Returns -1 when anything is due, for the sync.
  */
 static int
 group_steady(MqQueue *q, text *group, text *member, bool registered, int64 token,
 			 Owned **owned)
 {
-	static const Oid argtypes[5] = {INT8OID, TEXTOID, TEXTOID, INT8OID, INTERVALOID};
+	static const Oid argtypes[7] = {INT8OID, TEXTOID, TEXTOID, INT8OID,
+	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID};
 	SPIPlanPtr	plan = q->plans[PPLAN_STEADY];
-	Datum		values[5] = {Int64GetDatum(q->queue_id), PointerGetDatum(group),
-		PointerGetDatum(member), Int64GetDatum(token),
-	IntervalPGetDatum(&q->session_timeout)};
+	GroupClock	clock;
+	Datum		values[7];
 	bool		isnull;
 	int64		live;
 	int64		mine;
 	int			n;
 
+	group_clock(&q->session_timeout, &clock);
+	values[0] = Int64GetDatum(q->queue_id);
+	values[1] = PointerGetDatum(group);
+	values[2] = PointerGetDatum(member);
+	values[3] = Int64GetDatum(token);
+	values[4] = TimestampTzGetDatum(clock.live_after);
+	values[5] = TimestampTzGetDatum(clock.heartbeat_due);
+	values[6] = TimestampTzGetDatum(clock.renew_before);
 	if (plan == NULL)
 		plan = MqQueuePlan(q, PPLAN_STEADY,
 						   "SELECT g.partition, g.lease_epoch,"
 						   " (SELECT pg_catalog.count(*) FROM mq.group_member m2"
 						   "   WHERE m2.queue_id " OP("=") " $1 AND m2.consumer_group " OP("=") " $2"
-						   "   AND m2.last_seen " OP(">") " (pg_catalog.clock_timestamp() " OP("-") " $5)),"
+						   "   AND m2.last_seen " OP(">") " $5),"
 						   " (SELECT pg_catalog.count(*) FROM mq.group_partition g2"
 						   "   WHERE g2.queue_id " OP("=") " $1 AND g2.consumer_group " OP("=") " $2"
 						   "   AND g2.member " OP("=") " $3)"
 						   " FROM mq.group_partition g"
 						   " WHERE g.queue_id " OP("=") " $1 AND g.consumer_group " OP("=") " $2"
-						   " AND g.member " OP("=") " $3"
-						   " AND g.lease_until " OP(">=") " (pg_catalog.clock_timestamp() " OP("+")
-						   " ($5 " OP("*") " 0.75::pg_catalog.float8))"
+						   " AND g.member " OP("=") " $3 AND g.lease_until " OP(">=") " $7"
 						   " AND EXISTS (SELECT FROM mq.group_member m"
 						   "   WHERE m.queue_id " OP("=") " $1 AND m.consumer_group " OP("=") " $2"
-						   "   AND m.member " OP("=") " $3"
-						   "   AND m.last_seen " OP(">=") " (pg_catalog.clock_timestamp() " OP("-")
-						   " ($5 " OP("/") " 4::pg_catalog.float8))"
+						   "   AND m.member " OP("=") " $3 AND m.last_seen " OP(">=") " $6"
 						   "   AND (m.session " OP("=") " $4 OR (m.session IS NULL AND $4 IS NULL)))"
 						   " ORDER BY g.partition",
-						   5, argtypes);
-	n = (int) MqQueueRun(q, plan, values, registered ? "     " : "   n ", SPI_OK_SELECT);
+						   7, argtypes);
+	n = (int) MqQueueRun(q, plan, values, registered ? "       " : "   n   ", SPI_OK_SELECT);
 	if (n == 0)
 		return -1;
 	live = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 	mine = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
-	/* every partition fresh, and exactly the fair share ceil(partitions / live) */
-	if (n != mine || live < 1 || mine != (q->partitions + live - 1) / live)
+	/* every partition fresh, and exactly the fair share */
+	if (n != mine || live < 1 || mine != fair_share(q->partitions, live))
 		return -1;
 	return owned_from_result(owned, false);
 }
@@ -433,6 +499,238 @@ group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 						   6, argtypes);
 	MqQueueRun(q, plan, values, registered ? "      " : "   n  ", SPI_OK_SELECT);
 	return owned_from_result(owned, true);
+}
+
+/*
+ * The sync's statements, run by mq._group_sync under its pinned
+ * search_path (pg_catalog, pg_temp), planned once per session.  $1 is the
+ * queue id, $2 the group, $3 the member in each.
+ */
+enum
+{
+	SYNC_PARTITIONS,			/* $4 renew_before: all, mine, mine to renew */
+	SYNC_INIT,
+	SYNC_MEMBERS,				/* $3 live_after, $4 member: live, my heartbeat */
+	SYNC_HEARTBEAT,				/* $4 now, $5 session */
+	SYNC_RENEW,					/* $4 now, $5 lease_end, $6 renew_before */
+	SYNC_GIVE,					/* $4 how many */
+	SYNC_TAKE,					/* $4 how many, $5 now, $6 lease_end */
+	SYNC_OWNED,
+	SYNC_STATEMENTS
+};
+
+static const struct
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[6];
+}			sync_statements[SYNC_STATEMENTS] =
+{
+	[SYNC_PARTITIONS] = {
+		"SELECT count(*), count(*) FILTER (WHERE member = $3),"
+		" count(*) FILTER (WHERE member = $3 AND lease_until < $4)"
+		" FROM mq.group_partition WHERE queue_id = $1 AND consumer_group = $2",
+		4, {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID}
+	},
+	[SYNC_INIT] = {
+		"SELECT mq._group_init($1, $2)", 2, {INT8OID, TEXTOID}
+	},
+	[SYNC_MEMBERS] = {
+		"SELECT count(*) FILTER (WHERE last_seen > $3), max(last_seen) FILTER (WHERE member = $4),"
+		" max(session) FILTER (WHERE member = $4)"
+		" FROM mq.group_member WHERE queue_id = $1 AND consumer_group = $2",
+		4, {INT8OID, TEXTOID, TIMESTAMPTZOID, TEXTOID}
+	},
+	[SYNC_HEARTBEAT] = {
+		"INSERT INTO mq.group_member AS m (queue_id, consumer_group, member, last_seen, session)"
+		" VALUES ($1, $2, $3, $4, $5) ON CONFLICT (queue_id, consumer_group, member)"
+		" DO UPDATE SET last_seen = excluded.last_seen, session = excluded.session",
+		5, {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID}
+	},
+	[SYNC_RENEW] = {
+		"UPDATE mq.group_partition g SET lease_until = $5,"
+		" lease_epoch = CASE WHEN g.lease_until < $4 THEN g.lease_epoch + 1 ELSE g.lease_epoch END"
+		" WHERE g.queue_id = $1 AND g.consumer_group = $2 AND g.member = $3 AND g.lease_until < $6",
+		6, {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	},
+	[SYNC_GIVE] = {
+		"UPDATE mq.group_partition g SET member = NULL, lease_until = NULL"
+		" WHERE g.queue_id = $1 AND g.consumer_group = $2"
+		" AND g.partition IN (SELECT g2.partition FROM mq.group_partition g2"
+		"  WHERE g2.queue_id = $1 AND g2.consumer_group = $2 AND g2.member = $3"
+		"  ORDER BY g2.partition DESC LIMIT $4)",
+		4, {INT8OID, TEXTOID, TEXTOID, INT4OID}
+	},
+	/* SKIP LOCKED, and the re-check after the lock: two members never hold one partition */
+	[SYNC_TAKE] = {
+		"UPDATE mq.group_partition g SET member = $3, lease_until = $6, lease_epoch = g.lease_epoch + 1"
+		" WHERE g.queue_id = $1 AND g.consumer_group = $2"
+		" AND g.partition IN (SELECT g2.partition FROM mq.group_partition g2"
+		"  WHERE g2.queue_id = $1 AND g2.consumer_group = $2"
+		"  AND (g2.member IS NULL OR g2.lease_until < $5)"
+		"  ORDER BY g2.partition LIMIT $4 FOR UPDATE SKIP LOCKED)",
+		6, {INT8OID, TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID}
+	},
+	[SYNC_OWNED] = {
+		"SELECT g.partition, g.lease_epoch,"
+		" (SELECT o.committed FROM mq.group_offset o"
+		"   WHERE o.queue_id = g.queue_id AND o.consumer_group = g.consumer_group"
+		"   AND o.partition = g.partition ORDER BY o.commit_seq DESC LIMIT 1)"
+		" FROM mq.group_partition g"
+		" WHERE g.queue_id = $1 AND g.consumer_group = $2 AND g.member = $3"
+		" ORDER BY g.partition",
+		3, {INT8OID, TEXTOID, TEXTOID}
+	},
+};
+
+static SPIPlanPtr sync_plans[SYNC_STATEMENTS];
+
+/*
+ * Run sync statement which with values[0..2] the queue, group and member
+ * and values[3..] its own; nulls as SPI's.  Returns the rows processed.
+ */
+static uint64
+sync_run(int which, Datum *values, const char *nulls)
+{
+	int			ret;
+
+	if (sync_plans[which] == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sync_statements[which].sql, sync_statements[which].nargs,
+									   (Oid *) sync_statements[which].argtypes);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "could not prepare \"%s\": %s", sync_statements[which].sql,
+				 SPI_result_code_string(SPI_result));
+		sync_plans[which] = plan;
+	}
+	ret = SPI_execute_plan(sync_plans[which], values, nulls, false, 0);
+	if (ret < 0)
+		elog(ERROR, "could not run \"%s\": %s", sync_statements[which].sql,
+			 SPI_result_code_string(ret));
+	return SPI_processed;
+}
+
+static int64
+result_int8(int column, bool *isnull)
+{
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, column, isnull));
+}
+
+/*
+ * mq._group_sync(p_queue_id bigint, p_group text, p_member text,
+ *				  p_session bigint, p_partitions integer, p_timeout interval)
+ *		RETURNS TABLE (partition integer, lease_epoch bigint, committed bigint)
+ *
+ * mq internal (EXECUTE for mq_owner only): the heartbeat and rebalance of
+ * member in a consumer group of partitioned queue p_queue_id, which has
+ * p_partitions partitions and session_timeout p_timeout, by the rule above;
+ * p_session is the member's consumer token (NULL when not registered: a
+ * new token rewrites the heartbeat).  Returns the partitions the member
+ * holds afterwards, with their lease epochs and committed offsets.  One read
+ * of the group's partitions and one of its members decide everything; a
+ * member in a steady state writes nothing.  Errors: 22004 NULL member (or
+ * queue, group, partitions, timeout), 22023 member not 1 to 200 bytes.
+ */
+Datum
+mq_group_sync(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char		session_null = PG_ARGISNULL(3) ? 'n' : ' ';
+	text	   *member;
+	int			partitions;
+	GroupClock	clock;
+	Datum		v[6];
+	bool		isnull;
+	int64		mine;
+	int64		stale;
+	int64		live;
+	TimestampTz seen;
+	bool		seen_null;
+	int			target;
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("member must not be NULL")));
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(4) || PG_ARGISNULL(5))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("queue id, group, partitions and timeout must not be NULL")));
+	member = PG_GETARG_TEXT_PP(2);
+	if (VARSIZE_ANY_EXHDR(member) < 1 || VARSIZE_ANY_EXHDR(member) > 200)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("member must be 1 to 200 bytes long")));
+	partitions = PG_GETARG_INT32(4);
+	group_clock(PG_GETARG_INTERVAL_P(5), &clock);
+	InitMaterializedSRF(fcinfo, 0);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	v[0] = PG_GETARG_DATUM(0);
+	v[1] = PointerGetDatum(PG_GETARG_TEXT_PP(1));
+	v[2] = PointerGetDatum(member);
+
+	v[3] = TimestampTzGetDatum(clock.renew_before);
+	sync_run(SYNC_PARTITIONS, v, NULL);
+	mine = result_int8(2, &isnull);
+	stale = result_int8(3, &isnull);
+	if (result_int8(1, &isnull) == 0)
+		sync_run(SYNC_INIT, v, NULL);
+
+	v[2] = TimestampTzGetDatum(clock.live_after);
+	v[3] = PointerGetDatum(member);
+	sync_run(SYNC_MEMBERS, v, NULL);
+	v[2] = PointerGetDatum(member);
+	live = result_int8(1, &isnull);
+	seen = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &seen_null));
+	{
+		int64		session = result_int8(3, &isnull);
+		bool		same_session = (isnull && session_null == 'n') ||
+			(!isnull && session_null == ' ' && session == PG_GETARG_INT64(3));
+
+		if (seen_null || seen < clock.heartbeat_due || !same_session)
+		{
+			v[3] = TimestampTzGetDatum(clock.now);
+			v[4] = session_null == 'n' ? (Datum) 0 : PG_GETARG_DATUM(3);
+			sync_run(SYNC_HEARTBEAT, v, session_null == 'n' ? "    n" : NULL);
+			if (seen_null || seen <= clock.live_after)
+				live++;			/* this member is live from now on */
+		}
+	}
+	if (stale > 0)
+	{
+		v[3] = TimestampTzGetDatum(clock.now);
+		v[4] = TimestampTzGetDatum(clock.lease_end);
+		v[5] = TimestampTzGetDatum(clock.renew_before);
+		sync_run(SYNC_RENEW, v, NULL);
+	}
+	target = fair_share(partitions, live);
+	if (mine > target)
+	{
+		v[3] = Int32GetDatum((int32) (mine - target));
+		sync_run(SYNC_GIVE, v, NULL);
+	}
+	else if (mine < target)
+	{
+		v[3] = Int32GetDatum((int32) (target - mine));
+		v[4] = TimestampTzGetDatum(clock.now);
+		v[5] = TimestampTzGetDatum(clock.lease_end);
+		sync_run(SYNC_TAKE, v, NULL);
+	}
+
+	sync_run(SYNC_OWNED, v, NULL);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		Datum		row[3];
+		bool		nulls[3];
+
+		for (int c = 0; c < 3; c++)
+			row[c] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, c + 1, &nulls[c]);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
+	}
+	SPI_finish();
+	return (Datum) 0;
 }
 
 /*

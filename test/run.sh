@@ -1,35 +1,41 @@
 #!/usr/bin/env bash
-# test/run.sh: run every mq test on a throwaway PostgreSQL 15 cluster.
+# test/run.sh: run every mq test on throwaway PostgreSQL 15 instances.
 #
 #   test/run.sh                  # setup (packages, build, install), then tests
 #   MQ_SKIP_SETUP=1 test/run.sh  # tests only; mq must be installed already
 #
 # Runs, in order:
 #   1. test/setup.sh (unless MQ_SKIP_SETUP=1)
-#   2. a private cluster: initdb in a temporary directory, settings from
-#      test/mq.conf, Unix socket only (no TCP), run by the `postgres` OS user
-#      when we are root
-#   3. `make installcheck` against it: pg_regress (test/sql/*.sql) and then
-#      isolationtester (test/specs/*.spec), each run even if the other fails
-#   4. every TAP test test/t/*.pl with prove (PostgreSQL::Test::Cluster makes
-#      its own nodes; as root the tests run as `postgres` from a copy;
-#      t/040_upgrade.pl gets copies of the checkout and of its tag v0.1.0
-#      through MQ_SOURCE_DIR and MQ_SOURCE_0_1_0)
-#   5. test/pgmq-js: the pgmq-js client from npm against mq_pgmq, with
-#      node's test runner, one test (skipped without node, listed)
-#   6. clients/python/test.sh and clients/node/test.sh: each client's own
-#      tests (pytest, node's test runner) against this cluster, one test
-#      each (skipped without python3 or node, listed)
-#   7. test/package.sh: the Debian package built and checked, one test
+#   2. `make installcheck-regress`, `make installcheck-isolation` and
+#      `make installcheck-tap` (the Makefile's `installcheck`, one kind at a
+#      time so that each is counted and each runs even if another failed):
+#      pg_regress (test/sql/*.sql), isolationtester (test/specs/*.spec) and
+#      prove (test/t/*.pl), each on temporary instances with test/mq.conf;
+#      as root from a copy owned by `postgres`, run by `postgres` (initdb
+#      refuses root).  t/040_upgrade.pl gets mq 0.1.0 from git here (its tag,
+#      or its commit in a checkout without tags) through MQ_SOURCE_0_1_0.
+#   3. a private cluster for the client tests (initdb in a temporary
+#      directory, test/mq.conf, Unix socket only, PGHOST/PGPORT exported):
+#      test/pgmq-js, the pgmq-js client from npm against mq_pgmq with node's
+#      test runner, one test (skipped without node, listed), and
+#      clients/python/test.sh and clients/node/test.sh, each client's own
+#      tests (pytest, node's test runner), one test each (skipped without
+#      python3 or node, listed)
+#   4. test/package.sh: the Debian package built and checked, one test
 # and ends with one line `N passed, N failed` counting regression tests,
-# isolation tests and TAP files (a TAP file that skips entirely, like
-# t/100_citus_cluster.pl without Citus, counts as neither and is listed).
+# isolation tests, TAP files and the two above (a TAP file that skips entirely, like
+# t/100_citus_cluster.pl without Citus, counts as neither and is listed; one
+# prove did not report as passed or skipped counts as failed).
 # Exits non-zero if anything failed.
 # The cluster is stopped and removed on every exit.  On failure the diffs are
-# printed and kept in regression.diffs; TAP and server logs go to tmp_check/.
+# printed and kept in regression.diffs; the logs are in tmp_check/log (TAP,
+# and server.log of the client tests' cluster), tmp_check_regress/log and
+# tmp_check_isolation/log (the instances of failed pg_regress runs), copied
+# into the checkout when the tests ran from a copy.
 #
-# Environment: MQ_SKIP_SETUP=1, PG_CONFIG, MQ_TEST_PORT (default 55400 + pid % 100),
-# MQ_TEST_KEEP=1 keeps the temporary directory.
+# Environment: MQ_SKIP_SETUP=1, PG_CONFIG, MQ_TEST_PORT (default 55400 + pid % 100:
+# pg_regress's instances and the client tests' cluster), MQ_TEST_KEEP=1 keeps
+# the temporary directory.
 set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -93,25 +99,140 @@ failed=0
 failures=()
 skipped=()
 
-# Tests write results/, regression.diffs and tmp_check/ where they run: the
-# checkout, or a copy of it when we cannot write there.
-if [ -w "$REPO" ]; then
+# Tests write results/, regression.diffs and tmp_check*/ where they run: the
+# checkout when the test user can write there, else a copy of it (always as
+# root: the tests run as postgres).
+if [ "$(id -u)" -ne 0 ] && [ -w "$REPO" ]; then
 	TESTROOT=$REPO
 else
 	TESTROOT=$WORK/src
-	cp -a "$REPO" "$TESTROOT"
-	say "$REPO is not writable: running from a copy"
+	mkdir -p "$TESTROOT"
+	tar -C "$REPO" --exclude=./.git --exclude=./tmp_check --exclude=./results \
+		--exclude=./output_iso --exclude='./tmp_check_*' -cf - . | tar -C "$TESTROOT" -xf -
+	[ "$(id -u)" -eq 0 ] && chown -R "$RUN_USER": "$TESTROOT"
+	say "running the tests from a copy, $TESTROOT"
 fi
-rm -rf "$TESTROOT/results" "$TESTROOT/output_iso" "$TESTROOT/tmp_check"
+rm -rf "$TESTROOT/results" "$TESTROOT/output_iso" "$TESTROOT"/tmp_check*
 rm -f "$TESTROOT/regression.diffs" "$TESTROOT/regression.out"
 
-# ---- the cluster -----------------------------------------------------------
+# t/040_upgrade.pl builds mq 0.1.0: from git here, its tag, or its commit
+# when the checkout has no tags (a clone of one branch).  safe.directory: as
+# root, in a checkout (or a worktree's git directory) root does not own, git
+# refuses "dubious ownership"; archive only reads.
+SRC_0_1_0=$WORK/mq-0.1.0
+mkdir -p "$SRC_0_1_0"
+git_ro() { git -c safe.directory='*' -C "$REPO" "$@"; }
+v010=""
+for rev in v0.1.0 "$RELEASE_0_1_0"; do
+	if git_ro cat-file -e "$rev^{commit}" 2>/dev/null; then
+		v010=$rev
+		break
+	fi
+done
+if [ -z "$v010" ] || ! git_ro archive "$v010" | tar -x -C "$SRC_0_1_0"; then
+	why=$(git_ro rev-parse --is-shallow-repository 2>&1 | head -n 1)
+	say "neither tag v0.1.0 nor commit $RELEASE_0_1_0 here (git: $why): t/040_upgrade.pl will skip"
+	rm -rf "$SRC_0_1_0"
+fi
+[ "$(id -u)" -eq 0 ] && chown -R "$RUN_USER": "$WORK"
+
+# ---- make installcheck: pg_regress, isolation, TAP ---------------------------
+# Count "... ok" / "... FAILED" lines of one pg_regress log.  Echoes "P F".
+count_regress() {
+	local log=$1 rc=$2 p f
+	p=$(grep -cE '\.\.\. +ok( |$)|\.\.\. +failed \(ignored\)' "$log")
+	f=$(grep -cE '\.\.\. +FAILED' "$log")
+	# pg_regress failed before running a test (initdb, no pgtap...)
+	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+		f=1
+	fi
+	echo "$p $f"
+}
+
+all_diffs=$WORK/all.diffs
+: >"$all_diffs"
+make_env=(
+	HOME="$WORK"
+	MQ_SOURCE_0_1_0="$SRC_0_1_0"
+)
+
+# make installcheck-KIND as the test user, printing its output (kept in
+# $WORK/KIND.log); sets rc.
+run_make() {
+	local kind=$1
+	say "make installcheck-$kind"
+	"${AS_PG[@]}" env "${make_env[@]}" make -C "$TESTROOT" -s --no-print-directory \
+		PG_CONFIG="$PG_CONFIG" EXTRA_REGRESS_OPTS="--port=$PORT" "installcheck-$kind" 2>&1 |
+		tee "$WORK/$kind.log"
+	rc=${PIPESTATUS[0]}
+}
+
+for kind in regress isolation; do
+	case $kind in
+	regress) list=("$REPO"/test/sql/*.sql) ;;
+	isolation) list=("$REPO"/test/specs/*.spec) ;;
+	esac
+	[ -e "${list[0]}" ] || continue
+	run_make "$kind"
+	read -r p f < <(count_regress "$WORK/$kind.log" "$rc")
+	passed=$((passed + p))
+	failed=$((failed + f))
+	if [ "$f" -ne 0 ]; then
+		failures+=("$kind")
+		[ -f "$TESTROOT/regression.diffs" ] && cat "$TESTROOT/regression.diffs" >>"$all_diffs"
+	fi
+done
+if [ -s "$all_diffs" ]; then
+	cp "$all_diffs" "$TESTROOT/regression.diffs"
+fi
+
+# One prove for every TAP file: a file counts as passed on prove's
+# "NAME .. ok" line, as skipped on "NAME .. skipped: why" (plan skip_all,
+# like t/100_citus_cluster.pl without Citus); any other file (failed, died,
+# never run) as failed.  prove prints that line once the file is done, after
+# the file's own diagnostics, so they cannot split it.
+shopt -s nullglob
+tap_files=("$REPO"/test/t/*.pl)
+if [ ${#tap_files[@]} -gt 0 ]; then
+	run_make tap
+	for t in "${tap_files[@]}"; do
+		name=test/t/$(basename "$t")
+		if grep -qxE "$name \.+ ok" "$WORK/tap.log"; then
+			passed=$((passed + 1))
+		elif grep -qE "^$name \.+ skipped:" "$WORK/tap.log"; then
+			skipped+=("$name")
+		else
+			failed=$((failed + 1))
+			failures+=("$name")
+		fi
+	done
+fi
+
+# the logs (not the data directories), into the checkout when the tests
+# ran from a copy
+if [ "$TESTROOT" != "$REPO" ] && [ -w "$REPO" ]; then
+	rm -rf "$REPO"/tmp_check*
+	for d in "$TESTROOT"/tmp_check*/log; do
+		mkdir -p "$REPO/$(basename "$(dirname "$d")")"
+		cp -r "$d" "$REPO/$(basename "$(dirname "$d")")/" 2>/dev/null
+	done
+	[ -f "$TESTROOT/regression.diffs" ] && cp "$TESTROOT/regression.diffs" "$REPO/"
+fi
+LOGROOT=$TESTROOT
+[ "$TESTROOT" != "$REPO" ] && [ -w "$REPO" ] && LOGROOT=$REPO
+
+# ---- the cluster for the client tests ---------------------------------------
+# stops the suite at a failure here: the count so far, plus this one
+cluster_failed() {
+	say "$1"
+	failed=$((failed + 1))
+	echo "$passed passed, $failed failed"
+	exit 1
+}
 if ! "${AS_PG[@]}" "$PG_BIN/initdb" -D "$DATA" -U postgres -A trust \
 		--no-locale -E UTF8 --no-sync >"$WORK/initdb.log" 2>&1; then
 	cat "$WORK/initdb.log"
-	say "initdb failed"
-	echo "0 passed, 1 failed"
-	exit 1
+	cluster_failed "initdb failed"
 fi
 {
 	echo
@@ -126,129 +247,16 @@ fi
 } >"$WORK/extra.conf"
 # the postgres user may not be able to read the checkout: copy, don't include
 "${AS_PG[@]}" sh -c "cat '$WORK/extra.conf' >> '$DATA/postgresql.conf'"
-[ -f "$REPO/test/mq.conf" ] && cp "$REPO/test/mq.conf" "$WORK/mq.conf" && chmod 644 "$WORK/mq.conf"
 
 say "starting a PostgreSQL $PG_MAJOR cluster in $DATA, port $PORT"
 if ! "${AS_PG[@]}" "$PG_BIN/pg_ctl" -D "$DATA" -l "$WORK/server.log" -w -t 120 start >/dev/null; then
 	cat "$WORK/server.log"
-	say "the server did not start"
-	echo "0 passed, 1 failed"
-	exit 1
+	cluster_failed "the server did not start"
 fi
 server_started=1
 
 export PGHOST=$WORK PGPORT=$PORT PGUSER=postgres PGDATABASE=postgres
 unset PGSERVICE PGPASSWORD PGOPTIONS
-
-# ---- pg_regress and isolation ----------------------------------------------
-# Count "... ok" / "... FAILED" lines of one pg_regress log.  Echoes "P F".
-count_regress() {
-	local log=$1 rc=$2 p f
-	p=$(grep -cE '\.\.\. +ok( |$)|\.\.\. +failed \(ignored\)' "$log")
-	f=$(grep -cE '\.\.\. +FAILED' "$log")
-	# pg_regress failed before running a test (no database, no pgtap...)
-	if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
-		f=1
-	fi
-	echo "$p $f"
-}
-
-all_diffs=$WORK/all.diffs
-: >"$all_diffs"
-
-run_suite() {
-	local name=$1 log=$WORK/$1.log rc p f
-	shift
-	say "make installcheck ($name)"
-	(cd "$TESTROOT" && make -s --no-print-directory PG_CONFIG="$PG_CONFIG" installcheck "$@") 2>&1 | tee "$log"
-	rc=${PIPESTATUS[0]}
-	read -r p f < <(count_regress "$log" "$rc")
-	passed=$((passed + p))
-	failed=$((failed + f))
-	if [ "$f" -ne 0 ]; then
-		failures+=("$name")
-		[ -f "$TESTROOT/regression.diffs" ] && cat "$TESTROOT/regression.diffs" >>"$all_diffs"
-	fi
-}
-
-# Two runs so that a failing regression test does not skip the isolation
-# tests (PGXS stops at the first failing command).  An empty list runs nothing.
-if ls "$REPO"/test/sql/*.sql >/dev/null 2>&1; then
-	run_suite regress ISOLATION=
-fi
-if ls "$REPO"/test/specs/*.spec >/dev/null 2>&1; then
-	run_suite isolation REGRESS=
-fi
-
-if [ -s "$all_diffs" ]; then
-	cp "$all_diffs" "$TESTROOT/regression.diffs"
-fi
-if [ "$failed" -ne 0 ]; then
-	mkdir -p "$TESTROOT/tmp_check"
-	cp "$WORK/server.log" "$TESTROOT/tmp_check/server.log" 2>/dev/null
-fi
-
-# ---- TAP -------------------------------------------------------------------
-shopt -s nullglob
-tap_files=("$REPO"/test/t/*.pl)
-if [ ${#tap_files[@]} -gt 0 ]; then
-	TAPDIR=$WORK/tap
-	mkdir -p "$TAPDIR"
-	cp -r "$REPO/test/t" "$TAPDIR/t"
-	# t/040_upgrade.pl builds this checkout and mq 0.1.0: copies the test
-	# user can read, 0.1.0 from git here: its tag, or its commit when the
-	# checkout has no tags (a clone of one branch).  safe.directory: as
-	# root, in a checkout (or a worktree's git directory) root does not
-	# own, git refuses "dubious ownership"; archive only reads.
-	mkdir -p "$TAPDIR/mq-src" "$TAPDIR/mq-0.1.0"
-	tar -C "$REPO" --exclude=./.git --exclude=./tmp_check --exclude=./results \
-		--exclude=./output_iso -cf - . | tar -C "$TAPDIR/mq-src" -xf -
-	git_ro() { git -c safe.directory='*' -C "$REPO" "$@"; }
-	v010=""
-	for rev in v0.1.0 "$RELEASE_0_1_0"; do
-		if git_ro cat-file -e "$rev^{commit}" 2>/dev/null; then
-			v010=$rev
-			break
-		fi
-	done
-	if [ -z "$v010" ] || ! git_ro archive "$v010" | tar -x -C "$TAPDIR/mq-0.1.0"; then
-		why=$(git_ro rev-parse --is-shallow-repository 2>&1 | head -n 1)
-		say "neither tag v0.1.0 nor commit $RELEASE_0_1_0 here (git: $why): t/040_upgrade.pl will skip"
-		rm -rf "$TAPDIR/mq-0.1.0"
-	fi
-	[ "$(id -u)" -eq 0 ] && chown -R "$RUN_USER": "$TAPDIR"
-	tap_env=(
-		PATH="$PG_BIN:$PATH"
-		PERL5LIB="$PGXS_TEST/perl${PERL5LIB:+:$PERL5LIB}"
-		PG_REGRESS="$PGXS_TEST/regress/pg_regress"
-		TESTDIR="$TAPDIR"
-		HOME="$TAPDIR"
-		MQ_SOURCE_DIR="$TAPDIR/mq-src"
-		MQ_SOURCE_0_1_0="$TAPDIR/mq-0.1.0"
-	)
-	[ -f "$WORK/mq.conf" ] && tap_env+=(TEMP_CONFIG="$WORK/mq.conf")
-	for t in "${tap_files[@]}"; do
-		name=t/$(basename "$t")
-		say "prove $name"
-		(cd "$TAPDIR" && "${AS_PG[@]}" env "${tap_env[@]}" prove -I "$PGXS_TEST/perl" "$name") 2>&1 |
-			tee "$WORK/tap.log"
-		rc=${PIPESTATUS[0]}
-		if [ "$rc" -eq 0 ] && grep -q '^Result: PASS' "$WORK/tap.log"; then
-			passed=$((passed + 1))
-		elif [ "$rc" -eq 0 ] && grep -q '^Result: NOTESTS' "$WORK/tap.log"; then
-			# plan skip_all, saying why (t/100_citus_cluster.pl without
-			# Citus): counted neither passed nor failed, listed at the end
-			skipped+=("$name")
-		else
-			failed=$((failed + 1))
-			failures+=("$name")
-		fi
-	done
-	if [ -d "$TAPDIR/tmp_check/log" ]; then
-		mkdir -p "$TESTROOT/tmp_check"
-		cp -r "$TAPDIR/tmp_check/log" "$TESTROOT/tmp_check/" 2>/dev/null
-	fi
-fi
 
 # ---- pgmq-js ---------------------------------------------------------------
 # pgmq's client from npm against mq_pgmq (installed by test/setup.sh with
@@ -300,13 +308,15 @@ fi
 
 # ---- summary ---------------------------------------------------------------
 if [ "$failed" -ne 0 ]; then
+	mkdir -p "$LOGROOT/tmp_check"
+	cp "$WORK/server.log" "$LOGROOT/tmp_check/server.log" 2>/dev/null
 	if [ -s "$all_diffs" ]; then
 		echo "======================== regression diffs ========================"
 		cat "$all_diffs"
 		echo "=================================================================="
-		say "diffs kept in $TESTROOT/regression.diffs"
+		say "diffs kept in $LOGROOT/regression.diffs"
 	fi
-	say "failed: ${failures[*]}; logs in $TESTROOT/tmp_check/"
+	say "failed: ${failures[*]}; logs in $LOGROOT/tmp_check*/"
 fi
 [ ${#skipped[@]} -gt 0 ] && say "skipped (see their output above): ${skipped[*]}"
 echo "$passed passed, $failed failed"

@@ -1,8 +1,9 @@
 -- ack_nack: ack (single and batch), receipts, nack with an explicit delay and
 -- with the queue backoff, extend, archive, attempts and the dead-letter
--- queue.  pgTAP.  Never sleeps: a claim made with visibility_timeout '0'
+-- queue.  pgTAP (created here).  Never sleeps: a claim made with visibility_timeout '0'
 -- lapses at once, and times are compared with tolerances, never printed.
 CREATE EXTENSION mq;
+CREATE EXTENSION pgtap;
 SET client_min_messages = warning;
 
 -- Test helpers.  Seconds from now until a message becomes visible again, and
@@ -252,3 +253,4 @@ SELECT * FROM finish();
 
 SELECT mq.drop_queue(q) FROM unnest(ARRAY['an', 'an.zero', 'an.retry', 'an.once', 'an.dead']) q;
 DROP EXTENSION mq;
+DROP EXTENSION pgtap;

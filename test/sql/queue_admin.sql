@@ -1,6 +1,7 @@
 -- queue_admin: create_queue, drop_queue, purge, the mq.queues view and the
--- queue name rules.  pgTAP (loaded by pg_regress --load-extension=pgtap).
+-- queue name rules.  pgTAP (created here, dropped at the end).
 CREATE EXTENSION mq;
+CREATE EXTENSION pgtap;
 SET client_min_messages = warning;
 
 SELECT plan(45);
@@ -111,3 +112,4 @@ COMMIT;
 -- all queues dropped, the extension drops without CASCADE
 SELECT count(*) FILTER (WHERE mq.drop_queue(queue_name)) AS dropped FROM mq.queues;
 DROP EXTENSION mq;
+DROP EXTENSION pgtap;

@@ -2,8 +2,9 @@
 -- whose id is above 2^32 works end to end: a work queue with a dead-letter
 -- queue, a keyed queue and a partitioned queue, whose tables, sequences,
 -- lock tags and shared-memory entries are all named or keyed by the id.
--- pgTAP (loaded by pg_regress --load-extension=pgtap).
+-- pgTAP (created here, dropped at the end).
 CREATE EXTENSION mq;
+CREATE EXTENSION pgtap;
 SET client_min_messages = warning;
 
 SELECT plan(24);
@@ -73,3 +74,4 @@ SELECT is((SELECT count(*) FILTER (WHERE mq.drop_queue(queue_name)) FROM mq.queu
 SELECT mq.drop_queue('big_dlq');
 SELECT * FROM finish();
 DROP EXTENSION mq;
+DROP EXTENSION pgtap;

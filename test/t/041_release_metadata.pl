@@ -6,10 +6,12 @@
 # packagers, and nothing else would notice.
 use strict;
 use warnings;
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
 use JSON::PP;
 use Test::More;
 
-my $src = $ENV{MQ_SOURCE_DIR} // "$ENV{TESTDIR}/..";
+my $src = $ENV{MQ_SOURCE_DIR} // abs_path(dirname(abs_path(__FILE__)) . "/../..");
 
 sub slurp
 {
@@ -35,8 +37,8 @@ for my $ext (sort keys %{ $meta->{provides} })
 {
 	my $p = $meta->{provides}{$ext};
 	is($p->{version}, $version, "META.json: $ext is at EXTVERSION");
-	ok(-f "$src/$p->{file}", "META.json: $ext's file $p->{file} exists");
-	ok(-f "$src/$p->{docfile}", "META.json: $ext's docfile $p->{docfile} exists");
+	ok(-f "$src/$p->{file}", "META.json: ${ext}'s file $p->{file} exists");
+	ok(-f "$src/$p->{docfile}", "META.json: ${ext}'s docfile $p->{docfile} exists");
 }
 
 like(slurp('LICENSE'), qr/PROVIDED HEREUNDER IS ON AN "AS IS" BASIS/,
