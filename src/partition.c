@@ -17,7 +17,9 @@
  * mq.poll first settles the member's membership: in the steady state
  * (heartbeat and leases fresh, fair share held) one read returns its
  * partitions; otherwise mq._group_sync (PL/pgSQL) heartbeats and
- * rebalances.  It then reads each of the member's partitions from its
+ * rebalances, leaving with the member the partitions it says it is still
+ * processing (busy_partitions: a hand-over waits for their commits).  It
+ * then reads each of the member's partitions from its
  * position up to the partition's visible end, with the latest snapshot
  * (taken after the end was computed, whatever the isolation level).
  * Nothing is written per poll: the position, how far this session has read
@@ -44,6 +46,7 @@
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/procarray.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -411,17 +414,24 @@ group_steady(MqQueue *q, text *group, text *member, bool registered, int64 token
 	return owned_from_result(owned, false);
 }
 
-/* Heartbeat and rebalance; returns the member's partitions. */
+/*
+ * Heartbeat and rebalance; returns the member's partitions to poll.  busy
+ * (an integer[], or NULL) lists the partitions the member is still
+ * processing: a rebalance does not take them from it, and one it must give
+ * back is left out of the result until it is no longer busy (mq._group_sync).
+ */
 static int
-group_sync(MqQueue *q, text *group, text *member, Owned **owned)
+group_sync(MqQueue *q, text *group, text *member, ArrayType *busy, Owned **owned)
 {
-	static const Oid argtypes[6] = {INT8OID, TEXTOID, TEXTOID, INT8OID, INT4OID, INTERVALOID};
+	static const Oid argtypes[7] = {INT8OID, TEXTOID, TEXTOID, INT8OID, INT4OID, INTERVALOID,
+	INT4ARRAYOID};
 	SPIPlanPtr	plan = q->plans[PPLAN_SYNC];
 	int64		token = 0;
 	bool		registered = MqConsumerToken(&token);
-	Datum		values[6] = {Int64GetDatum(q->queue_id), PointerGetDatum(group),
+	Datum		values[7] = {Int64GetDatum(q->queue_id), PointerGetDatum(group),
 		PointerGetDatum(member), Int64GetDatum(token), Int32GetDatum(q->partitions),
-	IntervalPGetDatum(&q->session_timeout)};
+	IntervalPGetDatum(&q->session_timeout), PointerGetDatum(busy)};
+	char		nulls[8] = "       ";
 	int			n = group_steady(q, group, member, registered, token, owned);
 
 	if (n >= 0)
@@ -429,9 +439,13 @@ group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 	if (plan == NULL)
 		plan = MqQueuePlan(q, PPLAN_SYNC,
 						   "SELECT partition, lease_epoch, committed"
-						   " FROM mq._group_sync($1, $2, $3, $4, $5, $6)",
-						   6, argtypes);
-	MqQueueRun(q, plan, values, registered ? "      " : "   n  ", SPI_OK_SELECT);
+						   " FROM mq._group_sync($1, $2, $3, $4, $5, $6, $7)",
+						   7, argtypes);
+	if (!registered)
+		nulls[3] = 'n';
+	if (busy == NULL)
+		nulls[6] = 'n';
+	MqQueueRun(q, plan, values, nulls, SPI_OK_SELECT);
 	return owned_from_result(owned, true);
 }
 
@@ -662,7 +676,8 @@ resolve_pending(MqQueue *q, text *group, Owned *owned, int n)
 
 /* One pass over the member's partitions; returns messages emitted. */
 static uint64
-poll_once(MqQueue *q, text *group, text *member, int max, ReturnSetInfo *rsinfo)
+poll_once(MqQueue *q, text *group, text *member, ArrayType *busy, int max,
+		  ReturnSetInfo *rsinfo)
 {
 	static uint32 start = 0;	/* rotate so no partition starves */
 	Owned	   *owned;
@@ -670,7 +685,7 @@ poll_once(MqQueue *q, text *group, text *member, int max, ReturnSetInfo *rsinfo)
 	uint64		total = 0;
 
 	require_read_committed(q, "poll");
-	nowned = group_sync(q, group, member, &owned);
+	nowned = group_sync(q, group, member, busy, &owned);
 	resolve_pending(q, group, owned, nowned);
 	start++;
 	for (int i = 0; i < nowned && total < (uint64) max; i++)
@@ -695,6 +710,7 @@ typedef struct PollArgs
 {
 	text	   *group;
 	text	   *member;
+	ArrayType  *busy;			/* busy_partitions, or NULL */
 	ReturnSetInfo *rsinfo;
 }			PollArgs;
 
@@ -703,7 +719,7 @@ poll_fetch(MqQueue *q, int granted, void *arg)
 {
 	PollArgs   *poll = (PollArgs *) arg;
 
-	return poll_once(q, poll->group, poll->member, granted, poll->rsinfo);
+	return poll_once(q, poll->group, poll->member, poll->busy, granted, poll->rsinfo);
 }
 
 static text *
@@ -718,8 +734,14 @@ required_text(FunctionCallInfo fcinfo, int argno, const char *name)
 
 /*
  * mq.poll(queue_name text, consumer_group text, member text,
- *		   max_messages integer, wait interval)
+ *		   max_messages integer, wait interval, busy_partitions integer[])
  *		RETURNS TABLE (partition, "offset", key, payload, headers, enqueued_at)
+ *
+ * busy_partitions (NULL: none) are the partitions the caller still
+ * processes: a rebalance leaves them with it, and hands one over only once
+ * a later poll or heartbeat no longer lists it, as Kafka's cooperative
+ * rebalancing lets a consumer finish and commit revoked partitions first.
+ * Errors: see sql/mq.sql's COMMENT ON FUNCTION mq.poll.
  */
 Datum
 mq_poll(PG_FUNCTION_ARGS)
@@ -752,6 +774,7 @@ mq_poll(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	poll.group = group;
 	poll.member = member;
+	poll.busy = PG_NARGS() > 5 && !PG_ARGISNULL(5) ? PG_GETARG_ARRAYTYPE_P(5) : NULL;
 	poll.rsinfo = rsinfo;
 	MqWaitLoop(queue_name, true, max, deadline, poll_fetch, &poll);
 	return (Datum) 0;

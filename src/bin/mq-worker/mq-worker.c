@@ -169,12 +169,20 @@ static int	n_pending_max;
 static double session_s = 10;
 static double next_member_hb = 0;
 
+/*
+ * Partitioned mode: a commit waits while a poll is in flight (see
+ * report_partition); a poll in flight this long is taken to be waiting
+ * for messages and is cancelled, so that the commit need not wait --wait.
+ */
+#define POLL_CANCEL_AFTER_S	0.2
+
 static PGconn *read_conn = NULL;
 static PGconn *ctl_conn = NULL;
 static bool db_ok = false;
 static double reconnect_at = 0;
 static double reconnect_delay = RECONNECT_MIN_S;
 static bool read_in_flight = false;
+static double read_sent_at = 0;	/* when the read in flight was sent */
 static bool read_cancelled = false;
 static double read_retry_at = 0;	/* after a failed read: not before */
 static double read_retry_delay = RECONNECT_MIN_S;
@@ -1400,7 +1408,7 @@ static const char *const SQL_POLL =
 "SELECT \"partition\", \"offset\", key, payload, headers, "
 "       pg_catalog.to_char(pg_catalog.timezone('UTC', enqueued_at), "
 "                          'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
-"  FROM mq.poll($1, $2, $3, $4::integer, pg_catalog.make_interval(secs => $5::float8))";
+"  FROM mq.poll($1, $2, $3, $4::integer, pg_catalog.make_interval(secs => $5::float8), $6::integer[])";
 
 static int
 n_pending(bool only_ready, double now)
@@ -1431,12 +1439,55 @@ pending_free(PartMsg *m)
 	memset(m, 0, sizeof(*m));
 }
 
+/*
+ * The partitions we still process, as an integer[] literal ("{0,3}"):
+ * those with polled messages not yet committed (running, buffered or
+ * waiting to retry).  mq.poll and mq.heartbeat get it as busy_partitions,
+ * so that a rebalance hands such a partition to another member only once
+ * its offsets are done here: otherwise the new owner would start again
+ * after the committed offset, running an offset that still runs here, and
+ * later offsets before it finished.  Returns a static buffer.
+ */
+static const char *
+busy_partitions(void)
+{
+	static char *buf = NULL;
+	static size_t cap = 0;
+	size_t		len = 0;
+	int			i,
+				j;
+
+	if (cap < (size_t) n_pending_max * 22 + 3)
+	{
+		cap = (size_t) n_pending_max * 22 + 3;
+		free(buf);
+		buf = xmalloc(cap);
+	}
+	buf[len++] = '{';
+	for (i = 0; i < n_pending_max; i++)
+	{
+		bool		listed = false;
+
+		if (!pending[i].used)
+			continue;
+		for (j = 0; j < i && !listed; j++)
+			listed = pending[j].used && pending[j].partition == pending[i].partition;
+		if (listed)
+			continue;
+		len += (size_t) snprintf(buf + len, cap - len, "%s%lld",
+								 len > 1 ? "," : "", pending[i].partition);
+	}
+	buf[len++] = '}';
+	buf[len] = '\0';
+	return buf;
+}
+
 static void
 send_poll(void)
 {
 	char		qty[16],
 				wt[32];
-	const char *params[5];
+	const char *params[6];
 	int			n = free_slots();
 
 	if (batch > 0 && batch < n)
@@ -1448,13 +1499,15 @@ send_poll(void)
 	params[2] = member;
 	params[3] = qty;
 	params[4] = wt;
+	params[5] = busy_partitions();
 	if (!begin_read())
 		return;
-	if (!PQsendQueryParams(read_conn, SQL_POLL, 5, NULL, params, NULL, NULL, 0))
+	if (!PQsendQueryParams(read_conn, SQL_POLL, 6, NULL, params, NULL, NULL, 0))
 	{
 		connection_lost("mq.poll");
 		return;
 	}
+	read_sent_at = now_s();
 	read_in_flight = true;
 	read_cancelled = false;
 }
@@ -1626,7 +1679,15 @@ report_partition(Slot *s)
 		PGresult   *res;
 		long long	part = m->partition;
 
-		if (!db_ok)
+		/*
+		 * Not while a poll is in flight.  Its transaction may have renewed
+		 * or given back leases, and until it commits mq.commit waits for
+		 * those rows: here, synchronously, while the poll's COMMIT can only
+		 * come from this loop.  Also, a partition stops being busy only
+		 * here, so the busy list of a poll in flight is never out of date.
+		 * The main loop cancels a poll that waits for messages.
+		 */
+		if (!db_ok || read_in_flight)
 			return false;
 		res = ctl_exec("mq.commit",
 					   "SELECT mq.commit($1, $2, $3::integer, $4::bigint, $5)",
@@ -1826,16 +1887,22 @@ member_leave(void)
 	PQclear(res);
 }
 
-/* Partitioned mode: keep our leases between polls. */
+/*
+ * Partitioned mode: keep our leases between polls, telling which
+ * partitions we still process (busy_partitions).  Not while a poll is in
+ * flight: the poll heartbeats itself, with the busy list it was sent with,
+ * and in its transaction, whose lease rows this call would wait for.
+ */
 static void
 member_heartbeat(double now)
 {
-	const char *params[3] = {queue, group, member};
+	const char *params[4] = {queue, group, member, NULL};
 	PGresult   *res;
 
-	if (now < next_member_hb)
+	if (now < next_member_hb || read_in_flight)
 		return;
-	res = ctl_exec("mq.heartbeat", "SELECT mq.heartbeat($1, $2, $3)", 3, params);
+	params[3] = busy_partitions();
+	res = ctl_exec("mq.heartbeat", "SELECT mq.heartbeat($1, $2, $3, $4::integer[])", 4, params);
 	PQclear(res);
 	next_member_hb = now + session_s / 3.0;
 }
@@ -2280,6 +2347,17 @@ any_running(void)
 	return false;
 }
 
+static bool
+any_done(void)
+{
+	int			i;
+
+	for (i = 0; i < concurrency; i++)
+		if (slots[i].state == SLOT_DONE)
+			return true;
+	return false;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -2386,10 +2464,19 @@ main(int argc, char **argv)
 
 		if (db_ok && !group)
 			heartbeats(now);
-		if (db_ok && group && !stopping)
+		/*
+		 * Partitioned mode: while stopping, the leases of partitions whose
+		 * commands still run are kept too (a lapse would hand one over with
+		 * its offset running here).  A finished command's commit waits for
+		 * the poll in flight: cancel it if it is waiting for messages.
+		 */
+		if (db_ok && group && (!stopping || any_running()))
 			member_heartbeat(now);
 		if (group && !stopping)
 			dispatch_partitions(now);
+		if (group && read_in_flight && !read_cancelled && any_done() &&
+			now >= read_sent_at + POLL_CANCEL_AFTER_S)
+			cancel_read();
 
 		/* done? */
 		if (stopping && in_flight() == 0 && !read_in_flight)
@@ -2448,8 +2535,12 @@ main(int argc, char **argv)
 		}
 		if (!db_ok && reconnect_at < deadline)
 			deadline = reconnect_at;
-		if (db_ok && group && !stopping && next_member_hb < deadline)
+		if (db_ok && group && (!stopping || any_running()) && !read_in_flight &&
+			next_member_hb < deadline)
 			deadline = next_member_hb;
+		if (group && read_in_flight && !read_cancelled && any_done() &&
+			read_sent_at + POLL_CANCEL_AFTER_S < deadline)
+			deadline = read_sent_at + POLL_CANCEL_AFTER_S;
 		if (db_ok && !read_in_flight && read_retry_at > now && read_retry_at < deadline)
 			deadline = read_retry_at;
 		if (progress_s > 0 && next_progress < deadline)
