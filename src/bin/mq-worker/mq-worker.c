@@ -1694,6 +1694,16 @@ pending_free(PartMsg *m)
 	memset(m, 0, sizeof(*m));
 }
 
+/* qsort order of long long */
+static int
+cmp_ll(const void *a, const void *b)
+{
+	long long	x = *(const long long *) a;
+	long long	y = *(const long long *) b;
+
+	return x < y ? -1 : x > y;
+}
+
 /*
  * The partitions we still process, as an integer[] literal ("{0,3}"):
  * those with polled messages not yet committed (running, buffered or
@@ -1707,31 +1717,28 @@ static const char *
 busy_partitions(void)
 {
 	static char *buf = NULL;
-	static size_t cap = 0;
+	static long long *parts = NULL;
+	static int	cap = 0;
 	size_t		len = 0;
 	int			i,
-				j;
+				n = 0;
 
-	if (cap < (size_t) n_pending_max * 22 + 3)
+	if (cap < n_pending_max + 1)
 	{
-		cap = (size_t) n_pending_max * 22 + 3;
+		cap = n_pending_max + 1;
 		free(buf);
-		buf = xmalloc(cap);
+		free(parts);
+		buf = xmalloc((size_t) cap * 22 + 3);
+		parts = xmalloc(sizeof(long long) * cap);
 	}
-	buf[len++] = '{';
 	for (i = 0; i < n_pending_max; i++)
-	{
-		bool		listed = false;
-
-		if (!pending[i].used)
-			continue;
-		for (j = 0; j < i && !listed; j++)
-			listed = pending[j].used && pending[j].partition == pending[i].partition;
-		if (listed)
-			continue;
-		len += (size_t) snprintf(buf + len, cap - len, "%s%lld",
-								 len > 1 ? "," : "", pending[i].partition);
-	}
+		if (pending[i].used)
+			parts[n++] = pending[i].partition;
+	qsort(parts, n, sizeof(long long), cmp_ll);
+	buf[len++] = '{';
+	for (i = 0; i < n; i++)
+		if (i == 0 || parts[i] != parts[i - 1])
+			len += (size_t) sprintf(buf + len, "%s%lld", len > 1 ? "," : "", parts[i]);
 	buf[len++] = '}';
 	buf[len] = '\0';
 	return buf;
