@@ -1301,11 +1301,12 @@ COMMENT ON FUNCTION mq._partition_end(text, integer) IS
 'mq internal: the visible end of a partition: every offset below it belongs to a transaction that has ended';
 
 CREATE FUNCTION mq.poll(queue_name text, consumer_group text, member text,
-                        max_messages integer DEFAULT 100, wait interval DEFAULT '0')
+                        max_messages integer DEFAULT 100, wait interval DEFAULT '0',
+                        busy_partitions integer[] DEFAULT NULL)
 RETURNS TABLE (partition integer, "offset" bigint, key text, payload jsonb, headers jsonb, enqueued_at timestamptz)
     AS 'MODULE_PATHNAME', 'mq_poll' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
-COMMENT ON FUNCTION mq.poll(text, text, text, integer, interval) IS
-'Reads the next messages of a partitioned queue for one member of a consumer group (as a Kafka consumer poll). Joins the group and heartbeats; the group leases each partition to one live member at a time and rebalances to a fair share when members come and go. Returns up to max_messages (1 to 10000) messages of the member''s partitions after its position, in offset order per partition, never past an offset whose sending transaction is still open. wait (0 to 15 minutes) is long polling; a drop_queue of the queue ends it (no rows). Nothing is written per message; the position moves per partition per poll; use mq.commit to record progress. consumer_group and member: 1 to 200 bytes. Errors: 22004 NULL argument; 22023 bad max_messages, wait, group or member; 42704 no such queue; 42809 not a partitioned queue; 53400 or 55000 rate limit table full or mq not preloaded; 57014 wait cancelled; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+COMMENT ON FUNCTION mq.poll(text, text, text, integer, interval, integer[]) IS
+'Reads the next messages of a partitioned queue for one member of a consumer group (as a Kafka consumer poll). Joins the group and heartbeats; the group leases each partition to one live member at a time and rebalances to a fair share when members come and go. Returns up to max_messages (1 to 10000) messages of the member''s partitions after its position, in offset order per partition, never past an offset whose sending transaction is still open. wait (0 to 15 minutes) is long polling; a drop_queue of the queue ends it (no rows). Nothing is written per message; the position moves per partition per poll; use mq.commit to record progress. busy_partitions: partitions the member is still processing (polled, not yet all committed); a rebalance does not take them from it: a partition it must give back stays its own, and returns no new messages, until a poll or heartbeat no longer lists it (NULL elements and partitions it does not hold are ignored; NULL: none). consumer_group and member: 1 to 200 bytes. Errors: 22004 NULL argument other than busy_partitions; 22023 bad max_messages, wait, group or member; 42704 no such queue; 42809 not a partitioned queue; 53400 or 55000 rate limit table full or mq not preloaded; 57014 wait cancelled; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq._log_id(p_queue_name text, p_group text) RETURNS bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1348,31 +1349,34 @@ COMMENT ON FUNCTION mq._group_init(bigint, text) IS 'mq internal: creates a cons
 
 -- Membership and leases of one consumer group member: the heartbeat, the
 -- renewal of its leases, and giving back partitions beyond a fair share or
--- taking free or lapsed ones up to it.  The rule and its constants are in
--- C, written once (src/partition.c, with mq.poll's steady check).
+-- taking free or lapsed ones up to it; p_busy, the partitions the member
+-- is still processing, are given back last and only once no longer busy.
+-- The rule and its constants are in C, written once (src/partition.c,
+-- with mq.poll's steady check).
 CREATE FUNCTION mq._group_sync(p_queue_id bigint, p_group text, p_member text, p_session bigint,
-                                p_partitions integer, p_timeout interval)
+                                p_partitions integer, p_timeout interval, p_busy integer[])
 RETURNS TABLE (partition integer, lease_epoch bigint, committed bigint)
     AS 'MODULE_PATHNAME', 'mq_group_sync'
     LANGUAGE C VOLATILE SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION mq._group_sync(bigint, text, text, bigint, integer, interval) IS 'mq internal: heartbeat and rebalance of one consumer group member';
+COMMENT ON FUNCTION mq._group_sync(bigint, text, text, bigint, integer, interval, integer[]) IS 'mq internal: heartbeat and rebalance of one consumer group member; returns the partitions to poll (held, less those it must give back once no longer busy)';
 
-CREATE FUNCTION mq._heartbeat(queue_name text, consumer_group text, member text) RETURNS integer
+CREATE FUNCTION mq._heartbeat(queue_name text, consumer_group text, member text, busy_partitions integer[]) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
     RETURN (SELECT count(*) FROM mq.queue q,
                    mq._group_sync(q.queue_id, _heartbeat.consumer_group, _heartbeat.member, NULL,
-                                  q.partitions, q.session_timeout)
+                                  q.partitions, q.session_timeout, _heartbeat.busy_partitions)
              WHERE q.queue_id = mq._log_id(_heartbeat.queue_name, _heartbeat.consumer_group));
 END
 $$;
-COMMENT ON FUNCTION mq._heartbeat(text, text, text) IS 'mq internal: body of mq.heartbeat, reached through mq_checked (src/rights.c)';
+COMMENT ON FUNCTION mq._heartbeat(text, text, text, integer[]) IS 'mq internal: body of mq.heartbeat, reached through mq_checked (src/rights.c)';
 
-CREATE FUNCTION mq.heartbeat(queue_name text, consumer_group text, member text) RETURNS integer
+CREATE FUNCTION mq.heartbeat(queue_name text, consumer_group text, member text,
+                             busy_partitions integer[] DEFAULT NULL) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq.heartbeat(text, text, text) IS
-'Keeps a consumer group member alive between polls (as a Kafka consumer heartbeat) and rebalances like mq.poll; returns how many partitions the member now holds. Errors: as mq.poll.';
+COMMENT ON FUNCTION mq.heartbeat(text, text, text, integer[]) IS
+'Keeps a consumer group member alive between polls (as a Kafka consumer heartbeat) and rebalances like mq.poll, busy_partitions included (partitions still being processed are not taken from the member: see mq.poll); returns how many partitions the member now holds and may poll (a busy one it must give back is not counted). Errors: as mq.poll.';
 
 CREATE FUNCTION mq.commit(queue_name text, consumer_group text, partition integer, "offset" bigint,
                           member text DEFAULT NULL)
@@ -1725,8 +1729,8 @@ GRANT EXECUTE ON FUNCTION
     mq._xmin_horizon(),
     mq.metrics(text),
     mq.metrics_all(),
-    mq.poll(text, text, text, integer, interval),
-    mq.heartbeat(text, text, text),
+    mq.poll(text, text, text, integer, interval, integer[]),
+    mq.heartbeat(text, text, text, integer[]),
     mq.commit(text, text, integer, bigint, text),
     mq.seek(text, text, integer, bigint),
     mq.seek(text, text, integer, text),

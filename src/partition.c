@@ -18,7 +18,9 @@
  * rule (stated once, below, with its constants): in the steady state
  * (heartbeat and leases fresh, fair share held) one read returns its
  * partitions; otherwise mq._group_sync (mq_group_sync, here) heartbeats
- * and rebalances.  It then reads each of the member's partitions from its
+ * and rebalances, leaving with the member the partitions it says it is
+ * still processing (busy_partitions: a hand-over waits for their commits).
+ * It then reads each of the member's partitions from its
  * position up to the partition's visible end, with the latest snapshot
  * (taken after the end was computed, whatever the isolation level).
  * Nothing is written per poll: the position, how far this session has read
@@ -45,6 +47,7 @@
 #include "miscadmin.h"
 #include "storage/lmgr.h"
 #include "storage/procarray.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -477,17 +480,24 @@ group_steady(MqQueue *q, text *group, text *member, bool registered, int64 token
 	return owned_from_result(owned, false);
 }
 
-/* Heartbeat and rebalance; returns the member's partitions. */
+/*
+ * Heartbeat and rebalance; returns the member's partitions to poll.  busy
+ * (an integer[], or NULL) lists the partitions the member is still
+ * processing: a rebalance does not take them from it, and one it must give
+ * back is left out of the result until it is no longer busy (mq._group_sync).
+ */
 static int
-group_sync(MqQueue *q, text *group, text *member, Owned **owned)
+group_sync(MqQueue *q, text *group, text *member, ArrayType *busy, Owned **owned)
 {
-	static const Oid argtypes[6] = {INT8OID, TEXTOID, TEXTOID, INT8OID, INT4OID, INTERVALOID};
+	static const Oid argtypes[7] = {INT8OID, TEXTOID, TEXTOID, INT8OID, INT4OID, INTERVALOID,
+	INT4ARRAYOID};
 	SPIPlanPtr	plan = q->plans[PPLAN_SYNC];
 	int64		token = 0;
 	bool		registered = MqConsumerToken(&token);
-	Datum		values[6] = {Int64GetDatum(q->queue_id), PointerGetDatum(group),
+	Datum		values[7] = {Int64GetDatum(q->queue_id), PointerGetDatum(group),
 		PointerGetDatum(member), Int64GetDatum(token), Int32GetDatum(q->partitions),
-	IntervalPGetDatum(&q->session_timeout)};
+	IntervalPGetDatum(&q->session_timeout), PointerGetDatum(busy)};
+	char		nulls[8] = "       ";
 	int			n = group_steady(q, group, member, registered, token, owned);
 
 	if (n >= 0)
@@ -495,9 +505,13 @@ group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 	if (plan == NULL)
 		plan = MqQueuePlan(q, PPLAN_SYNC,
 						   "SELECT partition, lease_epoch, committed"
-						   " FROM mq._group_sync($1, $2, $3, $4, $5, $6)",
-						   6, argtypes);
-	MqQueueRun(q, plan, values, registered ? "      " : "   n  ", SPI_OK_SELECT);
+						   " FROM mq._group_sync($1, $2, $3, $4, $5, $6, $7)",
+						   7, argtypes);
+	if (!registered)
+		nulls[3] = 'n';
+	if (busy == NULL)
+		nulls[6] = 'n';
+	MqQueueRun(q, plan, values, nulls, SPI_OK_SELECT);
 	return owned_from_result(owned, true);
 }
 
@@ -513,9 +527,9 @@ enum
 	SYNC_MEMBERS,				/* $3 live_after, $4 member: live, my heartbeat */
 	SYNC_HEARTBEAT,				/* $4 now, $5 session */
 	SYNC_RENEW,					/* $4 now, $5 lease_end, $6 renew_before */
-	SYNC_GIVE,					/* $4 how many */
+	SYNC_GIVE,					/* $4 how many, $5 busy (kept) */
 	SYNC_TAKE,					/* $4 how many, $5 now, $6 lease_end */
-	SYNC_OWNED,
+	SYNC_OWNED,					/* $4 busy, $5 how many of them to leave out */
 	SYNC_STATEMENTS
 };
 
@@ -558,8 +572,9 @@ static const struct
 		" WHERE g.queue_id = $1 AND g.consumer_group = $2"
 		" AND g.partition IN (SELECT g2.partition FROM mq.group_partition g2"
 		"  WHERE g2.queue_id = $1 AND g2.consumer_group = $2 AND g2.member = $3"
+		"  AND g2.partition <> ALL (pg_catalog.array_remove($5, NULL::integer))"
 		"  ORDER BY g2.partition DESC LIMIT $4)",
-		4, {INT8OID, TEXTOID, TEXTOID, INT4OID}
+		5, {INT8OID, TEXTOID, TEXTOID, INT4OID, INT4ARRAYOID}
 	},
 	/* SKIP LOCKED, and the re-check after the lock: two members never hold one partition */
 	[SYNC_TAKE] = {
@@ -578,8 +593,11 @@ static const struct
 		"   AND o.partition = g.partition ORDER BY o.commit_seq DESC LIMIT 1)"
 		" FROM mq.group_partition g"
 		" WHERE g.queue_id = $1 AND g.consumer_group = $2 AND g.member = $3"
+		" AND g.partition NOT IN (SELECT g3.partition FROM mq.group_partition g3"
+		"  WHERE g3.queue_id = $1 AND g3.consumer_group = $2 AND g3.member = $3"
+		"  AND g3.partition = ANY ($4) ORDER BY g3.partition DESC LIMIT $5)"
 		" ORDER BY g.partition",
-		3, {INT8OID, TEXTOID, TEXTOID}
+		5, {INT8OID, TEXTOID, TEXTOID, INT4ARRAYOID, INT4OID}
 	},
 };
 
@@ -619,15 +637,22 @@ result_int8(int column, bool *isnull)
 
 /*
  * mq._group_sync(p_queue_id bigint, p_group text, p_member text,
- *				  p_session bigint, p_partitions integer, p_timeout interval)
+ *				  p_session bigint, p_partitions integer, p_timeout interval,
+ *				  p_busy integer[])
  *		RETURNS TABLE (partition integer, lease_epoch bigint, committed bigint)
  *
  * mq internal (EXECUTE for mq_owner only): the heartbeat and rebalance of
  * member in a consumer group of partitioned queue p_queue_id, which has
  * p_partitions partitions and session_timeout p_timeout, by the rule above;
  * p_session is the member's consumer token (NULL when not registered: a
- * new token rewrites the heartbeat).  Returns the partitions the member
- * holds afterwards, with their lease epochs and committed offsets.  One read
+ * new token rewrites the heartbeat).  p_busy (NULL: none; NULL elements
+ * ignored) lists the partitions the member is still processing: when it
+ * holds more than its fair share it gives back the others first, keeps a
+ * busy one it must give back (its lease renewed, so its commits count) and
+ * leaves it out of the result, so that the poll fetches nothing new from
+ * it, until a sync no longer lists it: Kafka's cooperative rebalancing.
+ * Returns the partitions the member may poll, with their lease epochs and
+ * committed offsets.  One read
  * of the group's partitions and one of its members decide everything; a
  * member in a steady state writes nothing.  Errors: 22004 NULL member (or
  * queue, group, partitions, timeout), 22023 member not 1 to 200 bytes.
@@ -648,6 +673,8 @@ mq_group_sync(PG_FUNCTION_ARGS)
 	TimestampTz seen;
 	bool		seen_null;
 	int			target;
+	int64		draining = 0;	/* busy partitions it must give back */
+	Datum		busy;
 
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -670,6 +697,7 @@ mq_group_sync(PG_FUNCTION_ARGS)
 	v[0] = PG_GETARG_DATUM(0);
 	v[1] = PointerGetDatum(PG_GETARG_TEXT_PP(1));
 	v[2] = PointerGetDatum(member);
+	busy = PG_ARGISNULL(6) ? PointerGetDatum(construct_empty_array(INT4OID)) : PG_GETARG_DATUM(6);
 
 	v[3] = TimestampTzGetDatum(clock.renew_before);
 	sync_run(SYNC_PARTITIONS, v, NULL);
@@ -709,7 +737,8 @@ mq_group_sync(PG_FUNCTION_ARGS)
 	if (mine > target)
 	{
 		v[3] = Int32GetDatum((int32) (mine - target));
-		sync_run(SYNC_GIVE, v, NULL);
+		v[4] = busy;
+		draining = mine - target - (int64) sync_run(SYNC_GIVE, v, NULL);
 	}
 	else if (mine < target)
 	{
@@ -719,6 +748,8 @@ mq_group_sync(PG_FUNCTION_ARGS)
 		sync_run(SYNC_TAKE, v, NULL);
 	}
 
+	v[3] = busy;
+	v[4] = Int32GetDatum((int32) draining);
 	sync_run(SYNC_OWNED, v, NULL);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -960,7 +991,8 @@ resolve_pending(MqQueue *q, text *group, Owned *owned, int n)
 
 /* One pass over the member's partitions; returns messages emitted. */
 static uint64
-poll_once(MqQueue *q, text *group, text *member, int max, ReturnSetInfo *rsinfo)
+poll_once(MqQueue *q, text *group, text *member, ArrayType *busy, int max,
+		  ReturnSetInfo *rsinfo)
 {
 	static uint32 start = 0;	/* rotate so no partition starves */
 	Owned	   *owned;
@@ -968,7 +1000,7 @@ poll_once(MqQueue *q, text *group, text *member, int max, ReturnSetInfo *rsinfo)
 	uint64		total = 0;
 
 	require_read_committed(q, "poll");
-	nowned = group_sync(q, group, member, &owned);
+	nowned = group_sync(q, group, member, busy, &owned);
 	resolve_pending(q, group, owned, nowned);
 	start++;
 	for (int i = 0; i < nowned && total < (uint64) max; i++)
@@ -993,6 +1025,7 @@ typedef struct PollArgs
 {
 	text	   *group;
 	text	   *member;
+	ArrayType  *busy;			/* busy_partitions, or NULL */
 	ReturnSetInfo *rsinfo;
 }			PollArgs;
 
@@ -1001,7 +1034,7 @@ poll_fetch(MqQueue *q, int granted, void *arg)
 {
 	PollArgs   *poll = (PollArgs *) arg;
 
-	return poll_once(q, poll->group, poll->member, granted, poll->rsinfo);
+	return poll_once(q, poll->group, poll->member, poll->busy, granted, poll->rsinfo);
 }
 
 static text *
@@ -1016,8 +1049,14 @@ required_text(FunctionCallInfo fcinfo, int argno, const char *name)
 
 /*
  * mq.poll(queue_name text, consumer_group text, member text,
- *		   max_messages integer, wait interval)
+ *		   max_messages integer, wait interval, busy_partitions integer[])
  *		RETURNS TABLE (partition, "offset", key, payload, headers, enqueued_at)
+ *
+ * busy_partitions (NULL: none) are the partitions the caller still
+ * processes: a rebalance leaves them with it, and hands one over only once
+ * a later poll or heartbeat no longer lists it, as Kafka's cooperative
+ * rebalancing lets a consumer finish and commit revoked partitions first.
+ * Errors: see sql/mq.sql's COMMENT ON FUNCTION mq.poll.
  */
 Datum
 mq_poll(PG_FUNCTION_ARGS)
@@ -1050,6 +1089,7 @@ mq_poll(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	poll.group = group;
 	poll.member = member;
+	poll.busy = PG_NARGS() > 5 && !PG_ARGISNULL(5) ? PG_GETARG_ARRAYTYPE_P(5) : NULL;
 	poll.rsinfo = rsinfo;
 	MqWaitLoop(queue_name, true, max, deadline, poll_fetch, &poll);
 	return (Datum) 0;

@@ -68,7 +68,7 @@ for PG_MAJOR in $(cd "$SRC" && pg_buildext supported-versions); do
 	LIB=usr/lib/postgresql/$PG_MAJOR/lib
 	EXT=usr/share/postgresql/$PG_MAJOR/extension
 	BIN=usr/lib/postgresql/$PG_MAJOR/bin
-	want=("$LIB/mq.so" "$EXT/mq.control" "$EXT/mq_pgmq.control" "$BIN/mq-worker")
+	want=("$LIB/mq.so" "$EXT/mq.control" "$EXT/mq_pgmq.control" "$BIN/mq-worker" usr/bin/mq-worker)
 	# the scripts the Makefile installs: DATA_built (mq--EXTVERSION.sql,
 	# from sql/mq.sql) and DATA (the other mq--*.sql, all mq_pgmq--*.sql)
 	want+=("$EXT/mq--$EXTVERSION.sql")
@@ -97,7 +97,12 @@ for PG_MAJOR in $(cd "$SRC" && pg_buildext supported-versions); do
 		fail "$PKG: mq.so does not export Pg_magic_func (not a PostgreSQL module)"
 	"$ROOT/$BIN/mq-worker" --help >/dev/null ||
 		fail "$PKG: mq-worker --help failed"
-	say "$PKG $DEBVERSION: ${#want[@]} files present, mq.so has its magic block, mq-worker runs"
+	# on PATH: /usr/bin/mq-worker, a relative link to the bindir's
+	[ "$(readlink -f "$ROOT/usr/bin/mq-worker")" = "$(readlink -f "$ROOT/$BIN/mq-worker")" ] ||
+		fail "$PKG: usr/bin/mq-worker is not a link to $BIN/mq-worker"
+	"$ROOT/usr/bin/mq-worker" --version >/dev/null ||
+		fail "$PKG: usr/bin/mq-worker --version failed"
+	say "$PKG $DEBVERSION: ${#want[@]} files present, mq.so has its magic block, mq-worker runs, also as /usr/bin/mq-worker"
 	checked=$((checked + 1))
 done
 [ "$checked" -gt 0 ] || fail "no PostgreSQL version to build for (debian/pgversions, installed postgresql-server-dev-NN)"

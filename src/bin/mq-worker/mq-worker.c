@@ -79,6 +79,18 @@
 /* Exit status when the command cannot be executed (see docs/mq-worker.md). */
 #define EXIT_CANNOT_EXEC	3
 
+/*
+ * A message's key, headers or last_error longer than this goes to the
+ * command in a file (MQ_KEY_FILE...), not in the environment: Linux
+ * refuses an environment string over 128 KiB (execve fails with E2BIG),
+ * and all of them together over a quarter of the stack limit.
+ */
+#define ENV_VALUE_MAX		65536
+
+/* The variables that can be that long: the message's, not the worker's. */
+#define N_SPILLABLE			3
+static const char *const spillable[N_SPILLABLE] = {"MQ_KEY", "MQ_HEADERS", "MQ_LAST_ERROR"};
+
 /* Bytes of the command's stderr kept for last_error. */
 #define ERR_TAIL_SIZE		1024
 
@@ -109,6 +121,7 @@ static const char *consumer_id = NULL;
 static const char *group = NULL;
 static const char *member = NULL;
 static bool quiet = false;
+static bool log_json = false;	/* --log-format json */
 static char **command = NULL;	/* argv of the command, NULL-terminated */
 
 /* ------------------------------------------------------------------ state */
@@ -142,6 +155,8 @@ typedef struct Slot
 	char		receipt[24];
 	/* partitioned mode */
 	int			part_msg;		/* index into pending[], or -1 */
+	char	   *spill[N_SPILLABLE]; /* files of values too long for the
+									 * environment, or NULL */
 } Slot;
 
 /* Partitioned mode: messages polled and not yet committed. */
@@ -169,12 +184,20 @@ static int	n_pending_max;
 static double session_s = 10;
 static double next_member_hb = 0;
 
+/*
+ * Partitioned mode: a commit waits while a poll is in flight (see
+ * report_partition); a poll in flight this long is taken to be waiting
+ * for messages and is cancelled, so that the commit need not wait --wait.
+ */
+#define POLL_CANCEL_AFTER_S	0.2
+
 static PGconn *read_conn = NULL;
 static PGconn *ctl_conn = NULL;
 static bool db_ok = false;
 static double reconnect_at = 0;
 static double reconnect_delay = RECONNECT_MIN_S;
 static bool read_in_flight = false;
+static double read_sent_at = 0;	/* when the read in flight was sent */
 static bool read_cancelled = false;
 static double read_retry_at = 0;	/* after a failed read: not before */
 static double read_retry_delay = RECONNECT_MIN_S;
@@ -217,6 +240,84 @@ now_s(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/*
+ * What a log line is about, for --log-format json: set while a message is
+ * started or reported (set_log_about), cleared after.  Text lines say it
+ * in their wording instead.
+ */
+static struct
+{
+	char		msg_id[24];		/* work-queue mode, or "" */
+	char		partition[24];	/* partitioned mode, or "" */
+	char		offset[24];
+	int			status;			/* waitpid status of the command, or -1 */
+}			log_about = {"", "", "", -1};
+
+/* Digits only (ids and offsets, printed as JSON numbers); NULL: none. */
+static void
+set_log_about(const char *msg_id, const char *partition, const char *offset, int status)
+{
+	snprintf(log_about.msg_id, sizeof(log_about.msg_id), "%s", msg_id ? msg_id : "");
+	snprintf(log_about.partition, sizeof(log_about.partition), "%s", partition ? partition : "");
+	snprintf(log_about.offset, sizeof(log_about.offset), "%s", offset ? offset : "");
+	log_about.status = status;
+}
+
+static void
+clear_log_about(void)
+{
+	set_log_about(NULL, NULL, NULL, -1);
+}
+
+static void sanitize_utf8(char *s, size_t len);
+
+/* A JSON string: UTF-8 made valid, quotes, backslashes, controls escaped. */
+static void
+json_string(FILE *out, const char *in)
+{
+	size_t		len = strlen(in);
+	char	   *s = malloc(len + 1);
+	size_t		i;
+
+	if (s == NULL)
+	{
+		fputs("\"?\"", out);
+		return;
+	}
+	memcpy(s, in, len + 1);
+	sanitize_utf8(s, len);
+	fputc('"', out);
+	for (i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		if (c == '"' || c == '\\')
+			fprintf(out, "\\%c", c);
+		else if (c == '\n')
+			fputs("\\n", out);
+		else if (c < 0x20 || c == 0x7f)
+			fprintf(out, "\\u%04x", c);
+		else
+			fputc(c, out);
+	}
+	fputc('"', out);
+	free(s);
+}
+
+static void
+json_field(FILE *out, const char *name, const char *value)
+{
+	fprintf(out, ",\"%s\":", name);
+	json_string(out, value);
+}
+
+/*
+ * One log line on stderr.  Text: "TIME mq-worker[PID]: [LEVEL: ]MESSAGE".
+ * JSON (--log-format json): one object per line with time, level (info,
+ * warning, error), pid, msg, queue, consumer_id, group and member in
+ * partitioned mode, and what the line is about (log_about): msg_id, or
+ * partition and offset; exit_status or signal of the command.
+ */
 static void
 vlog_line(const char *level, const char *fmt, va_list ap)
 {
@@ -227,10 +328,43 @@ vlog_line(const char *level, const char *fmt, va_list ap)
 	clock_gettime(CLOCK_REALTIME, &rt);
 	gmtime_r(&rt.tv_sec, &tm);
 	strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-	fprintf(stderr, "%s.%03ldZ %s[%d]: %s", ts, rt.tv_nsec / 1000000,
-			PROGNAME, (int) getpid(), level);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	if (log_json)
+	{
+		char		msg[8192];
+		int			st = log_about.status;
+
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+		fprintf(stderr, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"pid\":%d",
+				ts, rt.tv_nsec / 1000000, level, (int) getpid());
+		json_field(stderr, "msg", msg);
+		if (queue)
+			json_field(stderr, "queue", queue);
+		if (consumer_id)
+			json_field(stderr, "consumer_id", consumer_id);
+		if (group)
+		{
+			json_field(stderr, "group", group);
+			json_field(stderr, "member", member);
+		}
+		if (log_about.msg_id[0])
+			fprintf(stderr, ",\"msg_id\":%s", log_about.msg_id);
+		if (log_about.partition[0] && log_about.offset[0])
+			fprintf(stderr, ",\"partition\":%s,\"offset\":%s",
+					log_about.partition, log_about.offset);
+		if (st != -1 && WIFEXITED(st))
+			fprintf(stderr, ",\"exit_status\":%d", WEXITSTATUS(st));
+		else if (st != -1 && WIFSIGNALED(st))
+			fprintf(stderr, ",\"signal\":%d", WTERMSIG(st));
+		fputs("}\n", stderr);
+	}
+	else
+	{
+		fprintf(stderr, "%s.%03ldZ %s[%d]: %s%s", ts, rt.tv_nsec / 1000000,
+				PROGNAME, (int) getpid(), strcmp(level, "info") == 0 ? "" : level,
+				strcmp(level, "info") == 0 ? "" : ": ");
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	}
 	fflush(stderr);
 }
 
@@ -245,7 +379,7 @@ log_info(const char *fmt,...)
 	if (quiet)
 		return;
 	va_start(ap, fmt);
-	vlog_line("", fmt, ap);
+	vlog_line("info", fmt, ap);
 	va_end(ap);
 }
 
@@ -258,7 +392,7 @@ log_error(const char *fmt,...)
 	va_list		ap;
 
 	va_start(ap, fmt);
-	vlog_line("error: ", fmt, ap);
+	vlog_line("error", fmt, ap);
 	va_end(ap);
 }
 
@@ -270,7 +404,7 @@ log_warning(const char *fmt,...)
 	va_list		ap;
 
 	va_start(ap, fmt);
-	vlog_line("warning: ", fmt, ap);
+	vlog_line("warning", fmt, ap);
 	va_end(ap);
 }
 
@@ -283,7 +417,7 @@ log_always(const char *fmt,...)
 	va_list		ap;
 
 	va_start(ap, fmt);
-	vlog_line("", fmt, ap);
+	vlog_line("info", fmt, ap);
 	va_end(ap);
 }
 
@@ -809,9 +943,25 @@ close_fd(int *fd)
 	*fd = -1;
 }
 
+/* Remove the files of a command's long values (it has ended). */
+static void
+slot_unspill(Slot *s)
+{
+	int			i;
+
+	for (i = 0; i < N_SPILLABLE; i++)
+		if (s->spill[i])
+		{
+			(void) unlink(s->spill[i]);
+			free(s->spill[i]);
+			s->spill[i] = NULL;
+		}
+}
+
 static void
 slot_reset(Slot *s)
 {
+	slot_unspill(s);
 	close_fd(&s->in_fd);
 	close_fd(&s->err_fd);
 	free(s->input);
@@ -835,12 +985,103 @@ typedef enum
 } StartResult;
 
 /*
+ * Write value to a new file, readable by this user only, in $TMPDIR (or
+ * /tmp); returns its malloc'd path, or NULL (logged).
+ */
+static char *
+spill_file(const char *name, const char *value)
+{
+	const char *dir = getenv("TMPDIR");
+	size_t		len = strlen(value);
+	size_t		off = 0;
+	char	   *path;
+	int			fd;
+
+	if (dir == NULL || dir[0] == '\0')
+		dir = "/tmp";
+	path = xmalloc(strlen(dir) + strlen(name) + 32);
+	sprintf(path, "%s/mq-worker-%s-XXXXXX", dir, name);
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0)
+	{
+		log_error("could not create a file in \"%s\" for %s: %s", dir, name, strerror(errno));
+		free(path);
+		return NULL;
+	}
+	while (off < len)
+	{
+		ssize_t		n = write(fd, value + off, len - off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+		{
+			log_error("could not write \"%s\": %s", path, strerror(errno));
+			close(fd);
+			unlink(path);
+			free(path);
+			return NULL;
+		}
+		off += (size_t) n;
+	}
+	close(fd);
+	return path;
+}
+
+/*
+ * The command's environment, with each spillable value longer than
+ * ENV_VALUE_MAX moved to a file: NAME is unset and NAME_FILE names the
+ * file (kept in s->spill until the command ends).  Otherwise NAME_FILE is
+ * unset, so that one inherited from the worker cannot mislead.  out has
+ * room for nenv + N_SPILLABLE entries; names_buf for their names.
+ * Returns the new count, or -1 when a file could not be written.
+ */
+static int
+spill_env(Slot *s, const EnvVar *env, int nenv, EnvVar *out,
+		  char names_buf[N_SPILLABLE][32])
+{
+	int			i,
+				k,
+				n = 0;
+
+	for (i = 0; i < nenv; i++)
+	{
+		out[n] = env[i];
+		for (k = 0; k < N_SPILLABLE; k++)
+			if (strcmp(env[i].name, spillable[k]) == 0)
+				break;
+		if (k == N_SPILLABLE)
+		{
+			n++;
+			continue;
+		}
+		snprintf(names_buf[k], 32, "%s_FILE", spillable[k]);
+		if (env[i].value && strlen(env[i].value) > ENV_VALUE_MAX)
+		{
+			s->spill[k] = spill_file(spillable[k], env[i].value);
+			if (s->spill[k] == NULL)
+				return -1;
+			out[n++].value = NULL;
+			out[n].name = names_buf[k];
+			out[n++].value = s->spill[k];
+		}
+		else
+		{
+			n++;
+			out[n].name = names_buf[k];
+			out[n++].value = NULL;
+		}
+	}
+	return n;
+}
+
+/*
  * Start the command in slot s with the given payload and environment.
  * START_EXEC_FAILED (execvp failed in the child: no such file, no
  * permission...) sets cannot_exec: retrying the next message cannot help.
  */
 static StartResult
-start_command(Slot *s, const char *payload, const EnvVar *env, int nenv)
+spawn_command(Slot *s, const char *payload, const EnvVar *env, int nenv)
 {
 	int			in_pipe[2],
 				err_pipe[2],
@@ -976,6 +1217,21 @@ start_command(Slot *s, const char *payload, const EnvVar *env, int nenv)
 	return START_OK;
 }
 
+/* Start the command: its long values spilled to files (spill_env), then spawned. */
+static StartResult
+start_command(Slot *s, const char *payload, const EnvVar *env, int nenv)
+{
+	EnvVar	   *full_env = xmalloc(sizeof(EnvVar) * (nenv + N_SPILLABLE));
+	char		names_buf[N_SPILLABLE][32];
+	int			nfull = spill_env(s, env, nenv, full_env, names_buf);
+	StartResult result = START_FAILED;
+
+	if (nfull >= 0)
+		result = spawn_command(s, payload, full_env, nfull);
+	free(full_env);
+	return result;
+}
+
 /* Feed stdin as far as the pipe takes it; close it when done. */
 static void
 slot_write_input(Slot *s)
@@ -1051,6 +1307,7 @@ reap_children(void)
 				 */
 				slot_read_stderr(s);
 				watchdog_tell('-', pid);
+				slot_unspill(s);
 				close_fd(&s->err_fd);
 				close_fd(&s->in_fd);
 				s->status = status;
@@ -1192,6 +1449,7 @@ start_message(PGresult *res, int row)
 	const char *receipt = PQgetvalue(res, row, 1);
 	EnvVar		env[10];
 	int			n = 0;
+	StartResult result;
 
 	if (s == NULL || stopping)
 	{
@@ -1220,7 +1478,10 @@ start_message(PGresult *res, int row)
 
 	snprintf(s->msg_id, sizeof(s->msg_id), "%s", msg_id);
 	snprintf(s->receipt, sizeof(s->receipt), "%s", receipt);
-	switch (start_command(s, PQgetvalue(res, row, 3), env, n))
+	set_log_about(msg_id, NULL, NULL, -1);
+	result = start_command(s, PQgetvalue(res, row, 3), env, n);
+	clear_log_about();
+	switch (result)
 	{
 		case START_OK:
 			return;
@@ -1279,9 +1540,11 @@ heartbeats(double now)
 		if (PQgetisnull(res, 0, 0))
 		{
 			s->lost = true;
+			set_log_about(s->msg_id, NULL, NULL, -1);
 			log_warning("claim on message %s lost (visibility timeout lapsed or message removed); "
 						"the command keeps running but its result will not be reported",
 						s->msg_id);
+			clear_log_about();
 		}
 		else
 			s->next_heartbeat = now + vt_s / 3.0;
@@ -1400,7 +1663,7 @@ static const char *const SQL_POLL =
 "SELECT \"partition\", \"offset\", key, payload, headers, "
 "       pg_catalog.to_char(pg_catalog.timezone('UTC', enqueued_at), "
 "                          'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') "
-"  FROM mq.poll($1, $2, $3, $4::integer, pg_catalog.make_interval(secs => $5::float8))";
+"  FROM mq.poll($1, $2, $3, $4::integer, pg_catalog.make_interval(secs => $5::float8), $6::integer[])";
 
 static int
 n_pending(bool only_ready, double now)
@@ -1431,12 +1694,62 @@ pending_free(PartMsg *m)
 	memset(m, 0, sizeof(*m));
 }
 
+/* qsort order of long long */
+static int
+cmp_ll(const void *a, const void *b)
+{
+	long long	x = *(const long long *) a;
+	long long	y = *(const long long *) b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The partitions we still process, as an integer[] literal ("{0,3}"):
+ * those with polled messages not yet committed (running, buffered or
+ * waiting to retry).  mq.poll and mq.heartbeat get it as busy_partitions,
+ * so that a rebalance hands such a partition to another member only once
+ * its offsets are done here: otherwise the new owner would start again
+ * after the committed offset, running an offset that still runs here, and
+ * later offsets before it finished.  Returns a static buffer.
+ */
+static const char *
+busy_partitions(void)
+{
+	static char *buf = NULL;
+	static long long *parts = NULL;
+	static int	cap = 0;
+	size_t		len = 0;
+	int			i,
+				n = 0;
+
+	if (cap < n_pending_max + 1)
+	{
+		cap = n_pending_max + 1;
+		free(buf);
+		free(parts);
+		buf = xmalloc((size_t) cap * 22 + 3);
+		parts = xmalloc(sizeof(long long) * cap);
+	}
+	for (i = 0; i < n_pending_max; i++)
+		if (pending[i].used)
+			parts[n++] = pending[i].partition;
+	qsort(parts, n, sizeof(long long), cmp_ll);
+	buf[len++] = '{';
+	for (i = 0; i < n; i++)
+		if (i == 0 || parts[i] != parts[i - 1])
+			len += (size_t) sprintf(buf + len, "%s%lld", len > 1 ? "," : "", parts[i]);
+	buf[len++] = '}';
+	buf[len] = '\0';
+	return buf;
+}
+
 static void
 send_poll(void)
 {
 	char		qty[16],
 				wt[32];
-	const char *params[5];
+	const char *params[6];
 	int			n = free_slots();
 
 	if (batch > 0 && batch < n)
@@ -1448,13 +1761,15 @@ send_poll(void)
 	params[2] = member;
 	params[3] = qty;
 	params[4] = wt;
+	params[5] = busy_partitions();
 	if (!begin_read())
 		return;
-	if (!PQsendQueryParams(read_conn, SQL_POLL, 5, NULL, params, NULL, NULL, 0))
+	if (!PQsendQueryParams(read_conn, SQL_POLL, 6, NULL, params, NULL, NULL, 0))
 	{
 		connection_lost("mq.poll");
 		return;
 	}
+	read_sent_at = now_s();
 	read_in_flight = true;
 	read_cancelled = false;
 }
@@ -1542,6 +1857,7 @@ dispatch_partitions(double now)
 		Slot	   *s;
 		EnvVar		env[11];
 		int			n = 0;
+		StartResult result;
 
 		if (!m->used || m->running || m->retry_at > now)
 			continue;
@@ -1576,7 +1892,10 @@ dispatch_partitions(double now)
 		env[n++].value = NULL;
 		env[n].name = "MQ_RECEIPT";
 		env[n++].value = NULL;
-		switch (start_command(s, m->payload, env, n))
+		set_log_about(NULL, m->partition_str, m->offset_str, -1);
+		result = start_command(s, m->payload, env, n);
+		clear_log_about();
+		switch (result)
 		{
 			case START_OK:
 				break;
@@ -1626,7 +1945,15 @@ report_partition(Slot *s)
 		PGresult   *res;
 		long long	part = m->partition;
 
-		if (!db_ok)
+		/*
+		 * Not while a poll is in flight.  Its transaction may have renewed
+		 * or given back leases, and until it commits mq.commit waits for
+		 * those rows: here, synchronously, while the poll's COMMIT can only
+		 * come from this loop.  Also, a partition stops being busy only
+		 * here, so the busy list of a poll in flight is never out of date.
+		 * The main loop cancels a poll that waits for messages.
+		 */
+		if (!db_ok || read_in_flight)
 			return false;
 		res = ctl_exec("mq.commit",
 					   "SELECT mq.commit($1, $2, $3::integer, $4::bigint, $5)",
@@ -1826,16 +2153,22 @@ member_leave(void)
 	PQclear(res);
 }
 
-/* Partitioned mode: keep our leases between polls. */
+/*
+ * Partitioned mode: keep our leases between polls, telling which
+ * partitions we still process (busy_partitions).  Not while a poll is in
+ * flight: the poll heartbeats itself, with the busy list it was sent with,
+ * and in its transaction, whose lease rows this call would wait for.
+ */
 static void
 member_heartbeat(double now)
 {
-	const char *params[3] = {queue, group, member};
+	const char *params[4] = {queue, group, member, NULL};
 	PGresult   *res;
 
-	if (now < next_member_hb)
+	if (now < next_member_hb || read_in_flight)
 		return;
-	res = ctl_exec("mq.heartbeat", "SELECT mq.heartbeat($1, $2, $3)", 3, params);
+	params[3] = busy_partitions();
+	res = ctl_exec("mq.heartbeat", "SELECT mq.heartbeat($1, $2, $3, $4::integer[])", 4, params);
 	PQclear(res);
 	next_member_hb = now + session_s / 3.0;
 }
@@ -1950,6 +2283,9 @@ usage(void)
 		   "                             consumer id); only with --group\n"
 		   "  -p, --progress SECONDS     print a progress line every SECONDS\n"
 		   "      --quiet                print only warnings, errors and progress\n"
+		   "      --log-format FORMAT    text (default) or json: one JSON object per\n"
+		   "                             line (time, level, msg, queue, msg_id or\n"
+		   "                             partition and offset, exit_status...)\n"
 		   "  -h, --help                 show this help and exit\n"
 		   "      --version              print the version and exit\n"
 		   "\n"
@@ -2037,7 +2373,8 @@ parse_options(int argc, char **argv)
 		OPT_GROUP,
 		OPT_MEMBER,
 		OPT_QUIET,
-		OPT_VERSION
+		OPT_VERSION,
+		OPT_LOG_FORMAT
 	};
 	static const struct option long_options[] = {
 		{"dsn", required_argument, NULL, 'd'},
@@ -2053,6 +2390,7 @@ parse_options(int argc, char **argv)
 		{"member", required_argument, NULL, OPT_MEMBER},
 		{"progress", required_argument, NULL, 'p'},
 		{"quiet", no_argument, NULL, OPT_QUIET},
+		{"log-format", required_argument, NULL, OPT_LOG_FORMAT},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, OPT_VERSION},
 		{NULL, 0, NULL, 0}
@@ -2100,6 +2438,14 @@ parse_options(int argc, char **argv)
 				break;
 			case OPT_QUIET:
 				quiet = true;
+				break;
+			case OPT_LOG_FORMAT:
+				if (strcmp(optarg, "json") == 0)
+					log_json = true;
+				else if (strcmp(optarg, "text") == 0)
+					log_json = false;
+				else
+					bad_usage("invalid value for --log-format: \"%s\" (expected text or json)", optarg);
 				break;
 			case 'h':
 				usage();
@@ -2280,6 +2626,17 @@ any_running(void)
 	return false;
 }
 
+static bool
+any_done(void)
+{
+	int			i;
+
+	for (i = 0; i < concurrency; i++)
+		if (slots[i].state == SLOT_DONE)
+			return true;
+	return false;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -2373,10 +2730,18 @@ main(int argc, char **argv)
 		for (i = 0; i < concurrency; i++)
 		{
 			Slot	   *s = &slots[i];
+			bool		reported;
 
 			if (s->state != SLOT_DONE)
 				continue;
-			if (group ? report_partition(s) : report_message(s))
+			if (group)
+				set_log_about(NULL, pending[s->part_msg].partition_str,
+							  pending[s->part_msg].offset_str, s->status);
+			else
+				set_log_about(s->msg_id, NULL, NULL, s->status);
+			reported = group ? report_partition(s) : report_message(s);
+			clear_log_about();
+			if (reported)
 			{
 				slot_reset(s);
 				if (group)
@@ -2386,10 +2751,19 @@ main(int argc, char **argv)
 
 		if (db_ok && !group)
 			heartbeats(now);
-		if (db_ok && group && !stopping)
+		/*
+		 * Partitioned mode: while stopping, the leases of partitions whose
+		 * commands still run are kept too (a lapse would hand one over with
+		 * its offset running here).  A finished command's commit waits for
+		 * the poll in flight: cancel it if it is waiting for messages.
+		 */
+		if (db_ok && group && (!stopping || any_running()))
 			member_heartbeat(now);
 		if (group && !stopping)
 			dispatch_partitions(now);
+		if (group && read_in_flight && !read_cancelled && any_done() &&
+			now >= read_sent_at + POLL_CANCEL_AFTER_S)
+			cancel_read();
 
 		/* done? */
 		if (stopping && in_flight() == 0 && !read_in_flight)
@@ -2448,8 +2822,12 @@ main(int argc, char **argv)
 		}
 		if (!db_ok && reconnect_at < deadline)
 			deadline = reconnect_at;
-		if (db_ok && group && !stopping && next_member_hb < deadline)
+		if (db_ok && group && (!stopping || any_running()) && !read_in_flight &&
+			next_member_hb < deadline)
 			deadline = next_member_hb;
+		if (group && read_in_flight && !read_cancelled && any_done() &&
+			read_sent_at + POLL_CANCEL_AFTER_S < deadline)
+			deadline = read_sent_at + POLL_CANCEL_AFTER_S;
 		if (db_ok && !read_in_flight && read_retry_at > now && read_retry_at < deadline)
 			deadline = read_retry_at;
 		if (progress_s > 0 && next_progress < deadline)
