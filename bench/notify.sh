@@ -125,7 +125,14 @@ thr_run() {     # thr_run VARIANT ROUND -> tps
         wait_backends mq-listener 1
         sleep 0.5
     fi
+    ( sleep 2; rp=$(q -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'mq notify relay'")
+      if [ -n "$rp" ]; then
+          t0=$(awk '{print $14 + $15}' "/proc/$rp/stat"); sleep $(( DUR - 4 )); t1=$(awk '{print $14 + $15}' "/proc/$rp/stat")
+          awk -v a="$t0" -v b="$t1" -v d=$(( DUR - 4 )) -v tck="$(getconf CLK_TCK)" 'BEGIN{ printf "%.1f\n", 100 * (b - a) / tck / d }'
+      fi ) >"$RES/w1-$v-$r-relaycpu" 2>/dev/null &
     tps=$(pgb "w1-$v-$r" push_send.sql "$DUR" -c 8 -j 2)
+    wait $! 2>/dev/null || true
+    [ "$v" != off ] && note "w1 $v round $r: relay CPU $(cat "$RES/w1-$v-$r-relaycpu")% of a core"
     if [ -n "$lpid" ]; then
         wait "$lpid" || true
         BG_PIDS=()
@@ -134,13 +141,17 @@ thr_run() {     # thr_run VARIANT ROUND -> tps
     echo "$tps"
 }
 if want 1; then
-    off=(); on=(); nol=()
+    off=(); on=(); nol=(); ron=(); rnol=()
     for r in $(seq "$ROUNDS"); do
-        off+=("$(thr_run off "$r")"); log "w1 off round $r: ${off[-1]} tps"
-        on+=("$(thr_run listen "$r")"); log "w1 listen round $r: ${on[-1]} tps"
-        nol+=("$(thr_run nolisten "$r")"); log "w1 nolisten round $r: ${nol[-1]} tps"
+        # the order rotates, so that no variant always runs first after a checkpoint
+        for v in $(case $(( r % 3 )) in 1) echo off listen nolisten ;; 2) echo listen nolisten off ;; 0) echo nolisten off listen ;; esac); do
+            t=$(thr_run "$v" "$r"); log "w1 $v round $r: $t tps"
+            case $v in off) o=$t ;; listen) l=$t ;; nolisten) n=$t ;; esac
+        done
+        off+=("$o"); on+=("$l"); nol+=("$n"); ron+=("$(ratio "$o" "$l")"); rnol+=("$(ratio "$o" "$n")")
     done
     OFF=$(median "${off[@]}"); ON=$(median "${on[@]}"); NOL=$(median "${nol[@]}")
+    RON=$(median "${ron[@]}"); RNOL=$(median "${rnol[@]}")
     {
         echo
         echo "1  producer throughput, 8 clients, 1 send/tx (tps, median of $ROUNDS)"
@@ -150,6 +161,7 @@ if want 1; then
             "$(verdict "$(ratio "$OFF" "$ON")" 0.95)"
         printf '   %-48s %10s %8s %8s\n' "notify => true, nobody listening (relay)" "$NOL" "$(ratio "$OFF" "$NOL")" -
         echo "   runs: off ${off[*]}; listen ${on[*]}; nolisten ${nol[*]}"
+        echo "   ratio to off within each round (median): listen $RON ($(verdict "$RON" 0.95)), nolisten $RNOL; rounds: listen ${ron[*]}; nolisten ${rnol[*]}"
     } | tee -a "$SUMMARY" >&2
 fi
 

@@ -8,7 +8,7 @@
 #   - one transaction of several sends gives one notification; commits
 #     made while the relay is held up (it waits for a lock on mq.queue)
 #     are coalesced into one more notification;
-#   - the session ends of mq.listen/mq.unlisten that the listener count
+#   - the cases of mq.listen/mq.unlisten that the listener count of 0.1.0
 #     got wrong: two queues whose ids are 1024 apart (one wake slot), one
 #     unlistened, the other still notified; a rolled-back mq.unlisten
 #     leaves the session listening and notified;
