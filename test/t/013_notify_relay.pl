@@ -12,6 +12,7 @@
 #     got wrong: two queues whose ids are 1024 apart (one wake slot), one
 #     unlistened, the other still notified; a rolled-back mq.unlisten
 #     leaves the session listening and notified;
+#   - a transaction with a send can be prepared; it notifies nobody;
 #   - a relay terminated while it holds marks it has not notified yet
 #     (pg_terminate_backend) is replaced and the notification arrives;
 #   - a relay killed with SIGKILL makes the postmaster restart every
@@ -34,6 +35,7 @@ $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'mq'
 mq.database = ''
 restart_after_crash = on
+max_prepared_transactions = 2
 });
 $node->start;
 $node->safe_psql('postgres', q{
@@ -143,6 +145,18 @@ SELECT mq.send('barrier', '{}');
 @seen = wait_for($l, 'mq.barrier');
 is(count_of('mq.Emails', @seen), 0, 'no notification after a rolled-back send');
 is(count_of('mq.quiet', @seen), 0, 'none for a queue with notify => false');
+
+# A prepared transaction with a send: PREPARE works while a session listens
+# (a producer's own NOTIFY made it fail); its send notifies nobody.
+$producer->query_safe(q{
+BEGIN;
+SELECT mq.send('Emails', '{}');
+PREPARE TRANSACTION 'p1';
+COMMIT PREPARED 'p1';
+SELECT mq.send('barrier', '{}');
+});
+@seen = wait_for($l, 'mq.barrier');
+is(count_of('mq.Emails', @seen), 0, 'a prepared send can be prepared and notifies nobody');
 
 # Coalescing: the relay, holding the marks of one commit, waits for a lock
 # on mq.queue; ten more commits meanwhile give one more notification.
