@@ -153,7 +153,9 @@ if want 1; then
         off+=("$o"); on+=("$l"); nol+=("$n"); ron+=("$(ratio "$o" "$l")"); rnol+=("$(ratio "$o" "$n")")
     done
     OFF=$(median "${off[@]}"); ON=$(median "${on[@]}"); NOL=$(median "${nol[@]}")
-    RON=$(median "${ron[@]}"); RNOL=$(median "${rnol[@]}")
+    # ratios keep two decimals (lib.sh's median rounds to one)
+    med2() { printf '%s\n' "$@" | grep -v -- '^-$' | sort -g | awk '{a[NR]=$1} END{ if (NR==0) print "-"; else if (NR%2) printf "%.2f\n", a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+    RON=$(med2 "${ron[@]}"); RNOL=$(med2 "${rnol[@]}")
     {
         echo
         echo "1  producer throughput, 8 clients, 1 send/tx (tps, median of $ROUNDS)"
