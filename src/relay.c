@@ -125,6 +125,8 @@ static SPIPlanPtr channels_plan = NULL;
 
 /* the launcher: its relays, to notice one that never ran */
 static BackgroundWorkerHandle *relay_handles[MQ_RELAY_DATABASES];
+/* the launcher warned of no free worker slot since the last start */
+static bool no_slot_warned = false;
 
 void
 MqRelayShmemRequest(void)
@@ -346,13 +348,17 @@ MqRelayLaunch(void)
 			d->running = false;
 			d->retry_after = TimestampTzPlusMilliseconds(now, MQ_RELAY_RETRY_MS);
 			SpinLockRelease(&relay_shared->mutex);
-			ereport(WARNING,
-					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("could not start the mq notify relay of database %u: no background worker slot is free", dboid),
-					 errdetail("Notifications of committed sends there wait for a free slot."),
-					 errhint("Raise max_worker_processes.")));
+			if (!no_slot_warned)
+				ereport(WARNING,
+						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+						 errmsg("could not start the mq notify relay of database %u: no background worker slot is free", dboid),
+						 errdetail("Notifications of committed sends there wait for a free slot."),
+						 errhint("Raise max_worker_processes.")));
+			no_slot_warned = true;
 			wait = Min(wait, MQ_RELAY_RETRY_MS);
 		}
+		else
+			no_slot_warned = false;
 	}
 	return Max(wait, 1);
 }
