@@ -16,7 +16,7 @@
  *     poll      loop: mq.read(QUEUE, 50) without waiting; when it returned
  *               nothing, sleep 100 ms
  *     drain     mq.listen(QUEUE) and only count notifications (no reads)
- *     rawdrain  plain LISTEN "mq.QUEUE" (which mq does not count as a listener)
+ *     rawdrain  plain LISTEN "mq.QUEUE" (before the NOTIFY relay mq did not count it as a listener)
  *               and only count notifications: shows whether mq notified
  *   Every read claims, acks and records the messages in one statement (one
  *   transaction): msg_id and clock_timestamp() right after the claim go into

@@ -20,6 +20,8 @@
 #      notify => false | notify => true while one session listens through mq.listen
 #      (and drains its notifications) | notify => true with nobody listening through
 #      mq.listen (a probe session with a plain LISTEN counts what mq still notifies).
+#      Since the NOTIFY relay (issue 13) a plain LISTEN is notified like mq.listen:
+#      bench/notify.sh measures that; the probe here now sees every notification.
 #   3  idle cost: 10 consumers on an empty queue for 20 s (--quick: 5 s), long
 #      polling (wait => '5 s') vs plain polling every 100 ms: queries/s (client
 #      count and pg_stat_database.xact_commit) and CPU (/proc/<pid>/stat) of their

@@ -5,8 +5,9 @@
  *
  * mq works without shared_preload_libraries.  Preloaded, it adds shared
  * memory (shmem.c: long-polling wake-ups, partition offsets, registered
- * consumers, listener counts, rate limits) and maintenance in the
- * background (worker.c: a launcher and a worker per database and pass).
+ * consumers, NOTIFY relay marks, rate limits) and workers in the
+ * background (worker.c: a launcher and a maintenance worker per database
+ * and pass; relay.c: a NOTIFY relay per database with recent sends).
  * GUCs: mq.database and mq.maintenance_interval here,
  * mq.autocommit_positions in partition.c, where its rule lives.
  *
@@ -20,6 +21,7 @@
 
 #include "queue.h"
 #include "keylocks.h"
+#include "notify.h"
 #include "offsets.h"
 #include "partition.h"
 #include "shmem.h"
@@ -36,6 +38,7 @@ _PG_init(void)
 {
 	MqQueueCacheInit();
 	MqWaitInit();
+	MqNotifyInit();
 	MqOffsetsInit();
 	MqStateInit();
 	MqKeyLocksInit();

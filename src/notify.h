@@ -10,6 +10,7 @@
 
 #include "queue.h"
 
+extern void MqNotifyInit(void);
 extern void MqNotifySend(MqQueue *q);
 
 #endif							/* MQ_NOTIFY_H */

@@ -8,7 +8,7 @@
  *
  * Users: wait.c (long-polling wake-ups), state.c (per-queue read hints),
  * offsets.c (holds of running sends), consumer.c (registered consumers),
- * notify.c (listener counts), ratelimit.c (token buckets).  Each module's file banner gives its own
+ * relay.c (marks for the NOTIFY relay), ratelimit.c (token buckets).  Each module's file banner gives its own
  * locking rules.  Without shared_preload_libraries = 'mq' none of this
  * exists: plain work queues still work, and the features that need it
  * raise 55000 through MqRequirePreload().
@@ -41,7 +41,7 @@ mq_shmem_request(void)
 	MqStateShmemRequest();
 	MqOffsetsShmemRequest();
 	MqConsumerShmemRequest();
-	MqNotifyShmemRequest();
+	MqRelayShmemRequest();
 	MqRateShmemRequest();
 }
 
@@ -55,7 +55,7 @@ mq_shmem_startup(void)
 	MqStateShmemStartup();
 	MqOffsetsShmemStartup();
 	MqConsumerShmemStartup();
-	MqNotifyShmemStartup();
+	MqRelayShmemStartup();
 	MqRateShmemStartup();
 	LWLockRelease(AddinShmemInitLock);
 	attached = true;

@@ -21,8 +21,8 @@ extern void MqOffsetsShmemRequest(void);
 extern void MqOffsetsShmemStartup(void);
 extern void MqConsumerShmemRequest(void);
 extern void MqConsumerShmemStartup(void);
-extern void MqNotifyShmemRequest(void);
-extern void MqNotifyShmemStartup(void);
+extern void MqRelayShmemRequest(void);
+extern void MqRelayShmemStartup(void);
 extern void MqRateShmemRequest(void);
 extern void MqRateShmemStartup(void);
 

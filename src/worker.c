@@ -34,6 +34,10 @@
  * crash of any backend the launcher is restarted with the rest.  Without
  * preloading, call mq.maintain() from a scheduler such as pg_cron.
  *
+ * The launcher also starts the NOTIFY relays (relay.c): a producer whose
+ * database has no relay running sets the launcher's latch, and each pass
+ * starts one for every database with pending marks.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -63,6 +67,7 @@
 #include "utils/wait_event.h"
 
 #include "queue.h"
+#include "relay.h"
 #include "worker.h"
 
 PGDLLEXPORT void mq_launcher_main(Datum arg);
@@ -299,10 +304,12 @@ mq_launcher_main(Datum arg)
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	launcher_cxt = AllocSetContextCreate(TopMemoryContext, "mq launcher",
 										 ALLOCSET_DEFAULT_SIZES);
+	/* producers whose database has no NOTIFY relay wake us (relay.c) */
+	MqRelaySetLauncher(MyLatch);
 
 	for (;;)
 	{
-		long		wait = launch_pass();
+		long		wait = Min(launch_pass(), MqRelayLaunch());
 
 		/* woken early by the postmaster when a worker stops */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
