@@ -6,6 +6,7 @@
 -- pgTAP.  Never sleeps: claims made with visibility_timeout '0' lapse at
 -- once, and mq.maintain() dead-letters them.
 CREATE EXTENSION mq;
+CREATE EXTENSION pgtap;
 SET client_min_messages = warning;
 
 SELECT plan(40);
@@ -118,3 +119,4 @@ SELECT * FROM finish();
 SELECT mq.drop_queue(q) FROM unnest(ARRAY['rd_jobs', 'rd_keyed', 'rd_keyed2', 'rd_log', 'rd_dlq', 'rd_dlq2']) q;
 DROP ROLE regress_rd_reader;
 DROP EXTENSION mq;
+DROP EXTENSION pgtap;
