@@ -8,7 +8,8 @@
  * consumers, listener counts, rate limits) and maintenance in the
  * background (worker.c: a launcher and a worker per database and pass).
  * GUCs: mq.database and mq.maintenance_interval here,
- * mq.autocommit_positions in partition.c, where its rule lives.
+ * mq.autocommit_positions in partition.c and mq.release_on_session_end in
+ * consumer.c, where their rules live.
  *
  *-------------------------------------------------------------------------
  */
@@ -18,6 +19,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "consumer.h"
 #include "queue.h"
 #include "keylocks.h"
 #include "offsets.h"
@@ -40,6 +42,7 @@ _PG_init(void)
 	MqStateInit();
 	MqKeyLocksInit();
 	MqPartitionInit();
+	MqConsumerInit();
 	MqShmemInit();
 
 	/* only the preloaded library's launcher reads it */
@@ -51,7 +54,7 @@ _PG_init(void)
 								   NULL, NULL, NULL);
 	DefineCustomIntVariable("mq.maintenance_interval",
 							"Time between two passes of mq's background maintenance in each database.",
-							"Bounds how long a dead consumer's messages stay invisible.",
+							"Bounds how long the messages of a registered consumer whose heartbeat lapsed stay invisible; those of a session that ended are released at once.",
 							&MqMaintenanceInterval, 1000, 10, 3600 * 1000, PGC_SIGHUP,
 							GUC_UNIT_MS, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("mq");

@@ -365,7 +365,7 @@ resolve_positions(MqQueue *q, text *group, Owned *owned, int n)
  * Returns -1 when anything is due, for the full _group_sync.
  */
 static int
-group_steady(MqQueue *q, text *group, text *member, bool registered, int64 token,
+group_steady(MqQueue *q, text *group, text *member, bool stamped, int64 token,
 			 Owned **owned)
 {
 	static const Oid argtypes[5] = {INT8OID, TEXTOID, TEXTOID, INT8OID, INTERVALOID};
@@ -397,10 +397,10 @@ group_steady(MqQueue *q, text *group, text *member, bool registered, int64 token
 						   "   AND m.member " OP("=") " $3"
 						   "   AND m.last_seen " OP(">=") " (pg_catalog.clock_timestamp() " OP("-")
 						   " ($5 " OP("/") " 4::pg_catalog.float8))"
-						   "   AND (m.session " OP("=") " $4 OR (m.session IS NULL AND $4 IS NULL)))"
+						   "   AND ($4 IS NULL OR m.session " OP("=") " $4))"
 						   " ORDER BY g.partition",
 						   5, argtypes);
-	n = (int) MqQueueRun(q, plan, values, registered ? "     " : "   n ", SPI_OK_SELECT);
+	n = (int) MqQueueRun(q, plan, values, stamped ? "     " : "   n ", SPI_OK_SELECT);
 	if (n == 0)
 		return -1;
 	live = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
@@ -418,11 +418,12 @@ group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 	static const Oid argtypes[6] = {INT8OID, TEXTOID, TEXTOID, INT8OID, INT4OID, INTERVALOID};
 	SPIPlanPtr	plan = q->plans[PPLAN_SYNC];
 	int64		token = 0;
-	bool		registered = MqConsumerToken(&token);
+	/* the leases are released when this session ends (consumer.c) */
+	bool		stamped = MqConsumerToken(&token);
 	Datum		values[6] = {Int64GetDatum(q->queue_id), PointerGetDatum(group),
 		PointerGetDatum(member), Int64GetDatum(token), Int32GetDatum(q->partitions),
 	IntervalPGetDatum(&q->session_timeout)};
-	int			n = group_steady(q, group, member, registered, token, owned);
+	int			n = group_steady(q, group, member, stamped, token, owned);
 
 	if (n >= 0)
 		return n;
@@ -431,7 +432,7 @@ group_sync(MqQueue *q, text *group, text *member, Owned **owned)
 						   "SELECT partition, lease_epoch, committed"
 						   " FROM mq._group_sync($1, $2, $3, $4, $5, $6)",
 						   6, argtypes);
-	MqQueueRun(q, plan, values, registered ? "      " : "   n  ", SPI_OK_SELECT);
+	MqQueueRun(q, plan, values, stamped ? "      " : "   n  ", SPI_OK_SELECT);
 	return owned_from_result(owned, true);
 }
 
