@@ -22,7 +22,12 @@
  *
  * Two connections because a waiting read occupies its connection for up
  * to --wait seconds, and acks and heartbeats of running commands must not
- * wait for it.  Children are tracked in slots; SIGCHLD, SIGTERM, SIGINT
+ * wait for it.  The claims belong to the read connection's session: the
+ * server releases them when that session ends (mq.release_on_session_end),
+ * so a broken control connection is reopened alone, never by closing the
+ * read connection; a broken read connection has released the claims of
+ * the running commands, which the log says, and their acks are refused as
+ * stale if another worker took the messages meanwhile.  Children are tracked in slots; SIGCHLD, SIGTERM, SIGINT
  * and SIGHUP only write a byte to a self-pipe, which wakes poll().  A
  * watchdog process (start_watchdog) kills the commands' process groups if
  * the worker dies without stopping them.
@@ -598,14 +603,58 @@ disconnect_all(void)
 	read_cancelled = false;
 }
 
-/* The connection broke: drop both, retry later with backoff. */
+static int	running_claims(void);
+
+/*
+ * Reconnect after a broken connection: not before reconnect_at; while a
+ * connection is missing nothing is read or reported (db_ok false).
+ */
 static void
-connection_lost(const char *what)
+lost(const char *what)
 {
 	if (db_ok)
 		log_error("connection lost during %s; reconnecting", what);
-	disconnect_all();
+	db_ok = false;
 	reconnect_at = now_s() + reconnect_delay;
+}
+
+/*
+ * The control connection broke: drop it alone.  The read connection stays,
+ * and with it the session that owns the claims of the running commands:
+ * the server releases a session's claims when it ends, so closing it here
+ * would hand them to other workers while they run.
+ */
+static void
+ctl_lost(const char *what)
+{
+	lost(what);
+	PQfinish(ctl_conn);
+	ctl_conn = NULL;
+}
+
+/*
+ * The read connection broke: its session ended, and the server released
+ * its claims (those of the running commands too, unless
+ * mq.release_on_session_end is off for our role): other workers may take
+ * those messages while our commands still run, and our ack of such a
+ * message is refused (its receipt is stale).  Said here, and again for
+ * each refused ack.  Rows of a read that did not commit were rolled back.
+ */
+static void
+read_lost(const char *what)
+{
+	int			n = running_claims();
+
+	lost(what);
+	if (n > 0)
+		log_warning("the read connection's session ended with %d message(s) running: the server released their claims, "
+					"so they may be delivered to another worker meanwhile; acks of those are refused", n);
+	PQclear(read_result);
+	read_result = NULL;
+	read_in_flight = false;
+	read_cancelled = false;
+	PQfinish(read_conn);
+	read_conn = NULL;
 }
 
 static bool
@@ -614,22 +663,19 @@ try_connect(void)
 	/*
 	 * No session-level SET here: through a transaction pooler it would stay
 	 * on the server connection for its next client.  The long-polling read
-	 * lifts statement_timeout in its own transaction (begin_read).
+	 * lifts statement_timeout in its own transaction (begin_read).  Only
+	 * the missing connections are opened (see ctl_lost).
 	 */
-	read_conn = connect_one(PROGNAME);
-	if (read_conn)
+	if (read_conn == NULL)
+		read_conn = connect_one(PROGNAME);
+	if (read_conn != NULL && ctl_conn == NULL)
 		ctl_conn = connect_one(PROGNAME);
-	if (read_conn == NULL || ctl_conn == NULL)
-		goto fail;
-
-	db_ok = true;
-	reconnect_delay = RECONNECT_MIN_S;
-	return true;
-
-fail:
-	PQfinish(read_conn);
-	PQfinish(ctl_conn);
-	read_conn = ctl_conn = NULL;
+	if (read_conn != NULL && ctl_conn != NULL)
+	{
+		db_ok = true;
+		reconnect_delay = RECONNECT_MIN_S;
+		return true;
+	}
 	db_ok = false;
 	reconnect_at = now_s() + reconnect_delay;
 	reconnect_delay *= 2;
@@ -668,7 +714,7 @@ ctl_exec(const char *what, const char *sql, int nparams, const char *const *para
 	if (PQstatus(ctl_conn) == CONNECTION_BAD)
 	{
 		PQclear(res);
-		connection_lost(what);
+		ctl_lost(what);
 		return NULL;
 	}
 	log_error("%s failed: %s", what,
@@ -788,6 +834,19 @@ static int
 in_flight(void)
 {
 	return concurrency - free_slots();
+}
+
+/* Work-queue mode: messages claimed and not yet reported (or lost). */
+static int
+running_claims(void)
+{
+	int			i,
+				n = 0;
+
+	for (i = 0; i < concurrency && !group; i++)
+		if (slots[i].state != SLOT_FREE && !slots[i].lost)
+			n++;
+	return n;
 }
 
 static Slot *
@@ -1123,7 +1182,7 @@ begin_read(void)
 	if (PQstatus(read_conn) == CONNECTION_BAD)
 	{
 		PQclear(res);
-		connection_lost(group ? "mq.poll" : "mq.read");
+		read_lost(group ? "mq.poll" : "mq.read");
 		return false;
 	}
 	log_error("could not begin the read's transaction: %s",
@@ -1159,7 +1218,7 @@ send_read(void)
 		return;
 	if (!PQsendQueryParams(read_conn, SQL_READ, 4, NULL, params, NULL, NULL, 0))
 	{
-		connection_lost("mq.read");
+		read_lost("mq.read");
 		return;
 	}
 	read_in_flight = true;
@@ -1279,7 +1338,7 @@ heartbeats(double now)
 		if (PQgetisnull(res, 0, 0))
 		{
 			s->lost = true;
-			log_warning("claim on message %s lost (visibility timeout lapsed or message removed); "
+			log_warning("claim on message %s lost (visibility timeout lapsed, message removed, or claim released when the read connection's session ended); "
 						"the command keeps running but its result will not be reported",
 						s->msg_id);
 		}
@@ -1347,8 +1406,8 @@ report_message(Slot *s)
 		else
 		{
 			n_lost++;
-			log_warning("ack of message %s refused: the claim had lapsed (the message will be delivered again)",
-						s->msg_id);
+			log_warning("ack of message %s refused: its receipt is stale (the claim lapsed, or was released when the read connection's session ended); "
+						"the message will be delivered again", s->msg_id);
 		}
 		PQclear(res);
 		return true;
@@ -1385,7 +1444,8 @@ report_message(Slot *s)
 		else
 		{
 			n_lost++;
-			log_warning("nack of message %s refused: the claim had lapsed", s->msg_id);
+			log_warning("nack of message %s refused: its receipt is stale (the claim lapsed, or was released when the read connection's session ended)",
+						s->msg_id);
 		}
 		PQclear(res);
 		free(tail);
@@ -1452,7 +1512,7 @@ send_poll(void)
 		return;
 	if (!PQsendQueryParams(read_conn, SQL_POLL, 5, NULL, params, NULL, NULL, 0))
 	{
-		connection_lost("mq.poll");
+		read_lost("mq.poll");
 		return;
 	}
 	read_in_flight = true;
@@ -1703,7 +1763,7 @@ end_read(void)
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 	{
 		if (PQstatus(read_conn) == CONNECTION_BAD)
-			connection_lost(group ? "commit of mq.poll" : "commit of mq.read");
+			read_lost(group ? "commit of mq.poll" : "commit of mq.read");
 		else
 			log_error("commit of the read failed: %s",
 					  pq_msg(res ? PQresultErrorMessage(res) : PQerrorMessage(read_conn)));
@@ -1746,7 +1806,7 @@ handle_read_result(void)
 
 	if (!PQconsumeInput(read_conn))
 	{
-		connection_lost(group ? "mq.poll" : "mq.read");
+		read_lost(group ? "mq.poll" : "mq.read");
 		return;
 	}
 	while (!PQisBusy(read_conn))
@@ -1768,7 +1828,7 @@ handle_read_result(void)
 		else if (PQstatus(read_conn) == CONNECTION_BAD)
 		{
 			PQclear(res);
-			connection_lost(group ? "mq.poll" : "mq.read");
+			read_lost(group ? "mq.poll" : "mq.read");
 			return;
 		}
 		else
