@@ -810,6 +810,24 @@ all_work_queues(int64 **ids)
 }
 
 /*
+ * Of the queue ids listed, the work queues that exist, each once, in id
+ * order: an id can be gone, or be another queue's after DROP EXTENSION and
+ * CREATE EXTENSION started the ids again.
+ */
+static int
+work_queues_among(int64 **ids, int n)
+{
+	Oid			argtypes[1] = {INT8ARRAYOID};
+	Datum		values[1] = {token_array(*ids, n)};
+
+	if (SPI_execute_with_args("SELECT queue_id FROM mq.queue WHERE partitions IS NULL"
+							  " AND queue_id " OP("=") " ANY ($1) ORDER BY 1",
+							  1, argtypes, values, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list queues");
+	return result_tokens(ids);
+}
+
+/*
  * Release the claims and leases of the sessions in todo: one statement per
  * queue and table for all the sessions that used the queue, so that many
  * sessions ending at once cost one pass over each queue.
@@ -838,13 +856,12 @@ release_sessions(Release *todo, int ntodo)
 		queues = all;
 		nqueues = nall;
 	}
-	qsort(queues, nqueues, sizeof(int64), token_cmp);
+	else
+		nqueues = work_queues_among(&queues, nqueues);
 	for (int q = 0; q < nqueues; q++)
 	{
 		int			n = 0;
 
-		if (q > 0 && queues[q] == queues[q - 1])
-			continue;
 		for (int t = 0; t < ntodo; t++)
 		{
 			bool		used = todo[t].nqueues < 0;
