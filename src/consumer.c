@@ -842,6 +842,8 @@ release_sessions(Release *todo, int ntodo)
 	int64	   *tokens = palloc(sizeof(int64) * Max(ntodo, 1));
 	uint64		released = 0;
 
+	if (ntodo == 0)
+		return 0;
 	/* the queues to visit: those listed, every work queue for an unlisted one */
 	for (int t = 0; t < ntodo; t++)
 	{
@@ -875,8 +877,7 @@ release_sessions(Release *todo, int ntodo)
 	}
 	for (int t = 0; t < ntodo; t++)
 		tokens[t] = todo[t].token;
-	if (ntodo > 0)
-		release_leases(tokens, ntodo);
+	release_leases(tokens, ntodo);
 	return released;
 }
 
