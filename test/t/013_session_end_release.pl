@@ -14,15 +14,17 @@
 #   4. ... is cut by an immediate restart of the server (claims from
 #      before the restart);
 #   5. with mq.release_on_session_end off, claims outlive their session;
-#   6. mq-worker with a long command (sleep 60), killed with SIGKILL: its
+#   6. an unregistered group member's partition leases are freed when the
+#      session that polled ends, though a heartbeat came from another one;
+#   7. mq-worker with a long command (sleep 60), killed with SIGKILL: its
 #      message is readable by another reader, its command is gone (the
 #      watchdog killed it: no second concurrent run), and the worker's
 #      long-polling read (its second slot) did not keep the session alive
 #      for its 600 s wait;
-#   7. mq-worker's control connection terminated while a command runs:
+#   8. mq-worker's control connection terminated while a command runs:
 #      nothing is released (the claim belongs to the read connection's
 #      session), the worker reconnects and acks;
-#   8. mq-worker's read connection terminated while a command runs: the
+#   9. mq-worker's read connection terminated while a command runs: the
 #      claim is released, another reader takes the message, and the
 #      worker's late ack is refused as stale, which its log says.
 # Every wait polls, never a fixed sleep.
@@ -125,6 +127,22 @@ is($node->safe_psql('postgres', "SELECT count(*) FROM mq.read('jobs', 10)"), '0'
 	'mq.release_on_session_end off: its claims outlive the session');
 $node->safe_psql('postgres', 'SELECT mq.purge(\'jobs\')');
 
+# 6. an unregistered group member's partitions are freed when the session
+# that polled ends, though another session sent its heartbeat meanwhile
+$node->safe_psql('postgres', "SELECT mq.create_queue('log', partitions => 2, session_timeout => '1 hour')");
+$bg = $node->background_psql('postgres');
+$bg->query_safe("SELECT count(*) FROM mq.poll('log', 'g', 'm1')");
+is($node->safe_psql('postgres', "SELECT count(*) FROM mq.consumer_groups WHERE member = 'm1'"),
+	'2', 'an unregistered member m1 holds both partitions');
+is($node->safe_psql('postgres', "SELECT mq.heartbeat('log', 'g', 'm1')"), '2',
+	'a heartbeat for m1 from another session');
+$bg->quit;
+ok($node->poll_query_until('postgres',
+		"SELECT count(*) = 0 FROM mq.consumer_groups WHERE member IS NOT NULL"),
+	'its partitions are freed when the polling session ends');
+is($node->safe_psql('postgres', "SELECT mq.heartbeat('log', 'g', 'm2')"), '2',
+	'another member takes them at once');
+
 # ---- mq-worker ------------------------------------------------------------
 SKIP:
 {
@@ -170,7 +188,7 @@ SKIP:
 		return $p;
 	}
 
-	# 6. kill -9 of mq-worker running a long command
+	# 7. kill -9 of mq-worker running a long command
 	$node->safe_psql('postgres', "SELECT mq.send('work', '{}')");
 	my ($h, $log) = start_worker('killed', 2, "$dir/never");
 	ok(wait_file("$dir/killed.pid"), 'mq-worker runs the command');
@@ -194,7 +212,7 @@ SELECT count(*) = 1 FROM mq.read('work', 1) WHERE attempts = 2}),
 		'both of its sessions ended, the long-polling one before its wait was over');
 	$node->safe_psql('postgres', "SELECT mq.purge('work')");
 
-	# 7. the control connection drops: nothing is released
+	# 8. the control connection drops: nothing is released
 	$node->safe_psql('postgres', "SELECT mq.send('work', '{}')");
 	($h, $log) = start_worker('ctl', 1, "$dir/ctl.go");
 	ok(wait_file("$dir/ctl.pid"), 'mq-worker runs the command');
@@ -219,7 +237,7 @@ SELECT pid FROM pg_stat_activity WHERE application_name = 'mq-worker' ORDER BY b
 	like(slurp_file($log), qr/connection lost during mq\.ack; reconnecting/, 'its log says it reconnected');
 	unlike(slurp_file($log), qr/refused/, 'no ack was refused');
 
-	# 8. the read connection drops: released, and the late ack is refused
+	# 9. the read connection drops: released, and the late ack is refused
 	$node->safe_psql('postgres', "SELECT mq.send('work', '{}')");
 	($h, $log) = start_worker('read', 1, "$dir/read.go");
 	ok(wait_file("$dir/read.pid"), 'mq-worker runs the command');
