@@ -26,7 +26,9 @@
 #      session), the worker reconnects and acks;
 #   9. mq-worker's read connection terminated while a command runs: the
 #      claim is released, another reader takes the message, and the
-#      worker's late ack is refused as stale, which its log says.
+#      worker's late ack is refused as stale, which its log says;
+#  10. more sessions end than there are records, with no maintenance
+#      meanwhile: no release is lost.
 # Every wait polls, never a fixed sleep.
 use strict;
 use warnings;
@@ -259,4 +261,38 @@ SELECT count(*) = 1 FROM mq.read('work', 1) WHERE attempts = 2}),
 }
 
 $node->stop;
+
+# 10. the records of ended sessions are full: none is lost.  No background
+# maintenance here (mq.database = ''), so records pile up; a session
+# claims two messages and ends, then 1,100 sessions that claim nothing
+# come and go (pgbench, a connection per transaction), overflowing the
+# 1,024 records: the database gives them up for a sweep, and the next
+# mq.maintain() still releases the first session's claims.
+my $full = PostgreSQL::Test::Cluster->new('records_full');
+$full->init;
+$full->append_conf('postgresql.conf', qq{
+shared_preload_libraries = 'mq'
+mq.database = ''
+max_connections = 20
+});
+$full->start;
+$full->safe_psql('postgres', q{
+CREATE EXTENSION mq;
+SELECT mq.create_queue('jobs', visibility_timeout => '1 hour');
+SELECT mq.send('jobs', '{}') FROM generate_series(1, 2);
+SELECT mq.maintain();
+});
+is($full->safe_psql('postgres', "SELECT count(*) FROM mq.read('jobs', 10)"), '2',
+	'a session claims two messages and ends');
+my $script = "$dir/churn.sql";
+open my $sfh, '>', $script or die;
+print $sfh "SELECT count(*) FROM mq.read('jobs', 1);\n";
+close $sfh;
+$full->command_ok([ 'pgbench', '-n', '-C', '-c', '2', '-t', '550', '-f', $script, 'postgres' ],
+	'1,100 sessions that claim nothing come and go');
+is($full->safe_psql('postgres', 'SELECT mq.maintain()'), '2',
+	'records full: the sweep that replaced them releases the two claims');
+is($full->safe_psql('postgres', "SELECT count(*) FROM mq.read('jobs', 10) WHERE attempts = 2"), '2',
+	'both are readable again, attempt counted');
+$full->stop;
 done_testing();
