@@ -1204,6 +1204,95 @@ COMMENT ON FUNCTION mq.archive(text, bigint[]) IS
 'Moves many processed messages to the queue''s archive (the batch form of mq.archive, as mq.ack with bigint[]); returns how many existed and were archived. Two batches lock their messages in the same order whatever order the ids are given in, so they never deadlock. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
 
 -- ---------------------------------------------------------------------------
+-- Dead letters: browse and redrive (as SQS's dead-letter queue redrive).
+
+CREATE FUNCTION mq._dead_letters(queue_name text, origin_queue text, max_messages integer)
+RETURNS TABLE (msg_id bigint, attempts integer, origin text, key text, payload jsonb,
+               headers jsonb, dead_letter jsonb)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue_id bigint := mq._queue_id(_dead_letters.queue_name);
+    v_tables text[];
+    v_sql text := '';
+BEGIN
+    IF _dead_letters.max_messages IS NULL OR _dead_letters.max_messages NOT BETWEEN 1 AND 100000 THEN
+        RAISE EXCEPTION 'max_messages must be between 1 and 100000'
+            USING ERRCODE = CASE WHEN _dead_letters.max_messages IS NULL THEN '22004' ELSE '22023' END;
+    END IF;
+    IF (SELECT q.partitions FROM mq.queue q WHERE q.queue_id = v_queue_id) IS NOT NULL THEN
+        RAISE EXCEPTION 'queue "%" is a partitioned queue', _dead_letters.queue_name USING ERRCODE = '42809';
+    END IF;
+    -- a dead letter may sit in any segment or in the delayed table
+    v_tables := ARRAY['_0', '_1', '_2', '_3', '_d'];
+    FOR i IN 1..5 LOOP
+        v_sql := v_sql || CASE WHEN i > 1 THEN ' UNION ALL ' ELSE '' END || format(
+            'SELECT m.msg_id, m.attempts, m.dead_letter OPERATOR(pg_catalog.->>) ''queue'', m.key,'
+            ' m.payload, m.headers, m.dead_letter FROM mq.%I m'
+            ' WHERE m.dead_letter IS NOT NULL AND m.vt OPERATOR(pg_catalog.<=) $1 AND NOT m.blocked'
+            ' AND ($2 IS NULL OR m.dead_letter OPERATOR(pg_catalog.->>) ''queue'' OPERATOR(pg_catalog.=) $2)',
+            'q_' || v_queue_id || v_tables[i]);
+    END LOOP;
+    -- the time is a parameter (Citus routes no volatile function)
+    RETURN QUERY EXECUTE 'SELECT * FROM (' || v_sql || ') d ORDER BY 1 LIMIT $3'
+        USING pg_catalog.clock_timestamp(), _dead_letters.origin_queue, _dead_letters.max_messages;
+END
+$$;
+COMMENT ON FUNCTION mq._dead_letters(text, text, integer) IS 'mq internal: body of mq.dead_letters, reached through mq_checked (src/rights.c)';
+
+CREATE FUNCTION mq.dead_letters(queue_name text, origin_queue text DEFAULT NULL, max_messages integer DEFAULT 100)
+RETURNS TABLE (msg_id bigint, attempts integer, origin text, key text, payload jsonb,
+               headers jsonb, dead_letter jsonb)
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
+COMMENT ON FUNCTION mq.dead_letters(text, text, integer) IS
+'Lists visible dead letters of a dead-letter queue without claiming them (docs/reference.md#mqdead_letters).';
+
+CREATE FUNCTION mq.redrive(dead_letter_queue text, origin_queue text DEFAULT NULL,
+                           msg_ids bigint[] DEFAULT NULL, max_messages integer DEFAULT 1000)
+RETURNS TABLE (msg_id bigint, queue_name text, new_msg_id bigint)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    d record;
+BEGIN
+    IF redrive.dead_letter_queue IS NULL THEN
+        RAISE EXCEPTION 'dead_letter_queue must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    -- Runs as the caller: mq.ack checks the consume right on the
+    -- dead-letter queue, mq.send the send right on each origin.
+    FOR d IN SELECT * FROM mq.dead_letters(redrive.dead_letter_queue, redrive.origin_queue,
+                                           CASE WHEN redrive.msg_ids IS NULL THEN redrive.max_messages
+                                                ELSE 100000 END) l
+              WHERE redrive.msg_ids IS NULL OR l.msg_id OPERATOR(pg_catalog.=) ANY (redrive.msg_ids)
+              LIMIT redrive.max_messages LOOP
+        -- The receipt is the attempts seen: a consumer that claimed the
+        -- letter since makes the ack fail, and the letter is left to it.
+        CONTINUE WHEN NOT mq.ack(redrive.dead_letter_queue, d.msg_id, d.attempts::bigint);
+        msg_id := d.msg_id;
+        queue_name := d.origin;
+        -- headers kept, the redrive recorded under "mq.redrive" (headers
+        -- that are not an object are kept as they are)
+        new_msg_id := mq.send(queue_name => d.origin, payload => d.payload, key => d.key,
+            headers => CASE WHEN d.headers IS NULL OR jsonb_typeof(d.headers) OPERATOR(pg_catalog.=) 'object'
+                THEN COALESCE(d.headers, '{}') OPERATOR(pg_catalog.||) jsonb_build_object('mq.redrive',
+                    jsonb_build_object(
+                        'count', 1 OPERATOR(pg_catalog.+) CASE WHEN jsonb_typeof(d.headers
+                                     OPERATOR(pg_catalog.#>) '{mq.redrive,count}') OPERATOR(pg_catalog.=) 'number'
+                                 THEN (d.headers OPERATOR(pg_catalog.#>>) '{mq.redrive,count}')::integer ELSE 0 END,
+                        'redriven_at', clock_timestamp(),
+                        'dead_letter_queue', redrive.dead_letter_queue,
+                        'dead_letter_msg_id', d.msg_id,
+                        'dead_letter', d.dead_letter))
+                ELSE d.headers END);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION mq.redrive(text, text, bigint[], integer) IS
+'Moves dead letters back to the queues they came from (docs/reference.md#mqredrive).';
+
+
+-- ---------------------------------------------------------------------------
 -- Partitioned queues: consumer groups, offsets, replay.
 
 CREATE FUNCTION mq._partition_end(queue_name text, partition integer) RETURNS bigint
@@ -1618,6 +1707,54 @@ SELECT c.consumer_id, c.pid, f.queue_name, c.state, c.registered_at, c.last_hear
 COMMENT ON VIEW mq.consumers IS
 'Registered consumers of this database, one row per queue they read: state (alive; lapsed = heartbeat timed out, claims released; dead = session ended, release pending), last heartbeat, and messages in flight (claimed and within their visibility timeout).';
 
+-- ---------------------------------------------------------------------------
+-- Warnings a person acts on (docs/monitoring.md).
+
+CREATE FUNCTION mq._xmin_horizon(OUT pid integer, OUT backend_type text, OUT state text, OUT database text,
+                                 OUT xact_age_s double precision, OUT xmin_age bigint)
+RETURNS record AS 'MODULE_PATHNAME', 'mq_xmin_horizon' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION mq._xmin_horizon() IS
+'mq internal: the backend other than the caller holding the oldest xmin (src/health.c); all NULL when none';
+
+CREATE FUNCTION mq.warnings(horizon_age interval DEFAULT '5 minutes')
+RETURNS TABLE (warning text, queue_name text, pid integer, age_s double precision, detail text)
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    -- the horizon: a backend's transaction, a prepared transaction, a slot
+    SELECT 'xmin_horizon', NULL::text, h.pid, h.xact_age_s,
+           format('%s (%s) in database %s holds the xmin horizon, %s transactions old',
+                  h.backend_type, COALESCE(h.state, 'no state'), COALESCE(h.database, 'none'), h.xmin_age)
+      FROM mq._xmin_horizon() h
+     WHERE h.pid IS NOT NULL
+       AND h.xact_age_s OPERATOR(pg_catalog.>=) extract(epoch FROM horizon_age)
+    UNION ALL
+    SELECT 'xmin_horizon', NULL, NULL,
+           extract(epoch FROM clock_timestamp() OPERATOR(pg_catalog.-) p.prepared)::double precision,
+           format('prepared transaction %L holds the xmin horizon, %s transactions old',
+                  p.gid, age(p.transaction))
+      FROM pg_prepared_xacts p
+     WHERE p.prepared OPERATOR(pg_catalog.<=) (clock_timestamp() OPERATOR(pg_catalog.-) horizon_age)
+    UNION ALL
+    SELECT 'xmin_horizon', NULL, s.active_pid, NULL,
+           format('replication slot %L holds the xmin horizon, %s transactions old (%s)',
+                  s.slot_name, greatest(age(s.xmin), age(s.catalog_xmin)),
+                  CASE WHEN s.active THEN 'active' ELSE 'inactive' END)
+      FROM pg_replication_slots s
+     WHERE (s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL) AND NOT s.active
+    UNION ALL
+    -- registered consumers whose heartbeat is overdue (lapsed: maintenance
+    -- has released their claims; alive: it has not run since)
+    SELECT 'consumer_lapsed', c.queue_name, c.pid,
+           extract(epoch FROM clock_timestamp() OPERATOR(pg_catalog.-) c.last_heartbeat)::double precision,
+           format('consumer %L stopped heartbeating (timeout %s)', c.consumer_id, c.heartbeat_timeout)
+      FROM mq.consumers c
+     WHERE c.state OPERATOR(pg_catalog.=) 'lapsed'
+        OR (c.state OPERATOR(pg_catalog.=) 'alive' AND c.last_heartbeat OPERATOR(pg_catalog.<)
+            (clock_timestamp() OPERATOR(pg_catalog.-) c.heartbeat_timeout))
+$$;
+COMMENT ON FUNCTION mq.warnings(interval) IS
+'What slows or stalls queues now, one row per finding (docs/reference.md#mqwarnings).';
+
 CREATE FUNCTION mq._release_consumers() RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_release_consumers' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq._release_consumers() IS
@@ -1674,6 +1811,10 @@ GRANT EXECUTE ON FUNCTION
     mq.extend(text, bigint, interval, bigint),
     mq.archive(text, bigint, bigint),
     mq.archive(text, bigint[]),
+    mq.dead_letters(text, text, integer),
+    mq.redrive(text, text, bigint[], integer),
+    mq.warnings(interval),
+    mq._xmin_horizon(),
     mq.metrics(text),
     mq.metrics_all(),
     mq.poll(text, text, text, integer, interval),

@@ -243,6 +243,7 @@ static const CheckedFunction checked_functions[] = {
 	{"heartbeat", true, MQ_RIGHT_CONSUME},
 	{"seek", true, MQ_RIGHT_CONSUME},
 	{"leave", true, MQ_RIGHT_CONSUME},
+	{"dead_letters", true, MQ_RIGHT_CONSUME},
 };
 
 /* Per call site: which entry, and the body's FmgrInfo. */

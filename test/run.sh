@@ -17,7 +17,10 @@
 #      through MQ_SOURCE_DIR and MQ_SOURCE_0_1_0)
 #   5. test/pgmq-js: the pgmq-js client from npm against mq_pgmq, with
 #      node's test runner, one test (skipped without node, listed)
-#   6. test/package.sh: the Debian package built and checked, one test
+#   6. clients/python/test.sh and clients/node/test.sh: each client's own
+#      tests (pytest, node's test runner) against this cluster, one test
+#      each (skipped without python3 or node, listed)
+#   7. test/package.sh: the Debian package built and checked, one test
 # and ends with one line `N passed, N failed` counting regression tests,
 # isolation tests and TAP files (a TAP file that skips entirely, like
 # t/100_citus_cluster.pl without Citus, counts as neither and is listed).
@@ -266,6 +269,23 @@ else
 		failures+=("pgmq-js")
 	fi
 fi
+
+# ---- clients ---------------------------------------------------------------
+# The Python and Node.js clients' tests; each script makes its own
+# databases in this cluster and exits 77 when its runtime is missing.
+for client in python node; do
+	say "clients/$client/test.sh"
+	timeout 600 "$REPO/clients/$client/test.sh"
+	rc=$?
+	if [ "$rc" -eq 0 ]; then
+		passed=$((passed + 1))
+	elif [ "$rc" -eq 77 ]; then
+		skipped+=("clients/$client")
+	else
+		failed=$((failed + 1))
+		failures+=("clients/$client")
+	fi
+done
 
 # ---- package ---------------------------------------------------------------
 # The Debian package (debian/, pg_buildext) built from a copy and checked:

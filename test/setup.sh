@@ -7,9 +7,9 @@
 #    they are all installed already, so a second run is fast and offline).
 # 2. Builds and installs the extension (`make && make install` at the top)
 #    and the signup example when it has a Makefile.
-# 3. Installs the npm packages of test/pgmq-js (npm ci, from its lockfile)
-#    for the pgmq-js test; Node.js and npm come from Debian (step 1) when
-#    the machine has none.
+# 3. Installs the npm packages of test/pgmq-js and clients/node (npm ci,
+#    from their lockfiles) for their tests; Node.js and npm come from
+#    Debian (step 1) when the machine has none.
 # 4. Builds and installs Citus when ../shared/tools/build-citus.sh exists
 #    (MQ_SKIP_CITUS=1: not), for the cluster test.
 # Safe to run again at any time.
@@ -40,8 +40,10 @@ PACKAGES=(
 	debhelper
 	git                             # package.sh's file list, t/040's v0.1.0 sources
 	postgresql-server-dev-all
+	python3-psycopg                 # clients/python and its tests
+	python3-pytest
 )
-# Node.js and npm for the pgmq-js test, from Debian unless the machine has
+# Node.js and npm for the pgmq-js and clients/node tests, from Debian unless the machine has
 # them already (a newer Node.js of its own)
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 	PACKAGES+=(nodejs npm)
@@ -128,12 +130,15 @@ say "mq installed ($("$PG_CONFIG" --version))"
 
 # 3. pgmq-js, the pgmq client that test/run.sh drives mq_pgmq with.  A
 #    failure does not stop the setup: run.sh then counts that test failed.
+#    clients/node, the Node.js client, the same way for its tests.
 if command -v npm >/dev/null 2>&1; then
-	say "npm ci in test/pgmq-js"
-	(cd "$REPO/test/pgmq-js" && npm ci --prefer-offline --no-audit --no-fund) ||
-		say "npm ci failed: the pgmq-js test will fail"
+	for dir in test/pgmq-js clients/node; do
+		say "npm ci in $dir"
+		(cd "$REPO/$dir" && npm ci --prefer-offline --no-audit --no-fund) ||
+			say "npm ci failed: the tests of $dir will fail"
+	done
 else
-	say "npm not found: the pgmq-js test will be skipped"
+	say "npm not found: the pgmq-js and clients/node tests will be skipped"
 fi
 
 # 4. Citus, for t/100_citus_cluster.pl (which skips without it): built from

@@ -820,6 +820,8 @@ INSERT INTO hostile.steps (suite, ord, name, needs, sql, ok, denied) VALUES
  'ok=nack on the last attempt', '42501'),
 ('matrix', 55, 'archive', 'consume',
  $s$SELECT mq.archive('{q}_dlq', 1, receipt => 1)$s$, 'ok=true', '42501'),
+('matrix', 56, 'dead_letters', 'consume',
+ $s$SELECT pg_catalog.count(*) FROM mq.dead_letters('{q}_dlq')$s$, 'ok=1', '42501'),
 -- keyed work queue
 ('matrix', 60, 'read (keyed)', 'consume',
  $s$SELECT pg_catalog.string_agg(msg_id::pg_catalog.text, ',' ORDER BY msg_id) FROM mq.read('{q}_keyed', 10)$s$,
@@ -913,11 +915,17 @@ INSERT INTO hostile.steps (suite, ord, name, needs, sql, ok, denied) VALUES
  $s$SELECT mq.revoke('{q}_work', 'regress_hostile_grantee', 'consume')$s$, 'ok=true', '42501'),
 ('matrix', 103, 'grant (bad privilege)', 'admin',
  $s$SELECT mq.grant('{q}_work', 'regress_hostile_grantee', 'everything')$s$, '22023', '42501|22023'),
+-- dead letters back to their queue: consume on the DLQ and send on the
+-- origin (mq_consumer has no send right: refused, nothing moved)
+('matrix', 104, 'redrive', 'admin',
+ $s$SELECT pg_catalog.count(*) FROM mq.redrive('{q}_dlq')$s$, 'ok=1', '42501'),
+('matrix', 105, 'warnings', 'view_consume',
+ $s$SELECT pg_catalog.count(*) OPERATOR(pg_catalog.>=) 0 FROM mq.warnings()$s$, 'ok=true', '42501'),
 -- maintenance and the end of the queues
 ('matrix', 110, 'maintain', 'mq_admin',
  $s$SELECT mq.maintain() IS NOT NULL$s$, 'ok=true', '42501'),
-('matrix', 111, 'purge (work queue)', 'admin',
- $s$SELECT mq.purge('{q}_work')$s$, 'ok=4', '42501'),
+('matrix', 111, 'purge (work queue, the redriven message included)', 'admin',
+ $s$SELECT mq.purge('{q}_work')$s$, 'ok=5', '42501'),
 ('matrix', 112, 'purge (keyed)', 'admin',
  $s$SELECT mq.purge('{q}_keyed')$s$, 'ok=4', '42501'),
 ('matrix', 113, 'purge (partitioned)', 'admin',

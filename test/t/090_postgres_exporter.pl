@@ -13,8 +13,10 @@
 #      queue, depth 1 on the dead-letter queue;
 #   4. a partitioned queue: lag and lease ownership per consumer group and
 #      partition, as mq.consumer_groups has them;
-#   5. the exporter's role can read the metrics but no message;
-#   6. the example alert rules in docs/monitoring.md pass
+#   5. a transaction holding a snapshot shows in mq_xmin_horizon_age_seconds
+#      and mq.warnings names its pid to the exporter's role, until it ends;
+#   6. the exporter's role can read the metrics but no message;
+#   7. the example alert rules in docs/monitoring.md pass
 #      monitoring/alerts_test.yml, when promtool (Debian package
 #      prometheus) is installed.
 # The test skips, saying why, when the exporter binary is missing.
@@ -188,8 +190,36 @@ cmp_ok($cg{0}[0] + $cg{1}[0], '==', 6 - 1, 'lags add up to the 6 sent less the 1
 is(one('mq_queue_sent_total', kind => 'partitioned', queue => 'log'), 6, 'partitioned: sent_total 6');
 is(one('mq_queue_depth', kind => 'partitioned', queue => 'log'), 6, 'partitioned: depth = offsets retained');
 
-# ---- 5. the exporter's role reads no message ---------------------------------
-my ($ret, $out, $err) = $node->psql('postgres', q{SELECT * FROM mq.read('jobs')},
+my ($ret, $out, $err);
+# ---- 5. the xmin horizon: a held snapshot shows, and goes ---------------------
+my $holder = $node->background_psql('postgres');
+$holder->query_safe('BEGIN ISOLATION LEVEL REPEATABLE READ');
+$holder->query_safe('SELECT 1');
+my $holder_pid = $holder->query_safe('SELECT pg_backend_pid()');
+my $held = 0;
+for (1 .. 300)
+{
+	$last = scrape();
+	$held = 1, last if $last && (one('mq_xmin_horizon_age_seconds') // 0) >= 1;
+	select(undef, undef, undef, 0.1);
+}
+ok($held, 'mq_xmin_horizon_age_seconds grows while a snapshot is held');
+($ret, $out, $err) = $node->psql('postgres', q{SELECT pid FROM mq.warnings('0') WHERE warning = 'xmin_horizon'},
+	extra_params => [ '-U', 'regress_exporter' ]);
+is($out, $holder_pid, 'mq.warnings names the holder to the exporter role');
+$holder->query_safe('COMMIT');
+$holder->quit;
+$held = 1;
+for (1 .. 300)
+{
+	$last = scrape();
+	$held = 0, last if $last && (one('mq_xmin_horizon_age_seconds') // 1) < 1;
+	select(undef, undef, undef, 0.1);
+}
+ok(!$held, 'and falls back once it ends');
+
+# ---- 6. the exporter's role reads no message ---------------------------------
+($ret, $out, $err) = $node->psql('postgres', q{SELECT * FROM mq.read('jobs')},
 	extra_params => [ '-U', 'regress_exporter' ]);
 isnt($ret, 0, 'the exporter role cannot read messages');
 like($err, qr/permission denied for queue "jobs"/, '... permission denied');
@@ -201,7 +231,7 @@ $h->kill_kill;
 undef $h;
 $node->stop;
 
-# ---- 6. the example alert rules of docs/monitoring.md --------------------------
+# ---- 7. the example alert rules of docs/monitoring.md --------------------------
 SKIP:
 {
 	my ($promtool) = grep { -x $_ } map { "$_/promtool" } (split(/:/, $ENV{PATH}), '/usr/bin');
@@ -214,7 +244,7 @@ SKIP:
 		slurp_file("$repo/monitoring/alerts_test.yml"));
 	my ($out, $err) = ('', '');
 	IPC::Run::run([ $promtool, 'check', 'rules', "$dir/alerts.yml" ], '>', \$out, '2>', \$err);
-	like($out, qr/SUCCESS: 7 rules found/, 'promtool check rules: the 7 example rules are valid')
+	like($out, qr/SUCCESS: 8 rules found/, 'promtool check rules: the 8 example rules are valid')
 	  or diag($out . $err);
 	($out, $err) = ('', '');
 	IPC::Run::run([ $promtool, 'test', 'rules', "$dir/alerts_test.yml" ], '>', \$out, '2>', \$err);
