@@ -124,7 +124,7 @@ CREATE TABLE mq.group_member (
     consumer_group text NOT NULL,
     member text NOT NULL,
     last_seen timestamptz NOT NULL,
-    session bigint,             -- token of the registered consumer polling as member
+    session bigint,             -- token of the session polling as member (src/consumer.c)
 
     PRIMARY KEY (queue_id, consumer_group, member)
 ) WITH (fillfactor = 50);
@@ -1523,7 +1523,7 @@ COMMENT ON FUNCTION mq.unlisten(text) IS
 CREATE FUNCTION mq.register_consumer(consumer_id text, heartbeat_timeout interval DEFAULT '30 seconds')
 RETURNS void AS 'MODULE_PATHNAME', 'mq_register_consumer' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.register_consumer(text, interval) IS
-'Registers this session as a consumer named consumer_id (1 to 127 bytes; calling again renames it or changes its timeout). From now on, the messages it reads and the partitions it holds are released at once (within mq.maintenance_interval) when the session ends - exit, crash, kill or dropped connection - or when it neither reads, polls nor calls mq.consumer_heartbeat for heartbeat_timeout (1 second to 1 hour); each such delivery still counts as an attempt. Do not register a session that reads messages which another session acks. Errors: 22004 NULL; 22023 bad consumer_id or timeout; 53400 too many consumers; 55000 mq not preloaded; 42501 no consume right on any queue.';
+'Registers this session as a consumer named consumer_id (1 to 127 bytes; calling again renames it or changes its timeout), listed in mq.consumers. The messages it reads and the partitions it holds are released at once when the session ends (as for every session while mq.release_on_session_end is on; for a registered one whatever that setting) and also when it neither reads, polls nor calls mq.consumer_heartbeat for heartbeat_timeout (1 second to 1 hour, checked every mq.maintenance_interval); each such delivery still counts as an attempt. Do not register a session that reads messages which another session acks. Errors: 22004 NULL; 22023 bad consumer_id or timeout; 53400 too many consumers; 55000 mq not preloaded; 42501 no consume right on any queue.';
 
 CREATE FUNCTION mq.consumer_heartbeat() RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_consumer_heartbeat' LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -1533,7 +1533,7 @@ COMMENT ON FUNCTION mq.consumer_heartbeat() IS
 CREATE FUNCTION mq.unregister_consumer() RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_unregister_consumer' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.unregister_consumer() IS
-'Stops tracking this session; its current claims then lapse with their visibility timeouts. Returns false when it was not registered. Errors: 55000 mq not preloaded.';
+'Stops tracking this session by heartbeat and removes it from mq.consumers; the claims it made are still released when the session ends. Returns false when it was not registered. Errors: 55000 mq not preloaded.';
 
 CREATE FUNCTION mq._consumers()
 RETURNS TABLE (consumer_id text, pid integer, token bigint, registered_at timestamptz,
@@ -1609,7 +1609,7 @@ COMMENT ON FUNCTION mq.warnings(interval) IS
 CREATE FUNCTION mq._release_consumers() RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_release_consumers' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq._release_consumers() IS
-'mq internal: makes the claims of dead or lapsed registered consumers visible again and frees their partition leases';
+'mq internal: makes the claims of sessions that ended and of lapsed registered consumers visible again and frees their partition leases';
 
 CREATE FUNCTION mq._compact_offsets() RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_compact_offsets' LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -1628,7 +1628,7 @@ COMMENT ON FUNCTION mq._maintain() IS 'mq internal: body of mq.maintain, reached
 CREATE FUNCTION mq.maintain() RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.maintain() IS
-'Periodic maintenance of the current database, run by mq''s background workers every mq.maintenance_interval in every database with mq (mq.database) when mq is preloaded. Returns how many messages it released or removed: releases the claims and partition leases of registered consumers that died or stopped heartbeating; in work queues, moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it), looking at the oldest 10000 visible messages of each (mq.read does the same for the messages it meets); in partitioned queues, applies retention by truncating whole segments. A queue whose upkeep fails is skipped with a WARNING naming it; the others are maintained. Without preloading, call it every few seconds from a scheduler (pg_cron). Errors: 42501 not mq_admin.';
+'Periodic maintenance of the current database, run by mq''s background workers every mq.maintenance_interval in every database with mq (mq.database) when mq is preloaded. Returns how many messages it released or removed: releases the claims and partition leases of sessions that ended and of registered consumers that stopped heartbeating; in work queues, moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it), looking at the oldest 10000 visible messages of each (mq.read does the same for the messages it meets); in partitioned queues, applies retention by truncating whole segments. A queue whose upkeep fails is skipped with a WARNING naming it; the others are maintained. Without preloading, call it every few seconds from a scheduler (pg_cron). Errors: 42501 not mq_admin.';
 
 -- Privileges.  The public functions and views may be used by anyone and
 -- check the caller's rights themselves (src/rights.c); everything else is

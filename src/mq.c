@@ -9,7 +9,8 @@
  * background (worker.c: a launcher and a maintenance worker per database
  * and pass; relay.c: a NOTIFY relay per database with recent sends).
  * GUCs: mq.database and mq.maintenance_interval here,
- * mq.autocommit_positions in partition.c, where its rule lives.
+ * mq.autocommit_positions in partition.c and mq.release_on_session_end in
+ * consumer.c, where their rules live.
  *
  *-------------------------------------------------------------------------
  */
@@ -19,6 +20,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "consumer.h"
 #include "queue.h"
 #include "keylocks.h"
 #include "notify.h"
@@ -43,6 +45,7 @@ _PG_init(void)
 	MqStateInit();
 	MqKeyLocksInit();
 	MqPartitionInit();
+	MqConsumerInit();
 	MqShmemInit();
 
 	/* only the preloaded library's launcher reads it */
@@ -54,7 +57,7 @@ _PG_init(void)
 								   NULL, NULL, NULL);
 	DefineCustomIntVariable("mq.maintenance_interval",
 							"Time between two passes of mq's background maintenance in each database.",
-							"Bounds how long a dead consumer's messages stay invisible.",
+							"Bounds how long the messages of a registered consumer whose heartbeat lapsed stay invisible; those of a session that ended are released at once.",
 							&MqMaintenanceInterval, 1000, 10, 3600 * 1000, PGC_SIGHUP,
 							GUC_UNIT_MS, NULL, NULL, NULL);
 	MarkGUCPrefixReserved("mq");

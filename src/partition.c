@@ -430,7 +430,7 @@ fair_share(int partitions, int64 live)
  * partition of it lapsed.  Returns -1 when anything is due, for the sync.
  */
 static int
-group_steady(MqQueue *q, text *group, text *member, bool registered, int64 token,
+group_steady(MqQueue *q, text *group, text *member, bool stamped, int64 token,
 			 Owned **owned)
 {
 	static const Oid argtypes[7] = {INT8OID, TEXTOID, TEXTOID, INT8OID,
@@ -466,10 +466,10 @@ group_steady(MqQueue *q, text *group, text *member, bool registered, int64 token
 						   " AND EXISTS (SELECT FROM mq.group_member m"
 						   "   WHERE m.queue_id " OP("=") " $1 AND m.consumer_group " OP("=") " $2"
 						   "   AND m.member " OP("=") " $3 AND m.last_seen " OP(">=") " $6"
-						   "   AND (m.session " OP("=") " $4 OR (m.session IS NULL AND $4 IS NULL)))"
+						   "   AND ($4 IS NULL OR m.session " OP("=") " $4))"
 						   " ORDER BY g.partition",
 						   7, argtypes);
-	n = (int) MqQueueRun(q, plan, values, registered ? "       " : "   n   ", SPI_OK_SELECT);
+	n = (int) MqQueueRun(q, plan, values, stamped ? "       " : "   n   ", SPI_OK_SELECT);
 	if (n == 0)
 		return -1;
 	live = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
@@ -493,12 +493,13 @@ group_sync(MqQueue *q, text *group, text *member, ArrayType *busy, Owned **owned
 	INT4ARRAYOID};
 	SPIPlanPtr	plan = q->plans[PPLAN_SYNC];
 	int64		token = 0;
-	bool		registered = MqConsumerToken(&token);
+	/* the leases are released when this session ends (consumer.c) */
+	bool		stamped = MqConsumerToken(&token);
 	Datum		values[7] = {Int64GetDatum(q->queue_id), PointerGetDatum(group),
 		PointerGetDatum(member), Int64GetDatum(token), Int32GetDatum(q->partitions),
 	IntervalPGetDatum(&q->session_timeout), PointerGetDatum(busy)};
 	char		nulls[8] = "       ";
-	int			n = group_steady(q, group, member, registered, token, owned);
+	int			n = group_steady(q, group, member, stamped, token, owned);
 
 	if (n >= 0)
 		return n;
@@ -507,7 +508,7 @@ group_sync(MqQueue *q, text *group, text *member, ArrayType *busy, Owned **owned
 						   "SELECT partition, lease_epoch, committed"
 						   " FROM mq._group_sync($1, $2, $3, $4, $5, $6, $7)",
 						   7, argtypes);
-	if (!registered)
+	if (!stamped)
 		nulls[3] = 'n';
 	if (busy == NULL)
 		nulls[6] = 'n';
@@ -558,7 +559,7 @@ static const struct
 	[SYNC_HEARTBEAT] = {
 		"INSERT INTO mq.group_member AS m (queue_id, consumer_group, member, last_seen, session)"
 		" VALUES ($1, $2, $3, $4, $5) ON CONFLICT (queue_id, consumer_group, member)"
-		" DO UPDATE SET last_seen = excluded.last_seen, session = excluded.session",
+		" DO UPDATE SET last_seen = excluded.last_seen, session = coalesce(excluded.session, m.session)",
 		5, {INT8OID, TEXTOID, TEXTOID, TIMESTAMPTZOID, INT8OID}
 	},
 	[SYNC_RENEW] = {
@@ -644,8 +645,9 @@ result_int8(int column, bool *isnull)
  * mq internal (EXECUTE for mq_owner only): the heartbeat and rebalance of
  * member in a consumer group of partitioned queue p_queue_id, which has
  * p_partitions partitions and session_timeout p_timeout, by the rule above;
- * p_session is the member's consumer token (NULL when not registered: a
- * new token rewrites the heartbeat).  p_busy (NULL: none; NULL elements
+ * p_session is the polling session's stamp, whose end frees the leases
+ * (consumer.c; NULL for a heartbeat or a session that stamps nothing,
+ * which keeps the stamp there; a new stamp rewrites the heartbeat).  p_busy (NULL: none; NULL elements
  * ignored) lists the partitions the member is still processing: when it
  * holds more than its fair share it gives back the others first, keeps a
  * busy one it must give back (its lease renewed, so its commits count) and
@@ -714,8 +716,13 @@ mq_group_sync(PG_FUNCTION_ARGS)
 	seen = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &seen_null));
 	{
 		int64		session = result_int8(3, &isnull);
-		bool		same_session = (isnull && session_null == 'n') ||
-			(!isnull && session_null == ' ' && session == PG_GETARG_INT64(3));
+		/*
+		 * p_session: the polling session's stamp (its end frees the leases);
+		 * NULL (a heartbeat, or a session that stamps nothing) keeps the one
+		 * there, so a heartbeat from another connection does not untie them.
+		 */
+		bool		same_session = session_null == 'n' ||
+			(!isnull && session == PG_GETARG_INT64(3));
 
 		if (seen_null || seen < clock.heartbeat_due || !same_session)
 		{

@@ -257,7 +257,10 @@ MqOwner(void)
  * statement of mq is written for an index, so the index plan is the one it
  * needs whatever the statistics say.  mq's statements are told apart by the
  * user and the restricted security context of MqOwnerBegin: mq_owner owns
- * no table or view whose maintenance could run as it.
+ * no table or view whose maintenance could run as it.  JIT is off for them
+ * too: a statement that has to scan a table (a release of claims, found by
+ * their unindexed stamp) costs the 1e10 of a disabled scan, far above
+ * jit_above_cost, and compiling it took 100 ms each, for a few rows.
  */
 static PlannedStmt *
 mq_planner(Query *parse, const char *query_string, int cursorOptions,
@@ -273,6 +276,8 @@ mq_planner(Query *parse, const char *query_string, int cursorOptions,
 		(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
 		(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
 	}
 	result = prev_planner ?

@@ -820,7 +820,7 @@ typedef struct Claim
 	Interval   *vt;
 	TimestampTz began;			/* claims what was visible before this */
 	int64		token;
-	bool		registered;
+	bool		stamped;		/* token is this session's, else NULL */
 	int			want;
 	int			got;
 	ReturnSetInfo *rsinfo;
@@ -872,7 +872,7 @@ claim_with(Claim *c, PlanKind kind, int table, Datum *extra, int nextra, int64 *
 	int			nrows = 0,
 				nexhausted = 0;
 
-	if (!c->registered)
+	if (!c->stamped)
 		nulls[3] = 'n';
 	for (int i = 0; i < nextra; i++)
 		values[5 + i] = extra[i];
@@ -1109,9 +1109,9 @@ MqStorageClaim(MqQueue *q, int qty, Interval *vt, ReturnSetInfo *rsinfo)
 	int			nsegments = segments_by_age(q, order);
 
 	c.rows = palloc(sizeof(ClaimedRow) * Max(qty, 1));
-	c.registered = MqConsumerToken(&c.token);
-	/* a registered consumer's claims are released as soon as it dies */
-	if (c.registered)
+	c.stamped = MqConsumerToken(&c.token);
+	/* stamped claims are released as soon as the session ends */
+	if (c.stamped)
 		MqConsumerSawQueue(q->queue_id);
 
 	claim_due(&c, hints);

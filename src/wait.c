@@ -37,11 +37,16 @@
  * Without preloading there is no shared memory: a waiting read re-checks
  * after a latch sleep of 10 ms, doubling up to MQ_WAIT_FALLBACK_MAX_MS.
  *
+ * A waiting read checks every MQ_WAIT_CLIENT_CHECK_MS that its client is
+ * still connected, and ends its session (FATAL, as
+ * client_connection_check_interval does) when it is not.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "libpq/libpq.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/backendid.h"
@@ -60,6 +65,16 @@
 
 #define MQ_WAIT_SLOTS 1024
 #define MQ_WAIT_RECHECK_MS 250
+
+/*
+ * How often a waiting read looks at its client's socket.  A running
+ * statement reads nothing from the client, so PostgreSQL notices a client
+ * that died only when the statement ends (or every
+ * client_connection_check_interval, off by default); a long poll would
+ * keep the session, and so the claims it made earlier (released when the
+ * session ends, consumer.c), for its whole wait.
+ */
+#define MQ_WAIT_CLIENT_CHECK_MS 250
 #define MQ_WAIT_FALLBACK_MIN_MS 10
 #define MQ_WAIT_FALLBACK_MAX_MS 200
 
@@ -274,6 +289,22 @@ ms_until(TimestampTz deadline)
 }
 
 /*
+ * End the session if its client went away (the socket reports closed), the
+ * way ProcessInterrupts does for client_connection_check_interval.  A
+ * process without a client (a background worker) has nothing to check.
+ */
+static void
+check_client(void)
+{
+	if (MyProcPort != NULL && !pq_check_connection())
+	{
+		ClientConnectionLost = true;
+		InterruptPending = true;
+	}
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
  * The loop of mq.read and mq.poll: open the queue, take rate-limit tokens,
  * fetch, give back the tokens not used; until something was fetched, the
  * deadline passed or a drop_queue of the queue waits for it, sleep until a send commits (or the next token is due)
@@ -326,7 +357,7 @@ MqWaitLoop(text *queue_name, bool partitioned, int want, TimestampTz deadline,
 void
 MqWaitUntil(TimestampTz until)
 {
-	long		timeout = ms_until(until);
+	long		timeout = Min(ms_until(until), MQ_WAIT_CLIENT_CHECK_MS);
 
 	if (timeout > 0)
 	{
@@ -334,7 +365,7 @@ MqWaitUntil(TimestampTz until)
 						 timeout, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 	}
-	CHECK_FOR_INTERRUPTS();
+	check_client();
 }
 
 /*
@@ -357,14 +388,21 @@ MqWaitForSend(int64 queue_id, uint64 seen, TimestampTz deadline, TimestampTz nex
 		if (recheck < deadline)
 			deadline = recheck;
 		ConditionVariablePrepareToSleep(cv);
-		while (pg_atomic_read_u64(&wait_shared->commits[slot]) == seen &&
-			   !drop_pending(queue_id))
+		for (;;)
 		{
-			long		timeout = ms_until(deadline);
+			long		timeout;
 
-			if (timeout <= 0 ||
-				ConditionVariableTimedSleep(cv, timeout, PG_WAIT_EXTENSION))
+			/* first, so that a broadcast after the test still wakes us */
+			check_client();
+			if (pg_atomic_read_u64(&wait_shared->commits[slot]) != seen ||
+				drop_pending(queue_id))
 				break;
+			timeout = ms_until(deadline);
+			if (timeout <= 0)
+				break;
+			/* timed out: not woken, so look again (client included) */
+			(void) ConditionVariableTimedSleep(cv, Min(timeout, MQ_WAIT_CLIENT_CHECK_MS),
+											   PG_WAIT_EXTENSION);
 		}
 		ConditionVariableCancelSleep();
 	}
@@ -383,5 +421,5 @@ MqWaitForSend(int64 queue_id, uint64 seen, TimestampTz deadline, TimestampTz nex
 		}
 		*fallback_ms = Min(*fallback_ms * 2, MQ_WAIT_FALLBACK_MAX_MS);
 	}
-	CHECK_FOR_INTERRUPTS();
+	check_client();
 }

@@ -26,6 +26,12 @@
  * at connection and then fails to connect.  The cost is a process start
  * per database and interval.
  *
+ * A session that ends with claims sets the launcher's latch (consumer.c):
+ * its database then gets a release-only worker (mq._release_consumers())
+ * at once, or when its running worker ends, and at most every
+ * MQ_RELEASE_GAP_MS, so that a dead session's messages come back within a
+ * fraction of a second whatever the interval.
+ *
  * The worker does nothing while the database has mq at another version
  * than the library's (after a package upgrade, until ALTER EXTENSION mq
  * UPDATE), when mq.maintain() would fail every pass; it says so in the log
@@ -66,6 +72,7 @@
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
+#include "consumer.h"
 #include "queue.h"
 #include "relay.h"
 #include "worker.h"
@@ -80,6 +87,7 @@ int			MqMaintenanceInterval = 1000;
 typedef struct WorkerExtra
 {
 	bool		first;			/* first start for its database: log fully */
+	bool		release_only;	/* a session ended: mq._release_consumers() */
 } WorkerExtra;
 
 void
@@ -106,12 +114,21 @@ typedef struct Served
 	Oid			dboid;
 	BackgroundWorkerHandle *handle; /* its worker, NULL when none runs */
 	TimestampTz next_start;		/* no new worker before */
+	bool		release_wanted; /* a session ended there since its last pass */
+	TimestampTz next_release;	/* no release-only worker before */
 	bool		seen;			/* still listed by this pass */
 	bool		first;			/* no worker started for it yet */
 } Served;
 
 /* maintenance workers running at once, at most */
 #define MQ_MAINTENANCE_WORKERS 2
+
+/*
+ * Release-only passes of one database start at most this often: under a
+ * storm of sessions ending, one pass takes all of their records, and the
+ * launcher does not start a worker per session.
+ */
+#define MQ_RELEASE_GAP_MS 200
 
 static MemoryContext launcher_cxt = NULL;
 static List *served = NIL;
@@ -162,10 +179,10 @@ databases_to_serve(void)
 
 /* Start the maintenance worker of one database; false if no slot is free. */
 static bool
-start_worker(Served *s, bool first)
+start_worker(Served *s, bool first, bool release_only)
 {
 	BackgroundWorker worker;
-	WorkerExtra extra = {first};
+	WorkerExtra extra = {first, release_only};
 	MemoryContext old;
 	bool		ok;
 
@@ -197,6 +214,29 @@ start_worker(Served *s, bool first)
 	}
 	slots_logged = false;
 	return true;
+}
+
+/*
+ * Databases where a session ended (consumer.c's requests, which set our
+ * latch): each wants a release-only pass, after its running worker if one
+ * runs.  A database we do not serve is left to its own mq.maintain().
+ */
+static void
+note_requests(void)
+{
+	Oid			dbs[64];
+	int			n = MqConsumerTakeRequests(dbs, lengthof(dbs));
+	ListCell   *lc;
+
+	foreach(lc, served)
+	{
+		Served	   *s = lfirst(lc);
+
+		for (int i = 0; i < n && !s->release_wanted; i++)
+			s->release_wanted = dbs[i] == s->dboid;
+		if (n < 0)
+			s->release_wanted = true;
+	}
 }
 
 /*
@@ -245,6 +285,7 @@ launch_pass(void)
 		}
 		s->seen = true;
 	}
+	note_requests();
 
 	/*
 	 * Start the databases due, the longest due first, while fewer than
@@ -254,27 +295,40 @@ launch_pass(void)
 	for (;;)
 	{
 		Served	   *due = NULL;
+		TimestampTz due_at = 0;
+		bool		release_only = false;
 		int			running = 0;
 
 		foreach(lc, served)
 		{
 			Served	   *s = lfirst(lc);
+			TimestampTz at = s->next_start;
 
+			/* a session ended there: a release-only pass, sooner */
+			if (s->release_wanted && s->next_release < at)
+				at = s->next_release;
 			if (s->handle != NULL)
 				running++;
 			else if (!s->seen)
 				continue;
-			else if (s->next_start > now)
-				next = Min(next, s->next_start);
-			else if (due == NULL || s->next_start < due->next_start)
+			else if (at > now)
+				next = Min(next, at);
+			else if (due == NULL || at < due_at)
+			{
 				due = s;
+				due_at = at;
+				release_only = s->next_start > now;
+			}
 		}
 		if (due == NULL || running >= MQ_MAINTENANCE_WORKERS)
 			break;				/* a worker's end sets our latch */
-		if (!start_worker(due, due->first))
+		if (!start_worker(due, due->first, release_only))
 			break;				/* the rest at the next pass */
 		due->first = false;
-		due->next_start = TimestampTzPlusMilliseconds(now, MqMaintenanceInterval);
+		due->release_wanted = false;	/* both kinds of pass release */
+		due->next_release = TimestampTzPlusMilliseconds(now, MQ_RELEASE_GAP_MS);
+		if (!release_only)
+			due->next_start = TimestampTzPlusMilliseconds(now, MqMaintenanceInterval);
 	}
 	/* databases dropped or filtered out, whose worker ended */
 	old = MemoryContextSwitchTo(launcher_cxt);
@@ -306,12 +360,14 @@ mq_launcher_main(Datum arg)
 										 ALLOCSET_DEFAULT_SIZES);
 	/* producers whose database has no NOTIFY relay wake us (relay.c) */
 	MqRelaySetLauncher(MyLatch);
+	/* a session that ends with claims sets it (consumer.c) */
+	MqConsumerSetMaintainer(MyLatch);
 
 	for (;;)
 	{
 		long		wait = Min(launch_pass(), MqRelayLaunch());
 
-		/* woken early by the postmaster when a worker stops */
+		/* woken early by the postmaster when a worker stops, by a session's end */
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 wait, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
@@ -354,11 +410,14 @@ extension_current(bool first)
 
 /*
  * One pass: mq.maintain() in its own transaction, if mq is installed at
- * the library's version.
+ * the library's version; release_only, just the release of the claims of
+ * sessions that ended (mq._release_consumers(), mq.maintain()'s first step).
  */
 static void
-maintain_once(bool first)
+maintain_once(bool first, bool release_only)
 {
+	const char *sql = release_only ? "SELECT mq._release_consumers()" : "SELECT mq.maintain()";
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -368,9 +427,9 @@ maintain_once(bool first)
 			elog(ERROR, "SPI_connect failed");
 		if (extension_current(first))
 		{
-			pgstat_report_activity(STATE_RUNNING, "SELECT mq.maintain()");
-			if (SPI_execute("SELECT mq.maintain()", false, 0) != SPI_OK_SELECT)
-				elog(ERROR, "mq.maintain() failed");
+			pgstat_report_activity(STATE_RUNNING, sql);
+			if (SPI_execute(sql, false, 0) != SPI_OK_SELECT)
+				elog(ERROR, "%s failed", sql);
 		}
 		SPI_finish();
 	}
@@ -391,7 +450,7 @@ mq_worker_main(Datum arg)
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(arg), InvalidOid, 0);
 	/* nothing this worker runs may resolve a name outside pg_catalog */
 	SetConfigOption("search_path", MqPinnedSearchPath, PGC_SUSET, PGC_S_OVERRIDE);
-	maintain_once(extra.first);
+	maintain_once(extra.first, extra.release_only);
 	/* disconnect: a connected worker would make DROP DATABASE fail */
 	proc_exit(0);
 }

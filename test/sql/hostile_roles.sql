@@ -867,8 +867,11 @@ INSERT INTO hostile.steps (suite, ord, name, needs, sql, ok, denied) VALUES
  'ok=2', 'ok=0|42501'),
 ('matrix', 82, 'leave', 'consume',
  $s$SELECT mq.leave('{q}_log', 'g', 'm')$s$, 'ok=2', '42501'),
+-- this mode's queues: the session's list of queues it claimed from (what
+-- its end releases) keeps those of the modes before, through unregister
 ('matrix', 83, 'view mq.consumers', 'view_consume',
- $s$SELECT pg_catalog.count(v.*) FROM mq.consumers v WHERE v.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()$s$,
+ $s$SELECT pg_catalog.count(v.*) FROM mq.consumers v WHERE v.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
+   AND pg_catalog.starts_with(v.queue_name, '{q}_')$s$,
  'ok=3', 'ok=0|ok=1|42501'),
 ('matrix', 84, 'consumer_heartbeat', 'registration',
  $s$SELECT mq.consumer_heartbeat()$s$, 'ok=true', 'ok|42501'),

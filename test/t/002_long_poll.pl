@@ -25,6 +25,8 @@ sub start_waiting_read
 		[
 			'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1',
 			'-d', $node->connstr('postgres'),
+			# its claim outlives it, so the next waiting read really waits
+			'-c', 'SET mq.release_on_session_end = off',
 			'-c', "SELECT payload->>'n', attempts FROM mq.read('lp', 1, NULL, '300 seconds')"
 		],
 		'>', $out, '2>', $err);

@@ -88,8 +88,12 @@ is($ret, 0, 'register_consumer still works in another database after 1,100 regis
 # the session that registered in tenant_b has ended too
 ok($node->poll_query_until('tenant_b', q{SELECT count(*) = 1 FROM mq.consumers WHERE state = 'dead'}),
 	'the ended session of the other database awaits its release');
-is($node->safe_psql('tenant_a', q{SELECT count(*) FROM mq.consumers WHERE state = 'dead'}),
-	'1023', 'the ended sessions of this one fill the other records, the oldest overwritten');
+# when the 1,024 records were full, this database, which had the most,
+# gave them all up for a sweep at its next pass (no release is lost), and
+# the sessions that ended after that have records again
+my $dead_a = $node->safe_psql('tenant_a', q{SELECT count(*) FROM mq.consumers WHERE state = 'dead'});
+ok($dead_a > 0 && $dead_a < 1024,
+	"the ended sessions of this one gave up their records for a sweep when they were full ($dead_a left)");
 
 # 4. keyed batches of 20,000 distinct keys
 $node->safe_psql('tenant_b', q{SELECT mq.create_queue('k', ordering => 'key')});

@@ -22,7 +22,12 @@
  *
  * Two connections because a waiting read occupies its connection for up
  * to --wait seconds, and acks and heartbeats of running commands must not
- * wait for it.  Children are tracked in slots; SIGCHLD, SIGTERM, SIGINT
+ * wait for it.  The claims belong to the read connection's session: the
+ * server releases them when that session ends (mq.release_on_session_end),
+ * so a broken control connection is reopened alone, never by closing the
+ * read connection; a broken read connection has released the claims of
+ * the running commands, which the log says, and their acks are refused as
+ * stale if another worker took the messages meanwhile.  Children are tracked in slots; SIGCHLD, SIGTERM, SIGINT
  * and SIGHUP only write a byte to a self-pipe, which wakes poll().  A
  * watchdog process (start_watchdog) kills the commands' process groups if
  * the worker dies without stopping them.
@@ -732,14 +737,58 @@ disconnect_all(void)
 	read_cancelled = false;
 }
 
-/* The connection broke: drop both, retry later with backoff. */
+static int	running_claims(void);
+
+/*
+ * Reconnect after a broken connection: not before reconnect_at; while a
+ * connection is missing nothing is read or reported (db_ok false).
+ */
 static void
-connection_lost(const char *what)
+lost(const char *what)
 {
 	if (db_ok)
 		log_error("connection lost during %s; reconnecting", what);
-	disconnect_all();
+	db_ok = false;
 	reconnect_at = now_s() + reconnect_delay;
+}
+
+/*
+ * The control connection broke: drop it alone.  The read connection stays,
+ * and with it the session that owns the claims of the running commands:
+ * the server releases a session's claims when it ends, so closing it here
+ * would hand them to other workers while they run.
+ */
+static void
+ctl_lost(const char *what)
+{
+	lost(what);
+	PQfinish(ctl_conn);
+	ctl_conn = NULL;
+}
+
+/*
+ * The read connection broke: its session ended, and the server released
+ * its claims (those of the running commands too, unless
+ * mq.release_on_session_end is off for our role): other workers may take
+ * those messages while our commands still run, and our ack of such a
+ * message is refused (its receipt is stale).  Said here, and again for
+ * each refused ack.  Rows of a read that did not commit were rolled back.
+ */
+static void
+read_lost(const char *what)
+{
+	int			n = running_claims();
+
+	lost(what);
+	if (n > 0)
+		log_warning("the read connection's session ended with %d message(s) running: the server released their claims, "
+					"so they may be delivered to another worker meanwhile; acks of those are refused", n);
+	PQclear(read_result);
+	read_result = NULL;
+	read_in_flight = false;
+	read_cancelled = false;
+	PQfinish(read_conn);
+	read_conn = NULL;
 }
 
 static bool
@@ -748,22 +797,19 @@ try_connect(void)
 	/*
 	 * No session-level SET here: through a transaction pooler it would stay
 	 * on the server connection for its next client.  The long-polling read
-	 * lifts statement_timeout in its own transaction (begin_read).
+	 * lifts statement_timeout in its own transaction (begin_read).  Only
+	 * the missing connections are opened (see ctl_lost).
 	 */
-	read_conn = connect_one(PROGNAME);
-	if (read_conn)
+	if (read_conn == NULL)
+		read_conn = connect_one(PROGNAME);
+	if (read_conn != NULL && ctl_conn == NULL)
 		ctl_conn = connect_one(PROGNAME);
-	if (read_conn == NULL || ctl_conn == NULL)
-		goto fail;
-
-	db_ok = true;
-	reconnect_delay = RECONNECT_MIN_S;
-	return true;
-
-fail:
-	PQfinish(read_conn);
-	PQfinish(ctl_conn);
-	read_conn = ctl_conn = NULL;
+	if (read_conn != NULL && ctl_conn != NULL)
+	{
+		db_ok = true;
+		reconnect_delay = RECONNECT_MIN_S;
+		return true;
+	}
 	db_ok = false;
 	reconnect_at = now_s() + reconnect_delay;
 	reconnect_delay *= 2;
@@ -802,7 +848,7 @@ ctl_exec(const char *what, const char *sql, int nparams, const char *const *para
 	if (PQstatus(ctl_conn) == CONNECTION_BAD)
 	{
 		PQclear(res);
-		connection_lost(what);
+		ctl_lost(what);
 		return NULL;
 	}
 	log_error("%s failed: %s", what,
@@ -922,6 +968,19 @@ static int
 in_flight(void)
 {
 	return concurrency - free_slots();
+}
+
+/* Work-queue mode: messages claimed and not yet reported (or lost). */
+static int
+running_claims(void)
+{
+	int			i,
+				n = 0;
+
+	for (i = 0; i < concurrency && !group; i++)
+		if (slots[i].state != SLOT_FREE && !slots[i].lost)
+			n++;
+	return n;
 }
 
 static Slot *
@@ -1380,7 +1439,7 @@ begin_read(void)
 	if (PQstatus(read_conn) == CONNECTION_BAD)
 	{
 		PQclear(res);
-		connection_lost(group ? "mq.poll" : "mq.read");
+		read_lost(group ? "mq.poll" : "mq.read");
 		return false;
 	}
 	log_error("could not begin the read's transaction: %s",
@@ -1416,7 +1475,7 @@ send_read(void)
 		return;
 	if (!PQsendQueryParams(read_conn, SQL_READ, 4, NULL, params, NULL, NULL, 0))
 	{
-		connection_lost("mq.read");
+		read_lost("mq.read");
 		return;
 	}
 	read_in_flight = true;
@@ -1541,7 +1600,7 @@ heartbeats(double now)
 		{
 			s->lost = true;
 			set_log_about(s->msg_id, NULL, NULL, -1);
-			log_warning("claim on message %s lost (visibility timeout lapsed or message removed); "
+			log_warning("claim on message %s lost (visibility timeout lapsed, message removed, or claim released when the read connection's session ended); "
 						"the command keeps running but its result will not be reported",
 						s->msg_id);
 			clear_log_about();
@@ -1610,8 +1669,8 @@ report_message(Slot *s)
 		else
 		{
 			n_lost++;
-			log_warning("ack of message %s refused: the claim had lapsed (the message will be delivered again)",
-						s->msg_id);
+			log_warning("ack of message %s refused: its receipt is stale (the claim lapsed, or was released when the read connection's session ended); "
+						"the message will be delivered again", s->msg_id);
 		}
 		PQclear(res);
 		return true;
@@ -1648,7 +1707,8 @@ report_message(Slot *s)
 		else
 		{
 			n_lost++;
-			log_warning("nack of message %s refused: the claim had lapsed", s->msg_id);
+			log_warning("nack of message %s refused: its receipt is stale (the claim lapsed, or was released when the read connection's session ended)",
+						s->msg_id);
 		}
 		PQclear(res);
 		free(tail);
@@ -1766,7 +1826,7 @@ send_poll(void)
 		return;
 	if (!PQsendQueryParams(read_conn, SQL_POLL, 6, NULL, params, NULL, NULL, 0))
 	{
-		connection_lost("mq.poll");
+		read_lost("mq.poll");
 		return;
 	}
 	read_sent_at = now_s();
@@ -2030,7 +2090,7 @@ end_read(void)
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 	{
 		if (PQstatus(read_conn) == CONNECTION_BAD)
-			connection_lost(group ? "commit of mq.poll" : "commit of mq.read");
+			read_lost(group ? "commit of mq.poll" : "commit of mq.read");
 		else
 			log_error("commit of the read failed: %s",
 					  pq_msg(res ? PQresultErrorMessage(res) : PQerrorMessage(read_conn)));
@@ -2073,7 +2133,7 @@ handle_read_result(void)
 
 	if (!PQconsumeInput(read_conn))
 	{
-		connection_lost(group ? "mq.poll" : "mq.read");
+		read_lost(group ? "mq.poll" : "mq.read");
 		return;
 	}
 	while (!PQisBusy(read_conn))
@@ -2095,7 +2155,7 @@ handle_read_result(void)
 		else if (PQstatus(read_conn) == CONNECTION_BAD)
 		{
 			PQclear(res);
-			connection_lost(group ? "mq.poll" : "mq.read");
+			read_lost(group ? "mq.poll" : "mq.read");
 			return;
 		}
 		else
