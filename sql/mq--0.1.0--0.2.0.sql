@@ -387,6 +387,10 @@ BEGIN
     EXECUTE format('CREATE TABLE mq.%I ()', 'q_' || p_queue_id || '_rights');
     PERFORM mq._grant_to_owner('q_' || p_queue_id);
     PERFORM mq._grant_to_owner('a_' || p_queue_id);
+    -- on a Citus coordinator after mq.citus_distribute(): by queue
+    IF NOT p_keyed AND mq._citus_enabled() THEN
+        PERFORM mq._citus_distribute_work_queue(p_queue_id);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION mq._create_queue_tables(bigint, boolean) IS 'mq internal: creates the tables of one work queue';
@@ -601,6 +605,40 @@ $$;
 COMMENT ON FUNCTION mq._citus_distribute_queue(bigint, integer) IS
 'mq internal: distributes one partitioned queue by partition over the Citus workers; false when there is nothing to do';
 
+-- Distributes one work queue by queue: its segments, delayed table and
+-- archive become colocated Citus single-shard tables, on one worker that
+-- Citus picks for the queue (its rows move there).  Its msg_id sequence,
+-- acked count and rights table stay on the coordinator.  Keyed queues are
+-- left on the coordinator (docs/scale-out.md says why).
+CREATE FUNCTION mq._citus_distribute_work_queue(p_queue_id bigint) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+AS $$
+DECLARE
+    v_first text := 'mq.q_' || p_queue_id || '_0';
+    v_table text;
+BEGIN
+    IF pg_catalog.to_regclass(v_first) IS NULL
+       OR EXISTS (SELECT FROM mq.queue q WHERE q.queue_id OPERATOR(pg_catalog.=) p_queue_id
+                     AND q.ordering OPERATOR(pg_catalog.<>) 'none')
+       OR EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                   WHERE d.logicalrelid OPERATOR(pg_catalog.=) v_first::regclass) THEN
+        RETURN false;
+    END IF;
+    FOREACH v_table IN ARRAY ARRAY['q_' || p_queue_id || '_0', 'q_' || p_queue_id || '_1',
+                                   'q_' || p_queue_id || '_2', 'q_' || p_queue_id || '_3',
+                                   'q_' || p_queue_id || '_d', 'a_' || p_queue_id] LOOP
+        PERFORM pg_catalog.create_distributed_table('mq.' || v_table, NULL,
+            colocate_with => CASE WHEN v_table OPERATOR(pg_catalog.=) ('q_' || p_queue_id || '_0')
+                                  THEN 'none' ELSE v_first END);
+        PERFORM pg_catalog.truncate_local_data_after_distributing_table('mq.' || v_table);
+    END LOOP;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_distribute_work_queue(bigint) IS
+'mq internal: distributes one unkeyed work queue by queue (colocated single-shard tables on one Citus worker); false when there is nothing to do';
+
 -- Drops a dropped log's offset sequences on the workers.
 CREATE FUNCTION mq._citus_drop_worker_sequences(p_queue_id bigint, p_partitions integer) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -658,9 +696,12 @@ BEGIN
         INSERT INTO pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo)
         VALUES (0, 'mq_owner', 'password=' OPERATOR(pg_catalog.||) v_password);
     END IF;
-    FOR v_queue IN SELECT q.queue_id, q.partitions FROM mq.queue q
-                    WHERE q.partitions IS NOT NULL ORDER BY q.queue_id LOOP
-        IF mq._citus_distribute_queue(v_queue.queue_id, v_queue.partitions) THEN
+    FOR v_queue IN SELECT q.queue_id, q.partitions FROM mq.queue q ORDER BY q.queue_id LOOP
+        IF v_queue.partitions IS NULL THEN
+            IF mq._citus_distribute_work_queue(v_queue.queue_id) THEN
+                v_count := v_count OPERATOR(pg_catalog.+) 1;
+            END IF;
+        ELSIF mq._citus_distribute_queue(v_queue.queue_id, v_queue.partitions) THEN
             v_count := v_count OPERATOR(pg_catalog.+) 1;
         ELSE
             -- already distributed: a worker added since needs the sequences
@@ -672,7 +713,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq.citus_distribute() IS
-'Distributes mq over a Citus cluster (docs/scale-out.md); run once on the coordinator, as a superuser, after citus_add_node of the workers, and again after adding workers or moving shards. Gives mq_owner LOGIN with a random password kept only in pg_dist_authinfo (its SCRAM verifier is set on every node; pg_hba.conf must allow mq_owner only from the nodes), creates each partitioned queue''s offset sequences on every worker and raises them above every offset handed out, stored, recorded as high-water mark or committed by a group, and distributes every partitioned queue not yet distributed by partition (its rows move to the workers). From then on mq.create_queue distributes new partitioned queues itself. Work queues and the catalog stay on the coordinator. Returns the number of queues distributed by this call. Errors: 42501 not a superuser; 55000 Citus not installed, not the coordinator, or no worker.';
+'Distributes mq over a Citus cluster (docs/scale-out.md); run once on the coordinator, as a superuser, after citus_add_node of the workers, and again after adding workers or moving shards. Gives mq_owner LOGIN with a random password kept only in pg_dist_authinfo (its SCRAM verifier is set on every node; pg_hba.conf must allow mq_owner only from the nodes), creates each partitioned queue''s offset sequences on every worker and raises them above every offset handed out, stored, recorded as high-water mark or committed by a group, distributes every partitioned queue not yet distributed by partition and every unkeyed work queue not yet distributed by queue (their rows move to the workers). From then on mq.create_queue distributes new queues itself. Keyed work queues and the catalog stay on the coordinator. Returns the number of queues distributed by this call. Errors: 42501 not a superuser; 55000 Citus not installed, not the coordinator, or no worker.';
 
 CREATE FUNCTION mq._interval_check(p_name text, p_value interval, p_min interval, p_max interval)
 RETURNS void
@@ -1705,7 +1746,7 @@ BEGIN
                  WHERE p.pronamespace OPERATOR(pg_catalog.=) 'mq'::regnamespace AND p.prosecdef
                    AND p.proname OPERATOR(pg_catalog.<>) ALL (ARRAY['_create_queue_tables', '_create_log_tables',
                        '_drop_queue_tables', '_grant_to_owner', '_set_right', '_citus_enabled',
-                       '_citus_worker_sequences', '_citus_distribute_queue',
+                       '_citus_worker_sequences', '_citus_distribute_queue', '_citus_distribute_work_queue',
                        '_citus_drop_worker_sequences']::name[]) LOOP
         EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO mq_owner', v_fn);
     END LOOP;

@@ -425,8 +425,8 @@ queue_name_of(int64 queue_id)
 static uint64
 release_token(int64 queue_id, int64 token, bool before)
 {
-	Oid			argtypes[1] = {INT8OID};
-	Datum		values[1] = {Int64GetDatum(token)};
+	Oid			argtypes[2] = {INT8OID, TIMESTAMPTZOID};
+	Datum		values[2] = {Int64GetDatum(token), 0};
 	uint64		released = 0;
 
 	/* a queue dropped since the consumer used it has nothing to release */
@@ -434,12 +434,19 @@ release_token(int64 queue_id, int64 token, bool before)
 		return 0;
 	for (int t = 0; t <= MQ_DELAYED_SEGMENT; t++)
 	{
-		/* before: every token older than this run, else exactly this one */
-		char	   *sql = psprintf("UPDATE mq.%s SET vt = pg_catalog.clock_timestamp(), claimed = false"
+		/*
+		 * before: every token older than this run, else exactly this one.
+		 * The time is a parameter: Citus refuses clock_timestamp() in an
+		 * UPDATE of a distributed work queue (storage.c).
+		 */
+		char	   *sql = psprintf("UPDATE mq.%s SET vt = $2, claimed = false"
 								   " WHERE claimed AND consumer OPERATOR(pg_catalog.%s) $1"
-								   " AND vt " OP(">") " pg_catalog.clock_timestamp()",
+								   " AND vt " OP(">") " $2",
 								   MqWorkTable(queue_id, t), before ? "<" : "=");
-		int			ret = SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0);
+		int			ret;
+
+		values[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+		ret = SPI_execute_with_args(sql, 2, argtypes, values, NULL, false, 0);
 
 		if (ret != SPI_OK_UPDATE)
 			elog(ERROR, "could not release claims: %s", SPI_result_code_string(ret));
