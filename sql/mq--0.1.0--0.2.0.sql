@@ -388,7 +388,7 @@ BEGIN
     PERFORM mq._grant_to_owner('q_' || p_queue_id);
     PERFORM mq._grant_to_owner('a_' || p_queue_id);
     -- on a Citus coordinator after mq.citus_distribute(): by queue
-    IF NOT p_keyed AND mq._citus_enabled() THEN
+    IF mq._citus_enabled() THEN
         PERFORM mq._citus_distribute_work_queue(p_queue_id);
     END IF;
 END
@@ -608,8 +608,8 @@ COMMENT ON FUNCTION mq._citus_distribute_queue(bigint, integer) IS
 -- Distributes one work queue by queue: its segments, delayed table and
 -- archive become colocated Citus single-shard tables, on one worker that
 -- Citus picks for the queue (its rows move there).  Its msg_id sequence,
--- acked count and rights table stay on the coordinator.  Keyed queues are
--- left on the coordinator (docs/scale-out.md says why).
+-- acked count and rights table stay on the coordinator, and so do the key
+-- locks of a keyed queue (advisory locks of the coordinator's sessions).
 CREATE FUNCTION mq._citus_distribute_work_queue(p_queue_id bigint) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET client_min_messages = warning
@@ -619,8 +619,6 @@ DECLARE
     v_table text;
 BEGIN
     IF pg_catalog.to_regclass(v_first) IS NULL
-       OR EXISTS (SELECT FROM mq.queue q WHERE q.queue_id OPERATOR(pg_catalog.=) p_queue_id
-                     AND q.ordering OPERATOR(pg_catalog.<>) 'none')
        OR EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
                    WHERE d.logicalrelid OPERATOR(pg_catalog.=) v_first::regclass) THEN
         RETURN false;
@@ -637,7 +635,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._citus_distribute_work_queue(bigint) IS
-'mq internal: distributes one unkeyed work queue by queue (colocated single-shard tables on one Citus worker); false when there is nothing to do';
+'mq internal: distributes one work queue by queue (colocated single-shard tables on one Citus worker); false when there is nothing to do';
 
 -- Drops a dropped log's offset sequences on the workers.
 CREATE FUNCTION mq._citus_drop_worker_sequences(p_queue_id bigint, p_partitions integer) RETURNS void
@@ -713,7 +711,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq.citus_distribute() IS
-'Distributes mq over a Citus cluster (docs/scale-out.md); run once on the coordinator, as a superuser, after citus_add_node of the workers, and again after adding workers or moving shards. Gives mq_owner LOGIN with a random password kept only in pg_dist_authinfo (its SCRAM verifier is set on every node; pg_hba.conf must allow mq_owner only from the nodes), creates each partitioned queue''s offset sequences on every worker and raises them above every offset handed out, stored, recorded as high-water mark or committed by a group, distributes every partitioned queue not yet distributed by partition and every unkeyed work queue not yet distributed by queue (their rows move to the workers). From then on mq.create_queue distributes new queues itself. Keyed work queues and the catalog stay on the coordinator. Returns the number of queues distributed by this call. Errors: 42501 not a superuser; 55000 Citus not installed, not the coordinator, or no worker.';
+'Distributes mq over a Citus cluster (docs/scale-out.md); run once on the coordinator, as a superuser, after citus_add_node of the workers, and again after adding workers or moving shards. Gives mq_owner LOGIN with a random password kept only in pg_dist_authinfo (its SCRAM verifier is set on every node; pg_hba.conf must allow mq_owner only from the nodes), creates each partitioned queue''s offset sequences on every worker and raises them above every offset handed out, stored, recorded as high-water mark or committed by a group, distributes every partitioned queue not yet distributed by partition and every work queue not yet distributed by queue (their rows move to the workers). From then on mq.create_queue distributes new queues itself. The catalog, msg_id sequences and key locks stay on the coordinator. Returns the number of queues distributed by this call. Errors: 42501 not a superuser; 55000 Citus not installed, not the coordinator, or no worker.';
 
 CREATE FUNCTION mq._interval_check(p_name text, p_value interval, p_min interval, p_max interval)
 RETURNS void

@@ -217,7 +217,7 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 	/* SQL made in plan_sql(): with or without keys */
 	[PLAN_INSERT_BATCH] = {
 		NULL,					/* returns msg_id, blocked */
-		5, {JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INTERVALOID, REGCLASSOID}, false, true
+		5, {JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INTERVALOID, INT8ARRAYOID}, false, true
 	},
 	[PLAN_CLAIM_RANGE] = {
 		CLAIM("msg_id " OP(">=") " $6 AND msg_id " OP("<") " $7", "msg_id"),
@@ -379,11 +379,16 @@ static const char *release_delayed_sql =
 " WHERE m.msg_id " OP("=") " r.msg_id AND m.claimed AND ($2 IS NULL OR m.attempts " OP("=") " $2)"
 " AND m.attempts " OP("<") " $8 RETURNING m.vt";
 
+/*
+ * The msg_ids come in $5, taken from the sequence by the caller: on a
+ * cluster the statement may run whole on the queue's worker (a keyed one's
+ * sub-selects make it a router query), where the sequence is not.
+ */
 static const char *insert_batch_sql =
 "INSERT INTO mq.%1$s (msg_id, vt, key, payload, headers, blocked)"
-" SELECT pg_catalog.nextval($5), " NOW " " OP("+") " $4, u.k, u.p, u.h, %2$s"
+" SELECT u.i, " NOW " " OP("+") " $4, u.k, u.p, u.h, %2$s"
 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-" pg_catalog.unnest($3)) WITH ORDINALITY AS u(p, k, h, n)"
+" pg_catalog.unnest($3), pg_catalog.unnest($5)) WITH ORDINALITY AS u(p, k, h, i, n)"
 " ORDER BY u.n RETURNING msg_id, blocked";
 
 /* ---- plans ---------------------------------------------------------------- */
@@ -590,6 +595,39 @@ count_removed(MqQueue *q, int table, int claimed_col)
 	}
 }
 
+/* ---- isolation on a cluster ------------------------------------------------ */
+
+/*
+ * mq's statements read with the latest snapshot (run), at every isolation
+ * level.  Citus runs a distributed queue's statements on its worker in a
+ * transaction of the caller's level, whose snapshot under REPEATABLE READ
+ * and SERIALIZABLE is its first statement's: a claim there would not see
+ * what committed since, so the ranges its tickets take would pass over
+ * such messages until the sweep finds them, and in a keyed queue a send
+ * or removal after the key's lock would not see the other's committed
+ * rows (a message blocked behind a head already gone).  So these refuse
+ * those levels on a distributed queue: every read, and on a keyed queue
+ * everything that takes a key's lock.  0A000.
+ */
+static void
+require_read_committed(MqQueue *q, const char *what)
+{
+	if (q->distributed && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s distributed queue \"%s\" in a REPEATABLE READ or SERIALIZABLE transaction",
+						what, q->name),
+				 errdetail("On a Citus cluster the queue's worker would read with the transaction's first snapshot, not the latest one."),
+				 errhint("Use READ COMMITTED.")));
+}
+
+static void
+require_read_committed_keyed(MqQueue *q, const char *what)
+{
+	if (q->keyed)
+		require_read_committed(q, what);
+}
+
 /* ---- keys ------------------------------------------------------------------ */
 
 /* Unblock the key's oldest message if it is blocked. */
@@ -770,6 +808,7 @@ MqStorageSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers,
 	int			table;
 	int64		msg_id;
 
+	require_read_committed_keyed(q, "send to");
 	if (q->keyed && !key.isnull)
 	{
 		bool		isnull;
@@ -799,12 +838,14 @@ MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 				   ArrayType *headers, Interval *delay, ReturnSetInfo *rsinfo)
 {
 	Datum		values[5] = {PointerGetDatum(payloads), PointerGetDatum(keys),
-		PointerGetDatum(headers), PointerGetDatum(delay),
-	ObjectIdGetDatum(q->msg_seq)};
+	PointerGetDatum(headers), PointerGetDatum(delay), 0};
 	char		nulls[5] = {' ', null_flag(keys == NULL), null_flag(headers == NULL), ' ', ' '};
 	int			table;
+	int			nids = ArrayGetNItems(ARR_NDIM(payloads), ARR_DIMS(payloads));
+	int64	   *ids;
 	uint64		n;
 
+	require_read_committed_keyed(q, "send to");
 	if (q->keyed && keys != NULL)
 	{
 		Datum	   *elems;
@@ -821,6 +862,10 @@ MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 		MqKeyLockMany(q, strs, nkeys);
 	}
 	table = send_table(q, delay);
+	ids = palloc(sizeof(int64) * Max(nids, 1));
+	for (int i = 0; i < nids; i++)
+		ids[i] = MqNextId(q->msg_seq);
+	values[4] = PointerGetDatum(int8_array(ids, nids));
 	n = run(q, PLAN_INSERT_BATCH, table, values, nulls, SPI_OK_INSERT_RETURNING);
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -1164,21 +1209,7 @@ MqStorageClaim(MqQueue *q, int qty, Interval *vt, ReturnSetInfo *rsinfo)
 	int			order[MQ_MAX_SEGMENTS];
 	int			nsegments = segments_by_age(q, order);
 
-	/*
-	 * Citus runs a distributed queue's statements on its worker in a
-	 * transaction of the caller's isolation level, whose snapshot is its
-	 * first statement's: a claim there would not see what committed since,
-	 * and the ranges its tickets hand out would pass over such messages
-	 * until the sweep finds them.  One server reads with the latest
-	 * snapshot at every level.
-	 */
-	if (q->distributed && IsolationUsesXactSnapshot())
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("cannot read distributed queue \"%s\" in a REPEATABLE READ or SERIALIZABLE transaction",
-						q->name),
-				 errdetail("On a Citus cluster the queue's worker would read with the transaction's first snapshot."),
-				 errhint("Use READ COMMITTED.")));
+	require_read_committed(q, "read");
 	c.rows = palloc(sizeof(ClaimedRow) * Max(qty, 1));
 	c.registered = MqConsumerToken(&c.token);
 	/* a registered consumer's claims are released as soon as it dies */
@@ -1240,6 +1271,7 @@ MqStorageAck(MqQueue *q, int64 msg_id, MqNullable receipt, bool archive)
 	int			tables[NTABLES];
 	int			ntables = tables_for(q, msg_id, tables);
 
+	require_read_committed_keyed(q, archive ? "archive in" : "ack in");
 	for (int i = 0; i < ntables; i++)
 	{
 		uint64		n = archive ?
@@ -1317,6 +1349,7 @@ MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids, bool archive)
 	int			nleft = 0;
 	int64		acked = 0;
 
+	require_read_committed_keyed(q, archive ? "archive in" : "ack in");
 	deconstruct_array(msg_ids, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
 					  &elems, &elem_nulls, &nelems);
 	if (nelems == 0)
@@ -1394,6 +1427,7 @@ MqStorageRelease(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *delay,
 	int			tables[NTABLES];
 	int			ntables = tables_for(q, msg_id, tables);
 
+	require_read_committed_keyed(q, "nack in");
 	for (int i = 0; i < ntables; i++)
 	{
 		int			expected = tables[i] == DELAYED ? SPI_OK_UPDATE_RETURNING : SPI_OK_INSERT_RETURNING;
@@ -1464,6 +1498,7 @@ MqStoragePurge(MqQueue *q)
 {
 	int64		n = 0;
 
+	require_read_committed_keyed(q, "purge");
 	if (q->keyed)
 		MqKeyLockAll(q);
 	for (int t = 0; t < NTABLES; t++)

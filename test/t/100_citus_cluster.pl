@@ -414,16 +414,86 @@ is(sql(qq{SELECT string_agg(payload->>'moved', ',' ORDER BY "offset") FROM mq.po
 	'1,2,3,1,2,3', 'the group reads exactly the messages sent after the moves, in order');
 
 # ---------------------------------------------------------------- 5
-# work queues stay on the coordinator (docs/scale-out.md, "not yet")
-sql(q{SELECT mq.create_queue('jobs', visibility_timeout => '30 seconds')});
-is(sql(q{SELECT count(*) FROM pg_dist_partition d, mq.queue q
-          WHERE q.queue_name = 'jobs' AND d.logicalrelid::text ~ ('^mq\.[qa]_' || q.queue_id || '(_|$)')}),
-	'0', 'a work queue made after distribution stays on the coordinator');
-sql(q{SELECT mq.send('jobs', jsonb_build_object('n', i)) FROM generate_series(1, 300) i});
+# work queues distributed by queue: every table of a queue is a Citus
+# single-shard table, colocated with the others, on one worker
+sub wq_id { return sql(qq{SELECT queue_id FROM mq.queue WHERE queue_name = '$_[0]'}); }
+# "colocation groups|workers|single-shard|tables" of a work queue's tables
+sub wq_placement
+{
+	my $qid = wq_id($_[0]);
+	return sql(qq{SELECT count(DISTINCT p.colocationid) || '|' || count(DISTINCT s.nodeport) || '|'
+	                  || bool_and(p.partmethod = 'n' AND p.partkey IS NULL) || '|' || count(*)
+	                FROM pg_dist_partition p JOIN citus_shards s ON s.table_name = p.logicalrelid
+	               WHERE p.logicalrelid::text ~ '^mq\\.(q_${qid}_[0-3d]|a_$qid)\$'});
+}
+sub wq_port
+{
+	my $qid = wq_id($_[0]);
+	return sql(qq{SELECT nodeport FROM citus_shards WHERE table_name = 'mq.q_${qid}_0'::regclass});
+}
+sql(q{SELECT mq.create_queue('jobs_dlq')});
+sql(q{SELECT mq.create_queue('jobs', visibility_timeout => '30 seconds', max_attempts => 5,
+                             retry_delay => '0 seconds', dead_letter_queue => 'jobs_dlq')});
+sql(qq{SELECT mq.create_queue('wq_$_')}) for ('a', 'b');
+for my $q ('wq_early', 'jobs', 'jobs_dlq', 'wq_a', 'wq_b')
+{
+	is(wq_placement($q), '1|1|true|6', "$q: its 6 tables are colocated single-shard tables on one worker");
+}
+my %wq_workers = map { wq_port($_) => 1 } ('wq_early', 'jobs', 'jobs_dlq', 'wq_a', 'wq_b');
+is(scalar(keys %wq_workers), 2, 'the work queues are spread over both workers');
+my $jid = wq_id('jobs');
+is(sql(qq{SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text IN
+          ('mq.q_${jid}_seq', 'mq.q_${jid}_acked', 'mq.q_${jid}_rights')}),
+	'0', "the queue's msg_id sequence, acked count and rights table stay on the coordinator");
+
+# the claim statement as storage.c prepares it: a router query with a generic plan
+my $plan = sql(qq{SET plan_cache_mode = force_generic_plan;
+PREPARE claim(int, timestamptz, int, bigint, timestamptz, bigint, bigint) AS
+UPDATE mq.q_${jid}_0 AS m SET vt = CASE WHEN m.attempts < \$3 THEN \$2 ELSE '-infinity'::timestamptz END,
+  attempts = CASE WHEN m.attempts < \$3 THEN m.attempts + 1 ELSE m.attempts END,
+  claimed = m.attempts < \$3, consumer = \$4, lapsed = m.claimed
+ WHERE m.ctid = ANY (ARRAY(SELECT ctid FROM mq.q_${jid}_0 WHERE msg_id >= \$6 AND msg_id < \$7 AND vt < \$5
+                          AND NOT blocked ORDER BY msg_id LIMIT \$1 FOR NO KEY UPDATE SKIP LOCKED))
+ RETURNING m.msg_id;
+EXPLAIN (COSTS OFF) EXECUTE claim(1, now(), 5, NULL, now(), 1, 100);});
+like($plan, qr/Custom Scan \(Citus Adaptive\)\n\s+Task Count: 1\n.*Node: host=127\.0\.0\.1 port=@{[wq_port('jobs')]}/s,
+	"the claim is one task on the queue's worker (a router plan, kept generic)");
+unlike($plan, qr/Subplan|Task Count: [02-9]/, 'with no subplan and no other task');
+
+# producers through the coordinator, 15% of their transactions roll back;
+# consumers claim batches, nack 10% of the messages (retry at once), ack
+# the rest
 sql(q{
-CREATE TABLE claims (consumer text NOT NULL, msg_id bigint NOT NULL, receipt bigint NOT NULL,
-                     claimed_at timestamptz NOT NULL, acked_at timestamptz);
-CREATE PROCEDURE consume(p_name text)
+CREATE TABLE wsent (msg_id bigint PRIMARY KEY);
+CREATE TABLE wclaims (consumer text NOT NULL, msg_id bigint NOT NULL, receipt bigint NOT NULL,
+                      payload jsonb NOT NULL, outcome text);
+CREATE TABLE wdone (producer int);
+CREATE PROCEDURE wproducer(p_id int, p_txns int)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id bigint;
+    v_rb boolean;
+BEGIN
+    FOR t IN 1 .. p_txns LOOP
+        v_rb := random() < 0.15;
+        FOR i IN 1 .. 1 + (random() * 2)::int LOOP
+            IF i = 2 AND random() < 0.5 THEN
+                FOR v_id IN SELECT mq.send_batch('jobs', ARRAY[jsonb_build_object('p', p_id, 'rb', v_rb),
+                                                             jsonb_build_object('p', p_id, 'rb', v_rb)]) LOOP
+                    IF NOT v_rb THEN INSERT INTO wsent VALUES (v_id); END IF;
+                END LOOP;
+            ELSE
+                v_id := mq.send('jobs', jsonb_build_object('p', p_id, 'rb', v_rb));
+                IF NOT v_rb THEN INSERT INTO wsent VALUES (v_id); END IF;
+            END IF;
+        END LOOP;
+        IF v_rb THEN ROLLBACK; ELSE COMMIT; END IF;
+    END LOOP;
+    INSERT INTO wdone VALUES (p_id);
+    COMMIT;
+END
+$$;
+CREATE PROCEDURE wconsumer(p_name text)
 LANGUAGE plpgsql AS $$
 DECLARE
     m record;
@@ -431,37 +501,105 @@ DECLARE
 BEGIN
     WHILE v_idle < 5 LOOP
         v_idle := v_idle + 1;
-        FOR m IN SELECT * FROM mq.read('jobs', 1 + (random() * 4)::int) LOOP
+        FOR m IN SELECT * FROM mq.read('jobs', 1 + (random() * 4)::int, wait => '100 milliseconds') LOOP
             v_idle := 0;
-            INSERT INTO claims VALUES (p_name, m.msg_id, m.receipt, clock_timestamp(), NULL);
+            INSERT INTO wclaims VALUES (p_name, m.msg_id, m.receipt, m.payload, NULL);
             COMMIT;
-            PERFORM pg_sleep(random() * 0.005);
-            IF mq.ack('jobs', m.msg_id, m.receipt) THEN
-                UPDATE claims SET acked_at = clock_timestamp()
+            IF random() < 0.1 THEN
+                IF mq.nack('jobs', m.msg_id, m.receipt, delay => '0 seconds') THEN
+                    UPDATE wclaims SET outcome = 'nacked'
+                     WHERE consumer = p_name AND msg_id = m.msg_id AND receipt = m.receipt;
+                END IF;
+            ELSIF mq.ack('jobs', m.msg_id, m.receipt) THEN
+                UPDATE wclaims SET outcome = 'acked'
                  WHERE consumer = p_name AND msg_id = m.msg_id AND receipt = m.receipt;
             END IF;
             COMMIT;
         END LOOP;
         COMMIT;
-        IF v_idle > 0 THEN
-            PERFORM pg_sleep(0.1);
+        -- idle only counts once every producer is done
+        IF (SELECT count(*) FROM wdone) < 3 THEN
+            v_idle := 0;
         END IF;
     END LOOP;
 END
 $$;
 });
 @procs = ();
-start_psql("CALL consume('c$_')") for 1 .. 3;
+start_psql("CALL wproducer($_, 150)") for 1 .. 3;
+start_psql("CALL wconsumer('c$_')") for 1 .. 3;
 for my $p (@procs)
 {
 	$p->[0]->finish;
 	is($p->[0]->result(0), 0, "session '$p->[3]' ran without error") or diag(${ $p->[2] });
 }
-is(sql('SELECT count(DISTINCT msg_id) FROM claims WHERE acked_at IS NOT NULL'), '300',
-	'every message of the work queue was acked');
-is(sql('SELECT count(*) FROM claims'), '300', 'each was claimed once (no message held by two consumers)');
-ok(sql('SELECT count(DISTINCT consumer) FROM claims') > 1, 'by several consumers');
+my $nsent = sql('SELECT count(*) FROM wsent');
+ok($nsent > 300, "the producers committed $nsent sends");
+is(sql(q{SELECT count(*) FROM wsent s WHERE NOT EXISTS
+          (SELECT FROM wclaims c WHERE c.msg_id = s.msg_id AND c.outcome = 'acked')}),
+	'0', 'every committed send was acked (none lost)');
+is(sql(q{SELECT count(*) FROM (SELECT msg_id FROM wclaims WHERE outcome = 'acked' GROUP BY 1 HAVING count(*) > 1) s}),
+	'0', 'no message was acked twice');
+is(sql(q{SELECT count(*) FROM wclaims WHERE outcome = 'acked'}), $nsent, 'exactly the committed sends were acked');
+is(sql(q{SELECT count(*) FROM wclaims WHERE (payload->>'rb')::boolean OR msg_id NOT IN (SELECT msg_id FROM wsent)}),
+	'0', 'no rolled-back send was delivered');
+is(sql(q{SELECT count(*) FROM (SELECT msg_id, receipt FROM wclaims GROUP BY 1, 2 HAVING count(*) > 1) s}),
+	'0', 'no delivery was handed to two consumers');
+is(sql(q{SELECT count(*) FROM wclaims c WHERE c.outcome = 'nacked' AND NOT EXISTS
+          (SELECT FROM wclaims d WHERE d.msg_id = c.msg_id AND d.receipt > c.receipt)}),
+	'0', 'every nacked message was delivered again, with a later receipt');
+ok(sql(q{SELECT count(*) FROM wclaims WHERE outcome = 'nacked'}) > 0, 'some were nacked');
+ok(sql('SELECT count(DISTINCT consumer) FROM wclaims') > 1, 'several consumers took part');
 is(sql(q{SELECT count(*) FROM mq.read('jobs', 10)}), '0', 'nothing is left to read');
+is(sql(q{SELECT depth || '|' || in_flight || '|' || delayed || '|' || total_acked FROM mq.metrics('jobs')}),
+	"0|0|0|$nsent", 'mq.metrics of the distributed queue agrees');
+
+# visibility timeout, backoff, dead-lettering, delays, archive, release
+sql(q{SELECT mq.create_queue('retry', max_attempts => 3, retry_delay => '1 hour', dead_letter_queue => 'jobs_dlq')});
+my $rid = wq_id('retry');
+my $m1 = sql(q{SELECT mq.send('retry', '{"n": 1}')});
+is(sql(q{SELECT msg_id || '/' || receipt FROM mq.read('retry', 1, '0 seconds')}), "$m1/1", 'claimed with a 0 s visibility timeout');
+is(sql(q{SELECT msg_id || '/' || receipt FROM mq.read('retry', 1, '30 seconds')}), "$m1/2",
+	'its visibility timeout lapsed: delivered again with the next receipt');
+is(sql(qq{SELECT mq.nack('retry', $m1, 2)}), 't', 'nacked without a delay: the queue\'s backoff');
+is(sql(q{SELECT count(*) FROM mq.read('retry', 1)}), '0', 'not readable during the backoff');
+is(sql(qq{SELECT vt > now() + interval '59 minutes' AND vt < now() + interval '61 minutes' FROM mq.q_${rid}_d WHERE msg_id = $m1}),
+	't', 'due after the 1 hour retry_delay, in the delayed table on the worker');
+sql(qq{UPDATE mq.q_${rid}_d SET vt = now() WHERE msg_id = $m1});
+is(sql(q{SELECT msg_id || '/' || receipt FROM mq.read('retry', 1)}), "$m1/3", 'due again: delivered a third time');
+is(sql(qq{SELECT mq.nack('retry', $m1, 3, error => 'boom')}), 't', 'nacked on its last attempt');
+is(sql(q{SELECT payload->>'n' || '|' || (dead_letter->>'msg_id') || '|' || (dead_letter->>'reason') || '|' || (dead_letter->>'error')
+          FROM mq.read('jobs_dlq', 10)}),
+	"1|$m1|nack on the last attempt|boom", "dead-lettered into the DLQ (another queue's tables)");
+is(sql(q{SELECT count(*) FROM mq.read('retry', 1)}), '0', 'and gone from its queue');
+my $m2 = sql(q{SELECT mq.send('retry', '{"n": 2}')});
+sql(q{SELECT mq.read('retry', 1, '0 seconds')}) for 1 .. 3;
+is(sql(q{SELECT count(*) FROM mq.read('retry', 1)}), '0', 'a message whose last claim lapsed is not read again');
+is(sql(q{SELECT (dead_letter->>'msg_id') || '|' || (dead_letter->>'reason') FROM mq.read('jobs_dlq', 10)}),
+	"$m2|visibility timeout lapsed on the last attempt", 'it was dead-lettered too');
+my $m3 = sql(q{SELECT mq.send('retry', '{"n": 3}', delay => '1 hour')});
+my $m4 = sql(q{SELECT mq.send('retry', '{"n": 4}', delay => '1 second')});
+is(sql(q{SELECT count(*) FROM mq.read('retry', 1)}), '0', 'delayed messages are not read before they are due');
+ok($c->poll_query_until('postgres', q{SELECT string_agg(msg_id::text, ',') FROM mq.read('retry', 10)}, $m4),
+	'the message delayed by 1 second is read once due, the 1 hour one is not');
+is(sql(qq{SELECT mq.extend('retry', $m4, '1 hour') > now() + interval '59 minutes'}), 't', 'extend moves its visibility timeout');
+is(sql(qq{SELECT mq.archive('retry', $m4)}), 't', 'archived');
+is(sql(qq{SELECT count(*) FROM mq.a_$rid WHERE msg_id = $m4}), '1', "into the queue's archive on its worker");
+# a registered consumer whose session ends: its claims are released at once
+my $m5 = sql(q{SELECT mq.send('retry', '{"n": 5}')});
+is($c->safe_psql('postgres', q{SELECT mq.register_consumer('doomed'); SELECT msg_id FROM mq.read('retry', 1, '1 hour')}),
+	"\n$m5", 'a registered consumer claims a message for an hour and its session ends');
+ok($c->poll_query_until('postgres', q{SELECT string_agg(msg_id || '/' || receipt, ',') FROM mq.read('retry', 10)}, "$m5/2"),
+	"maintenance released the dead consumer's claim: delivered again");
+is(sql(q{SELECT mq.purge('retry')}), '2', 'purge deletes what is left (the delayed and the reclaimed message)');
+($rc, $out, $err) = $c->psql('postgres', q{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT * FROM mq.read('retry'); COMMIT;});
+like($err, qr/cannot read distributed queue "retry" in a REPEATABLE READ or SERIALIZABLE transaction/,
+	'a read in REPEATABLE READ is refused');
+is(sql(q{SELECT mq.drop_queue('retry')}), 't', 'a distributed work queue is dropped');
+is(sql(qq{SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text ~ '^mq\\.[qa]_${rid}(_|\$)'})
+	. $node{worker1}->safe_psql('postgres', qq{SET citus.override_table_visibility = off;
+		SELECT count(*) FROM pg_class WHERE relname ~ '^[qa]_${rid}(_|\$)'}),
+	'00', 'with its shards');
 
 # ---------------------------------------------------------------- 6
 # the rest of the log API on a distributed queue
