@@ -5,7 +5,7 @@
 #
 #  1. Two queues made on the coordinator before distribution, with
 #     messages; mq.citus_distribute() distributes the log by partition
-#     (the work queue stays on the coordinator), gives mq_owner a login
+#     and the work queue by queue, gives mq_owner a login
 #     whose password only pg_dist_authinfo holds (pg_hba here asks mq_owner
 #     for it), and the log's offsets continue where they were.
 #  2. A partitioned queue of 4 partitions made after it: distributed by
@@ -39,9 +39,19 @@
 #  6. send_batch, metrics, seek by time and purge on a distributed log;
 #     a partition emptied by purge and moved continues above its
 #     high-water mark once mq.citus_distribute() runs again.
-#  5. A work queue made after distribution stays on the coordinator, and 3
-#     consumers claim and ack 300 messages concurrently: each message is
-#     acked once and never held by two consumers at once.
+#  5. Work queues distributed by queue: each one's six tables are
+#     colocated single-shard tables on one worker, queues land on both
+#     workers, msg_ids stay on the coordinator; the claim is a one-task
+#     router plan, kept generic.  3 producers through the coordinator
+#     (transactions of 1 to 3 sends and batches, 15% rolled back) and 3
+#     consumers (batches, 10% nacked): every committed send acked exactly
+#     once, no rolled-back send delivered, no delivery held twice, every
+#     nacked message delivered again.  Visibility timeout lapse, backoff,
+#     dead-lettering (by nack and by lapse) into a DLQ, delays, extend,
+#     archive, the release of a dead registered consumer's claim, purge,
+#     REPEATABLE READ refused, drop_queue.
+#  7. A worker fails: its work queue refuses sends, the other worker's
+#     queue carries on; after the restart nothing committed is lost.
 use strict;
 use warnings;
 
@@ -116,10 +126,12 @@ my $seq_k1 = sql("SELECT last_value FROM mq.p_${eid}_o$pk1");
 my $max_k1 = sql(qq{SELECT max("offset") FROM mq.p_$eid WHERE partition = $pk1});
 ok($seq_k1 > $max_k1, "the rolled-back send took offset $seq_k1, above the stored $max_k1");
 
-is(sql('SELECT mq.citus_distribute()'), '1', 'mq.citus_distribute() distributes the log');
-is(sql(qq{SELECT string_agg(logicalrelid::text, ',' ORDER BY logicalrelid::text) FROM pg_dist_partition
+is(sql('SELECT mq.citus_distribute()'), '2', 'mq.citus_distribute() distributes the log and the work queue');
+is(sql(qq{SELECT string_agg(logicalrelid::text || ':' || partmethod::text, ',' ORDER BY logicalrelid::text) FROM pg_dist_partition
           WHERE logicalrelid::text IN ('mq.p_$eid', 'mq.p_${eid}_head', 'mq.q_${wid}_0', 'mq.q_${wid}_d', 'mq.a_$wid')}),
-	"mq.p_$eid,mq.p_${eid}_head", 'the log by partition; the work queue stays on the coordinator');
+	"mq.a_$wid:n,mq.p_$eid:h,mq.p_${eid}_head:h,mq.q_${wid}_0:n,mq.q_${wid}_d:n",
+	'the log by partition (hash), the work queue by queue (single-shard tables)');
+is(sql(qq{SELECT pg_relation_size('mq.q_${wid}_0')}), '0', "the work queue's rows moved off the coordinator too");
 is(sql(qq{SELECT pg_relation_size('mq.p_${eid}_0') + pg_relation_size('mq.p_${eid}_1')}),
 	'0', "the log's rows moved off the coordinator");
 is(sql('SELECT mq.citus_distribute()'), '0', 'running it again distributes nothing more');
@@ -533,14 +545,14 @@ for my $p (@procs)
 	$p->[0]->finish;
 	is($p->[0]->result(0), 0, "session '$p->[3]' ran without error") or diag(${ $p->[2] });
 }
-my $nsent = sql('SELECT count(*) FROM wsent');
-ok($nsent > 300, "the producers committed $nsent sends");
+my $wn = sql('SELECT count(*) FROM wsent');
+ok($wn > 300, "the producers committed $wn sends");
 is(sql(q{SELECT count(*) FROM wsent s WHERE NOT EXISTS
           (SELECT FROM wclaims c WHERE c.msg_id = s.msg_id AND c.outcome = 'acked')}),
 	'0', 'every committed send was acked (none lost)');
 is(sql(q{SELECT count(*) FROM (SELECT msg_id FROM wclaims WHERE outcome = 'acked' GROUP BY 1 HAVING count(*) > 1) s}),
 	'0', 'no message was acked twice');
-is(sql(q{SELECT count(*) FROM wclaims WHERE outcome = 'acked'}), $nsent, 'exactly the committed sends were acked');
+is(sql(q{SELECT count(*) FROM wclaims WHERE outcome = 'acked'}), $wn, 'exactly the committed sends were acked');
 is(sql(q{SELECT count(*) FROM wclaims WHERE (payload->>'rb')::boolean OR msg_id NOT IN (SELECT msg_id FROM wsent)}),
 	'0', 'no rolled-back send was delivered');
 is(sql(q{SELECT count(*) FROM (SELECT msg_id, receipt FROM wclaims GROUP BY 1, 2 HAVING count(*) > 1) s}),
@@ -552,10 +564,11 @@ ok(sql(q{SELECT count(*) FROM wclaims WHERE outcome = 'nacked'}) > 0, 'some were
 ok(sql('SELECT count(DISTINCT consumer) FROM wclaims') > 1, 'several consumers took part');
 is(sql(q{SELECT count(*) FROM mq.read('jobs', 10)}), '0', 'nothing is left to read');
 is(sql(q{SELECT depth || '|' || in_flight || '|' || delayed || '|' || total_acked FROM mq.metrics('jobs')}),
-	"0|0|0|$nsent", 'mq.metrics of the distributed queue agrees');
+	"0|0|0|$wn", 'mq.metrics of the distributed queue agrees');
 
 # visibility timeout, backoff, dead-lettering, delays, archive, release
-sql(q{SELECT mq.create_queue('retry', max_attempts => 3, retry_delay => '1 hour', dead_letter_queue => 'jobs_dlq')});
+sql(q{SELECT mq.create_queue('retry', max_attempts => 3, retry_delay => '1 hour', retry_backoff => 1,
+                             retry_delay_max => '1 hour', dead_letter_queue => 'jobs_dlq')});
 my $rid = wq_id('retry');
 my $m1 = sql(q{SELECT mq.send('retry', '{"n": 1}')});
 is(sql(q{SELECT msg_id || '/' || receipt FROM mq.read('retry', 1, '0 seconds')}), "$m1/1", 'claimed with a 0 s visibility timeout');
@@ -565,12 +578,17 @@ is(sql(qq{SELECT mq.nack('retry', $m1, 2)}), 't', 'nacked without a delay: the q
 is(sql(q{SELECT count(*) FROM mq.read('retry', 1)}), '0', 'not readable during the backoff');
 is(sql(qq{SELECT vt > now() + interval '59 minutes' AND vt < now() + interval '61 minutes' FROM mq.q_${rid}_d WHERE msg_id = $m1}),
 	't', 'due after the 1 hour retry_delay, in the delayed table on the worker');
-sql(qq{UPDATE mq.q_${rid}_d SET vt = now() WHERE msg_id = $m1});
-is(sql(q{SELECT msg_id || '/' || receipt FROM mq.read('retry', 1)}), "$m1/3", 'due again: delivered a third time');
-is(sql(qq{SELECT mq.nack('retry', $m1, 3, error => 'boom')}), 't', 'nacked on its last attempt');
+my $m1b = sql(q{SELECT mq.send('retry', '{"n": 11}')});
+for my $r (1 .. 2)
+{
+	is(sql(q{SELECT msg_id || '/' || receipt FROM mq.read('retry', 1)}), "$m1b/$r", "delivery $r of another message");
+	is(sql(qq{SELECT mq.nack('retry', $m1b, $r, delay => '0 seconds')}), 't', 'nacked, to retry at once');
+}
+is(sql(q{SELECT msg_id || '/' || receipt FROM mq.read('retry', 1)}), "$m1b/3", 'delivered a third time');
+is(sql(qq{SELECT mq.nack('retry', $m1b, 3, error => 'boom')}), 't', 'nacked on its last attempt');
 is(sql(q{SELECT payload->>'n' || '|' || (dead_letter->>'msg_id') || '|' || (dead_letter->>'reason') || '|' || (dead_letter->>'error')
           FROM mq.read('jobs_dlq', 10)}),
-	"1|$m1|nack on the last attempt|boom", "dead-lettered into the DLQ (another queue's tables)");
+	"11|$m1b|nack on the last attempt|boom", "dead-lettered into the DLQ (another queue's tables)");
 is(sql(q{SELECT count(*) FROM mq.read('retry', 1)}), '0', 'and gone from its queue');
 my $m2 = sql(q{SELECT mq.send('retry', '{"n": 2}')});
 sql(q{SELECT mq.read('retry', 1, '0 seconds')}) for 1 .. 3;
@@ -578,8 +596,8 @@ is(sql(q{SELECT count(*) FROM mq.read('retry', 1)}), '0', 'a message whose last 
 is(sql(q{SELECT (dead_letter->>'msg_id') || '|' || (dead_letter->>'reason') FROM mq.read('jobs_dlq', 10)}),
 	"$m2|visibility timeout lapsed on the last attempt", 'it was dead-lettered too');
 my $m3 = sql(q{SELECT mq.send('retry', '{"n": 3}', delay => '1 hour')});
+is(sql(q{SELECT count(*) FROM mq.read('retry', 1)}), '0', 'a delayed message is not read before it is due');
 my $m4 = sql(q{SELECT mq.send('retry', '{"n": 4}', delay => '1 second')});
-is(sql(q{SELECT count(*) FROM mq.read('retry', 1)}), '0', 'delayed messages are not read before they are due');
 ok($c->poll_query_until('postgres', q{SELECT string_agg(msg_id::text, ',') FROM mq.read('retry', 10)}, $m4),
 	'the message delayed by 1 second is read once due, the 1 hour one is not');
 is(sql(qq{SELECT mq.extend('retry', $m4, '1 hour') > now() + interval '59 minutes'}), 't', 'extend moves its visibility timeout');
@@ -591,7 +609,7 @@ is($c->safe_psql('postgres', q{SELECT mq.register_consumer('doomed'); SELECT msg
 	"\n$m5", 'a registered consumer claims a message for an hour and its session ends');
 ok($c->poll_query_until('postgres', q{SELECT string_agg(msg_id || '/' || receipt, ',') FROM mq.read('retry', 10)}, "$m5/2"),
 	"maintenance released the dead consumer's claim: delivered again");
-is(sql(q{SELECT mq.purge('retry')}), '2', 'purge deletes what is left (the delayed and the reclaimed message)');
+is(sql(q{SELECT mq.purge('retry')}), '3', 'purge deletes what is left (two delayed messages and the reclaimed one)');
 ($rc, $out, $err) = $c->psql('postgres', q{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT * FROM mq.read('retry'); COMMIT;});
 like($err, qr/cannot read distributed queue "retry" in a REPEATABLE READ or SERIALIZABLE transaction/,
 	'a read in REPEATABLE READ is refused');
@@ -630,6 +648,34 @@ is(sql('SELECT mq.citus_distribute()'), '0', 'run again after a move, mq.citus_d
 is(sql(qq{SELECT mq._partition_end('early', $pk1)}), $last + 1,
 	"the emptied, moved partition's end continues at its high-water mark, before any send");
 ok(sql(q{SELECT mq.send('early', '{"after_move": true}', 'k1')}) > $last, 'and so do its offsets');
+
+# ---------------------------------------------------------------- 7
+# a worker fails: the work queue it holds stops, one on the other worker
+# carries on, and nothing committed is lost
+my ($wq_down, $wq_up);
+for my $q ('wq_a', 'wq_b', 'jobs', 'jobs_dlq', 'wq_early')
+{
+	$wq_down //= $q if wq_port($q) == $w1->port;
+	$wq_up //= $q if wq_port($q) == $w2->port;
+}
+sql(qq{SELECT mq.send('$wq_down', jsonb_build_object('before', i)) FROM generate_series(1, 5) i});
+my $bgw = $c->background_psql('postgres', on_error_stop => 0);
+$bgw->query_safe(qq{BEGIN; SELECT mq.send('$wq_down', '{"open": true}')});
+$w1->stop('immediate');
+($rc, $out, $err) = $c->psql('postgres', qq{SELECT mq.send('$wq_down', '{"down": true}')});
+isnt($rc, 0, "a send to $wq_down, whose worker is down, fails");
+($rc, $out, $err) = $c->psql('postgres', qq{SELECT count(*) FROM mq.read('$wq_down', 10)});
+isnt($rc, 0, 'and so does a read');
+my $up_id = sql(qq{SELECT mq.send('$wq_up', '{"up": true}')});
+is(sql(qq{SELECT msg_id FROM mq.read('$wq_up', 10)}), $up_id, "$wq_up on the other worker takes sends and reads");
+is(sql(qq{SELECT mq.ack('$wq_up', $up_id)}), 't', 'and acks');
+$w1->start;
+$bgw->quit;
+is(sql(qq{SELECT string_agg(payload::text, ',' ORDER BY msg_id) FROM mq.read('$wq_down', 10, '0 seconds')}),
+	join(',', map { qq({"before": $_}) } 1 .. 5),
+	'after the restart the committed messages are all there; the open and the refused send left nothing');
+is(sql(qq{SELECT count(*) FROM mq.read('$wq_down', 10) r WHERE mq.ack('$wq_down', r.msg_id, r.receipt)}), '5',
+	'and are read again and acked');
 note(sprintf('total %.1f s', time - $t0));
 $node{$_}->stop for keys %node;
 done_testing();
