@@ -210,7 +210,7 @@ UPDATE mq.q_${wid}_0 AS m SET vt = CASE WHEN m.attempts < \$3 THEN \$2 ELSE '-in
  WHERE m.ctid = ANY (ARRAY(SELECT ctid FROM mq.q_${wid}_0 WHERE msg_id >= \$6 AND msg_id < \$7 AND vt < \$5
                           AND NOT blocked ORDER BY msg_id LIMIT \$1 FOR NO KEY UPDATE SKIP LOCKED))
  RETURNING m.msg_id;
-\echo -- work queue read: the claim (storage.c), on the queue's worker
+\echo -- work queue read: the claim (storage.c), routed to the worker of the queue
 EXPLAIN (COSTS OFF) EXECUTE c(1, now(), 5, NULL, now(), 1, 100);
 EOF
 } | tee "$OUT/summary.txt"

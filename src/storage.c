@@ -141,7 +141,7 @@ typedef struct PlanDef
  */
 #define NOW "pg_catalog.clock_timestamp()"
 /*
- * Otherwise the current time is never computed in a statement on a queue's tables:
+ * Otherwise no statement on a queue's tables computes the current time:
  * the caller passes it (GetCurrentTimestamp(), or a time derived from it)
  * as a parameter.  Citus refuses volatile functions in UPDATE and DELETE
  * on distributed tables, and stable ones that take a column (timestamptz
