@@ -49,7 +49,8 @@
 #     nacked message delivered again.  Visibility timeout lapse, backoff,
 #     dead-lettering (by nack and by lapse) into a DLQ, delays, extend,
 #     archive, the release of a dead registered consumer's claim, purge,
-#     REPEATABLE READ refused, drop_queue.
+#     REPEATABLE READ refused, drop_queue.  A keyed queue distributed the
+#     same way keeps per-key order with 3 consumers that nack.
 #  7. A worker fails: its work queue refuses sends, the other worker's
 #     queue carries on; after the restart nothing committed is lost.
 use strict;
@@ -613,6 +614,51 @@ is(sql(q{SELECT mq.purge('retry')}), '3', 'purge deletes what is left (two delay
 ($rc, $out, $err) = $c->psql('postgres', q{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT * FROM mq.read('retry'); COMMIT;});
 like($err, qr/cannot read distributed queue "retry" in a REPEATABLE READ or SERIALIZABLE transaction/,
 	'a read in REPEATABLE READ is refused');
+# a keyed queue, distributed by queue too: per-key order with 3 consumers
+# that nack 10% of what they read (retry at once)
+sql(q{SELECT mq.create_queue('kq', ordering => 'key')});
+is(wq_placement('kq'), '1|1|true|6', 'a keyed work queue is distributed by queue too');
+sql(q{SELECT mq.send('kq', jsonb_build_object('i', i), 'k' || (i % 3)) FROM generate_series(1, 30) i});
+is(sql(q{SELECT count(*) FROM mq.send_batch('kq', (SELECT array_agg(jsonb_build_object('i', i) ORDER BY i) FROM generate_series(31, 60) i),
+                                                  (SELECT array_agg('k' || (i % 3) ORDER BY i) FROM generate_series(31, 60) i))}),
+	'30', 'send_batch on the distributed keyed queue');
+sql(q{
+CREATE TABLE kacks (n bigserial, consumer text, msg_id bigint, key text);
+CREATE PROCEDURE kconsumer(p_name text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    m record;
+    v_idle int := 0;
+BEGIN
+    WHILE v_idle < 5 LOOP
+        v_idle := v_idle + 1;
+        FOR m IN SELECT * FROM mq.read('kq', 2, wait => '100 milliseconds') LOOP
+            v_idle := 0;
+            IF random() < 0.1 THEN
+                PERFORM mq.nack('kq', m.msg_id, m.receipt, delay => '0 seconds');
+            ELSIF mq.ack('kq', m.msg_id, m.receipt) THEN
+                INSERT INTO kacks (consumer, msg_id, key) VALUES (p_name, m.msg_id, m.key);
+            END IF;
+            COMMIT;
+        END LOOP;
+        COMMIT;
+    END LOOP;
+END
+$$;
+});
+@procs = ();
+start_psql("CALL kconsumer('k$_')") for 1 .. 3;
+for my $p (@procs)
+{
+	$p->[0]->finish;
+	is($p->[0]->result(0), 0, "session '$p->[3]' ran without error") or diag(${ $p->[2] });
+}
+is(sql(q{SELECT count(*) || '|' || count(DISTINCT msg_id) FROM kacks}), '60|60', 'each of the 60 keyed messages was acked once');
+is(sql(q{SELECT count(*) FROM (SELECT msg_id, lag(msg_id) OVER (PARTITION BY key ORDER BY n) AS prev FROM kacks) s
+          WHERE msg_id < prev}), '0', 'per key, acks came in msg_id order');
+($rc, $out, $err) = $c->psql('postgres', q{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT mq.send('kq', '{}', 'k0'); COMMIT;});
+like($err, qr/cannot send to distributed queue "kq" in a REPEATABLE READ or SERIALIZABLE transaction/,
+	'a send to the distributed keyed queue in REPEATABLE READ is refused');
 is(sql(q{SELECT mq.drop_queue('retry')}), 't', 'a distributed work queue is dropped');
 is(sql(qq{SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text ~ '^mq\\.[qa]_${rid}(_|\$)'})
 	. $node{worker1}->safe_psql('postgres', qq{SET citus.override_table_visibility = off;
