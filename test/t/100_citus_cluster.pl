@@ -506,13 +506,19 @@ BEGIN
     COMMIT;
 END
 $$;
+-- consumers stop when every committed send is acked (exact accounting,
+-- not idle time: a message whose hint the coordinator noted before its
+-- commit was visible on the worker waits for the sweep, 5 s), or after
+-- 600 empty reads (then the checks below fail)
 CREATE PROCEDURE wconsumer(p_name text)
 LANGUAGE plpgsql AS $$
 DECLARE
     m record;
     v_idle int := 0;
 BEGIN
-    WHILE v_idle < 5 LOOP
+    WHILE v_idle < 600 AND ((SELECT count(*) FROM wdone) < 3
+                            OR (SELECT count(*) FROM wsent) >
+                               (SELECT count(DISTINCT msg_id) FROM wclaims WHERE outcome = 'acked')) LOOP
         v_idle := v_idle + 1;
         FOR m IN SELECT * FROM mq.read('jobs', 1 + (random() * 4)::int, wait => '100 milliseconds') LOOP
             v_idle := 0;
@@ -630,7 +636,7 @@ DECLARE
     m record;
     v_idle int := 0;
 BEGIN
-    WHILE v_idle < 5 LOOP
+    WHILE v_idle < 600 AND (SELECT count(*) FROM kacks) < 60 LOOP
         v_idle := v_idle + 1;
         FOR m IN SELECT * FROM mq.read('kq', 2, wait => '100 milliseconds') LOOP
             v_idle := 0;
