@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# bench/citus.sh -- the price of routing: mq's partitioned queues on one
-# server against the same queue distributed on a 3-node Citus cluster
-# (coordinator + 2 workers) on this machine (docs/scale-out.md).
+# bench/citus.sh -- the price of routing: mq's partitioned queues and work
+# queues on one server against the same queues distributed on a 3-node
+# Citus cluster (coordinator + 2 workers) on this machine
+# (docs/scale-out.md).
 #
 #   bench/citus.sh                 # 10 s per run, 2 rounds
 #   DUR=5 ROUNDS=1 bench/citus.sh  # quicker
@@ -25,6 +26,12 @@
 #           joins the group (catalog writes, on the coordinator on both
 #           sides) and reads 100 messages from the earliest; each partition
 #           costs one routed statement for its end and one for its rows
+#   wsend   SELECT mq.send('wbench', '{"x": 1}'): a work queue (on the
+#           cluster distributed by queue, on one worker)
+#   wread   SELECT mq.ack('wbench', msg_id, receipt) FROM mq.read('wbench', 1):
+#           a claim and an ack per transaction, from a queue prefilled with
+#           $WPREFILL messages; reported as messages acked per second
+#           (mq.metrics' total_acked over the run), not transactions
 # Then the statements' plans on the cluster (Task Count: 1 = one shard).
 # Raw pgbench output goes to bench/results/citus-<UTC timestamp>/.
 set -euo pipefail
@@ -36,6 +43,7 @@ ROUNDS=${ROUNDS:-2}
 CLIENTS=${CLIENTS:-4}
 FSYNC=${FSYNC:-off}
 PREFILL=${PREFILL:-20000}
+WPREFILL=${WPREFILL:-60000}
 BASE=${PORT_BASE:-55460}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=$HERE/results/citus-$(date -u +%Y%m%dT%H%M%SZ)
@@ -98,6 +106,12 @@ cat >"$W/poll.sql" <<'EOF'
 \set g random(1, 1000000000)
 SELECT count(*) FROM mq.poll('bench', 'g' || :client_id || '_' || :g, 'm', 100);
 EOF
+cat >"$W/wsend.sql" <<'EOF'
+SELECT mq.send('wbench', '{"x": 1}');
+EOF
+cat >"$W/wread.sql" <<'EOF'
+SELECT mq.ack('wbench', msg_id, receipt) FROM mq.read('wbench', 1);
+EOF
 chmod 644 "$W"/*.sql
 
 fresh() {
@@ -113,6 +127,18 @@ prefill() {
 	done
 	q "$1" -c 'CHECKPOINT'
 }
+wfresh() {
+	q "$1" -c "SELECT mq.drop_queue('wbench')" -c "SELECT mq.create_queue('wbench')" >/dev/null
+}
+wprefill() {
+	local n=0
+	while [ $n -lt "$WPREFILL" ]; do
+		q "$1" -c "SELECT count(*) FROM mq.send_batch('wbench', array_fill('{\"x\": 1}'::jsonb, ARRAY[1000]))" >/dev/null
+		n=$((n + 1000))
+	done
+	q "$1" -c 'CHECKPOINT'
+}
+acked() { q "$1" -c "SELECT total_acked FROM mq.metrics('wbench')"; }
 bench() { # PORT SCRIPT LABEL
 	runuser -u postgres -- "$PGBIN/pgbench" -h "$W" -p "$1" -M prepared -n -c "$CLIENTS" -j 2 -T "$DUR" \
 		-f "$W/$2.sql" postgres >"$OUT/$3.txt" 2>&1
@@ -129,6 +155,16 @@ for r in $(seq 1 "$ROUNDS"); do
 		fresh $port
 		prefill $port
 		res[poll_${side}_$r]=$(bench $port poll poll-$side-$r)
+		wfresh $port
+		res[wsend_${side}_$r]=$(bench $port wsend wsend-$side-$r)
+		wfresh $port
+		wprefill $port
+		a0=$(acked $port)
+		bench $port wread wread-$side-$r >/dev/null
+		a1=$(acked $port)
+		left=$(q $port -c "SELECT depth FROM mq.metrics('wbench')")
+		[ "$left" -gt 0 ] || echo "citus.sh: wread emptied the queue (raise WPREFILL)" >&2
+		res[wread_${side}_$r]=$(((a1 - a0) / DUR))
 	done
 done
 
@@ -137,12 +173,14 @@ done
 	echo "pgbench -M prepared -c $CLIENTS -j 2 -T $DUR; queue of 4 partitions; fsync $FSYNC; no TLS between nodes; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo
 	printf '%-34s %s\n' "workload (transactions/s)" "one server | cluster (each round)"
-	for w in send poll; do
+	for w in send poll wsend wread; do
 		s=""; c=""
 		for r in $(seq 1 "$ROUNDS"); do s="$s ${res[${w}_single_$r]}"; c="$c ${res[${w}_cluster_$r]}"; done
 		case $w in
 			send) label="mq.send with a key" ;;
 			poll) label="mq.poll of 100 (new group)" ;;
+			wsend) label="work queue: mq.send" ;;
+			wread) label="work queue: read + ack (msgs/s)" ;;
 		esac
 		printf '%-34s %s |%s\n' "$label" "$s" "$c"
 	done
@@ -161,6 +199,19 @@ EXPLAIN (COSTS OFF) EXECUTE s(1, 'k', '{}');
 EXPLAIN (COSTS OFF) EXECUTE e($id, 1, true);
 \echo -- poll, 2: the fetch below it
 EXPLAIN (COSTS OFF) EXECUTE f(1, 0, 100, 100);
+EOF
+	wid=$(q $C -c "SELECT queue_id FROM mq.queue WHERE queue_name = 'wbench'")
+	q $C <<EOF
+SET plan_cache_mode = force_generic_plan;
+PREPARE c(int, timestamptz, int, bigint, timestamptz, bigint, bigint) AS
+UPDATE mq.q_${wid}_0 AS m SET vt = CASE WHEN m.attempts < \$3 THEN \$2 ELSE '-infinity'::timestamptz END,
+  attempts = CASE WHEN m.attempts < \$3 THEN m.attempts + 1 ELSE m.attempts END,
+  claimed = m.attempts < \$3, consumer = \$4, lapsed = m.claimed
+ WHERE m.ctid = ANY (ARRAY(SELECT ctid FROM mq.q_${wid}_0 WHERE msg_id >= \$6 AND msg_id < \$7 AND vt < \$5
+                          AND NOT blocked ORDER BY msg_id LIMIT \$1 FOR NO KEY UPDATE SKIP LOCKED))
+ RETURNING m.msg_id;
+\echo -- work queue read: the claim (storage.c), routed to the worker of the queue
+EXPLAIN (COSTS OFF) EXECUTE c(1, now(), 5, NULL, now(), 1, 100);
 EOF
 } | tee "$OUT/summary.txt"
 echo "results in $OUT"

@@ -326,6 +326,10 @@ BEGIN
     EXECUTE format('CREATE TABLE mq.%I ()', 'q_' || p_queue_id || '_rights');
     PERFORM mq._grant_to_owner('q_' || p_queue_id);
     PERFORM mq._grant_to_owner('a_' || p_queue_id);
+    -- on a Citus coordinator after mq.citus_distribute(): by queue
+    IF mq._citus_enabled() THEN
+        PERFORM mq._citus_distribute_work_queue(p_queue_id);
+    END IF;
 END
 $$;
 COMMENT ON FUNCTION mq._create_queue_tables(bigint, boolean) IS 'mq internal: creates the tables of one work queue';
@@ -540,6 +544,38 @@ $$;
 COMMENT ON FUNCTION mq._citus_distribute_queue(bigint, integer) IS
 'mq internal: distributes one partitioned queue by partition over the Citus workers; false when there is nothing to do';
 
+-- Distributes one work queue by queue: its segments, delayed table and
+-- archive become colocated Citus single-shard tables, on one worker that
+-- Citus picks for the queue (its rows move there).  Its msg_id sequence,
+-- acked count and rights table stay on the coordinator, and so do the key
+-- locks of a keyed queue (advisory locks of the coordinator's sessions).
+CREATE FUNCTION mq._citus_distribute_work_queue(p_queue_id bigint) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+AS $$
+DECLARE
+    v_first text := 'mq.q_' || p_queue_id || '_0';
+    v_table text;
+BEGIN
+    IF pg_catalog.to_regclass(v_first) IS NULL
+       OR EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                   WHERE d.logicalrelid OPERATOR(pg_catalog.=) v_first::regclass) THEN
+        RETURN false;
+    END IF;
+    FOREACH v_table IN ARRAY ARRAY['q_' || p_queue_id || '_0', 'q_' || p_queue_id || '_1',
+                                   'q_' || p_queue_id || '_2', 'q_' || p_queue_id || '_3',
+                                   'q_' || p_queue_id || '_d', 'a_' || p_queue_id] LOOP
+        PERFORM pg_catalog.create_distributed_table('mq.' || v_table, NULL,
+            colocate_with => CASE WHEN v_table OPERATOR(pg_catalog.=) ('q_' || p_queue_id || '_0')
+                                  THEN 'none' ELSE v_first END);
+        PERFORM pg_catalog.truncate_local_data_after_distributing_table('mq.' || v_table);
+    END LOOP;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_distribute_work_queue(bigint) IS
+'mq internal: distributes one work queue by queue (colocated single-shard tables on one Citus worker); false when there is nothing to do';
+
 -- Drops a dropped log's offset sequences on the workers.
 CREATE FUNCTION mq._citus_drop_worker_sequences(p_queue_id bigint, p_partitions integer) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -597,9 +633,12 @@ BEGIN
         INSERT INTO pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo)
         VALUES (0, 'mq_owner', 'password=' OPERATOR(pg_catalog.||) v_password);
     END IF;
-    FOR v_queue IN SELECT q.queue_id, q.partitions FROM mq.queue q
-                    WHERE q.partitions IS NOT NULL ORDER BY q.queue_id LOOP
-        IF mq._citus_distribute_queue(v_queue.queue_id, v_queue.partitions) THEN
+    FOR v_queue IN SELECT q.queue_id, q.partitions FROM mq.queue q ORDER BY q.queue_id LOOP
+        IF v_queue.partitions IS NULL THEN
+            IF mq._citus_distribute_work_queue(v_queue.queue_id) THEN
+                v_count := v_count OPERATOR(pg_catalog.+) 1;
+            END IF;
+        ELSIF mq._citus_distribute_queue(v_queue.queue_id, v_queue.partitions) THEN
             v_count := v_count OPERATOR(pg_catalog.+) 1;
         ELSE
             -- already distributed: a worker added since needs the sequences
@@ -611,7 +650,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq.citus_distribute() IS
-'Distributes mq over a Citus cluster (docs/scale-out.md); run once on the coordinator, as a superuser, after citus_add_node of the workers, and again after adding workers or moving shards. Gives mq_owner LOGIN with a random password kept only in pg_dist_authinfo (its SCRAM verifier is set on every node; pg_hba.conf must allow mq_owner only from the nodes), creates each partitioned queue''s offset sequences on every worker and raises them above every offset handed out, stored, recorded as high-water mark or committed by a group, and distributes every partitioned queue not yet distributed by partition (its rows move to the workers). From then on mq.create_queue distributes new partitioned queues itself. Work queues and the catalog stay on the coordinator. Returns the number of queues distributed by this call. Errors: 42501 not a superuser; 55000 Citus not installed, not the coordinator, or no worker.';
+'Distributes mq over a Citus cluster (docs/scale-out.md); run once on the coordinator, as a superuser, after citus_add_node of the workers, and again after adding workers or moving shards. Gives mq_owner LOGIN with a random password kept only in pg_dist_authinfo (its SCRAM verifier is set on every node; pg_hba.conf must allow mq_owner only from the nodes), creates each partitioned queue''s offset sequences on every worker and raises them above every offset handed out, stored, recorded as high-water mark or committed by a group, distributes every partitioned queue not yet distributed by partition and every work queue not yet distributed by queue (their rows move to the workers). From then on mq.create_queue distributes new queues itself. The catalog, msg_id sequences and key locks stay on the coordinator. Returns the number of queues distributed by this call. Errors: 42501 not a superuser; 55000 Citus not installed, not the coordinator, or no worker.';
 
 CREATE FUNCTION mq._interval_check(p_name text, p_value interval, p_min interval, p_max interval)
 RETURNS void
@@ -967,7 +1006,7 @@ COMMENT ON FUNCTION mq._purge(text) IS 'mq internal: body of mq.purge, reached t
 CREATE FUNCTION mq.purge(queue_name text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.purge(text) IS
-'Deletes every message of a queue, visible, in flight or delayed (as SQS PurgeQueue); the archive is kept. For a partitioned queue it empties the log (offsets keep increasing, consumer groups keep their offsets). Returns the number deleted. Errors: 22004 NULL, 42704 no such queue, 42501 no admin right on the queue.';
+'Deletes every message of a queue, visible, in flight or delayed (as SQS PurgeQueue); the archive is kept. For a partitioned queue it empties the log (offsets keep increasing, consumer groups keep their offsets). Returns the number deleted. Errors: 22004 NULL, 42704 no such queue, 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction, 42501 no admin right on the queue.';
 
 CREATE FUNCTION mq.metrics(queue_name text)
 RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
@@ -1097,7 +1136,7 @@ CREATE FUNCTION mq.send(queue_name text, payload jsonb, key text DEFAULT NULL,
                         headers jsonb DEFAULT NULL, delay interval DEFAULT '0')
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_send' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.send(text, jsonb, text, jsonb, interval) IS
-'Sends one message (as SQS SendMessage with DelaySeconds); returns its msg_id. It becomes visible when the sending transaction commits and not before delay (0 to 365 days, server clock) has passed. In a keyed queue it waits behind earlier messages of its key. In a partitioned queue (as a Kafka produce) it goes to partition hash(key) mod partitions (keyless: round robin per session), returns its offset in that partition, and takes no delay. Errors: 22004 NULL queue_name, payload or delay; 22023 delay out of range, or any delay on a partitioned queue; 42704 no such queue; 54000 more than 256 partitions written in one transaction, more than 256 keys of a keyed queue locked in one transaction while other transactions use its keys, or a partition that has handed out its last offset (9223372036854775806); 55000 partitioned queue without mq preloaded; 0A000 PREPARE TRANSACTION after sending to a partitioned queue; 42501 no send right on the queue.';
+'Sends one message (as SQS SendMessage with DelaySeconds); returns its msg_id. It becomes visible when the sending transaction commits and not before delay (0 to 365 days, server clock) has passed. In a keyed queue it waits behind earlier messages of its key. In a partitioned queue (as a Kafka produce) it goes to partition hash(key) mod partitions (keyless: round robin per session), returns its offset in that partition, and takes no delay. Errors: 22004 NULL queue_name, payload or delay; 22023 delay out of range, or any delay on a partitioned queue; 42704 no such queue; 54000 more than 256 partitions written in one transaction, more than 256 keys of a keyed queue locked in one transaction while other transactions use its keys, or a partition that has handed out its last offset (9223372036854775806); 55000 partitioned queue without mq preloaded; 0A000 PREPARE TRANSACTION after sending to a partitioned queue, or a keyed work queue distributed on a Citus cluster in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no send right on the queue.';
 
 CREATE FUNCTION mq.send_batch(queue_name text, payloads jsonb[], keys text[] DEFAULT NULL,
                               headers jsonb[] DEFAULT NULL, delay interval DEFAULT '0')
@@ -1109,23 +1148,23 @@ CREATE FUNCTION mq.read(queue_name text, qty integer DEFAULT 1, visibility_timeo
                         wait interval DEFAULT '0')
 RETURNS SETOF mq.message AS 'MODULE_PATHNAME', 'mq_read' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10;
 COMMENT ON FUNCTION mq.read(text, integer, interval, interval) IS
-'Claims up to qty (1 to 10000) visible messages, oldest first, with FOR UPDATE SKIP LOCKED so concurrent readers never get the same message (as SQS ReceiveMessage). Each becomes invisible for visibility_timeout (0 to 12 hours; NULL: the queue default) and its attempts grows by one. A visible message that already used its last attempt is moved to the dead-letter queue instead of being returned. wait (0 to 15 minutes) is long polling, as SQS WaitTimeSeconds: when nothing is visible the read sleeps until a send commits or wait passes, and returns as soon as it has at least one message; it is woken at once when mq is in shared_preload_libraries, and otherwise re-checks every 10 ms backing off to 200 ms. Query cancel and statement_timeout end a wait, and a cancelled read claims nothing; a drop_queue of the queue ends it (no rows). Errors: 22004 NULL queue_name, qty or wait; 22023 qty, visibility_timeout or wait out of range; 42704 no such queue; 42809 a partitioned queue; 53400 or 55000 rate limit table full or mq not preloaded (rate-limited queues); 57014 wait cancelled; 42501 no consume right on the queue.';
+'Claims up to qty (1 to 10000) visible messages, oldest first, with FOR UPDATE SKIP LOCKED so concurrent readers never get the same message (as SQS ReceiveMessage). Each becomes invisible for visibility_timeout (0 to 12 hours; NULL: the queue default) and its attempts grows by one. A visible message that already used its last attempt is moved to the dead-letter queue instead of being returned. wait (0 to 15 minutes) is long polling, as SQS WaitTimeSeconds: when nothing is visible the read sleeps until a send commits or wait passes, and returns as soon as it has at least one message; it is woken at once when mq is in shared_preload_libraries, and otherwise re-checks every 10 ms backing off to 200 ms. Query cancel and statement_timeout end a wait, and a cancelled read claims nothing; a drop_queue of the queue ends it (no rows). Errors: 22004 NULL queue_name, qty or wait; 22023 qty, visibility_timeout or wait out of range; 42704 no such queue; 42809 a partitioned queue; 53400 or 55000 rate limit table full or mq not preloaded (rate-limited queues); 57014 wait cancelled; 0A000 a work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.ack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_ack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.ack(text, bigint, bigint) IS
-'Deletes a processed message (as SQS DeleteMessage). With a receipt, only the delivery it names may ack: if the message was delivered again since, nothing changes and the result is false. Returns false when there is no such message. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
+'Deletes a processed message (as SQS DeleteMessage). With a receipt, only the delivery it names may ack: if the message was delivered again since, nothing changes and the result is false. Returns false when there is no such message. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.ack(queue_name text, msg_ids bigint[])
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_ack_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.ack(text, bigint[]) IS
-'Deletes many processed messages (as SQS DeleteMessageBatch); returns how many existed and were deleted. Two batches lock their messages in the same order whatever order the ids are given in, so they never deadlock. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
+'Deletes many processed messages (as SQS DeleteMessageBatch); returns how many existed and were deleted. Two batches lock their messages in the same order whatever order the ids are given in, so they never deadlock. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.nack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL,
                         delay interval DEFAULT NULL, error text DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_nack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.nack(text, bigint, bigint, interval, text) IS
-'Releases a claimed message (one that was read and not since released) for another attempt after delay (0 to 365 days; NULL: the queue backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max), keeping error as last_error (as SQS ChangeMessageVisibility with a retry policy). At its last attempt the message goes to the dead-letter queue (or is discarded when the queue has none). Returns false when there is no such claimed message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 22023 delay out of range; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
+'Releases a claimed message (one that was read and not since released) for another attempt after delay (0 to 365 days; NULL: the queue backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max), keeping error as last_error (as SQS ChangeMessageVisibility with a retry policy). At its last attempt the message goes to the dead-letter queue (or is discarded when the queue has none). Returns false when there is no such claimed message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 22023 delay out of range; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.extend(queue_name text, msg_id bigint, visibility_timeout interval, receipt bigint DEFAULT NULL)
 RETURNS timestamptz AS 'MODULE_PATHNAME', 'mq_extend' LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -1135,12 +1174,12 @@ COMMENT ON FUNCTION mq.extend(text, bigint, interval, bigint) IS
 CREATE FUNCTION mq.archive(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_archive' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.archive(text, bigint, bigint) IS
-'Acks a message by moving it to the queue''s archive instead of deleting it (as pgmq archive). Receipt rules as mq.ack. Returns false when there is no such message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
+'Acks a message by moving it to the queue''s archive instead of deleting it (as pgmq archive). Receipt rules as mq.ack. Returns false when there is no such message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
 CREATE FUNCTION mq.archive(queue_name text, msg_ids bigint[])
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_archive_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.archive(text, bigint[]) IS
-'Moves many processed messages to the queue''s archive (the batch form of mq.archive, as mq.ack with bigint[]); returns how many existed and were archived. Two batches lock their messages in the same order whatever order the ids are given in, so they never deadlock. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
+'Moves many processed messages to the queue''s archive (the batch form of mq.archive, as mq.ack with bigint[]); returns how many existed and were archived. Two batches lock their messages in the same order whatever order the ids are given in, so they never deadlock. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
 
 -- ---------------------------------------------------------------------------
 -- Dead letters: browse and redrive (as SQS's dead-letter queue redrive).
@@ -1696,7 +1735,7 @@ BEGIN
                  WHERE p.pronamespace OPERATOR(pg_catalog.=) 'mq'::regnamespace AND p.prosecdef
                    AND p.proname OPERATOR(pg_catalog.<>) ALL (ARRAY['_create_queue_tables', '_create_log_tables',
                        '_drop_queue_tables', '_grant_to_owner', '_set_right', '_citus_enabled',
-                       '_citus_worker_sequences', '_citus_distribute_queue',
+                       '_citus_worker_sequences', '_citus_distribute_queue', '_citus_distribute_work_queue',
                        '_citus_drop_worker_sequences']::name[]) LOOP
         EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO mq_owner', v_fn);
     END LOOP;

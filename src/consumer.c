@@ -652,8 +652,13 @@ dead_tokens(int64 *tokens, int n)
 static uint64
 release_queue(int64 queue_id, int64 *tokens, int ntokens)
 {
-	Oid			argtypes[1] = {INT8ARRAYOID};
-	Datum		values[1];
+	Oid			argtypes[2] = {INT8ARRAYOID, TIMESTAMPTZOID};
+	Datum		values[2];
+	/*
+	 * The time is a parameter: Citus refuses clock_timestamp() in an UPDATE
+	 * of a distributed work queue (storage.c).
+	 */
+	TimestampTz now = GetCurrentTimestamp();
 	uint64		released = 0;
 
 	/* a queue dropped since the consumer used it has nothing to release */
@@ -666,9 +671,10 @@ release_queue(int64 queue_id, int64 *tokens, int ntokens)
 		initStringInfo(&sql);
 		for (int t = 0; t <= MQ_DELAYED_SEGMENT; t++)
 			appendStringInfo(&sql, "%sSELECT consumer FROM mq.%s WHERE claimed"
-							 " AND vt " OP(">") " pg_catalog.clock_timestamp()",
+							 " AND vt " OP(">") " $1",
 							 t > 0 ? " UNION " : "", MqWorkTable(queue_id, t));
-		if (SPI_execute(sql.data, true, 0) != SPI_OK_SELECT)
+		values[0] = TimestampTzGetDatum(now);
+		if (SPI_execute_with_args(sql.data, 1, &argtypes[1], values, NULL, true, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not read the stamps of claims");
 		ntokens = result_tokens(&tokens);
 		ntokens = dead_tokens(tokens, ntokens);
@@ -676,13 +682,14 @@ release_queue(int64 queue_id, int64 *tokens, int ntokens)
 	if (ntokens == 0)
 		return 0;
 	values[0] = token_array(tokens, ntokens);
+	values[1] = TimestampTzGetDatum(now);
 	for (int t = 0; t <= MQ_DELAYED_SEGMENT; t++)
 	{
-		char	   *sql = psprintf("UPDATE mq.%s SET vt = pg_catalog.clock_timestamp(), claimed = false"
+		char	   *sql = psprintf("UPDATE mq.%s SET vt = $2, claimed = false"
 								   " WHERE claimed AND consumer " OP("=") " ANY ($1)"
-								   " AND vt " OP(">") " pg_catalog.clock_timestamp()",
+								   " AND vt " OP(">") " $2",
 								   MqWorkTable(queue_id, t));
-		int			ret = SPI_execute_with_args(sql, 1, argtypes, values, NULL, false, 0);
+		int			ret = SPI_execute_with_args(sql, 2, argtypes, values, NULL, false, 0);
 
 		if (ret != SPI_OK_UPDATE)
 			elog(ERROR, "could not release claims: %s", SPI_result_code_string(ret));

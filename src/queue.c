@@ -773,12 +773,23 @@ MqRequirePartitioned(MqQueue *q)
 SPIPlanPtr
 MqQueuePlan(MqQueue *q, int slot, const char *sql, int nargs, const Oid *argtypes)
 {
+	return MqQueuePlanWith(q, slot, sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
+}
+
+/*
+ * The same with the plan cache's cursor options: CURSOR_OPT_CUSTOM_PLAN for
+ * a statement Citus can only plan with its parameters' values (storage.c).
+ */
+SPIPlanPtr
+MqQueuePlanWith(MqQueue *q, int slot, const char *sql, int nargs, const Oid *argtypes,
+				int cursor_options)
+{
 	SPIPlanPtr	plan;
 
 	Assert(slot >= 0 && slot < MQ_MAX_PLANS);
 	if (q->plans[slot] != NULL)
 		return q->plans[slot];
-	plan = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes, CURSOR_OPT_GENERIC_PLAN);
+	plan = SPI_prepare_cursor(sql, nargs, (Oid *) argtypes, cursor_options);
 	if (plan == NULL)
 		elog(ERROR, "could not prepare \"%s\": %s", sql,
 			 SPI_result_code_string(SPI_result));

@@ -140,6 +140,8 @@ extern void MqRequireWorkQueue(MqQueue *q);
 extern void MqRequirePartitioned(MqQueue *q);
 extern SPIPlanPtr MqQueuePlan(MqQueue *q, int slot, const char *sql,
 							  int nargs, const Oid *argtypes);
+extern SPIPlanPtr MqQueuePlanWith(MqQueue *q, int slot, const char *sql,
+								  int nargs, const Oid *argtypes, int cursor_options);
 extern void MqQueueLockPlan(SPIPlanPtr plan);
 extern Snapshot MqQueueLatestSnapshot(SPIPlanPtr plan);
 extern Snapshot MqQueueLatestSnapshotOf(Oid relid, LOCKMODE lockmode);

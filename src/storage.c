@@ -57,6 +57,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "miscadmin.h"
@@ -117,7 +118,7 @@ typedef enum PlanKind
 StaticAssertDecl(PLAN_PER_TABLE * NTABLES + PLAN_KINDS - PLAN_PER_TABLE <= MQ_METRICS_PLAN_BASE,
 				 "too many plans per queue");
 
-#define MAX_ARGS 8
+#define MAX_ARGS 9
 
 typedef struct PlanDef
 {
@@ -129,9 +130,26 @@ typedef struct PlanDef
 	bool		own_table_only;	/* updates or deletes in its table and uses
 								 * no other relation: its one lock is
 								 * RowExclusiveLock on the table */
+	bool		not_routable;	/* an INSERT ... SELECT or a data-modifying
+								 * WITH, which Citus plans only with its
+								 * parameters' values (see get_plan) */
 } PlanDef;
 
+/*
+ * An insert's vt: Citus evaluates a volatile function in an INSERT on the
+ * coordinator, so sends keep it in the statement.
+ */
 #define NOW "pg_catalog.clock_timestamp()"
+/*
+ * Otherwise no statement on a queue's tables computes the current time:
+ * the caller passes it (GetCurrentTimestamp(), or a time derived from it)
+ * as a parameter.  Citus refuses volatile functions in UPDATE and DELETE
+ * on distributed tables, and stable ones that take a column (timestamptz
+ * + interval) or sit in a CASE or COALESCE (docs/scale-out.md); a
+ * parameter is a constant to it, and the statement stays one it routes
+ * with its generic plan.  On one server the only difference is that the
+ * time is taken just before the statement rather than inside it.
+ */
 #define RECEIPT_MATCHES "($2 IS NULL OR attempts " OP("=") " $2)"
 /*
  * The rows of a batch ($1), locked in msg_id order: LockRows runs above the
@@ -162,7 +180,7 @@ typedef struct PlanDef
  */
 #define CLAIM(where, order) \
 	"UPDATE mq.%1$s AS m SET" \
-	" vt = CASE WHEN m.attempts " OP("<") " $3 THEN " NOW " " OP("+") " $2" \
+	" vt = CASE WHEN m.attempts " OP("<") " $3 THEN $2" \
 	" ELSE '-infinity'::pg_catalog.timestamptz END," \
 	" attempts = CASE WHEN m.attempts " OP("<") " $3" \
 	" THEN m.attempts " OP("+") " 1 ELSE m.attempts END," \
@@ -172,14 +190,20 @@ typedef struct PlanDef
 	" AND NOT blocked ORDER BY " order " LIMIT $1 FOR NO KEY UPDATE SKIP LOCKED))" \
 	" RETURNING m.msg_id, m.attempts, m.key, m.payload, m.headers," \
 	" m.enqueued_at, m.vt, m.last_error, m.dead_letter, m.claimed, m.lapsed"
-#define CLAIM_ARGS INT4OID, INTERVALOID, INT4OID, INT8OID, TIMESTAMPTZOID
+#define CLAIM_ARGS INT4OID, TIMESTAMPTZOID, INT4OID, INT8OID, TIMESTAMPTZOID
 
 /*
  * Backoff in seconds: retry_delay * retry_backoff^(attempts-1) capped at
  * retry_delay_max; the exponent is capped too so the power cannot overflow.
+ * BACKOFF_UNTIL adds it to $9, the current time as a timestamp in UTC:
+ * timestamp + interval and timezone('UTC', ...) are immutable, where
+ * timestamptz + interval is not (Citus refuses that with a column in it),
+ * and for an interval of seconds both give the same time.
  */
 #define BACKOFF \
 	"pg_catalog.make_interval(secs => CASE WHEN b.s " OP(">") " $7 THEN $7 ELSE b.s END)"
+#define BACKOFF_UNTIL \
+	"pg_catalog.timezone('UTC', $9 " OP("+") " " BACKOFF ")"
 #define BACKOFF_SECONDS \
 	"(SELECT $5 " OP("*") " pg_catalog.power($6, (CASE WHEN attempts " OP(">") " 101 THEN 100" \
 	" WHEN attempts " OP("<") " 1 THEN 0 ELSE attempts " OP("-") " 1 END)::pg_catalog.float8) AS s) b"
@@ -193,7 +217,7 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 	/* SQL made in plan_sql(): with or without keys */
 	[PLAN_INSERT_BATCH] = {
 		NULL,					/* returns msg_id, blocked */
-		5, {JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INTERVALOID, REGCLASSOID}
+		5, {JSONBARRAYOID, TEXTARRAYOID, JSONBARRAYOID, INTERVALOID, INT8ARRAYOID}, false, true
 	},
 	[PLAN_CLAIM_RANGE] = {
 		CLAIM("msg_id " OP(">=") " $6 AND msg_id " OP("<") " $7", "msg_id"),
@@ -222,13 +246,13 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 		RECEIPT_MATCHES " RETURNING *)"
 		" INSERT INTO mq.a_%2$" INT64_MODIFIER "d (" MESSAGE_COLUMNS ")"
 		" SELECT " MESSAGE_COLUMNS " FROM d RETURNING msg_id, key, claimed, blocked",
-		2, {INT8OID, INT8OID}
+		2, {INT8OID, INT8OID}, false, true
 	},
 	[PLAN_ARCHIVE_BATCH] = {
 		"WITH d AS (DELETE FROM mq.%1$s WHERE " LOCKED_IN_ORDER " RETURNING *)"
 		" INSERT INTO mq.a_%2$" INT64_MODIFIER "d (" MESSAGE_COLUMNS ")"
 		" SELECT " MESSAGE_COLUMNS " FROM d RETURNING msg_id, key, claimed, blocked",
-		1, {INT8ARRAYOID}
+		1, {INT8ARRAYOID}, false, true
 	},
 	/* a batch's keys, to lock before its rows (keys never change) */
 	[PLAN_KEYS_OF] = {
@@ -238,23 +262,24 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 	/* SQL made in plan_sql(): from a segment, or in the delayed table */
 	[PLAN_RELEASE] = {
 		NULL,
-		8, {INT8OID, INT8OID, INTERVALOID, TEXTOID, FLOAT8OID, FLOAT8OID, FLOAT8OID, INT4OID}
+		9, {INT8OID, INT8OID, TIMESTAMPTZOID, TEXTOID, FLOAT8OID, FLOAT8OID, FLOAT8OID, INT4OID,
+		TIMESTAMPOID}, false, true
 	},
 	[PLAN_EXTEND] = {
-		"UPDATE mq.%1$s SET vt = " NOW " " OP("+") " $3,"
+		"UPDATE mq.%1$s SET vt = $4,"
 		" claimed = $3 " OP(">") " '0'::pg_catalog.interval"
 		" WHERE msg_id " OP("=") " $1 AND claimed AND " RECEIPT_MATCHES
 		" RETURNING vt",
-		3, {INT8OID, INT8OID, INTERVALOID}, true
+		4, {INT8OID, INT8OID, INTERVALOID, TIMESTAMPTZOID}, true
 	},
 	/* SQL made in plan_sql(): with or without a dead-letter queue */
 	[PLAN_DEAD_LETTER] = {
 		NULL,
-		6, {INT8ARRAYOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID}
+		7, {INT8ARRAYOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID}, false, true
 	},
 	[PLAN_DEAD_LETTER_SKIP] = {
 		NULL,
-		6, {INT8ARRAYOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID}
+		7, {INT8ARRAYOID, INT8OID, INT4OID, TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID}, false, true
 	},
 	[PLAN_UNBLOCK] = {
 		"UPDATE mq.%1$s SET blocked = false WHERE msg_id " OP("=") " $1 AND blocked"
@@ -264,19 +289,19 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 	/* behind the ticket: lapsed claims, and anything a hint missed */
 	[PLAN_SWEEP] = {
 		"SELECT msg_id, attempts, claimed FROM mq.%1$s WHERE msg_id " OP("<") " $1"
-		" AND vt " OP("<=") " " NOW " AND NOT blocked ORDER BY msg_id LIMIT 10000",
-		1, {INT8OID}
+		" AND vt " OP("<=") " $2 AND NOT blocked ORDER BY msg_id LIMIT 10000",
+		2, {INT8OID, TIMESTAMPTZOID}
 	},
 	[PLAN_NEXT_LAPSE] = {
 		"SELECT pg_catalog.min(vt) FROM mq.%1$s WHERE msg_id " OP("<") " $1"
-		" AND claimed AND vt " OP(">") " " NOW,
-		1, {INT8OID}
+		" AND claimed AND vt " OP(">") " $2",
+		2, {INT8OID, TIMESTAMPTZOID}
 	},
 	/* maintenance: due messages of the delayed table at their last attempt */
 	[PLAN_EXHAUSTED] = {
-		"SELECT msg_id FROM mq.%1$s WHERE vt " OP("<=") " " NOW
+		"SELECT msg_id FROM mq.%1$s WHERE vt " OP("<=") " $2"
 		" AND attempts " OP(">=") " $1 AND NOT blocked ORDER BY vt LIMIT 10000",
-		1, {INT4OID}
+		2, {INT4OID, TIMESTAMPTZOID}
 	},
 	[PLAN_PURGE] = {"DELETE FROM mq.%1$s", 0, {0}},
 	/* SQL made in plan_sql(): over every table of the queue */
@@ -325,28 +350,28 @@ static const PlanDef plan_defs[PLAN_KINDS] = {
 static const char *dead_letter_move_sql =
 "WITH d AS (DELETE FROM mq.%1$s WHERE " DEAD_LETTER_WHERE " RETURNING *),"
 " i AS (INSERT INTO mq.q_%3$" INT64_MODIFIER "d_d (msg_id, vt, key, payload, headers, dead_letter)"
-" SELECT pg_catalog.nextval('mq.q_%3$" INT64_MODIFIER "d_seq'::pg_catalog.regclass), " NOW ","
+" SELECT pg_catalog.nextval('mq.q_%3$" INT64_MODIFIER "d_seq'::pg_catalog.regclass), $7,"
 " d.key, d.payload, d.headers,"
 " pg_catalog.jsonb_build_object('queue', $4, 'msg_id', d.msg_id,"
 " 'attempts', d.attempts, 'error', COALESCE($5, d.last_error), 'reason', $6,"
-" 'enqueued_at', d.enqueued_at, 'dead_lettered_at', " NOW ")"
+" 'enqueued_at', d.enqueued_at, 'dead_lettered_at', $7)"
 " FROM d ORDER BY d.msg_id)"
 " SELECT key, claimed, blocked FROM d";
 
 static const char *dead_letter_discard_sql =
 "DELETE FROM mq.%1$s WHERE " DEAD_LETTER_WHERE " RETURNING key, claimed, blocked";
 
-/* a nack: to the delayed table, due after the backoff */
+/* a nack: to the delayed table, due at $3 or after the backoff */
 static const char *release_move_sql =
 "WITH d AS (DELETE FROM mq.%1$s WHERE msg_id " OP("=") " $1 AND claimed AND "
 RECEIPT_MATCHES " AND attempts " OP("<") " $8 RETURNING *)"
 " INSERT INTO mq.q_%2$" INT64_MODIFIER "d_d (" MESSAGE_COLUMNS ")"
-" SELECT msg_id, " NOW " " OP("+") " COALESCE($3, " BACKOFF "), enqueued_at, attempts,"
+" SELECT msg_id, COALESCE($3, " BACKOFF_UNTIL "), enqueued_at, attempts,"
 " false, key, payload, headers, COALESCE($4, last_error), dead_letter, blocked, NULL, false"
 " FROM d, LATERAL " BACKOFF_SECONDS " RETURNING vt";
 
 static const char *release_delayed_sql =
-"UPDATE mq.%1$s AS m SET vt = " NOW " " OP("+") " COALESCE($3, " BACKOFF "),"
+"UPDATE mq.%1$s AS m SET vt = COALESCE($3, " BACKOFF_UNTIL "),"
 " claimed = false, last_error = COALESCE($4, m.last_error)"
 " FROM (SELECT msg_id, attempts FROM mq.%1$s WHERE msg_id " OP("=") " $1) AS r,"
 " LATERAL (SELECT $5 " OP("*") " pg_catalog.power($6, (CASE WHEN r.attempts " OP(">") " 101 THEN 100"
@@ -354,11 +379,16 @@ static const char *release_delayed_sql =
 " WHERE m.msg_id " OP("=") " r.msg_id AND m.claimed AND ($2 IS NULL OR m.attempts " OP("=") " $2)"
 " AND m.attempts " OP("<") " $8 RETURNING m.vt";
 
+/*
+ * The msg_ids come in $5, taken from the sequence by the caller: on a
+ * cluster the statement may run whole on the queue's worker (a keyed one's
+ * sub-selects make it a router query), where the sequence is not.
+ */
 static const char *insert_batch_sql =
 "INSERT INTO mq.%1$s (msg_id, vt, key, payload, headers, blocked)"
-" SELECT pg_catalog.nextval($5), " NOW " " OP("+") " $4, u.k, u.p, u.h, %2$s"
+" SELECT u.i, " NOW " " OP("+") " $4, u.k, u.p, u.h, %2$s"
 " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
-" pg_catalog.unnest($3)) WITH ORDINALITY AS u(p, k, h, n)"
+" pg_catalog.unnest($3), pg_catalog.unnest($5)) WITH ORDINALITY AS u(p, k, h, i, n)"
 " ORDER BY u.n RETURNING msg_id, blocked";
 
 /* ---- plans ---------------------------------------------------------------- */
@@ -423,6 +453,14 @@ plan_sql(MqQueue *q, PlanKind kind, int table)
 	}
 }
 
+/*
+ * The kept plan of a statement, generic (MqQueuePlan).  On a queue
+ * distributed by Citus, a statement Citus cannot route with a generic plan
+ * ("could not create distributed plan": an INSERT ... SELECT, a DELETE in
+ * a WITH feeding an INSERT) is planned for each call with its parameters'
+ * values instead; none of them is a read, an ack or a single send
+ * (docs/scale-out.md, work queues).
+ */
 static SPIPlanPtr
 get_plan(MqQueue *q, PlanKind kind, int table)
 {
@@ -431,7 +469,22 @@ get_plan(MqQueue *q, PlanKind kind, int table)
 
 	if (q->plans[slot] != NULL)
 		return q->plans[slot];
-	return MqQueuePlan(q, slot, plan_sql(q, kind, table), def->nargs, def->argtypes);
+	return MqQueuePlanWith(q, slot, plan_sql(q, kind, table), def->nargs, def->argtypes,
+						   q->distributed && def->not_routable ?
+						   CURSOR_OPT_CUSTOM_PLAN : CURSOR_OPT_GENERIC_PLAN);
+}
+
+/*
+ * Whether the statement's only lock before its snapshot may be its table's:
+ * on a distributed queue also for one planned per call, whose plan cannot
+ * be looked up without parameters; its other tables are locked when it
+ * runs, and the workers take their own snapshots after the coordinator's
+ * locks anyway.
+ */
+static bool
+locks_own_table(MqQueue *q, PlanKind kind)
+{
+	return plan_defs[kind].own_table_only || (q->distributed && plan_defs[kind].not_routable);
 }
 
 static Oid
@@ -450,7 +503,7 @@ static uint64
 run(MqQueue *q, PlanKind kind, int table, Datum *values, const char *nulls, int expected)
 {
 	SPIPlanPtr	plan = get_plan(q, kind, table);
-	Snapshot	snapshot = plan_defs[kind].own_table_only ?
+	Snapshot	snapshot = locks_own_table(q, kind) ?
 		MqQueueLatestSnapshotOf(table_relid(q, table), RowExclusiveLock) :
 		MqQueueLatestSnapshot(plan);
 	int			ret = SPI_execute_snapshot(plan, values, nulls, snapshot,
@@ -460,6 +513,14 @@ run(MqQueue *q, PlanKind kind, int table, Datum *values, const char *nulls, int 
 		elog(ERROR, "statement %d on queue \"%s\" failed: %s",
 			 (int) kind, q->name, SPI_result_code_string(ret));
 	return SPI_processed;
+}
+
+/* now + interval, as timestamptz + interval does it (the session's time zone) */
+static TimestampTz
+plus_interval(TimestampTz t, Interval *i)
+{
+	return DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+												   TimestampTzGetDatum(t), IntervalPGetDatum(i)));
 }
 
 static inline char
@@ -534,6 +595,39 @@ count_removed(MqQueue *q, int table, int claimed_col)
 	}
 }
 
+/* ---- isolation on a cluster ------------------------------------------------ */
+
+/*
+ * mq's statements read with the latest snapshot (run), at every isolation
+ * level.  Citus runs a distributed queue's statements on its worker in a
+ * transaction of the caller's level, whose snapshot under REPEATABLE READ
+ * and SERIALIZABLE is its first statement's: a claim there would not see
+ * what committed since, so the ranges its tickets take would pass over
+ * such messages until the sweep finds them, and in a keyed queue a send
+ * or removal after the key's lock would not see the other's committed
+ * rows (a message blocked behind a head already gone).  So these refuse
+ * those levels on a distributed queue: every read, and on a keyed queue
+ * everything that takes a key's lock.  0A000.
+ */
+static void
+require_read_committed(MqQueue *q, const char *what)
+{
+	if (q->distributed && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cannot %s distributed queue \"%s\" in a REPEATABLE READ or SERIALIZABLE transaction",
+						what, q->name),
+				 errdetail("On a Citus cluster the queue's worker would read with the transaction's first snapshot, not the latest one."),
+				 errhint("Use READ COMMITTED.")));
+}
+
+static void
+require_read_committed_keyed(MqQueue *q, const char *what)
+{
+	if (q->keyed)
+		require_read_committed(q, what);
+}
+
 /* ---- keys ------------------------------------------------------------------ */
 
 /* Unblock the key's oldest message if it is blocked. */
@@ -602,9 +696,9 @@ static uint64
 dead_letter(MqQueue *q, int table, ArrayType *ids, MqNullable receipt, MqNullable error,
 			const char *reason, bool nack)
 {
-	Datum		values[6];
-	char		nulls[6] = {' ', null_flag(receipt.isnull), ' ', ' ',
-	null_flag(error.isnull), ' '};
+	Datum		values[7];
+	char		nulls[7] = {' ', null_flag(receipt.isnull), ' ', ' ',
+	null_flag(error.isnull), ' ', ' '};
 	uint64		n;
 
 	values[0] = PointerGetDatum(ids);
@@ -613,6 +707,7 @@ dead_letter(MqQueue *q, int table, ArrayType *ids, MqNullable receipt, MqNullabl
 	values[3] = CStringGetTextDatum(q->name);
 	values[4] = error.value;
 	values[5] = CStringGetTextDatum(reason);
+	values[6] = TimestampTzGetDatum(GetCurrentTimestamp());
 	n = run(q, nack ? PLAN_DEAD_LETTER : PLAN_DEAD_LETTER_SKIP, table, values, nulls,
 			q->dlq_id != 0 ? SPI_OK_SELECT : SPI_OK_DELETE_RETURNING);
 	count_removed(q, table, 2);
@@ -698,10 +793,7 @@ static void
 sent(MqQueue *q, int table, Interval *delay)
 {
 	if (table == DELAYED)
-		MqStateNoteDue(q->queue_id,
-					   DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
-															   TimestampTzGetDatum(GetCurrentTimestamp()),
-															   IntervalPGetDatum(delay))));
+		MqStateNoteDue(q->queue_id, plus_interval(GetCurrentTimestamp(), delay));
 	MqWaitNoteSend(q->queue_id);
 	MqNotifySend(q);
 }
@@ -716,6 +808,7 @@ MqStorageSend(MqQueue *q, Datum payload, MqNullable key, MqNullable headers,
 	int			table;
 	int64		msg_id;
 
+	require_read_committed_keyed(q, "send to");
 	if (q->keyed && !key.isnull)
 	{
 		bool		isnull;
@@ -745,12 +838,14 @@ MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 				   ArrayType *headers, Interval *delay, ReturnSetInfo *rsinfo)
 {
 	Datum		values[5] = {PointerGetDatum(payloads), PointerGetDatum(keys),
-		PointerGetDatum(headers), PointerGetDatum(delay),
-	ObjectIdGetDatum(q->msg_seq)};
+	PointerGetDatum(headers), PointerGetDatum(delay), 0};
 	char		nulls[5] = {' ', null_flag(keys == NULL), null_flag(headers == NULL), ' ', ' '};
 	int			table;
+	int			nids = ArrayGetNItems(ARR_NDIM(payloads), ARR_DIMS(payloads));
+	int64	   *ids;
 	uint64		n;
 
+	require_read_committed_keyed(q, "send to");
 	if (q->keyed && keys != NULL)
 	{
 		Datum	   *elems;
@@ -767,6 +862,10 @@ MqStorageSendBatch(MqQueue *q, ArrayType *payloads, ArrayType *keys,
 		MqKeyLockMany(q, strs, nkeys);
 	}
 	table = send_table(q, delay);
+	ids = palloc(sizeof(int64) * Max(nids, 1));
+	for (int i = 0; i < nids; i++)
+		ids[i] = MqNextId(q->msg_seq);
+	values[4] = PointerGetDatum(int8_array(ids, nids));
 	n = run(q, PLAN_INSERT_BATCH, table, values, nulls, SPI_OK_INSERT_RETURNING);
 	for (uint64 i = 0; i < n; i++)
 	{
@@ -862,7 +961,8 @@ static uint64
 claim_with(Claim *c, PlanKind kind, int table, Datum *extra, int nextra, int64 *last)
 {
 	MqQueue    *q = c->q;
-	Datum		values[7] = {Int32GetDatum(c->want - c->got), PointerGetDatum(c->vt),
+	Datum		values[7] = {Int32GetDatum(c->want - c->got),
+		TimestampTzGetDatum(plus_interval(GetCurrentTimestamp(), c->vt)),
 		Int32GetDatum(q->max_attempts), Int64GetDatum(c->token),
 	TimestampTzGetDatum(c->began)};
 	char		nulls[8] = "       ";
@@ -1010,8 +1110,8 @@ segments_by_age(MqQueue *q, int *out)
 static uint64
 sweep(MqQueue *q, int segment, int64 behind)
 {
-	Datum		ticket = Int64GetDatum(behind);
-	uint64		n = run(q, PLAN_SWEEP, segment, &ticket, " ", SPI_OK_SELECT);
+	Datum		args[2] = {Int64GetDatum(behind), TimestampTzGetDatum(GetCurrentTimestamp())};
+	uint64		n = run(q, PLAN_SWEEP, segment, args, "  ", SPI_OK_SELECT);
 	int64	   *exhausted = palloc(sizeof(int64) * Max(n, 1));
 	int			nexhausted = 0;
 	bool		isnull;
@@ -1031,7 +1131,8 @@ sweep(MqQueue *q, int segment, int64 behind)
 			(void) MqStatePushRing(q, &e);
 	}
 	dead = dead_letter_lapsed(q, segment, exhausted, nexhausted);
-	run(q, PLAN_NEXT_LAPSE, segment, &ticket, " ", SPI_OK_SELECT);
+	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	run(q, PLAN_NEXT_LAPSE, segment, args, "  ", SPI_OK_SELECT);
 	next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	MqStateSweepDone(q, segment, isnull ? 0 : DatumGetTimestampTz(next));
 	if (n > dead)
@@ -1108,6 +1209,7 @@ MqStorageClaim(MqQueue *q, int qty, Interval *vt, ReturnSetInfo *rsinfo)
 	int			order[MQ_MAX_SEGMENTS];
 	int			nsegments = segments_by_age(q, order);
 
+	require_read_committed(q, "read");
 	c.rows = palloc(sizeof(ClaimedRow) * Max(qty, 1));
 	c.stamped = MqConsumerToken(&c.token);
 	/* stamped claims are released as soon as the session ends */
@@ -1169,6 +1271,7 @@ MqStorageAck(MqQueue *q, int64 msg_id, MqNullable receipt, bool archive)
 	int			tables[NTABLES];
 	int			ntables = tables_for(q, msg_id, tables);
 
+	require_read_committed_keyed(q, archive ? "archive in" : "ack in");
 	for (int i = 0; i < ntables; i++)
 	{
 		uint64		n = archive ?
@@ -1246,6 +1349,7 @@ MqStorageAckBatch(MqQueue *q, ArrayType *msg_ids, bool archive)
 	int			nleft = 0;
 	int64		acked = 0;
 
+	require_read_committed_keyed(q, archive ? "archive in" : "ack in");
 	deconstruct_array(msg_ids, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
 					  &elems, &elem_nulls, &nelems);
 	if (nelems == 0)
@@ -1307,18 +1411,23 @@ bool
 MqStorageRelease(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *delay,
 				 MqNullable error)
 {
-	Datum		values[8] = {
-		Int64GetDatum(msg_id), receipt.value, PointerGetDatum(delay), error.value,
+	TimestampTz now = GetCurrentTimestamp();
+
+	/* $9 is now as a timestamp in UTC: a timestamptz's value is just that */
+	Datum		values[9] = {
+		Int64GetDatum(msg_id), receipt.value,
+		delay == NULL ? (Datum) 0 : TimestampTzGetDatum(plus_interval(now, delay)), error.value,
 		Float8GetDatum(MqIntervalSeconds(&q->retry_delay)),
 		Float8GetDatum(q->retry_backoff),
 		Float8GetDatum(MqIntervalSeconds(&q->retry_delay_max)),
-		Int32GetDatum(q->max_attempts)
+		Int32GetDatum(q->max_attempts), TimestampGetDatum((Timestamp) now)
 	};
-	char		nulls[8] = {' ', null_flag(receipt.isnull), null_flag(delay == NULL),
-	null_flag(error.isnull), ' ', ' ', ' ', ' '};
+	char		nulls[9] = {' ', null_flag(receipt.isnull), null_flag(delay == NULL),
+	null_flag(error.isnull), ' ', ' ', ' ', ' ', ' '};
 	int			tables[NTABLES];
 	int			ntables = tables_for(q, msg_id, tables);
 
+	require_read_committed_keyed(q, "nack in");
 	for (int i = 0; i < ntables; i++)
 	{
 		int			expected = tables[i] == DELAYED ? SPI_OK_UPDATE_RETURNING : SPI_OK_INSERT_RETURNING;
@@ -1346,8 +1455,9 @@ bool
 MqStorageExtend(MqQueue *q, int64 msg_id, MqNullable receipt, Interval *vt,
 				TimestampTz *visible_at)
 {
-	Datum		values[3] = {Int64GetDatum(msg_id), receipt.value, PointerGetDatum(vt)};
-	char		nulls[3] = {' ', null_flag(receipt.isnull), ' '};
+	Datum		values[4] = {Int64GetDatum(msg_id), receipt.value, PointerGetDatum(vt),
+		TimestampTzGetDatum(plus_interval(GetCurrentTimestamp(), vt))};
+	char		nulls[4] = {' ', null_flag(receipt.isnull), ' ', ' '};
 	int			tables[NTABLES];
 	int			ntables = tables_for(q, msg_id, tables);
 
@@ -1388,6 +1498,7 @@ MqStoragePurge(MqQueue *q)
 {
 	int64		n = 0;
 
+	require_read_committed_keyed(q, "purge");
 	if (q->keyed)
 		MqKeyLockAll(q);
 	for (int t = 0; t < NTABLES; t++)
@@ -1404,7 +1515,7 @@ int64
 MqStorageMaintain(MqQueue *q)
 {
 	int64		total = MqSegmentMaintain(q);
-	Datum		max_attempts = Int32GetDatum(q->max_attempts);
+	Datum		args[2] = {Int32GetDatum(q->max_attempts), 0};
 	uint64		n;
 
 	/* without hints, the whole of each segment is looked at */
@@ -1413,7 +1524,8 @@ MqStorageMaintain(MqQueue *q)
 	for (int i = 0; i < q->nsegments; i++)
 		if (q->segments[i].state != MQ_SEG_FREE)
 			total += sweep(q, i, hints ? MqStateTicket(q, i) : PG_INT64_MAX);
-	n = run(q, PLAN_EXHAUSTED, DELAYED, &max_attempts, " ", SPI_OK_SELECT);
+	args[1] = TimestampTzGetDatum(GetCurrentTimestamp());
+	n = run(q, PLAN_EXHAUSTED, DELAYED, args, "  ", SPI_OK_SELECT);
 	if (n > 0)
 	{
 		int64	   *ids = palloc(sizeof(int64) * n);

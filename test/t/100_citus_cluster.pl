@@ -5,7 +5,7 @@
 #
 #  1. Two queues made on the coordinator before distribution, with
 #     messages; mq.citus_distribute() distributes the log by partition
-#     (the work queue stays on the coordinator), gives mq_owner a login
+#     and the work queue by queue, gives mq_owner a login
 #     whose password only pg_dist_authinfo holds (pg_hba here asks mq_owner
 #     for it), and the log's offsets continue where they were.
 #  2. A partitioned queue of 4 partitions made after it: distributed by
@@ -39,9 +39,20 @@
 #  6. send_batch, metrics, seek by time and purge on a distributed log;
 #     a partition emptied by purge and moved continues above its
 #     high-water mark once mq.citus_distribute() runs again.
-#  5. A work queue made after distribution stays on the coordinator, and 3
-#     consumers claim and ack 300 messages concurrently: each message is
-#     acked once and never held by two consumers at once.
+#  5. Work queues distributed by queue: each one's six tables are
+#     colocated single-shard tables on one worker, queues land on both
+#     workers, msg_ids stay on the coordinator; the claim is a one-task
+#     router plan, kept generic.  3 producers through the coordinator
+#     (transactions of 1 to 3 sends and batches, 15% rolled back) and 3
+#     consumers (batches, 10% nacked): every committed send acked exactly
+#     once, no rolled-back send delivered, no delivery held twice, every
+#     nacked message delivered again.  Visibility timeout lapse, backoff,
+#     dead-lettering (by nack and by lapse) into a DLQ, delays, extend,
+#     archive, the release of a dead registered consumer's claim, purge,
+#     REPEATABLE READ refused, drop_queue.  A keyed queue distributed the
+#     same way keeps per-key order with 3 consumers that nack.
+#  7. A worker fails: its work queue refuses sends, the other worker's
+#     queue carries on; after the restart nothing committed is lost.
 use strict;
 use warnings;
 
@@ -116,10 +127,12 @@ my $seq_k1 = sql("SELECT last_value FROM mq.p_${eid}_o$pk1");
 my $max_k1 = sql(qq{SELECT max("offset") FROM mq.p_$eid WHERE partition = $pk1});
 ok($seq_k1 > $max_k1, "the rolled-back send took offset $seq_k1, above the stored $max_k1");
 
-is(sql('SELECT mq.citus_distribute()'), '1', 'mq.citus_distribute() distributes the log');
-is(sql(qq{SELECT string_agg(logicalrelid::text, ',' ORDER BY logicalrelid::text) FROM pg_dist_partition
+is(sql('SELECT mq.citus_distribute()'), '2', 'mq.citus_distribute() distributes the log and the work queue');
+is(sql(qq{SELECT string_agg(logicalrelid::text || ':' || partmethod::text, ',' ORDER BY logicalrelid::text) FROM pg_dist_partition
           WHERE logicalrelid::text IN ('mq.p_$eid', 'mq.p_${eid}_head', 'mq.q_${wid}_0', 'mq.q_${wid}_d', 'mq.a_$wid')}),
-	"mq.p_$eid,mq.p_${eid}_head", 'the log by partition; the work queue stays on the coordinator');
+	"mq.a_$wid:n,mq.p_$eid:h,mq.p_${eid}_head:h,mq.q_${wid}_0:n,mq.q_${wid}_d:n",
+	'the log by partition (hash), the work queue by queue (single-shard tables)');
+is(sql(qq{SELECT pg_relation_size('mq.q_${wid}_0')}), '0', "the work queue's rows moved off the coordinator too");
 is(sql(qq{SELECT pg_relation_size('mq.p_${eid}_0') + pg_relation_size('mq.p_${eid}_1')}),
 	'0', "the log's rows moved off the coordinator");
 is(sql('SELECT mq.citus_distribute()'), '0', 'running it again distributes nothing more');
@@ -414,54 +427,249 @@ is(sql(qq{SELECT string_agg(payload->>'moved', ',' ORDER BY "offset") FROM mq.po
 	'1,2,3,1,2,3', 'the group reads exactly the messages sent after the moves, in order');
 
 # ---------------------------------------------------------------- 5
-# work queues stay on the coordinator (docs/scale-out.md, "not yet")
-sql(q{SELECT mq.create_queue('jobs', visibility_timeout => '30 seconds')});
-is(sql(q{SELECT count(*) FROM pg_dist_partition d, mq.queue q
-          WHERE q.queue_name = 'jobs' AND d.logicalrelid::text ~ ('^mq\.[qa]_' || q.queue_id || '(_|$)')}),
-	'0', 'a work queue made after distribution stays on the coordinator');
-sql(q{SELECT mq.send('jobs', jsonb_build_object('n', i)) FROM generate_series(1, 300) i});
+# work queues distributed by queue: every table of a queue is a Citus
+# single-shard table, colocated with the others, on one worker
+sub wq_id { return sql(qq{SELECT queue_id FROM mq.queue WHERE queue_name = '$_[0]'}); }
+# "colocation groups|workers|single-shard|tables" of a work queue's tables
+sub wq_placement
+{
+	my $qid = wq_id($_[0]);
+	return sql(qq{SELECT count(DISTINCT p.colocationid) || '|' || count(DISTINCT s.nodeport) || '|'
+	                  || bool_and(p.partmethod = 'n' AND p.partkey IS NULL) || '|' || count(*)
+	                FROM pg_dist_partition p JOIN citus_shards s ON s.table_name = p.logicalrelid
+	               WHERE p.logicalrelid::text ~ '^mq\\.(q_${qid}_[0-3d]|a_$qid)\$'});
+}
+sub wq_port
+{
+	my $qid = wq_id($_[0]);
+	return sql(qq{SELECT nodeport FROM citus_shards WHERE table_name = 'mq.q_${qid}_0'::regclass});
+}
+sql(q{SELECT mq.create_queue('jobs_dlq')});
+sql(q{SELECT mq.create_queue('jobs', visibility_timeout => '30 seconds', max_attempts => 5,
+                             retry_delay => '0 seconds', dead_letter_queue => 'jobs_dlq')});
+sql(qq{SELECT mq.create_queue('wq_$_')}) for ('a', 'b');
+for my $q ('wq_early', 'jobs', 'jobs_dlq', 'wq_a', 'wq_b')
+{
+	is(wq_placement($q), '1|1|true|6', "$q: its 6 tables are colocated single-shard tables on one worker");
+}
+my %wq_workers = map { wq_port($_) => 1 } ('wq_early', 'jobs', 'jobs_dlq', 'wq_a', 'wq_b');
+is(scalar(keys %wq_workers), 2, 'the work queues are spread over both workers');
+my $jid = wq_id('jobs');
+is(sql(qq{SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text IN
+          ('mq.q_${jid}_seq', 'mq.q_${jid}_acked', 'mq.q_${jid}_rights')}),
+	'0', "the queue's msg_id sequence, acked count and rights table stay on the coordinator");
+
+# the claim statement as storage.c prepares it: a router query with a generic plan
+my $plan = sql(qq{SET plan_cache_mode = force_generic_plan;
+PREPARE claim(int, timestamptz, int, bigint, timestamptz, bigint, bigint) AS
+UPDATE mq.q_${jid}_0 AS m SET vt = CASE WHEN m.attempts < \$3 THEN \$2 ELSE '-infinity'::timestamptz END,
+  attempts = CASE WHEN m.attempts < \$3 THEN m.attempts + 1 ELSE m.attempts END,
+  claimed = m.attempts < \$3, consumer = \$4, lapsed = m.claimed
+ WHERE m.ctid = ANY (ARRAY(SELECT ctid FROM mq.q_${jid}_0 WHERE msg_id >= \$6 AND msg_id < \$7 AND vt < \$5
+                          AND NOT blocked ORDER BY msg_id LIMIT \$1 FOR NO KEY UPDATE SKIP LOCKED))
+ RETURNING m.msg_id;
+EXPLAIN (COSTS OFF) EXECUTE claim(1, now(), 5, NULL, now(), 1, 100);});
+like($plan, qr/Custom Scan \(Citus Adaptive\)\n\s+Task Count: 1\n.*Node: host=127\.0\.0\.1 port=@{[wq_port('jobs')]}/s,
+	"the claim is one task on the queue's worker (a router plan, kept generic)");
+unlike($plan, qr/Subplan|Task Count: [02-9]/, 'with no subplan and no other task');
+
+# producers through the coordinator, 15% of their transactions roll back;
+# consumers claim batches, nack 10% of the messages (retry at once), ack
+# the rest
 sql(q{
-CREATE TABLE claims (consumer text NOT NULL, msg_id bigint NOT NULL, receipt bigint NOT NULL,
-                     claimed_at timestamptz NOT NULL, acked_at timestamptz);
-CREATE PROCEDURE consume(p_name text)
+CREATE TABLE wsent (msg_id bigint PRIMARY KEY);
+CREATE TABLE wclaims (consumer text NOT NULL, msg_id bigint NOT NULL, receipt bigint NOT NULL,
+                      payload jsonb NOT NULL, outcome text);
+CREATE TABLE wdone (producer int);
+CREATE PROCEDURE wproducer(p_id int, p_txns int)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_id bigint;
+    v_rb boolean;
+BEGIN
+    FOR t IN 1 .. p_txns LOOP
+        v_rb := random() < 0.15;
+        FOR i IN 1 .. 1 + (random() * 2)::int LOOP
+            IF i = 2 AND random() < 0.5 THEN
+                FOR v_id IN SELECT mq.send_batch('jobs', ARRAY[jsonb_build_object('p', p_id, 'rb', v_rb),
+                                                             jsonb_build_object('p', p_id, 'rb', v_rb)]) LOOP
+                    IF NOT v_rb THEN INSERT INTO wsent VALUES (v_id); END IF;
+                END LOOP;
+            ELSE
+                v_id := mq.send('jobs', jsonb_build_object('p', p_id, 'rb', v_rb));
+                IF NOT v_rb THEN INSERT INTO wsent VALUES (v_id); END IF;
+            END IF;
+        END LOOP;
+        IF v_rb THEN ROLLBACK; ELSE COMMIT; END IF;
+    END LOOP;
+    INSERT INTO wdone VALUES (p_id);
+    COMMIT;
+END
+$$;
+-- consumers stop when every committed send is acked (exact accounting,
+-- not idle time: a message whose hint the coordinator noted before its
+-- commit was visible on the worker waits for the sweep, 5 s), or after
+-- 600 empty reads (then the checks below fail)
+CREATE PROCEDURE wconsumer(p_name text)
 LANGUAGE plpgsql AS $$
 DECLARE
     m record;
     v_idle int := 0;
 BEGIN
-    WHILE v_idle < 5 LOOP
+    WHILE v_idle < 600 AND ((SELECT count(*) FROM wdone) < 3
+                            OR (SELECT count(*) FROM wsent) >
+                               (SELECT count(DISTINCT msg_id) FROM wclaims WHERE outcome = 'acked')) LOOP
         v_idle := v_idle + 1;
-        FOR m IN SELECT * FROM mq.read('jobs', 1 + (random() * 4)::int) LOOP
+        FOR m IN SELECT * FROM mq.read('jobs', 1 + (random() * 4)::int, wait => '100 milliseconds') LOOP
             v_idle := 0;
-            INSERT INTO claims VALUES (p_name, m.msg_id, m.receipt, clock_timestamp(), NULL);
+            INSERT INTO wclaims VALUES (p_name, m.msg_id, m.receipt, m.payload, NULL);
             COMMIT;
-            PERFORM pg_sleep(random() * 0.005);
-            IF mq.ack('jobs', m.msg_id, m.receipt) THEN
-                UPDATE claims SET acked_at = clock_timestamp()
+            IF random() < 0.1 THEN
+                IF mq.nack('jobs', m.msg_id, m.receipt, delay => '0 seconds') THEN
+                    UPDATE wclaims SET outcome = 'nacked'
+                     WHERE consumer = p_name AND msg_id = m.msg_id AND receipt = m.receipt;
+                END IF;
+            ELSIF mq.ack('jobs', m.msg_id, m.receipt) THEN
+                UPDATE wclaims SET outcome = 'acked'
                  WHERE consumer = p_name AND msg_id = m.msg_id AND receipt = m.receipt;
             END IF;
             COMMIT;
         END LOOP;
         COMMIT;
-        IF v_idle > 0 THEN
-            PERFORM pg_sleep(0.1);
+        -- idle only counts once every producer is done
+        IF (SELECT count(*) FROM wdone) < 3 THEN
+            v_idle := 0;
         END IF;
     END LOOP;
 END
 $$;
 });
 @procs = ();
-start_psql("CALL consume('c$_')") for 1 .. 3;
+start_psql("CALL wproducer($_, 150)") for 1 .. 3;
+start_psql("CALL wconsumer('c$_')") for 1 .. 3;
 for my $p (@procs)
 {
 	$p->[0]->finish;
 	is($p->[0]->result(0), 0, "session '$p->[3]' ran without error") or diag(${ $p->[2] });
 }
-is(sql('SELECT count(DISTINCT msg_id) FROM claims WHERE acked_at IS NOT NULL'), '300',
-	'every message of the work queue was acked');
-is(sql('SELECT count(*) FROM claims'), '300', 'each was claimed once (no message held by two consumers)');
-ok(sql('SELECT count(DISTINCT consumer) FROM claims') > 1, 'by several consumers');
+my $wn = sql('SELECT count(*) FROM wsent');
+ok($wn > 300, "the producers committed $wn sends");
+is(sql(q{SELECT count(*) FROM wsent s WHERE NOT EXISTS
+          (SELECT FROM wclaims c WHERE c.msg_id = s.msg_id AND c.outcome = 'acked')}),
+	'0', 'every committed send was acked (none lost)');
+is(sql(q{SELECT count(*) FROM (SELECT msg_id FROM wclaims WHERE outcome = 'acked' GROUP BY 1 HAVING count(*) > 1) s}),
+	'0', 'no message was acked twice');
+is(sql(q{SELECT count(*) FROM wclaims WHERE outcome = 'acked'}), $wn, 'exactly the committed sends were acked');
+is(sql(q{SELECT count(*) FROM wclaims WHERE (payload->>'rb')::boolean OR msg_id NOT IN (SELECT msg_id FROM wsent)}),
+	'0', 'no rolled-back send was delivered');
+is(sql(q{SELECT count(*) FROM (SELECT msg_id, receipt FROM wclaims GROUP BY 1, 2 HAVING count(*) > 1) s}),
+	'0', 'no delivery was handed to two consumers');
+is(sql(q{SELECT count(*) FROM wclaims c WHERE c.outcome = 'nacked' AND NOT EXISTS
+          (SELECT FROM wclaims d WHERE d.msg_id = c.msg_id AND d.receipt > c.receipt)}),
+	'0', 'every nacked message was delivered again, with a later receipt');
+ok(sql(q{SELECT count(*) FROM wclaims WHERE outcome = 'nacked'}) > 0, 'some were nacked');
+ok(sql('SELECT count(DISTINCT consumer) FROM wclaims') > 1, 'several consumers took part');
 is(sql(q{SELECT count(*) FROM mq.read('jobs', 10)}), '0', 'nothing is left to read');
+is(sql(q{SELECT depth || '|' || in_flight || '|' || delayed || '|' || total_acked FROM mq.metrics('jobs')}),
+	"0|0|0|$wn", 'mq.metrics of the distributed queue agrees');
+
+# visibility timeout, backoff, dead-lettering, delays, archive, release
+sql(q{SELECT mq.create_queue('retry', max_attempts => 3, retry_delay => '1 hour', retry_backoff => 1,
+                             retry_delay_max => '1 hour', dead_letter_queue => 'jobs_dlq')});
+my $rid = wq_id('retry');
+my $m1 = sql(q{SELECT mq.send('retry', '{"n": 1}')});
+is(sql(q{SELECT msg_id || '/' || receipt FROM mq.read('retry', 1, '0 seconds')}), "$m1/1", 'claimed with a 0 s visibility timeout');
+is(sql(q{SELECT msg_id || '/' || receipt FROM mq.read('retry', 1, '30 seconds')}), "$m1/2",
+	'its visibility timeout lapsed: delivered again with the next receipt');
+is(sql(qq{SELECT mq.nack('retry', $m1, 2)}), 't', 'nacked without a delay: the queue\'s backoff');
+is(sql(q{SELECT count(*) FROM mq.read('retry', 1)}), '0', 'not readable during the backoff');
+is(sql(qq{SELECT vt > now() + interval '59 minutes' AND vt < now() + interval '61 minutes' FROM mq.q_${rid}_d WHERE msg_id = $m1}),
+	't', 'due after the 1 hour retry_delay, in the delayed table on the worker');
+my $m1b = sql(q{SELECT mq.send('retry', '{"n": 11}')});
+for my $r (1 .. 2)
+{
+	is(sql(q{SELECT msg_id || '/' || receipt FROM mq.read('retry', 1)}), "$m1b/$r", "delivery $r of another message");
+	is(sql(qq{SELECT mq.nack('retry', $m1b, $r, delay => '0 seconds')}), 't', 'nacked, to retry at once');
+}
+is(sql(q{SELECT msg_id || '/' || receipt FROM mq.read('retry', 1)}), "$m1b/3", 'delivered a third time');
+is(sql(qq{SELECT mq.nack('retry', $m1b, 3, error => 'boom')}), 't', 'nacked on its last attempt');
+is(sql(q{SELECT payload->>'n' || '|' || (dead_letter->>'msg_id') || '|' || (dead_letter->>'reason') || '|' || (dead_letter->>'error')
+          FROM mq.read('jobs_dlq', 10)}),
+	"11|$m1b|nack on the last attempt|boom", "dead-lettered into the DLQ (another queue's tables)");
+is(sql(q{SELECT count(*) FROM mq.read('retry', 1)}), '0', 'and gone from its queue');
+my $m2 = sql(q{SELECT mq.send('retry', '{"n": 2}')});
+sql(q{SELECT mq.read('retry', 1, '0 seconds')}) for 1 .. 3;
+is(sql(q{SELECT count(*) FROM mq.read('retry', 1)}), '0', 'a message whose last claim lapsed is not read again');
+is(sql(q{SELECT (dead_letter->>'msg_id') || '|' || (dead_letter->>'reason') FROM mq.read('jobs_dlq', 10)}),
+	"$m2|visibility timeout lapsed on the last attempt", 'it was dead-lettered too');
+my $m3 = sql(q{SELECT mq.send('retry', '{"n": 3}', delay => '1 hour')});
+is(sql(q{SELECT count(*) FROM mq.read('retry', 1)}), '0', 'a delayed message is not read before it is due');
+my $m4 = sql(q{SELECT mq.send('retry', '{"n": 4}', delay => '1 second')});
+ok($c->poll_query_until('postgres', q{SELECT string_agg(msg_id::text, ',') FROM mq.read('retry', 10)}, $m4),
+	'the message delayed by 1 second is read once due, the 1 hour one is not');
+is(sql(qq{SELECT mq.extend('retry', $m4, '1 hour') > now() + interval '59 minutes'}), 't', 'extend moves its visibility timeout');
+is(sql(qq{SELECT mq.archive('retry', $m4)}), 't', 'archived');
+is(sql(qq{SELECT count(*) FROM mq.a_$rid WHERE msg_id = $m4}), '1', "into the queue's archive on its worker");
+# a registered consumer whose session ends: its claims are released at once
+my $m5 = sql(q{SELECT mq.send('retry', '{"n": 5}')});
+is($c->safe_psql('postgres', q{SELECT mq.register_consumer('doomed'); SELECT msg_id FROM mq.read('retry', 1, '1 hour')}),
+	"\n$m5", 'a registered consumer claims a message for an hour and its session ends');
+ok($c->poll_query_until('postgres', q{SELECT string_agg(msg_id || '/' || receipt, ',') FROM mq.read('retry', 10)}, "$m5/2"),
+	"maintenance released the dead consumer's claim: delivered again");
+is(sql(q{SELECT mq.purge('retry')}), '3', 'purge deletes what is left (two delayed messages and the reclaimed one)');
+($rc, $out, $err) = $c->psql('postgres', q{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT * FROM mq.read('retry'); COMMIT;});
+like($err, qr/cannot read distributed queue "retry" in a REPEATABLE READ or SERIALIZABLE transaction/,
+	'a read in REPEATABLE READ is refused');
+# a keyed queue, distributed by queue too: per-key order with 3 consumers
+# that nack 10% of what they read (retry at once)
+sql(q{SELECT mq.create_queue('kq', ordering => 'key')});
+is(wq_placement('kq'), '1|1|true|6', 'a keyed work queue is distributed by queue too');
+sql(q{SELECT mq.send('kq', jsonb_build_object('i', i), 'k' || (i % 3)) FROM generate_series(1, 30) i});
+is(sql(q{SELECT count(*) FROM mq.send_batch('kq', (SELECT array_agg(jsonb_build_object('i', i) ORDER BY i) FROM generate_series(31, 60) i),
+                                                  (SELECT array_agg('k' || (i % 3) ORDER BY i) FROM generate_series(31, 60) i))}),
+	'30', 'send_batch on the distributed keyed queue');
+sql(q{
+CREATE TABLE kacks (n bigserial, consumer text, msg_id bigint, key text);
+CREATE PROCEDURE kconsumer(p_name text)
+LANGUAGE plpgsql AS $$
+DECLARE
+    m record;
+    v_idle int := 0;
+BEGIN
+    WHILE v_idle < 600 AND (SELECT count(*) FROM kacks) < 60 LOOP
+        v_idle := v_idle + 1;
+        FOR m IN SELECT * FROM mq.read('kq', 2, wait => '100 milliseconds') LOOP
+            v_idle := 0;
+            IF random() < 0.1 THEN
+                PERFORM mq.nack('kq', m.msg_id, m.receipt, delay => '0 seconds');
+            ELSIF mq.ack('kq', m.msg_id, m.receipt) THEN
+                INSERT INTO kacks (consumer, msg_id, key) VALUES (p_name, m.msg_id, m.key);
+            END IF;
+            COMMIT;
+        END LOOP;
+        COMMIT;
+    END LOOP;
+END
+$$;
+});
+@procs = ();
+start_psql("CALL kconsumer('k$_')") for 1 .. 3;
+for my $p (@procs)
+{
+	$p->[0]->finish;
+	is($p->[0]->result(0), 0, "session '$p->[3]' ran without error") or diag(${ $p->[2] });
+}
+is(sql(q{SELECT count(*) || '|' || count(DISTINCT msg_id) FROM kacks}), '60|60', 'each of the 60 keyed messages was acked once');
+is(sql(q{SELECT count(*) FROM (SELECT msg_id, lag(msg_id) OVER (PARTITION BY key ORDER BY n) AS prev FROM kacks) s
+          WHERE msg_id < prev}), '0', 'per key, acks came in msg_id order');
+($rc, $out, $err) = $c->psql('postgres', q{BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT mq.send('kq', '{}', 'k0'); COMMIT;});
+like($err, qr/cannot send to distributed queue "kq" in a REPEATABLE READ or SERIALIZABLE transaction/,
+	'a send to the distributed keyed queue in REPEATABLE READ is refused');
+is(sql(q{SELECT mq.drop_queue('retry')}), 't', 'a distributed work queue is dropped');
+is(sql(qq{SELECT count(*) FROM pg_dist_partition WHERE logicalrelid::text ~ '^mq\\.[qa]_${rid}(_|\$)'})
+	. $node{worker1}->safe_psql('postgres', qq{SET citus.override_table_visibility = off;
+		SELECT count(*) FROM pg_class WHERE relname ~ '^[qa]_${rid}(_|\$)'}),
+	'00', 'with its shards');
 
 # ---------------------------------------------------------------- 6
 # the rest of the log API on a distributed queue
@@ -492,6 +700,34 @@ is(sql('SELECT mq.citus_distribute()'), '0', 'run again after a move, mq.citus_d
 is(sql(qq{SELECT mq._partition_end('early', $pk1)}), $last + 1,
 	"the emptied, moved partition's end continues at its high-water mark, before any send");
 ok(sql(q{SELECT mq.send('early', '{"after_move": true}', 'k1')}) > $last, 'and so do its offsets');
+
+# ---------------------------------------------------------------- 7
+# a worker fails: the work queue it holds stops, one on the other worker
+# carries on, and nothing committed is lost
+my ($wq_down, $wq_up);
+for my $q ('wq_a', 'wq_b', 'jobs', 'jobs_dlq', 'wq_early')
+{
+	$wq_down //= $q if wq_port($q) == $w1->port;
+	$wq_up //= $q if wq_port($q) == $w2->port;
+}
+sql(qq{SELECT mq.send('$wq_down', jsonb_build_object('before', i)) FROM generate_series(1, 5) i});
+my $bgw = $c->background_psql('postgres', on_error_stop => 0);
+$bgw->query_safe(qq{BEGIN; SELECT mq.send('$wq_down', '{"open": true}')});
+$w1->stop('immediate');
+($rc, $out, $err) = $c->psql('postgres', qq{SELECT mq.send('$wq_down', '{"down": true}')});
+isnt($rc, 0, "a send to $wq_down, whose worker is down, fails");
+($rc, $out, $err) = $c->psql('postgres', qq{SELECT count(*) FROM mq.read('$wq_down', 10)});
+isnt($rc, 0, 'and so does a read');
+my $up_id = sql(qq{SELECT mq.send('$wq_up', '{"up": true}')});
+is(sql(qq{SELECT msg_id FROM mq.read('$wq_up', 10)}), $up_id, "$wq_up on the other worker takes sends and reads");
+is(sql(qq{SELECT mq.ack('$wq_up', $up_id)}), 't', 'and acks');
+$w1->start;
+$bgw->quit;
+is(sql(qq{SELECT string_agg(payload::text, ',' ORDER BY msg_id) FROM mq.read('$wq_down', 10, '0 seconds')}),
+	join(',', map { qq({"before": $_}) } 1 .. 5),
+	'after the restart the committed messages are all there; the open and the refused send left nothing');
+is(sql(qq{SELECT count(*) FROM mq.read('$wq_down', 10) r WHERE mq.ack('$wq_down', r.msg_id, r.receipt)}), '5',
+	'and are read again and acked');
 note(sprintf('total %.1f s', time - $t0));
 $node{$_}->stop for keys %node;
 done_testing();
