@@ -1166,8 +1166,8 @@ ticket_bound(MqQueue *q, int segment, int64 visible_end)
 /*
  * Claim through tickets in one segment.  A range with no claimable message
  * (ids taken by rolled-back or delayed sends, messages already gone) makes
- * the next one larger, so that a long stretch of them costs a few range
- * scans; what a range had beyond what was asked is given back.
+ * the next one four times larger, so that a stretch of any length costs a
+ * few range scans; what a range had beyond what was asked is given back.
  */
 static void
 claim_tickets(Claim *c, int segment, int64 visible_end)
@@ -1192,7 +1192,12 @@ claim_tickets(Claim *c, int segment, int64 visible_end)
 		MqStateClearPending();
 		if (n > 0 && n >= (uint64) (c->want - before) && last + 1 < t.to)
 			MqStateReturnTickets(c->q, segment, t.epoch, last + 1);
-		size = n == 0 ? Min(size * 4, 1 << 20) : c->want - c->got;
+		/*
+		 * No cap on the growth: a range costs its index range scan, whatever
+		 * its width, so a gap of any size (a sequence moved by setval, ids
+		 * taken by a flood of rolled-back sends) costs a few dozen ranges.
+		 */
+		size = n == 0 ? Min(size, PG_INT64_MAX / 4) * 4 : c->want - c->got;
 	}
 }
 
