@@ -73,6 +73,7 @@
 #include "utils/timestamp.h"
 
 #include "consumer.h"
+#include "pooler.h"
 #include "keylocks.h"
 #include "queue.h"
 #include "segment.h"
@@ -347,16 +348,20 @@ take_slot(void)
 /*
  * The token to stamp this session's claims and leases with; false: stamp
  * nothing.  A registered session always stamps (and heartbeats here); an
- * unregistered one while mq.release_on_session_end is on.  The first stamp
+ * unregistered one while mq.release_on_session_end is on and mq.pool_mode
+ * is not transaction.  The first stamp
  * takes the session's slot, before the claim it is for: the rule the sweep
  * relies on.
  */
 bool
 MqConsumerToken(int64 *token)
 {
+	/* a transaction-pooled session outlives its clients (pooler.c) */
+	bool		release = MqReleaseOnSessionEnd && !MqTransactionPooled();
+
 	if (my_slot == NULL)
 	{
-		if (shared == NULL || !MqReleaseOnSessionEnd || !take_slot())
+		if (shared == NULL || !release || !take_slot())
 			return false;
 	}
 	else if (my_slot->registered)
@@ -369,7 +374,7 @@ MqConsumerToken(int64 *token)
 			LWLockRelease(shared->lock);
 		}
 	}
-	else if (!MqReleaseOnSessionEnd)
+	else if (!release)
 		return false;
 	*token = my_slot->token;
 	return true;
@@ -439,6 +444,8 @@ mq_register_consumer(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("consumer_id and heartbeat_timeout must not be NULL")));
+	MqRequireOwnSession("mq.register_consumer",
+						"Register on a direct connection; through the pool, claims lapse with their visibility timeouts.");
 	MqRequireSomeConsumeRight("register a consumer");
 	id = PG_GETARG_TEXT_PP(0);
 	timeout = PG_GETARG_INTERVAL_P(1);

@@ -9,8 +9,8 @@
  * background (worker.c: a launcher and a maintenance worker per database
  * and pass; relay.c: a NOTIFY relay per database with recent sends).
  * GUCs: mq.database and mq.maintenance_interval here,
- * mq.autocommit_positions in partition.c and mq.release_on_session_end in
- * consumer.c, where their rules live.
+ * mq.autocommit_positions in partition.c, mq.release_on_session_end in
+ * consumer.c and mq.pool_mode in pooler.c, where their rules live.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,6 +26,7 @@
 #include "notify.h"
 #include "offsets.h"
 #include "partition.h"
+#include "pooler.h"
 #include "shmem.h"
 #include "state.h"
 #include "wait.h"
@@ -46,6 +47,7 @@ _PG_init(void)
 	MqKeyLocksInit();
 	MqPartitionInit();
 	MqConsumerInit();
+	MqPoolerInit();
 	MqShmemInit();
 
 	/* only the preloaded library's launcher reads it */

@@ -40,6 +40,7 @@
 #include "utils/builtins.h"
 
 #include "notify.h"
+#include "pooler.h"
 #include "relay.h"
 
 PG_FUNCTION_INFO_V1(mq_listen);
@@ -118,6 +119,8 @@ mq_listen(PG_FUNCTION_ARGS)
 {
 	char		channel[NAMEDATALEN];
 
+	MqRequireOwnSession("mq.listen",
+						"LISTEN on a direct connection, or long-poll with mq.read's wait through the pool.");
 	queue_channel(fcinfo, channel);
 	Async_Listen(channel);
 	PG_RETURN_TEXT_P(cstring_to_text(channel));

@@ -63,6 +63,7 @@
 #include "segment.h"
 #include "shmem.h"
 #include "partition.h"
+#include "pooler.h"
 #include "wait.h"
 
 PG_FUNCTION_INFO_V1(mq_poll);
@@ -909,7 +910,7 @@ save_position(MqQueue *q, text *group, Owned *o)
 	Position   *entry;
 	PendingPosition *p;
 
-	if (!autocommit_positions && !IsTransactionBlock())
+	if ((!autocommit_positions || MqTransactionPooled()) && !IsTransactionBlock())
 		return;
 	entry = position_entry(q, group, o->partition);
 	p = pending_for(entry);

@@ -54,6 +54,7 @@
 #include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_extension.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -64,6 +65,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 
@@ -418,10 +420,26 @@ maintain_once(bool first, bool release_only)
 {
 	const char *sql = release_only ? "SELECT mq._release_consumers()" : "SELECT mq.maintain()";
 
+	Oid			ext;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	/*
+	 * DROP EXTENSION locks the extension exclusively before it drops
+	 * anything: holding it shared for the pass makes a drop wait for the
+	 * pass instead of removing mq's tables under it ("could not open
+	 * relation").  Look again once locked (a drop may have committed
+	 * meanwhile), and only then take the snapshot the pass runs with.
+	 */
+	ext = get_extension_oid("mq", true);
+	if (OidIsValid(ext))
+	{
+		LockDatabaseObject(ExtensionRelationId, ext, 0, AccessShareLock);
+		if (get_extension_oid("mq", true) != ext)
+			ext = InvalidOid;
+	}
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (OidIsValid(get_extension_oid("mq", true)))
+	if (OidIsValid(ext))
 	{
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "SPI_connect failed");
