@@ -61,6 +61,7 @@ app = host=$host port=$port dbname=postgres pool_size=2
 app_send = host=$host port=$port dbname=postgres pool_size=2
 app_one = host=$host port=$port dbname=postgres pool_size=1
 app_safe = host=$host port=$port dbname=postgres pool_size=1 connect_query='SET mq.autocommit_positions = off'
+app_pooled = host=$host port=$port dbname=postgres pool_size=1 connect_query='SET mq.pool_mode = transaction'
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = $bport
@@ -79,6 +80,7 @@ my $app = "host=127.0.0.1 port=$bport dbname=app user=postgres";
 my $app_send = "host=127.0.0.1 port=$bport dbname=app_send user=postgres";
 my $app_one = "host=127.0.0.1 port=$bport dbname=app_one user=postgres";
 my $app_safe = "host=127.0.0.1 port=$bport dbname=app_safe user=postgres";
+my $app_pooled = "host=127.0.0.1 port=$bport dbname=app_pooled user=postgres";
 
 # psql through the pooler
 sub pooled
@@ -209,6 +211,27 @@ is(pooled($app_safe, $poll2), '1,2,3',
 	'with mq.autocommit_positions off, the next autocommit poll returns them again: none skipped');
 is(pooled($app_safe, "BEGIN; $poll2; COMMIT;"), '1,2,3', 'a poll in a committed transaction returns them');
 is(pooled($app_safe, $poll2), '4,5', 'and moves the position: the next poll continues after them');
+
+# mq.pool_mode = transaction, set for the pool "app_pooled" by its
+# connect_query: registration and LISTEN refuse, autocommit polls move no
+# position, and claims are not tied to the shared server session.
+my ($ret, $out, $err) = $node->psql('postgres', q{SELECT mq.register_consumer('pooled')},
+	connstr => $app_pooled);
+like($err, qr/mq.register_consumer is not supported behind a transaction pooler/,
+	'through a pool with mq.pool_mode = transaction, mq.register_consumer refuses');
+($ret, $out, $err) = $node->psql('postgres', q{SELECT mq.listen('p2')}, connstr => $app_pooled);
+like($err, qr/mq.listen is not supported behind a transaction pooler/, 'and so does mq.listen');
+$node->safe_psql('postgres', q{SELECT mq.create_queue('p3', partitions => 1);
+SELECT count(*) FROM mq.send_batch('p3', array_fill('{}'::jsonb, ARRAY[2]))});
+my $poll_p3 = q{SELECT string_agg("offset"::text, ',') FROM mq.poll('p3', 'g', 'm1', 3)};
+is(pooled($app_pooled, $poll_p3), '1,2', 'an autocommit poll through that pool returns offsets 1 and 2');
+is(pooled($app_pooled, $poll_p3), '1,2', 'and moves no position');
+$node->safe_psql('postgres', q{SELECT mq.create_queue('w3'); SELECT mq.send('w3', '{}')});
+is(pooled($app_pooled, q{SELECT count(*) FROM mq.read('w3', 1, '1 hour')}), '1', 'a read through that pool claims');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM mq.q_} .
+	$node->safe_psql('postgres', q{SELECT queue_id FROM mq.queue WHERE queue_name = 'w3'}) .
+	q{_0 WHERE claimed AND consumer IS NULL}), '1',
+	'and stamps nothing: the claim is not tied to the shared server session');
 
 $bouncer->kill_kill;
 $node->stop;
