@@ -26,7 +26,7 @@ COMMIT;
 SET mq.pool_mode = 'nonsense';
 RESET mq.pool_mode;
 -- back to session mode: registration and LISTEN work
-SELECT mq.register_consumer('c1') IS NULL AS registered;
+SELECT mq.register_consumer('c1') IS NOT NULL AS registered;
 SELECT mq.listen('pm_work');
 SELECT mq.unlisten('pm_work');
 SELECT mq.unregister_consumer();

@@ -83,6 +83,10 @@ max_connections = 100
 max_prepared_transactions = 50
 citus.node_conninfo = 'sslmode=disable'
 mq.maintenance_interval = '200ms'
+# each sql() below is a session of its own: a claim must outlive the
+# session that made it, for the next one to nack or ack it (registered
+# consumers, whose release this test checks, are released regardless)
+mq.release_on_session_end = off
 track_commit_timestamp = on
 password_encryption = 'scram-sha-256'
 });
