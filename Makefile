@@ -39,7 +39,11 @@ TAP_TESTS = 1
 PROVE_TESTS = $(sort $(wildcard test/t/*.pl))
 NO_INSTALLCHECK = 1
 MQ_TEST_CONF = $(abspath test/mq.conf)
-MQ_TEMP_INSTANCE = --temp-config='$(MQ_TEST_CONF)' --temp-instance=./tmp_check_$(patsubst installcheck-%,%,$@)
+# UTF8 and no locale whatever the caller's environment: the expected
+# outputs hold multibyte text, whose column widths psql computes from the
+# database's encoding (a fresh machine without LANG would get SQL_ASCII)
+MQ_TEMP_INSTANCE = --temp-config='$(MQ_TEST_CONF)' --temp-instance=./tmp_check_$(patsubst installcheck-%,%,$@) \
+	--encoding=UTF8 --no-locale
 
 EXTRA_CLEAN = $(DATA_built) results tmp_check_regress tmp_check_isolation
 
