@@ -15,8 +15,6 @@
 #include "postgres.h"
 
 #include "access/transam.h"
-#include "access/xact.h"
-#include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "funcapi.h"
