@@ -17,77 +17,16 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use MqTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
 
-my $bindir = `pg_config --bindir`;
-chomp $bindir;
-my $worker = "$bindir/mq-worker";
-ok(-x $worker, "mq-worker is installed in $bindir")
-  or BAIL_OUT("mq-worker not found in $bindir: run make install");
-
+my ($node, $worker, $dsn) = mq_worker_setup('worker');
 my $dir = PostgreSQL::Test::Utils::tempdir;
 my $timeout = $PostgreSQL::Test::Utils::timeout_default;
-
-my $node = PostgreSQL::Test::Cluster->new('worker');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'mq'");
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION mq');
-my $dsn = $node->connstr('postgres');
-
-my %logs;
-
-# Start mq-worker in the background; stderr and stdout go to a log file.
-sub start_worker
-{
-	my ($name, @args) = @_;
-	my $log = $PostgreSQL::Test::Utils::log_path . "/mq_worker_$name.log";
-	$logs{$name} = $log;
-	return IPC::Run::start([ $worker, '--dsn', $dsn, @args ],
-		'<', \undef, '>>', $log, '2>>', $log,
-		IPC::Run::timeout(3 * $timeout));
-}
-
-# SIGTERM, wait for the exit; returns (exit code, seconds it took).
-sub stop_worker
-{
-	my ($h) = @_;
-	my $t0 = time;
-	$h->signal('TERM');
-	$h->finish;
-	return ($h->result(0), time - $t0);
-}
-
-sub lines_of
-{
-	my ($file) = @_;
-	return () unless -e $file;
-	my @l = split /\n/, slurp_file($file);
-	return @l;
-}
-
-sub wait_for_lines
-{
-	my ($file, $n) = @_;
-	my $deadline = time + $timeout;
-	while (time < $deadline)
-	{
-		return 1 if scalar(lines_of($file)) >= $n;
-		usleep(50_000);
-	}
-	return 0;
-}
-
-sub show_log
-{
-	my ($name) = @_;
-	diag("mq-worker log ($name):\n" . slurp_file($logs{$name}))
-	  if -e $logs{$name};
-}
 
 sub send_n
 {
@@ -201,7 +140,7 @@ EOS
 	my $out = "$dir/term.out";
 	my $h = start_worker('term', '--queue', 'term', '--concurrency', '4',
 		'--', 'sh', '-c', "echo \$MQ_MSG_ID >> '$starts'; sleep 2; cat >> '$out'");
-	ok(wait_for_lines($starts, 4), 'term: 4 commands in flight') or show_log('term');
+	ok(wait_until(sub { lines_of($starts) >= 4 }), 'term: 4 commands in flight') or show_log('term');
 	my ($rc, $took) = stop_worker($h);
 	is($rc, 0, 'term: exit status 0 after SIGTERM');
 	is(scalar(lines_of($starts)), 4, 'term: no claims after SIGTERM');
@@ -221,7 +160,7 @@ EOS
 	$starts = "$dir/term2.starts";
 	$h = start_worker('term2', '--queue', 'term2', '--concurrency', '2', '--grace', '1',
 		'--', 'sh', '-c', "echo \$MQ_MSG_ID >> '$starts'; sleep 60; cat >> '$dir/term2.out'");
-	ok(wait_for_lines($starts, 2), 'term2: 2 commands in flight') or show_log('term2');
+	ok(wait_until(sub { lines_of($starts) >= 2 }), 'term2: 2 commands in flight') or show_log('term2');
 	($rc, $took) = stop_worker($h);
 	is($rc, 0, 'term2: exit status 0 after SIGTERM');
 	cmp_ok($took, '<', 10, "term2: the worker stopped soon after its 1 s grace period (${took}s)");
@@ -233,9 +172,7 @@ EOS
 }
 
 # ---- 5. partitioned mode (when this mq has mq.poll) ------------------------
-if ($node->safe_psql('postgres',
-		"SELECT EXISTS (SELECT FROM pg_proc WHERE proname = 'poll' AND pronamespace = 'mq'::regnamespace)"
-	) eq 't')
+if (mq_has_poll($node))
 {
 	$node->safe_psql('postgres', "SELECT mq.create_queue('parts', partitions => 2)");
 	$node->safe_psql('postgres',
@@ -246,7 +183,7 @@ if ($node->safe_psql('postgres',
 	my $h = start_worker('parts', '--queue', 'parts', '--group', 'g', '--concurrency', '4',
 		'--wait', '1', '--', 'sh', '-c',
 		"p=\$(cat); sleep 0.0\$((\$\$ % 5)); echo \"\$MQ_PARTITION \$MQ_OFFSET \$p\" >> '$out'");
-	ok(wait_for_lines($out, 20), 'parts: 20 messages processed') or show_log('parts');
+	ok(wait_until(sub { lines_of($out) >= 20 }), 'parts: 20 messages processed') or show_log('parts');
 	my ($rc) = stop_worker($h);
 	is($rc, 0, 'parts: exit status 0 after SIGTERM');
 	my (%last, @n, $in_order);
@@ -285,9 +222,7 @@ if ($node->safe_psql('postgres',
 		'<', \undef, '>', \$out, '2>', \$err);
 	is($? >> 8, 2, 'a bad option value exits 2');
 
-	if ($node->safe_psql('postgres',
-			"SELECT NOT EXISTS (SELECT FROM pg_proc WHERE proname = 'poll' AND pronamespace = 'mq'::regnamespace)"
-		) eq 't')
+	if (!mq_has_poll($node))
 	{
 		IPC::Run::run([ $worker, '--dsn', $dsn, '--queue', 'acks', '--group', 'g', '--', 'true' ],
 			'<', \undef, '>', \$out, '2>', \$err, IPC::Run::timeout($timeout));
