@@ -16,62 +16,16 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
 use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use MqTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time usleep);
 
-my $bindir = `pg_config --bindir`;
-chomp $bindir;
-my $worker = "$bindir/mq-worker";
-ok(-x $worker, "mq-worker is installed in $bindir")
-  or BAIL_OUT("mq-worker not found in $bindir: run make install");
-
+my ($node, $worker) = mq_worker_setup('worker_prod');
 my $dir = PostgreSQL::Test::Utils::tempdir;
-my $timeout = $PostgreSQL::Test::Utils::timeout_default;
-
-my $node = PostgreSQL::Test::Cluster->new('worker_prod');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'mq'");
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION mq');
-my $dsn = $node->connstr('postgres');
-
-my %logs;
-
-# Start mq-worker in the background; stderr and stdout go to a log file.
-# The connection is given by --dsn unless the arguments say otherwise.
-sub start_worker
-{
-	my ($name, @args) = @_;
-	my $log = $PostgreSQL::Test::Utils::log_path . "/mq_worker_prod_$name.log";
-	$logs{$name} = $log;
-	my @conn = grep({ $_ eq '--no-dsn' } @args) ? () : ('--dsn', $dsn);
-	@args = grep { $_ ne '--no-dsn' } @args;
-	return IPC::Run::start([ $worker, @conn, @args ],
-		'<', \undef, '>>', $log, '2>>', $log,
-		IPC::Run::timeout(3 * $timeout));
-}
-
-sub show_log
-{
-	my ($name) = @_;
-	diag("mq-worker log ($name):\n" . slurp_file($logs{$name}))
-	  if -e $logs{$name};
-}
-
-sub wait_for_file
-{
-	my ($file) = @_;
-	my $deadline = time + $timeout;
-	while (time < $deadline)
-	{
-		return 1 if -s $file && slurp_file($file) =~ /\n/;
-		usleep(50_000);
-	}
-	return 0;
-}
 
 sub alive
 {
@@ -112,7 +66,7 @@ SKIP:
 	# the command (sh) and a process it started (sleep): both must go
 	my $h = start_worker('k9', '--queue', 'k9', '--', 'sh', '-c',
 		"sleep 60 & echo \"\$\$ \$!\" >> '$pids'; wait; echo done >> '$dir/k9.out'");
-	ok(wait_for_file($pids), 'k9: the command is running') or show_log('k9');
+	ok(wait_until(sub { -s $pids && slurp_file($pids) =~ /\n/ }), 'k9: the command is running') or show_log('k9');
 	my ($sh, $sleep) = split ' ', slurp_file($pids);
 	ok(alive($sh) && alive($sleep), "k9: command $sh and its child $sleep are alive");
 	$h->signal('KILL');
@@ -130,8 +84,7 @@ SKIP:
 	my $starts = "$dir/hup.starts";
 	my $h = start_worker('hup', '--queue', 'hup', '--concurrency', '2', '--', 'sh', '-c',
 		"echo \$MQ_MSG_ID >> '$starts'; sleep 2; cat >> '$dir/hup.out'");
-	my $deadline = time + $timeout;
-	usleep(50_000) while time < $deadline && scalar(split /\n/, (-e $starts ? slurp_file($starts) : '')) < 2;
+	wait_until(sub { lines_of($starts) >= 2 });
 	$h->signal('HUP');
 	$h->finish;
 	is($h->full_result(0), 0, 'hup: exit status 0 after SIGHUP (not killed by it)') or show_log('hup');
@@ -170,7 +123,7 @@ sub exit_within
 	# a missing program: refused before anything is claimed
 	my $h = start_worker('noexec1', '--queue', 'noexec', '--', "$dir/no-such-program");
 	is(exit_within($h, 20), 3 << 8, 'noexec: a missing program exits 3') or show_log('noexec1');
-	like(slurp_file($logs{noexec1}), qr/cannot execute .*no-such-program/,
+	like(slurp_file(worker_log('noexec1')), qr/cannot execute .*no-such-program/,
 		'noexec: and says so');
 
 	# a file that is not executable: refused at startup too
@@ -193,7 +146,7 @@ sub exit_within
 	$h = start_worker('noexec3', '--queue', 'noexec', '--', $f);
 	is(exit_within($h, 20), 3 << 8, 'noexec: an exec failure stops the worker with exit 3')
 	  or show_log('noexec3');
-	like(slurp_file($logs{noexec3}), qr/cannot execute .*bad-interpreter/, 'noexec: and says so');
+	like(slurp_file(worker_log('noexec3')), qr/cannot execute .*bad-interpreter/, 'noexec: and says so');
 	is(metrics('noexec'), '0 1 0', 'noexec: the message is back in the queue at once');
 
 	# the command runs but says it could not run what it was asked to
@@ -202,13 +155,11 @@ sub exit_within
 		$h = start_worker("exit$code", '--queue', 'noexec', '--', 'sh', '-c', "exit $code");
 		is(exit_within($h, 20), 3 << 8, "noexec: a command exiting $code stops the worker with exit 3")
 		  or show_log("exit$code");
-		like(slurp_file($logs{"exit$code"}), qr/exit status $code/, "noexec: the log says exit $code");
+		like(slurp_file(worker_log("exit$code")), qr/exit status $code/, "noexec: the log says exit $code");
 		is(metrics('noexec'), '0 1 0', "noexec: after exit $code the message is back at once");
 	}
 	# partitioned mode: not committed, the worker stops
-	if ($node->safe_psql('postgres',
-			"SELECT EXISTS (SELECT FROM pg_proc WHERE proname = 'poll' AND pronamespace = 'mq'::regnamespace)"
-		) eq 't')
+	if (mq_has_poll($node))
 	{
 		$node->safe_psql('postgres', "SELECT mq.create_queue('noexec_p', partitions => 1)");
 		$node->safe_psql('postgres', q{SELECT mq.send('noexec_p', '{"n": 1}')});
@@ -297,7 +248,7 @@ sub exit_within
 	# more than two whole waits: a read cancelled by the timeout would log
 	my $t_end = time + 7;
 	usleep(100_000) while time < $t_end;
-	unlike(slurp_file($logs{st}), qr/statement timeout|canceling statement/,
+	unlike(slurp_file(worker_log('st')), qr/statement timeout|canceling statement/,
 		'st: a 3 s long-polling read is not cancelled by the 1.5 s statement_timeout');
 	$node->safe_psql('postgres', "SELECT mq.send('st', '{}')");
 	ok($node->poll_query_until('postgres', "SELECT total_acked = 1 FROM mq.metrics('st')"),
