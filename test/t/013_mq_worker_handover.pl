@@ -19,67 +19,14 @@
 use strict;
 use warnings;
 
-use IPC::Run;
-use PostgreSQL::Test::Cluster;
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
+use MqTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
 
-my $bindir = `pg_config --bindir`;
-chomp $bindir;
-my $worker = "$bindir/mq-worker";
-ok(-x $worker, "mq-worker is installed in $bindir")
-  or BAIL_OUT("mq-worker not found in $bindir: run make install");
-
+my ($node) = mq_worker_setup('worker_handover');
 my $dir = PostgreSQL::Test::Utils::tempdir;
-my $timeout = $PostgreSQL::Test::Utils::timeout_default;
-
-my $node = PostgreSQL::Test::Cluster->new('worker_handover');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'mq'");
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION mq');
-my $dsn = $node->connstr('postgres');
-
-my %logs;
-
-sub start_worker
-{
-	my ($name, @args) = @_;
-	my $log = $PostgreSQL::Test::Utils::log_path . "/mq_worker_handover_$name.log";
-	$logs{$name} = $log;
-	return IPC::Run::start([ $worker, '--dsn', $dsn, @args ],
-		'<', \undef, '>>', $log, '2>>', $log,
-		IPC::Run::timeout(3 * $timeout));
-}
-
-sub show_log
-{
-	my ($name) = @_;
-	diag("mq-worker log ($name):\n" . slurp_file($logs{$name}))
-	  if $logs{$name} && -e $logs{$name};
-}
-
-sub lines_of
-{
-	my ($file) = @_;
-	return () unless -e $file;
-	return split /\n/, slurp_file($file);
-}
-
-# Wait until $cond returns true (or the timeout); returns its last value.
-sub wait_until
-{
-	my ($cond) = @_;
-	my $deadline = time + $timeout;
-	while (time < $deadline)
-	{
-		my $v = $cond->();
-		return $v if $v;
-		usleep(50_000);
-	}
-	return 0;
-}
 
 # Keys that go to partition 0 and to partition 1 of a 2-partition queue
 # (hash(key) mod 2, found by sending them to a scratch queue).
