@@ -14,81 +14,23 @@
 use strict;
 use warnings;
 
+use FindBin;
+use lib "$FindBin::RealBin/../perl";
 use IPC::Run;
 use JSON::PP;
-use PostgreSQL::Test::Cluster;
+use MqTest;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time usleep);
 
-my $bindir = `pg_config --bindir`;
-chomp $bindir;
-my $worker = "$bindir/mq-worker";
-ok(-x $worker, "mq-worker is installed in $bindir")
-  or BAIL_OUT("mq-worker not found in $bindir: run make install");
-
+my ($node, $worker) = mq_worker_setup('worker_logs');
 my $dir = PostgreSQL::Test::Utils::tempdir;
-my $timeout = $PostgreSQL::Test::Utils::timeout_default;
-
-my $node = PostgreSQL::Test::Cluster->new('worker_logs');
-$node->init;
-$node->append_conf('postgresql.conf', "shared_preload_libraries = 'mq'");
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION mq');
-my $dsn = $node->connstr('postgres');
-
-my %logs;
-
-sub start_worker
-{
-	my ($name, @args) = @_;
-	my $log = $PostgreSQL::Test::Utils::log_path . "/mq_worker_logs_$name.log";
-	$logs{$name} = $log;
-	return IPC::Run::start([ $worker, '--dsn', $dsn, @args ],
-		'<', \undef, '>>', $log, '2>>', $log,
-		IPC::Run::timeout(3 * $timeout));
-}
-
-sub show_log
-{
-	my ($name) = @_;
-	diag("mq-worker log ($name):\n" . slurp_file($logs{$name}))
-	  if $logs{$name} && -e $logs{$name};
-}
-
-sub lines_of
-{
-	my ($file) = @_;
-	return () unless -e $file;
-	return split /\n/, slurp_file($file);
-}
-
-sub wait_until
-{
-	my ($cond) = @_;
-	my $deadline = time + $timeout;
-	while (time < $deadline)
-	{
-		return 1 if $cond->();
-		usleep(50_000);
-	}
-	return 0;
-}
-
-sub stop_worker
-{
-	my ($h) = @_;
-	$h->signal('TERM');
-	$h->finish;
-	return $h->result(0);
-}
 
 # Every line of a log parsed as JSON; dies on the first that is not.
 sub json_lines
 {
 	my ($name) = @_;
 	my @objects;
-	foreach my $line (lines_of($logs{$name}))
+	foreach my $line (lines_of(worker_log($name)))
 	{
 		my $o = eval { JSON::PP->new->decode($line) };
 		if (!defined $o || ref $o ne 'HASH')
@@ -156,9 +98,9 @@ sub json_lines
 
 	# text stays the default
 	$h = start_worker('jt', '--queue', 'jl', '--wait', '1', '--', 'true');
-	wait_until(sub { scalar(lines_of($logs{jt})) >= 1 });
+	wait_until(sub { scalar(lines_of(worker_log('jt'))) >= 1 });
 	stop_worker($h);
-	like((lines_of($logs{jt}))[0], qr/^\d{4}-\d\d-\d\dT\S+Z mq-worker\[\d+\]: consumer /,
+	like((lines_of(worker_log('jt')))[0], qr/^\d{4}-\d\d-\d\dT\S+Z mq-worker\[\d+\]: consumer /,
 		'without --log-format, lines are text');
 
 	my ($err) = ('');
