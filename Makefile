@@ -30,6 +30,8 @@ DATA = $(filter-out $(DATA_built),$(wildcard sql/mq--*.sql)) $(wildcard sql/mq_p
 # refuses `make check` for any extension (it must be installed first).
 # EXTRA_REGRESS_OPTS reaches both pg_regress programs (--port=N, say);
 # PROVE_TESTS='test/t/NAME.pl ...' picks TAP files, PROVE_FLAGS=--verbose.
+# TAP files share set-up through test/perl/MqTest.pm, which they find
+# with FindBin (PGXS's prove puts only . and src/test/perl on @INC).
 # initdb refuses root: as root, test/run.sh runs them as `postgres`.
 REGRESS = $(sort $(basename $(notdir $(wildcard test/sql/*.sql))))
 REGRESS_OPTS = --inputdir=test
