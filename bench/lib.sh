@@ -1,4 +1,4 @@
-# bench/lib.sh: helpers shared by run.sh, ordering.sh, push.sh and shapes.sh (sourced).
+# bench/lib.sh: helpers shared by the bench scripts (sourced).
 
 # median of the arguments (ERR values are ignored)
 median() {
@@ -125,3 +125,84 @@ sleep_until() {
     s=$(awk -v t="$1" -v now="$(date +%s.%N)" 'BEGIN{ d = t - now; printf "%.3f\n", (d > 0) ? d : 0 }')
     sleep "$s"
 }
+
+# ------------------------------------------------------------------------
+# The wake-up benchmarks (push.sh, notify.sh): pgbench producers and
+# bench/latency.c's clients in the background, on a cluster with mq preloaded
+# and commit timestamps on (a delivery's latency is its claim's time minus
+# its producer's commit time). They expect $HERE (bench/), $RES and $PAYLOAD.
+
+# wake_bench_start: exit 1 unless mq is installed in $PGBIN's server; build
+# latency.c into $LAT ($RES/latency); install the EXIT trap (kill the clients
+# in BG_PIDS, keep the server log in $RES, cluster_stop); start the cluster
+# (cluster_start, with mq.database = 'bench') and point PG* and the clients'
+# libpq at it; CREATE EXTENSION mq, the tables latency.c fills (lat_sent,
+# lat_recv) and the one the scripts compute into (lat_result); $NOTES, empty.
+wake_bench_start() {
+    if [ ! -f "$("$PGBIN/pg_config" --sharedir)/extension/mq.control" ]; then
+        echo "mq is not installed in $PGBIN's server; run 'make install' first" >&2
+        exit 1
+    fi
+    cc -O2 -Wall -o "$RES/latency" "$HERE/latency.c" -I"$("$PGBIN/pg_config" --includedir)" \
+        -L"$("$PGBIN/pg_config" --libdir)" -lpq
+    LAT=$RES/latency
+    BG_PIDS=()
+    trap wake_bench_exit EXIT
+    trap 'exit 130' INT TERM
+    export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"   # no NOTICEs from drop_queue
+
+    cluster_start "shared_preload_libraries = 'mq'" "mq.database = 'bench'" "track_commit_timestamp = on"
+    log "cluster up: $CLUSTER_DIR port $PORT; results in $RES"
+    export PGHOST=$SOCK_DIR PGPORT=$PORT PGUSER=postgres PGDATABASE=bench
+    # latency was linked against $PGBIN's libpq (a private copy, say)
+    LD_LIBRARY_PATH=$("$PGBIN/pg_config" --libdir)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    export LD_LIBRARY_PATH
+    q -c "CREATE EXTENSION mq"
+    q -c "CREATE TABLE lat_sent(msg_id bigint PRIMARY KEY)"
+    q -c "CREATE TABLE lat_recv(msg_id bigint NOT NULL, recv_at timestamptz NOT NULL, mode text NOT NULL)"
+    q -c "CREATE TABLE lat_result(mode text, round int, ms double precision)"
+    NOTES=$RES/notes.txt; : >"$NOTES"
+}
+wake_bench_exit() {
+    local p
+    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    if [ -n "$PGDATA_DIR" ] && [ -f "$CLUSTER_DIR/server.log" ]; then
+        cp "$CLUSTER_DIR/server.log" "$RES/server.log" 2>/dev/null || true
+    fi
+    cluster_stop
+}
+
+# pgb LABEL SCRIPT DURATION [pgbench args...]: pgbench -M prepared running
+# bench/SCRIPT in database bench for DURATION s with :payload = $PAYLOAD,
+# output in $RES/LABEL.log; echoes the tps, or ERR (and logs the output's
+# tail). run.sh, ordering.sh and shapes.sh have their own (their client
+# counts).
+pgb() {
+    local label=$1 script=$2 dur=$3; shift 3
+    local out=$RES/$label.log rc=0 tps
+    "$PGBIN/pgbench" -n -M prepared -T "$dur" -D payload="$PAYLOAD" "$@" \
+        -f "$HERE/$script" bench >"$out" 2>&1 || rc=$?
+    tps=$(tps_of "$out")
+    if [ $rc != 0 ] || [ "$tps" = ERR ]; then
+        log "pgbench $label failed (rc=$rc), see $out:"; tail -5 "$out" >&2
+        echo ERR
+    else
+        echo "$tps"
+    fi
+}
+
+# wait_backends APPNAME N: until N sessions with that application_name are
+# connected (10 s at most: then logged, and false)
+wait_backends() {
+    local i
+    for i in $(seq 100); do
+        [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$1'")" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    log "only $(q -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$1'") of $2 '$1' sessions connected"
+    return 1
+}
+
+# note TEXT: a line under the results ($NOTES, a file: most callers run in
+# $(...) subshells), logged as well
+note() { echo "$*" >>"$NOTES"; log "$*"; }

@@ -61,52 +61,8 @@ want() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 RES=$HERE/results/notify-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RES"
 SUMMARY=$RES/summary.txt
-if [ ! -f "$("$PGBIN/pg_config" --sharedir)/extension/mq.control" ]; then
-    echo "mq is not installed in $PGBIN's server; run 'make install' first" >&2
-    exit 1
-fi
-cc -O2 -Wall -o "$RES/latency" "$HERE/latency.c" -I"$("$PGBIN/pg_config" --includedir)" \
-    -L"$("$PGBIN/pg_config" --libdir)" -lpq
-LAT=$RES/latency
-
-BG_PIDS=()
-on_exit() {
-    local p
-    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    [ -n "$PGDATA_DIR" ] && cp "$CLUSTER_DIR/server.log" "$RES/server.log" 2>/dev/null || true
-    cluster_stop
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
-export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"
-
-cluster_start "shared_preload_libraries = 'mq'" "mq.database = 'bench'" "track_commit_timestamp = on"
-log "cluster up: $CLUSTER_DIR port $PORT; results in $RES"
-export PGHOST=$SOCK_DIR PGPORT=$PORT PGUSER=postgres PGDATABASE=bench
-LD_LIBRARY_PATH=$("$PGBIN/pg_config" --libdir)${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export LD_LIBRARY_PATH
-q -c "CREATE EXTENSION mq"
-q -c "CREATE TABLE lat_sent(msg_id bigint PRIMARY KEY)"
-q -c "CREATE TABLE lat_recv(msg_id bigint NOT NULL, recv_at timestamptz NOT NULL, mode text NOT NULL)"
-q -c "CREATE TABLE lat_result(mode text, round int, ms double precision)"
-
-pgb() {     # pgb LABEL SCRIPT DURATION [pgbench args...]: echoes tps or ERR
-    local label=$1 script=$2 dur=$3; shift 3
-    local out=$RES/$label.log rc=0
-    "$PGBIN/pgbench" -n -M prepared -T "$dur" -D payload="$PAYLOAD" "$@" \
-        -f "$HERE/$script" bench >"$out" 2>&1 || rc=$?
-    if [ $rc != 0 ]; then log "pgbench $label failed (rc=$rc), see $out"; echo ERR; else tps_of "$out"; fi
-}
-wait_backends() {   # wait_backends APPNAME N
-    local i
-    for i in $(seq 100); do
-        [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$1'")" -ge "$2" ] && return 0
-        sleep 0.1
-    done
-    return 1
-}
-NOTES=$RES/notes.txt; : >"$NOTES"
-note() { echo "$*" >>"$NOTES"; log "$*"; }
+# mq, latency.c, the cluster and its tables, the exit trap (lib.sh)
+wake_bench_start
 
 {
     echo "mq notify relay bench $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -74,66 +74,12 @@ RES=$HERE/results/push-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$RES"
 SUMMARY=$RES/summary.txt
 
-if [ ! -f "$("$PGBIN/pg_config" --sharedir)/extension/mq.control" ]; then
-    echo "mq is not installed; run 'make && make install' in the repo first" >&2
-    exit 1
-fi
-cc -O2 -Wall -o "$RES/latency" "$HERE/latency.c" -I"$("$PGBIN/pg_config" --includedir)" \
-    -L"$("$PGBIN/pg_config" --libdir)" -lpq
-LAT=$RES/latency
-
-BG_PIDS=()
-on_exit() {
-    local p
-    for p in "${BG_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    if [ -n "$PGDATA_DIR" ] && [ -f "$CLUSTER_DIR/server.log" ]; then
-        cp "$CLUSTER_DIR/server.log" "$RES/server.log" 2>/dev/null || true
-    fi
-    cluster_stop
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
-export PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning"   # no NOTICEs from drop_queue
-
-cluster_start "shared_preload_libraries = 'mq'" "mq.database = 'bench'" "track_commit_timestamp = on"
-log "cluster up: $CLUSTER_DIR port $PORT; results in $RES"
-export PGHOST=$SOCK_DIR PGPORT=$PORT PGUSER=postgres PGDATABASE=bench
-q -c "CREATE EXTENSION mq"
-q -c "CREATE TABLE lat_sent(msg_id bigint PRIMARY KEY)"
-q -c "CREATE TABLE lat_recv(msg_id bigint NOT NULL, recv_at timestamptz NOT NULL, mode text NOT NULL)"
-q -c "CREATE TABLE lat_result(mode text, round int, ms double precision)"
+# mq, latency.c, the cluster and its tables, the exit trap (lib.sh)
+wake_bench_start
 PM_PID=$(head -1 "$PGDATA_DIR/postmaster.pid")
 
-pgb() {     # pgb LABEL SCRIPT DURATION [pgbench args...]: echoes tps or ERR
-    local label=$1 script=$2 dur=$3; shift 3
-    local out=$RES/$label.log rc=0 tps
-    "$PGBIN/pgbench" -n -M prepared -T "$dur" -D payload="$PAYLOAD" "$@" \
-        -f "$HERE/$script" bench >"$out" 2>&1 || rc=$?
-    tps=$(awk '/^tps = /{print $3; exit}' "$out")
-    if [ $rc != 0 ] || [ -z "$tps" ]; then
-        log "pgbench $label failed (rc=$rc), see $out:"; tail -5 "$out" >&2
-        echo ERR
-    else
-        printf '%.1f\n' "$tps"
-    fi
-}
-NOTES=$RES/notes.txt; : >"$NOTES"
-note() { echo "$*" >>"$NOTES"; log "$*"; }
 TABLES=$RES/tables.txt; : >"$TABLES"
 table() { echo "$*" >>"$TABLES"; }
-
-# wait_backends APPNAME N: until N sessions with that application_name are connected
-wait_backends() {
-    local i
-    for i in $(seq 100); do
-        [ "$(q -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$1'")" -ge "$2" ] && return 0
-        sleep 0.1
-    done
-    log "only $(q -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = '$1'") of $2 '$1' sessions connected"
-    return 1
-}
 
 # ---------------------------------------------------------------- header
 {
