@@ -172,12 +172,11 @@ wake_bench_exit() {
     cluster_stop
 }
 
-# pgb LABEL SCRIPT DURATION [pgbench args...]: pgbench -M prepared running
-# bench/SCRIPT in database bench for DURATION s with :payload = $PAYLOAD,
-# output in $RES/LABEL.log; echoes the tps, or ERR (and logs the output's
-# tail). run.sh, ordering.sh and shapes.sh have their own (their client
-# counts).
-pgb() {
+# pgbench_tps LABEL SCRIPT DURATION [pgbench args...]: pgbench -M prepared
+# running bench/SCRIPT in database bench for DURATION s with :payload =
+# $PAYLOAD, output in $RES/LABEL.log; echoes the tps, or ERR (and logs the
+# output's tail). Also under shapes.sh's pgb.
+pgbench_tps() {
     local label=$1 script=$2 dur=$3; shift 3
     local out=$RES/$label.log rc=0 tps
     "$PGBIN/pgbench" -n -M prepared -T "$dur" -D payload="$PAYLOAD" "$@" \

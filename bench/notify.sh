@@ -88,7 +88,7 @@ thr_run() {     # thr_run VARIANT ROUND -> tps
           t0=$(awk '{print $14 + $15}' "/proc/$rp/stat"); sleep $(( DUR - 4 )); t1=$(awk '{print $14 + $15}' "/proc/$rp/stat")
           awk -v a="$t0" -v b="$t1" -v d=$(( DUR - 4 )) -v tck="$(getconf CLK_TCK)" 'BEGIN{ printf "%.1f\n", 100 * (b - a) / tck / d }'
       fi ) >"$RES/w1-$v-$r-relaycpu" 2>/dev/null &
-    tps=$(pgb "w1-$v-$r" push_send.sql "$DUR" -c 8 -j 2)
+    tps=$(pgbench_tps "w1-$v-$r" push_send.sql "$DUR" -c 8 -j 2)
     wait $! 2>/dev/null || true
     [ "$v" != off ] && note "w1 $v round $r: relay CPU $(cat "$RES/w1-$v-$r-relaycpu")% of a core"
     if [ -n "$lpid" ]; then
@@ -136,7 +136,7 @@ lat_round() {   # lat_round MODE ROUND
     lpid=$!; BG_PIDS+=($!)
     wait_backends mq-lat 1
     sleep 0.5
-    tps=$(pgb "w2-$mode-$r-producer" push_produce.sql "$DUR" -c 4 -j 2 -R "$RATE")
+    tps=$(pgbench_tps "w2-$mode-$r-producer" push_produce.sql "$DUR" -c 4 -j 2 -R "$RATE")
     wait "$lpid" || log "listener failed: $(cat "$RES/w2-$mode-$r-listener.out")"
     BG_PIDS=()
     q -c "INSERT INTO lat_result SELECT '$mode', $r, extract(epoch FROM r.recv_at - pg_xact_commit_timestamp(s.xmin)) * 1000

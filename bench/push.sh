@@ -102,7 +102,7 @@ lat_round() {   # lat_round MODE ROUND
     done
     wait_backends mq-lat 2
     sleep 0.5
-    tps=$(pgb "w1-$mode-$r-producer" push_produce.sql "$LAT_DUR" -c 4 -j 2 -R "$RATE")
+    tps=$(pgbench_tps "w1-$mode-$r-producer" push_produce.sql "$LAT_DUR" -c 4 -j 2 -R "$RATE")
     for i in "${pids[@]}"; do wait "$i" || log "consumer $i failed: $(cat "$RES"/w1-$mode-$r-c*.out)"; done
     BG_PIDS=()
     q -c "INSERT INTO lat_result
@@ -156,7 +156,7 @@ thr_run() {     # thr_run VARIANT ROUND -> tps
         wait_backends mq-listener 1
         sleep 0.5
     fi
-    tps=$(pgb "w2-$v-$r" push_send.sql "$THR_DUR" -c 8 -j 2)
+    tps=$(pgbench_tps "w2-$v-$r" push_send.sql "$THR_DUR" -c 8 -j 2)
     if [ -n "$lpid" ]; then
         wait "$lpid" || true
         BG_PIDS=()

@@ -177,20 +177,12 @@ backlog_of() {
     else q -c "SELECT depth + in_flight + delayed + blocked FROM mq.metrics('bench')"; fi
 }
 
-# pgb LABEL SCRIPT DURATION CLIENTS [pgbench args...]: run pgbench in the
-# foreground, output in $RES/LABEL.log; echoes the tps or ERR
+# pgb LABEL SCRIPT DURATION CLIENTS [pgbench args...]: lib.sh's pgbench_tps
+# with CLIENTS clients on $THREADS threads, in the foreground; echoes the tps
+# or ERR
 pgb() {
     local label=$1 script=$2 dur=$3 clients=$4; shift 4
-    local out=$RES/$label.log rc=0 tps
-    "$PGBIN/pgbench" -n -M prepared -c "$clients" -j $THREADS -T "$dur" -D payload="$PAYLOAD" "$@" \
-        -f "$HERE/$script" bench >"$out" 2>&1 || rc=$?
-    tps=$(tps_of "$out")
-    if [ $rc != 0 ] || [ "$tps" = ERR ]; then
-        log "pgbench $label failed (rc=$rc), see $out:"; tail -5 "$out" >&2
-        echo ERR
-    else
-        echo "$tps"
-    fi
+    pgbench_tps "$label" "$script" "$dur" -c "$clients" -j $THREADS "$@"
 }
 # pgb_bg LABEL SCRIPT DURATION CLIENTS [pgbench args...]: the same in the
 # background; its pid is appended to BG_PIDS (wait for it with bg_wait).
