@@ -168,7 +168,7 @@ CREATE TYPE mq.message AS (
     dead_letter jsonb
 );
 COMMENT ON TYPE mq.message IS
-'A delivered message: msg_id, receipt (identifies this delivery, as an SQS receipt handle), key, payload, headers, attempts (deliveries so far, this one included), enqueued_at, visible_at (when the visibility timeout lapses), last_error (from the last nack), dead_letter (NULL unless the message was dead-lettered: origin queue, msg_id, attempts, error, reason)';
+'A delivered message, as mq.read returns it (docs/reference.md#type-mqmessage).';
 
 -- Functions and views, by feature.  sql/mq--0.1.0--0.2.0.sql holds a copy
 -- of this file from this line to its end (test/resync-upgrade.sh).
@@ -284,7 +284,7 @@ ALTER FUNCTION mq._grant(text, regrole, text) OWNER TO mq_owner;
 CREATE FUNCTION mq.grant(queue_name text, role regrole, privilege text) RETURNS void
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.grant(text, regrole, text) IS
-'Grants role a right on one queue: ''send'' (send, send_batch), ''consume'' (read, ack, nack, extend, archive, metrics, poll, commit, seek, heartbeat, leave, listen, unlisten) or ''admin'' (both, and alter_queue, drop_queue, purge, grant, revoke), as SQS queue policies do. Members of role get it too. Errors: 22004 NULL, 22023 bad privilege, 42704 no such queue or role, 42501 no admin right on the queue.';
+'Grants a role the send, consume or admin right on one queue (docs/reference.md#mqgrant).';
 REVOKE ALL ON FUNCTION mq.grant(text, regrole, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.grant(text, regrole, text) TO PUBLIC, mq_owner;
 
@@ -316,7 +316,7 @@ ALTER FUNCTION mq._revoke(text, regrole, text) OWNER TO mq_owner;
 CREATE FUNCTION mq.revoke(queue_name text, role regrole, privilege text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.revoke(text, regrole, text) IS
-'Revokes a right granted with mq.grant; returns whether role had it. Rights held through mq_producer, mq_consumer or mq_admin are not affected. Errors: as mq.grant.';
+'Revokes a right granted with mq.grant; returns whether the role had it (docs/reference.md#mqrevoke).';
 REVOKE ALL ON FUNCTION mq.revoke(text, regrole, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.revoke(text, regrole, text) TO PUBLIC, mq_owner;
 
@@ -331,7 +331,7 @@ SELECT q.queue_name, a.grantee::pg_catalog.regrole::pg_catalog.text AS grantee,
  WHERE a.grantee OPERATOR(pg_catalog.<>) c.relowner
    AND (mq._can(q.queue_id, 'admin') OR pg_catalog.pg_has_role(a.grantee, 'MEMBER'));
 COMMENT ON VIEW mq.queue_privileges IS
-'Per-queue grants made with mq.grant: all of a queue''s for those who may administer it, and one''s own elsewhere.';
+'The per-queue grants made with mq.grant that the caller may see (docs/reference.md#view-mqqueue_privileges).';
 GRANT SELECT ON mq.queue_privileges TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
@@ -763,7 +763,7 @@ CREATE FUNCTION mq.create_queue(
 RETURNS void
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) IS
-'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue gets NOTIFY "mq.<queue_name>" after it commits (once per queue per transaction, never on rollback; with mq preloaded sent by the relay worker, not by the producer); rate_limit: at most this many messages handed out by mq.read/mq.poll across all consumers, written ''N/s'', ''N/min'' or ''N/h'', from one a day to 1000000/s (NULL: no limit; needs mq preloaded), with rate_limit_burst messages of burst (1 to 1000000; default the rate per second rounded up, at least 1): over any T seconds at most rate * T + burst. Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitions or rate_limit without mq preloaded, 42501 not mq_admin.';
+'Creates a work queue or, with partitions, a partitioned queue (docs/reference.md#mqcreate_queue).';
 REVOKE ALL ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) TO PUBLIC, mq_owner;
 
@@ -837,7 +837,7 @@ CREATE FUNCTION mq.alter_queue(
 RETURNS void
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) IS
-'Changes settings of a queue (as SQS SetQueueAttributes); a NULL argument leaves that setting as it is, rate_limit => ''none'' removes a rate limit. Units and ranges as mq.create_queue. New values apply to the next operation of every session (messages already claimed keep their visibility). Errors: 22004 NULL queue_name; 22023 bad value, or retention/session_timeout for a work queue; 42704 no such queue; 55000 rate_limit without mq preloaded; 42501 no admin right on the queue.';
+'Changes settings of a queue; a NULL argument leaves that setting as it is (docs/reference.md#mqalter_queue).';
 REVOKE ALL ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) TO PUBLIC, mq_owner;
 
@@ -882,7 +882,7 @@ ALTER FUNCTION mq._drop_queue(text) OWNER TO mq_owner;
 CREATE FUNCTION mq.drop_queue(queue_name text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.drop_queue(text) IS
-'Drops a queue with its messages, archive and counters (as SQS DeleteQueue). Returns false when there is no such queue. Takes the queue''s lock before anything else: waits for the transactions that used the queue, ends the waits of its waiting readers (they return no rows), and later calls on the queue wait for it, then get 42704. Errors: 22004 NULL, 2BP01 the queue is another queue''s dead-letter queue, 40P01 several queues dropped in one transaction deadlocked with a transaction using them in another order, 42501 no admin right on the queue.';
+'Drops a queue with everything it holds; false when there is no such queue (docs/reference.md#mqdrop_queue).';
 REVOKE ALL ON FUNCTION mq.drop_queue(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.drop_queue(text) TO PUBLIC, mq_owner;
 
@@ -922,7 +922,7 @@ ALTER FUNCTION mq._purge(text) OWNER TO mq_owner;
 CREATE FUNCTION mq.purge(queue_name text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.purge(text) IS
-'Deletes every message of a queue, visible, in flight or delayed (as SQS PurgeQueue); the archive is kept. For a partitioned queue it empties the log (offsets keep increasing, consumer groups keep their offsets). Returns the number deleted. Errors: 22004 NULL, 42704 no such queue, 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction, 42501 no admin right on the queue.';
+'Deletes every message of a queue and returns how many (docs/reference.md#mqpurge).';
 REVOKE ALL ON FUNCTION mq.purge(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.purge(text) TO PUBLIC, mq_owner;
 
@@ -934,7 +934,8 @@ SELECT q.queue_name, q.visibility_timeout, q.max_attempts,
        q.rate_limit AS rate_limit_per_second, q.rate_limit_burst, q.created_at
   FROM mq.queue q LEFT JOIN mq.queue d ON d.queue_id OPERATOR(pg_catalog.=) q.dead_letter_queue_id
  WHERE mq._can(q.queue_id, 'any');
-COMMENT ON VIEW mq.queues IS 'One row per queue the caller has a right on (send, consume, admin, or monitor through mq_monitor), with its settings (as SQS ListQueues + GetQueueAttributes)';
+COMMENT ON VIEW mq.queues IS
+'One row per queue the caller has a right on, with its settings (docs/reference.md#view-mqqueues).';
 GRANT SELECT ON mq.queues TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
@@ -947,7 +948,7 @@ CREATE FUNCTION mq.send(queue_name text, payload jsonb, key text DEFAULT NULL,
                         headers jsonb DEFAULT NULL, delay interval DEFAULT '0')
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_send' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.send(text, jsonb, text, jsonb, interval) IS
-'Sends one message (as SQS SendMessage with DelaySeconds); returns its msg_id. It becomes visible when the sending transaction commits and not before delay (0 to 365 days, server clock) has passed. In a keyed queue it waits behind earlier messages of its key. In a partitioned queue (as a Kafka produce) it goes to partition hash(key) mod partitions (keyless: round robin per session), returns its offset in that partition, and takes no delay. Errors: 22004 NULL queue_name, payload or delay; 22023 delay out of range, or any delay on a partitioned queue; 42704 no such queue; 54000 more than 256 partitions written in one transaction, more than 256 keys of a keyed queue locked in one transaction while other transactions use its keys, or a partition that has handed out its last offset (9223372036854775806); 55000 partitioned queue without mq preloaded; 0A000 PREPARE TRANSACTION after sending to a partitioned queue, or a keyed work queue distributed on a Citus cluster in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no send right on the queue.';
+'Sends one message, visible once the transaction commits; returns its msg_id or offset (docs/reference.md#mqsend).';
 REVOKE ALL ON FUNCTION mq.send(text, jsonb, text, jsonb, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.send(text, jsonb, text, jsonb, interval) TO PUBLIC, mq_owner;
 
@@ -955,7 +956,7 @@ CREATE FUNCTION mq.send_batch(queue_name text, payloads jsonb[], keys text[] DEF
                               headers jsonb[] DEFAULT NULL, delay interval DEFAULT '0')
 RETURNS SETOF bigint AS 'MODULE_PATHNAME', 'mq_send_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
 COMMENT ON FUNCTION mq.send_batch(text, jsonb[], text[], jsonb[], interval) IS
-'Sends many messages in one statement, all or nothing (as SQS SendMessageBatch, without its 10-message cap: at most 100000); returns the msg_ids in array order. keys and headers, when given, must have as many elements as payloads. For a partitioned queue it returns the offsets, each in its key''s partition. Errors: 22004 NULL queue_name, payloads, delay or a NULL payload element; 22023 arrays of different lengths, multidimensional arrays, too many messages or delay out of range (any delay on a partitioned queue); 42704 no such queue; 54000, 55000, 0A000 as mq.send; 42501 no send right on the queue.';
+'Sends many messages in one statement, all or nothing; returns their msg_ids or offsets in array order (docs/reference.md#mqsend_batch).';
 REVOKE ALL ON FUNCTION mq.send_batch(text, jsonb[], text[], jsonb[], interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.send_batch(text, jsonb[], text[], jsonb[], interval) TO PUBLIC, mq_owner;
 
@@ -963,21 +964,21 @@ CREATE FUNCTION mq.read(queue_name text, qty integer DEFAULT 1, visibility_timeo
                         wait interval DEFAULT '0')
 RETURNS SETOF mq.message AS 'MODULE_PATHNAME', 'mq_read' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10;
 COMMENT ON FUNCTION mq.read(text, integer, interval, interval) IS
-'Claims up to qty (1 to 10000) visible messages, oldest first, with FOR UPDATE SKIP LOCKED so concurrent readers never get the same message (as SQS ReceiveMessage). Each becomes invisible for visibility_timeout (0 to 12 hours; NULL: the queue default) and its attempts grows by one. A visible message that already used its last attempt is moved to the dead-letter queue instead of being returned. wait (0 to 15 minutes) is long polling, as SQS WaitTimeSeconds: when nothing is visible the read sleeps until a send commits or wait passes, and returns as soon as it has at least one message; it is woken at once when mq is in shared_preload_libraries, and otherwise re-checks every 10 ms backing off to 200 ms. Query cancel and statement_timeout end a wait, and a cancelled read claims nothing; a drop_queue of the queue ends it (no rows). Errors: 22004 NULL queue_name, qty or wait; 22023 qty, visibility_timeout or wait out of range; 42704 no such queue; 42809 a partitioned queue; 53400 or 55000 rate limit table full or mq not preloaded (rate-limited queues); 57014 wait cancelled; 0A000 a work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Claims up to qty visible messages of a work queue, waiting up to wait for them (docs/reference.md#mqread).';
 REVOKE ALL ON FUNCTION mq.read(text, integer, interval, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.read(text, integer, interval, interval) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.ack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_ack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.ack(text, bigint, bigint) IS
-'Deletes a processed message (as SQS DeleteMessage). With a receipt, only the delivery it names may ack: if the message was delivered again since, nothing changes and the result is false. Returns false when there is no such message. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Deletes a processed message; false when there is none or the receipt is stale (docs/reference.md#mqack).';
 REVOKE ALL ON FUNCTION mq.ack(text, bigint, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.ack(text, bigint, bigint) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.ack(queue_name text, msg_ids bigint[])
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_ack_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.ack(text, bigint[]) IS
-'Deletes many processed messages (as SQS DeleteMessageBatch); returns how many existed and were deleted. Two batches lock their messages in the same order whatever order the ids are given in, so they never deadlock. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Deletes many processed messages; returns how many existed (docs/reference.md#mqack-batch).';
 REVOKE ALL ON FUNCTION mq.ack(text, bigint[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.ack(text, bigint[]) TO PUBLIC, mq_owner;
 
@@ -985,28 +986,28 @@ CREATE FUNCTION mq.nack(queue_name text, msg_id bigint, receipt bigint DEFAULT N
                         delay interval DEFAULT NULL, error text DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_nack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.nack(text, bigint, bigint, interval, text) IS
-'Releases a claimed message (one that was read and not since released) for another attempt after delay (0 to 365 days; NULL: the queue backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max), keeping error as last_error (as SQS ChangeMessageVisibility with a retry policy). At its last attempt the message goes to the dead-letter queue (or is discarded when the queue has none). Returns false when there is no such claimed message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 22023 delay out of range; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Releases a claimed message for another attempt after a delay, or dead-letters it at its last attempt (docs/reference.md#mqnack).';
 REVOKE ALL ON FUNCTION mq.nack(text, bigint, bigint, interval, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.nack(text, bigint, bigint, interval, text) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.extend(queue_name text, msg_id bigint, visibility_timeout interval, receipt bigint DEFAULT NULL)
 RETURNS timestamptz AS 'MODULE_PATHNAME', 'mq_extend' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.extend(text, bigint, interval, bigint) IS
-'Heartbeat for long work: sets a claimed message''s visibility to now + visibility_timeout (0 to 12 hours), as SQS ChangeMessageVisibility; 0 releases the claim, so that the message is visible and no longer in flight at once (the receipt still acks it until the message is read again). Returns the new visible_at, or NULL when the message does not exist, is not claimed, or the receipt is stale. Errors: 22004 NULL queue_name, msg_id or visibility_timeout; 22023 visibility_timeout out of range; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
+'Sets a claimed message''s visibility to now + visibility_timeout; returns the new visible_at (docs/reference.md#mqextend).';
 REVOKE ALL ON FUNCTION mq.extend(text, bigint, interval, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.extend(text, bigint, interval, bigint) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.archive(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_archive' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.archive(text, bigint, bigint) IS
-'Acks a message by moving it to the queue''s archive instead of deleting it (as pgmq archive). Receipt rules as mq.ack. Returns false when there is no such message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Acks a message by moving it to the queue''s archive (docs/reference.md#mqarchive).';
 REVOKE ALL ON FUNCTION mq.archive(text, bigint, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.archive(text, bigint, bigint) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.archive(queue_name text, msg_ids bigint[])
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_archive_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.archive(text, bigint[]) IS
-'Moves many processed messages to the queue''s archive (the batch form of mq.archive, as mq.ack with bigint[]); returns how many existed and were archived. Two batches lock their messages in the same order whatever order the ids are given in, so they never deadlock. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Moves many processed messages to the queue''s archive; returns how many existed (docs/reference.md#mqarchive-batch).';
 REVOKE ALL ON FUNCTION mq.archive(text, bigint[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.archive(text, bigint[]) TO PUBLIC, mq_owner;
 
@@ -1179,7 +1180,7 @@ CREATE FUNCTION mq.poll(queue_name text, consumer_group text, member text,
 RETURNS TABLE (partition integer, "offset" bigint, key text, payload jsonb, headers jsonb, enqueued_at timestamptz)
     AS 'MODULE_PATHNAME', 'mq_poll' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
 COMMENT ON FUNCTION mq.poll(text, text, text, integer, interval, integer[]) IS
-'Reads the next messages of a partitioned queue for one member of a consumer group (as a Kafka consumer poll). Joins the group and heartbeats; the group leases each partition to one live member at a time and rebalances to a fair share when members come and go. Returns up to max_messages (1 to 10000) messages of the member''s partitions after its position, in offset order per partition, never past an offset whose sending transaction is still open. wait (0 to 15 minutes) is long polling; a drop_queue of the queue ends it (no rows). Nothing is written per message; the position moves per partition per poll; use mq.commit to record progress. busy_partitions: partitions the member is still processing (polled, not yet all committed); a rebalance does not take them from it: a partition it must give back stays its own, and returns no new messages, until a poll or heartbeat no longer lists it (NULL elements and partitions it does not hold are ignored; NULL: none). consumer_group and member: 1 to 200 bytes. Errors: 22004 NULL argument other than busy_partitions; 22023 bad max_messages, wait, group or member; 42704 no such queue; 42809 not a partitioned queue; 53400 or 55000 rate limit table full or mq not preloaded; 57014 wait cancelled; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Reads the next messages of a partitioned queue for one member of a consumer group (docs/reference.md#mqpoll).';
 REVOKE ALL ON FUNCTION mq.poll(text, text, text, integer, interval, integer[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.poll(text, text, text, integer, interval, integer[]) TO PUBLIC, mq_owner;
 
@@ -1262,7 +1263,7 @@ CREATE FUNCTION mq.heartbeat(queue_name text, consumer_group text, member text,
                              busy_partitions integer[] DEFAULT NULL) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.heartbeat(text, text, text, integer[]) IS
-'Keeps a consumer group member alive between polls (as a Kafka consumer heartbeat) and rebalances like mq.poll, busy_partitions included (partitions still being processed are not taken from the member: see mq.poll); returns how many partitions the member now holds and may poll (a busy one it must give back is not counted). Errors: as mq.poll.';
+'Keeps a consumer group member alive between polls and rebalances; returns how many partitions it may poll (docs/reference.md#mqheartbeat).';
 REVOKE ALL ON FUNCTION mq.heartbeat(text, text, text, integer[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.heartbeat(text, text, text, integer[]) TO PUBLIC, mq_owner;
 
@@ -1270,7 +1271,7 @@ CREATE FUNCTION mq.commit(queue_name text, consumer_group text, partition intege
                           member text DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_commit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.commit(text, text, integer, bigint, text) IS
-'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row inserted. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Records that a consumer group has processed a partition through offset (docs/reference.md#mqcommit).';
 REVOKE ALL ON FUNCTION mq.commit(text, text, integer, bigint, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.commit(text, text, integer, bigint, text) TO PUBLIC, mq_owner;
 
@@ -1350,7 +1351,7 @@ ALTER FUNCTION mq._seek(text, text, integer, bigint) OWNER TO mq_owner;
 CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, "offset" bigint) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, bigint) IS
-'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset, at most one past the partition''s last visible offset. Returns the number of partitions moved. Errors: 22004 NULL offset; 22023 offset below 1 or beyond the end (as mq.commit), or partition out of range; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 42501 no consume right on the queue.';
+'Moves a consumer group to an offset of a partition (NULL: of every partition); returns how many partitions moved (docs/reference.md#mqseek).';
 REVOKE ALL ON FUNCTION mq.seek(text, text, integer, bigint) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.seek(text, text, integer, bigint) TO PUBLIC, mq_owner;
 
@@ -1372,7 +1373,7 @@ ALTER FUNCTION mq._seek(text, text, integer, text) OWNER TO mq_owner;
 CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, text) IS
-'seek_to ''earliest'' or ''latest'': moves the group to the earliest retained message or to the latest end (as Kafka seekToBeginning / seekToEnd) of partition (NULL: every partition). Returns the number of partitions moved. Errors: 22004 NULL; 22023 other seek_to or partition out of range; 42704; 42809; 55000 mq not preloaded; 42501.';
+'Moves a consumer group to the earliest retained message or to the latest end; returns how many partitions moved (docs/reference.md#mqseek).';
 REVOKE ALL ON FUNCTION mq.seek(text, text, integer, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.seek(text, text, integer, text) TO PUBLIC, mq_owner;
 
@@ -1394,7 +1395,7 @@ ALTER FUNCTION mq._seek(text, text, integer, timestamptz) OWNER TO mq_owner;
 CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, at timestamptz) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, timestamptz) IS
-'Moves the group to the first retained message sent at or after at (as Kafka offsetsForTimes + seek), or to the end when there is none, on partition (NULL: every partition). Returns the number of partitions moved. Errors: 22004 NULL at; 22023 partition out of range; 42704; 42809; 55000 mq not preloaded; 42501.';
+'Moves a consumer group to the first retained message sent at or after at; returns how many partitions moved (docs/reference.md#mqseek).';
 REVOKE ALL ON FUNCTION mq.seek(text, text, integer, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.seek(text, text, integer, timestamptz) TO PUBLIC, mq_owner;
 
@@ -1424,7 +1425,7 @@ ALTER FUNCTION mq._leave(text, text, text) OWNER TO mq_owner;
 CREATE FUNCTION mq.leave(queue_name text, consumer_group text, member text) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.leave(text, text, text) IS
-'A member leaves its consumer group at once (as a Kafka LeaveGroup) instead of after its session timeout: its partitions are free for the others, who resume after the committed offsets. Returns the number of partitions released. Errors: 22004 NULL; 42704; 42809; 42501.';
+'A member leaves its consumer group at once; returns how many partitions it released (docs/reference.md#mqleave).';
 REVOKE ALL ON FUNCTION mq.leave(text, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.leave(text, text, text) TO PUBLIC, mq_owner;
 
@@ -1445,7 +1446,7 @@ SELECT gq.queue_name, gq.consumer_group, gq.partition, gq.member, gq.lease_until
          WHERE mq._can(q.queue_id, 'monitor') OFFSET 0) gq
   CROSS JOIN LATERAL (SELECT mq._partition_end(gq.queue_name, gq.partition) OPERATOR(pg_catalog.-) 1 AS end_offset) e;
 COMMENT ON VIEW mq.consumer_groups IS
-'One row per consumer group and partition of the queues the caller may monitor (consume right, mq_monitor): the member holding the lease and until when, the committed offset, the last visible offset of the partition (end_offset) and lag = end_offset - committed_offset (offsets of rolled-back sends count in it).';
+'One row per consumer group and partition of the queues the caller may monitor, with offsets and lag (docs/reference.md#view-mqconsumer_groups).';
 GRANT SELECT ON mq.consumer_groups TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
@@ -1454,14 +1455,14 @@ GRANT SELECT ON mq.consumer_groups TO PUBLIC;
 CREATE FUNCTION mq.listen(queue_name text) RETURNS text
     AS 'MODULE_PATHNAME', 'mq_listen' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.listen(text) IS
-'LISTENs (at commit) to the queue''s channel "mq.<queue_name>" and returns the channel name, as LISTEN "mq.<queue_name>" does. A transaction that sent to the queue gets it notified once after its commit, never on rollback; with mq preloaded the relay worker of the database sends the NOTIFY, so that producers never take the commit-time NOTIFY lock. After listening, read once: a send that committed just before may not notify. Errors: 22004 NULL; 42704 no such queue; 42501 no consume right on the queue.';
+'LISTENs to the queue''s channel "mq.<queue_name>" and returns its name (docs/reference.md#mqlisten-and-mqunlisten).';
 REVOKE ALL ON FUNCTION mq.listen(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.listen(text) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.unlisten(queue_name text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_unlisten' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.unlisten(text) IS
-'UNLISTENs (at commit) from the queue''s channel; returns whether this session was listening to it (pg_listening_channels(): a LISTEN of the current transaction does not count yet). Errors: 22004; 42704; 42501.';
+'UNLISTENs from the queue''s channel; returns whether this session was listening (docs/reference.md#mqlisten-and-mqunlisten).';
 REVOKE ALL ON FUNCTION mq.unlisten(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.unlisten(text) TO PUBLIC, mq_owner;
 
@@ -1471,21 +1472,21 @@ GRANT EXECUTE ON FUNCTION mq.unlisten(text) TO PUBLIC, mq_owner;
 CREATE FUNCTION mq.register_consumer(consumer_id text, heartbeat_timeout interval DEFAULT '30 seconds')
 RETURNS void AS 'MODULE_PATHNAME', 'mq_register_consumer' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.register_consumer(text, interval) IS
-'Registers this session as a consumer named consumer_id (1 to 127 bytes; calling again renames it or changes its timeout), listed in mq.consumers. The messages it reads and the partitions it holds are released at once when the session ends (as for every session while mq.release_on_session_end is on; for a registered one whatever that setting) and also when it neither reads, polls nor calls mq.consumer_heartbeat for heartbeat_timeout (1 second to 1 hour, checked every mq.maintenance_interval); each such delivery still counts as an attempt. Do not register a session that reads messages which another session acks. Errors: 22004 NULL; 22023 bad consumer_id or timeout; 53400 too many consumers; 55000 mq not preloaded; 42501 no consume right on any queue.';
+'Registers this session as a consumer whose claims are released when it ends or stops heartbeating (docs/reference.md#mqregister_consumer).';
 REVOKE ALL ON FUNCTION mq.register_consumer(text, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.register_consumer(text, interval) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.consumer_heartbeat() RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_consumer_heartbeat' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.consumer_heartbeat() IS
-'Tells mq that this registered consumer is alive (reads and polls do so too); a consumer whose claims were released for a lapsed heartbeat is tracked again. Returns false when the session is not registered. Errors: 55000 mq not preloaded.';
+'Tells mq that this registered consumer is alive; false when the session is not registered (docs/reference.md#mqconsumer_heartbeat).';
 REVOKE ALL ON FUNCTION mq.consumer_heartbeat() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.consumer_heartbeat() TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.unregister_consumer() RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_unregister_consumer' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.unregister_consumer() IS
-'Stops tracking this session by heartbeat and removes it from mq.consumers; the claims it made are still released when the session ends. Returns false when it was not registered. Errors: 55000 mq not preloaded.';
+'Stops tracking this session by heartbeat; false when it was not registered (docs/reference.md#mqunregister_consumer).';
 REVOKE ALL ON FUNCTION mq.unregister_consumer() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.unregister_consumer() TO PUBLIC, mq_owner;
 
@@ -1514,7 +1515,7 @@ SELECT c.consumer_id, c.pid, f.queue_name, c.state, c.registered_at, c.last_hear
  WHERE f.queue_name IS NOT NULL OR c.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
     OR pg_catalog.pg_has_role('mq_consumer', 'USAGE') OR pg_catalog.pg_has_role('mq_monitor', 'USAGE');
 COMMENT ON VIEW mq.consumers IS
-'Registered consumers of this database, one row per queue they read: state (alive; lapsed = heartbeat timed out, claims released; dead = session ended, release pending), last heartbeat, and messages in flight (claimed and within their visibility timeout).';
+'Registered consumers of this database, one row per queue they read, with state and messages in flight (docs/reference.md#view-mqconsumers).';
 GRANT SELECT ON mq.consumers TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
@@ -1525,7 +1526,7 @@ RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, 
                oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
     AS 'MODULE_PATHNAME', 'mq_metrics' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
 COMMENT ON FUNCTION mq.metrics(text) IS
-'Approximate queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*), kept as counts so that a call costs the same on any queue when mq is preloaded (src/metrics.c): depth = visible messages, in_flight = claimed (a claim whose visibility timeout lapsed counts until the message is read again), delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back), blocked = messages of a keyed queue waiting behind an earlier message of their key. For a partitioned queue: depth = offsets retained (rolled-back sends included), oldest_age_s = age of the oldest retained one, total_sent = offsets issued over all partitions, the rest 0 (see mq.consumer_groups for lag). Errors: 22004 NULL, 42704 no such queue, 42501 neither a consume right on the queue nor mq_monitor.';
+'Approximate counts of one queue: depth, in flight, delayed, dead-lettered, oldest age, totals (docs/reference.md#mqmetrics).';
 REVOKE ALL ON FUNCTION mq.metrics(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.metrics(text) TO PUBLIC, mq_owner;
 
@@ -1534,7 +1535,7 @@ RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, 
                oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
     AS 'MODULE_PATHNAME', 'mq_metrics_all' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
 COMMENT ON FUNCTION mq.metrics_all() IS
-'mq.metrics of every queue the caller may monitor (mq_monitor, pg_monitor and mq_consumer: every queue; a consume right: that queue), one row per queue in name order, columns and units as mq.metrics: depth, in_flight, delayed, dead_lettered, blocked in messages, oldest_age_s in seconds, total_sent and total_acked counters that only grow. Each row costs what mq.metrics costs (no scan when mq is preloaded), so it is meant to be scraped every few seconds; per consumer group lag of partitioned queues is in mq.consumer_groups. Queues the caller may not monitor, and queues dropped during the call, are left out. Holds a share lock on each queue until the transaction ends, as mq.metrics does. Errors: none of its own (no right on any queue gives no rows).';
+'mq.metrics of every queue the caller may monitor, one row per queue (docs/reference.md#mqmetrics_all).';
 REVOKE ALL ON FUNCTION mq.metrics_all() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.metrics_all() TO PUBLIC, mq_owner;
 
@@ -1655,7 +1656,7 @@ ALTER FUNCTION mq._maintain() OWNER TO mq_owner;
 CREATE FUNCTION mq.maintain() RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.maintain() IS
-'Periodic maintenance of the current database, run by mq''s background workers every mq.maintenance_interval in every database with mq (mq.database) when mq is preloaded. Returns how many messages it released or removed: releases the claims and partition leases of sessions that ended and of registered consumers that stopped heartbeating; in work queues, moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it), looking at the oldest 10000 visible messages of each (mq.read does the same for the messages it meets); in partitioned queues, applies retention by truncating whole segments. A queue whose upkeep fails is skipped with a WARNING naming it; the others are maintained. Without preloading, call it every few seconds from a scheduler (pg_cron). Errors: 42501 not mq_admin.';
+'Periodic maintenance of the current database; returns how many messages it released or removed (docs/reference.md#mqmaintain).';
 REVOKE ALL ON FUNCTION mq.maintain() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.maintain() TO PUBLIC, mq_owner;
 
@@ -1892,7 +1893,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq.citus_distribute() IS
-'Distributes mq over a Citus cluster (docs/scale-out.md); run once on the coordinator, as a superuser, after citus_add_node of the workers, and again after adding workers or moving shards. Gives mq_owner LOGIN with a random password kept only in pg_dist_authinfo (its SCRAM verifier is set on every node; pg_hba.conf must allow mq_owner only from the nodes), creates each partitioned queue''s offset sequences on every worker and raises them above every offset handed out, stored, recorded as high-water mark or committed by a group, distributes every partitioned queue not yet distributed by partition and every work queue not yet distributed by queue (their rows move to the workers). From then on mq.create_queue distributes new queues itself. The catalog, msg_id sequences and key locks stay on the coordinator. Returns the number of queues distributed by this call. Errors: 42501 not a superuser; 55000 Citus not installed, not the coordinator, or no worker.';
+'Distributes mq over a Citus cluster; returns how many queues this call distributed (docs/reference.md#mqcitus_distribute).';
 REVOKE ALL ON FUNCTION mq.citus_distribute() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq.citus_distribute() TO mq_owner;
 
