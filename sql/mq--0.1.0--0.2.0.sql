@@ -154,8 +154,8 @@ DROP FUNCTION mq.maintain();
 -- 4. The catalog.  New: mq.segment, mq.group_offset, mq.dead_letter_tally.
 -- mq.queue loses segment and segment_since in section 7,
 -- once the partitioned queues' segments have been read from them;
--- mq.group_member and the type mq.message are unchanged but for the type
--- of queue_id.
+-- mq.group_member is unchanged but for the type of queue_id, the type
+-- mq.message but for its comment.
 
 -- Queue ids are bigint in 0.2.0 (in 0.1.0 an "ensure the queue exists"
 -- loop could use up the integer ids).  The referenced column first: its
@@ -575,9 +575,10 @@ GRANT EXECUTE ON FUNCTION mq._forget_queue(bigint) TO mq_owner;
 -- The tables of queues are owned by the superuser who installed mq and
 -- created by the functions below, which alone run with that superuser's
 -- rights (SECURITY DEFINER, only mq_owner may execute them, and they check
--- that what they are given names one queue's objects and nothing else).  mq_owner may read and write the
--- tables and empty them, no more: it cannot add triggers, indexes or
--- functions anywhere (docs/concepts.md#privileges).
+-- that what they are given names one queue's objects and nothing else).
+-- mq_owner may read and write the tables and empty them, no more: it
+-- cannot add triggers, indexes or functions anywhere
+-- (docs/concepts.md#privileges).
 CREATE FUNCTION mq._grant_to_owner(p_prefix text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$

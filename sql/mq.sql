@@ -509,9 +509,10 @@ GRANT EXECUTE ON FUNCTION mq._forget_queue(bigint) TO mq_owner;
 -- The tables of queues are owned by the superuser who installed mq and
 -- created by the functions below, which alone run with that superuser's
 -- rights (SECURITY DEFINER, only mq_owner may execute them, and they check
--- that what they are given names one queue's objects and nothing else).  mq_owner may read and write the
--- tables and empty them, no more: it cannot add triggers, indexes or
--- functions anywhere (docs/concepts.md#privileges).
+-- that what they are given names one queue's objects and nothing else).
+-- mq_owner may read and write the tables and empty them, no more: it
+-- cannot add triggers, indexes or functions anywhere
+-- (docs/concepts.md#privileges).
 CREATE FUNCTION mq._grant_to_owner(p_prefix text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
