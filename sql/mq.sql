@@ -45,7 +45,9 @@ GRANT USAGE ON SCHEMA mq TO PUBLIC;
 -- delayed table mq.q_<id>_d, an archive mq.a_<id>, the msg_id sequence
 -- mq.q_<id>_seq; partitioned queues: the parent mq.p_<id> of the segments
 -- mq.p_<id>_<n>, the head table mq.p_<id>_head and one offset sequence
--- mq.p_<id>_o<partition> per partition).
+-- mq.p_<id>_o<partition> per partition).  Each catalog table and sequence
+-- is followed by its GRANT to mq_owner, the one role with rights on them
+-- (PostgreSQL gives PUBLIC none on a new table).
 CREATE TABLE mq.queue (
     queue_id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     queue_name text NOT NULL UNIQUE,
@@ -67,6 +69,8 @@ CREATE TABLE mq.queue (
     rate_limit_burst integer
 );
 COMMENT ON TABLE mq.queue IS 'mq internal: one row per queue; use the view mq.queues';
+GRANT SELECT, INSERT, UPDATE, DELETE ON mq.queue TO mq_owner;
+GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.queue_queue_id_seq TO mq_owner;
 
 -- The segments of each queue: which table takes new messages (current),
 -- which still hold some (sealed) and which are empty (free), and for work
@@ -82,6 +86,7 @@ CREATE TABLE mq.segment (
     PRIMARY KEY (queue_id, segment)
 );
 COMMENT ON TABLE mq.segment IS 'mq internal: the segment tables of each queue and their state';
+GRANT SELECT, INSERT, UPDATE, DELETE ON mq.segment TO mq_owner;
 SELECT pg_catalog.pg_extension_config_dump('mq.segment', '');
 
 -- Consumer groups of partitioned queues: per partition, the member holding
@@ -98,6 +103,7 @@ CREATE TABLE mq.group_partition (
     PRIMARY KEY (queue_id, consumer_group, partition)
 ) WITH (fillfactor = 50);
 COMMENT ON TABLE mq.group_partition IS 'mq internal: leases of consumer groups; use the view mq.consumer_groups';
+GRANT SELECT, INSERT, UPDATE, DELETE ON mq.group_partition TO mq_owner;
 
 -- A commit inserts a row; the committed offset of a group's partition is
 -- its row with the highest commit_seq, the first one a backward scan of
@@ -116,6 +122,8 @@ CREATE TABLE mq.group_offset (
     PRIMARY KEY (queue_id, consumer_group, partition, commit_seq)
 );
 COMMENT ON TABLE mq.group_offset IS 'mq internal: committed offsets of consumer groups, one row per commit (the latest counts); use the view mq.consumer_groups';
+GRANT SELECT, INSERT, UPDATE, DELETE ON mq.group_offset TO mq_owner;
+GRANT USAGE ON SEQUENCE mq.group_offset_seq TO mq_owner;
 SELECT pg_catalog.pg_extension_config_dump('mq.group_offset', '');
 SELECT pg_catalog.pg_extension_config_dump('mq.group_offset_seq', '');
 
@@ -129,6 +137,7 @@ CREATE TABLE mq.group_member (
     PRIMARY KEY (queue_id, consumer_group, member)
 ) WITH (fillfactor = 50);
 COMMENT ON TABLE mq.group_member IS 'mq internal: members of consumer groups and when each last polled or heartbeat';
+GRANT SELECT, INSERT, UPDATE, DELETE ON mq.group_member TO mq_owner;
 
 -- Dead letters not yet added to mq.queue.dead_lettered: a row per statement
 -- that dead-lettered, folded in by maintenance.  Only inserted into, so
@@ -140,6 +149,7 @@ CREATE TABLE mq.dead_letter_tally (
 );
 CREATE INDEX dead_letter_tally_queue_id ON mq.dead_letter_tally (queue_id);
 COMMENT ON TABLE mq.dead_letter_tally IS 'mq internal: dead letters not yet counted in mq.queue.dead_lettered';
+GRANT SELECT, INSERT, UPDATE, DELETE ON mq.dead_letter_tally TO mq_owner;
 SELECT pg_catalog.pg_extension_config_dump('mq.dead_letter_tally', '');
 SELECT pg_catalog.pg_extension_config_dump('mq.queue', '');
 -- and its id sequence, or a restored database would hand out used ids
@@ -158,35 +168,351 @@ CREATE TYPE mq.message AS (
     dead_letter jsonb
 );
 COMMENT ON TYPE mq.message IS
-'A delivered message: msg_id, receipt (identifies this delivery, as an SQS receipt handle), key, payload, headers, attempts (deliveries so far, this one included), enqueued_at, visible_at (when the visibility timeout lapses), last_error (from the last nack), dead_letter (NULL unless the message was dead-lettered: origin queue, msg_id, attempts, error, reason)';
+'A delivered message, as mq.read returns it (docs/reference.md#type-mqmessage).';
 
--- Rights: whether the caller may use a queue (src/rights.c).
+-- Functions and views, by feature.  sql/mq--0.1.0--0.2.0.sql holds a copy
+-- of this file from this line to its end (test/resync-upgrade.sh).
+--
+-- Privileges.  Each function is followed by its privileges: REVOKE ALL
+-- FROM PUBLIC (PostgreSQL lets PUBLIC execute a new function), then GRANT
+-- EXECUTE to who may call it: mq_owner always, PUBLIC too for the public
+-- functions, which check the caller's rights themselves (src/rights.c),
+-- and for the few helpers the views call; then, for a SECURITY DEFINER
+-- body, ALTER FUNCTION ... OWNER TO mq_owner, so that it runs as mq_owner,
+-- never as the superuser who installed mq.  mq_owner may use mq's tables
+-- but owns none, has no CREATE on schema mq, and so can neither replace a
+-- function nor plant a trigger, an index or a look-alike that a superuser
+-- would run.  The few bodies that must create, drop or grant on tables
+-- stay the installer's and take only numbers and oids.  Each view is
+-- followed by its GRANT SELECT TO PUBLIC (the views filter by the
+-- caller's rights).  The check at the end of the file and
+-- test/sql/privileges.sql catch a function left without its privileges.
+
+-- ---------------------------------------------------------------------------
+-- Rights: whether the caller may use a queue, and per-queue grants
+-- (src/rights.c).
+
 CREATE FUNCTION mq._can(queue_id bigint, privilege text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_can' LANGUAGE C STABLE PARALLEL SAFE;
 COMMENT ON FUNCTION mq._can(bigint, text) IS
 'mq internal: whether the current user may use the queue for privilege (send, consume, admin, monitor, any); the views filter with it';
+REVOKE ALL ON FUNCTION mq._can(bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._can(bigint, text) TO PUBLIC, mq_owner;
 
--- Internal C helpers.  EXECUTE is revoked from PUBLIC below; the admin
--- bodies run as mq_owner and call them.
+-- Per-queue rights are table privileges on the queue's empty table
+-- mq.q_<id>_rights (p_<id>_rights): SELECT = consume, REFERENCES = send,
+-- TRUNCATE = admin (src/rights.c).  PostgreSQL then keeps them: role
+-- membership, renames, pg_dump's GRANTs, DROP ROLE refused while they
+-- exist, DROP OWNED revoking them.
+CREATE FUNCTION mq._set_right(p_rights regclass, p_role regrole, p_privilege text, p_grant boolean)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    -- it runs as the installer: nothing but the three privileges that are
+    -- rights, on nothing but a queue's rights table
+    IF p_privilege IS NULL OR p_privilege OPERATOR(pg_catalog.<>) ALL (ARRAY['SELECT', 'REFERENCES', 'TRUNCATE'])
+       OR p_grant IS NULL OR p_role IS NULL
+       OR NOT EXISTS (SELECT FROM pg_catalog.pg_class c
+                       WHERE c.oid OPERATOR(pg_catalog.=) p_rights
+                         AND c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
+                         AND c.relname OPERATOR(pg_catalog.~) '^[qp]_[0-9]+_rights$') THEN
+        RAISE EXCEPTION 'invalid right' USING ERRCODE = '22023';
+    END IF;
+    EXECUTE format(CASE WHEN p_grant THEN 'GRANT %s ON %s TO %s' ELSE 'REVOKE %s ON %s FROM %s' END,
+                   p_privilege, p_rights, p_role);
+END
+$$;
+COMMENT ON FUNCTION mq._set_right(regclass, regrole, text, boolean) IS 'mq internal: grants or revokes one privilege on a queue''s rights table';
+REVOKE ALL ON FUNCTION mq._set_right(regclass, regrole, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._set_right(regclass, regrole, text, boolean) TO mq_owner;
+
+-- The table privilege that stands for a right, and the queue's rights table.
+CREATE FUNCTION mq._right_privilege(p_privilege text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_privilege IS NULL THEN
+        RAISE EXCEPTION 'privilege must not be NULL' USING ERRCODE = '22004';
+    ELSIF p_privilege = 'consume' THEN
+        RETURN 'SELECT';
+    ELSIF p_privilege = 'send' THEN
+        RETURN 'REFERENCES';
+    ELSIF p_privilege = 'admin' THEN
+        RETURN 'TRUNCATE';
+    END IF;
+    RAISE EXCEPTION 'invalid privilege "%"', p_privilege
+        USING ERRCODE = '22023', HINT = 'Use ''send'', ''consume'' or ''admin''.';
+END
+$$;
+COMMENT ON FUNCTION mq._right_privilege(text) IS 'mq internal: the table privilege that stands for send, consume or admin; 22004 NULL, 22023 unknown';
+REVOKE ALL ON FUNCTION mq._right_privilege(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._right_privilege(text) TO mq_owner;
+
+CREATE FUNCTION mq._rights_table(p_queue_name text) RETURNS regclass
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN (SELECT format('mq.%I', CASE WHEN q.partitions IS NULL THEN 'q_' ELSE 'p_' END
+                                   || q.queue_id || '_rights')::regclass
+              FROM mq.queue q WHERE q.queue_id = mq._queue_id(p_queue_name));
+END
+$$;
+COMMENT ON FUNCTION mq._rights_table(text) IS 'mq internal: the empty table whose privileges are a queue''s per-queue rights; 42704 no such queue';
+REVOKE ALL ON FUNCTION mq._rights_table(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._rights_table(text) TO mq_owner;
+ALTER FUNCTION mq._rights_table(text) OWNER TO mq_owner;
+
+CREATE FUNCTION mq._grant(queue_name text, role regrole, privilege text) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_privilege text := mq._right_privilege(_grant.privilege);
+    v_rights regclass := mq._rights_table(_grant.queue_name);
+BEGIN
+    IF _grant.role IS NULL THEN
+        RAISE EXCEPTION 'role must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    PERFORM mq._set_right(v_rights, _grant.role, v_privilege, true);
+END
+$$;
+COMMENT ON FUNCTION mq._grant(text, regrole, text) IS 'mq internal: body of mq.grant, reached through mq_checked (src/rights.c)';
+REVOKE ALL ON FUNCTION mq._grant(text, regrole, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._grant(text, regrole, text) TO mq_owner;
+ALTER FUNCTION mq._grant(text, regrole, text) OWNER TO mq_owner;
+
+CREATE FUNCTION mq.grant(queue_name text, role regrole, privilege text) RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.grant(text, regrole, text) IS
+'Grants a role the send, consume or admin right on one queue (docs/reference.md#mqgrant).';
+REVOKE ALL ON FUNCTION mq.grant(text, regrole, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.grant(text, regrole, text) TO PUBLIC, mq_owner;
+
+CREATE FUNCTION mq._revoke(queue_name text, role regrole, privilege text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_privilege text := mq._right_privilege(_revoke.privilege);
+    v_rights regclass := mq._rights_table(_revoke.queue_name);
+    v_had boolean;
+BEGIN
+    IF _revoke.role IS NULL THEN
+        RAISE EXCEPTION 'role must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT EXISTS (SELECT FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) e
+                    WHERE c.oid = v_rights AND e.grantee = _revoke.role AND e.privilege_type = v_privilege)
+      INTO v_had;
+    IF v_had THEN
+        PERFORM mq._set_right(v_rights, _revoke.role, v_privilege, false);
+    END IF;
+    RETURN v_had;
+END
+$$;
+COMMENT ON FUNCTION mq._revoke(text, regrole, text) IS 'mq internal: body of mq.revoke, reached through mq_checked (src/rights.c)';
+REVOKE ALL ON FUNCTION mq._revoke(text, regrole, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._revoke(text, regrole, text) TO mq_owner;
+ALTER FUNCTION mq._revoke(text, regrole, text) OWNER TO mq_owner;
+
+CREATE FUNCTION mq.revoke(queue_name text, role regrole, privilege text) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq.revoke(text, regrole, text) IS
+'Revokes a right granted with mq.grant; returns whether the role had it (docs/reference.md#mqrevoke).';
+REVOKE ALL ON FUNCTION mq.revoke(text, regrole, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.revoke(text, regrole, text) TO PUBLIC, mq_owner;
+
+CREATE VIEW mq.queue_privileges WITH (security_barrier) AS
+SELECT q.queue_name, a.grantee::pg_catalog.regrole::pg_catalog.text AS grantee,
+       CASE a.privilege_type WHEN 'REFERENCES' THEN 'send' WHEN 'SELECT' THEN 'consume' ELSE 'admin' END AS privilege
+  FROM mq.queue q
+  JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
+   AND c.relname OPERATOR(pg_catalog.=) (CASE WHEN q.partitions IS NULL THEN 'q_' ELSE 'p_' END
+                                         OPERATOR(pg_catalog.||) q.queue_id OPERATOR(pg_catalog.||) '_rights')
+ CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+ WHERE a.grantee OPERATOR(pg_catalog.<>) c.relowner
+   AND (mq._can(q.queue_id, 'admin') OR pg_catalog.pg_has_role(a.grantee, 'MEMBER'));
+COMMENT ON VIEW mq.queue_privileges IS
+'The per-queue grants made with mq.grant that the caller may see (docs/reference.md#view-mqqueue_privileges).';
+GRANT SELECT ON mq.queue_privileges TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- The queue catalog and its administration: create, alter, drop, purge,
+-- and the view mq.queues.  The admin bodies are PL/pgSQL, SECURITY DEFINER
+-- with a pinned search_path, reached through mq_checked (src/rights.c).
+
+-- Internal helpers the admin bodies call.
 CREATE FUNCTION mq._check_queue_name(queue_name text) RETURNS void
     AS 'MODULE_PATHNAME', 'mq_check_queue_name' LANGUAGE C VOLATILE PARALLEL SAFE;
 COMMENT ON FUNCTION mq._check_queue_name(text) IS
 'mq internal: raises 22004 for NULL, 22023 for bad characters, 42622 for more than 48 bytes';
+REVOKE ALL ON FUNCTION mq._check_queue_name(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._check_queue_name(text) TO mq_owner;
 
 CREATE FUNCTION mq._invalidate() RETURNS void
     AS 'MODULE_PATHNAME', 'mq_invalidate' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq._invalidate() IS
 'mq internal: tells every session at commit to drop its cached queue definitions and plans';
+REVOKE ALL ON FUNCTION mq._invalidate() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._invalidate() TO mq_owner;
 
--- Admin functions: PL/pgSQL, SECURITY DEFINER with a pinned search_path.
--- Who may call them is decided by EXECUTE grants (mq_admin).
+CREATE FUNCTION mq._queue_id(p_queue_name text) RETURNS bigint
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_queue_id bigint;
+BEGIN
+    IF p_queue_name IS NULL THEN
+        RAISE EXCEPTION 'queue_name must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    SELECT q.queue_id INTO v_queue_id FROM mq.queue q WHERE q.queue_name = p_queue_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'queue "%" does not exist', p_queue_name USING ERRCODE = '42704';
+    END IF;
+    RETURN v_queue_id;
+END
+$$;
+COMMENT ON FUNCTION mq._queue_id(text) IS 'mq internal: the id of a queue; 22004 for NULL, 42704 when there is no such queue';
+REVOKE ALL ON FUNCTION mq._queue_id(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._queue_id(text) TO mq_owner;
+ALTER FUNCTION mq._queue_id(text) OWNER TO mq_owner;
+
+CREATE FUNCTION mq._require_preload(what text) RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_require_preload' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION mq._require_preload(text) IS 'mq internal: raises 55000 unless mq is in shared_preload_libraries';
+REVOKE ALL ON FUNCTION mq._require_preload(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._require_preload(text) TO mq_owner;
+
+-- '25/min' -> 0.4666: messages per second.  The rate must lie between one
+-- message a day and 1000000/s: below that the time of the next token
+-- (src/ratelimit.c) is beyond what a timestamp holds.  It is computed in
+-- numeric, which does not overflow or underflow, from at most 10 integer
+-- digits (more is above the limit in any unit) and 20 decimals (a rate
+-- whose first significant digit comes later is below it).
+CREATE FUNCTION mq._parse_rate(p_rate text) RETURNS double precision
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_m text[] := regexp_match(p_rate, '^\s*([0-9]+)(\.[0-9]+)?\s*/\s*(s|sec|second|min|minute|h|hour)\s*$');
+    v_int text;
+    v_rate numeric;
+BEGIN
+    IF v_m IS NULL THEN
+        RAISE EXCEPTION 'invalid rate_limit "%"', pg_catalog.left(p_rate, 64)
+            USING ERRCODE = '22023', HINT = 'Write a number of messages per s, min or h, like ''25/min''.';
+    END IF;
+    v_int := pg_catalog.ltrim(v_m[1], '0');
+    IF pg_catalog.length(v_int) <= 10 THEN
+        v_rate := ('0' || v_int || pg_catalog.left(coalesce(v_m[2], ''), 21))::numeric
+                  / CASE WHEN v_m[3] IN ('min', 'minute') THEN 60
+                         WHEN v_m[3] IN ('h', 'hour') THEN 3600 ELSE 1 END;
+    END IF;
+    IF v_rate IS NULL OR v_rate < 1::numeric / 86400 OR v_rate > 1000000 THEN
+        RAISE EXCEPTION 'rate_limit "%" is out of range', pg_catalog.left(pg_catalog.btrim(p_rate), 64)
+            USING ERRCODE = '22023',
+                  DETAIL = 'A rate limit must be at least one message a day (0.0417/h) and at most 1000000/s.';
+    END IF;
+    RETURN v_rate::double precision;
+END
+$$;
+COMMENT ON FUNCTION mq._parse_rate(text) IS 'mq internal: a rate limit such as ''25/min'' in messages per second; 22023 when malformed';
+REVOKE ALL ON FUNCTION mq._parse_rate(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._parse_rate(text) TO mq_owner;
+
+CREATE FUNCTION mq._interval_check(p_name text, p_value interval, p_min interval, p_max interval)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_value IS NULL THEN
+        RAISE EXCEPTION '% must not be NULL', p_name USING ERRCODE = '22004';
+    END IF;
+    IF p_value < p_min OR p_value > p_max THEN
+        RAISE EXCEPTION '% must be between % and %', p_name, p_min, p_max
+            USING ERRCODE = '22023', DETAIL = format('The value given was %s.', p_value);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION mq._interval_check(text, interval, interval, interval) IS
+'mq internal: raises 22004 when the interval is NULL and 22023 when it is outside [p_min, p_max]';
+REVOKE ALL ON FUNCTION mq._interval_check(text, interval, interval, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._interval_check(text, interval, interval, interval) TO mq_owner;
+
+CREATE FUNCTION mq._rate_settings(p_rate_limit text, p_burst integer)
+RETURNS TABLE (rate double precision, burst integer)
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_rate_limit IS NULL OR p_rate_limit = 'none' THEN
+        IF p_burst IS NOT NULL THEN
+            RAISE EXCEPTION 'rate_limit_burst needs a rate_limit' USING ERRCODE = '22023';
+        END IF;
+        rate := NULL;
+        burst := NULL;
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    PERFORM mq._require_preload('rate limits');
+    rate := mq._parse_rate(p_rate_limit);
+    burst := coalesce(p_burst, greatest(1, ceil(rate)::integer));
+    IF burst NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'rate_limit_burst must be between 1 and 1000000' USING ERRCODE = '22023';
+    END IF;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION mq._rate_settings(text, integer) IS 'mq internal: checks a rate limit and its burst (22023, 55000)';
+REVOKE ALL ON FUNCTION mq._rate_settings(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._rate_settings(text, integer) TO mq_owner;
+
+CREATE FUNCTION mq._check_settings(
+    p_visibility_timeout interval, p_max_attempts integer, p_retry_delay interval,
+    p_retry_backoff double precision, p_retry_delay_max interval, p_notify boolean,
+    p_retention interval, p_session_timeout interval, p_partitioned boolean)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM mq._interval_check('visibility_timeout', p_visibility_timeout, '0', '12 hours');
+    PERFORM mq._interval_check('retry_delay', p_retry_delay, '0', '7 days');
+    PERFORM mq._interval_check('retry_delay_max', p_retry_delay_max, p_retry_delay, '7 days');
+    IF p_max_attempts IS NULL OR p_retry_backoff IS NULL OR p_notify IS NULL THEN
+        RAISE EXCEPTION 'max_attempts, retry_backoff and notify must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF p_max_attempts NOT BETWEEN 1 AND 1000 THEN
+        RAISE EXCEPTION 'max_attempts must be between 1 and 1000' USING ERRCODE = '22023';
+    END IF;
+    IF NOT p_retry_backoff BETWEEN 1.0 AND 10.0 THEN
+        RAISE EXCEPTION 'retry_backoff must be between 1 and 10' USING ERRCODE = '22023';
+    END IF;
+    IF p_partitioned THEN
+        PERFORM mq._interval_check('retention', p_retention, '1 minute', '3650 days');
+        PERFORM mq._interval_check('session_timeout', p_session_timeout, '1 second', '1 hour');
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION mq._check_settings(interval, integer, interval, double precision, interval, boolean, interval, interval, boolean) IS
+'mq internal: the range checks shared by create_queue and alter_queue (22004, 22023)';
+REVOKE ALL ON FUNCTION mq._check_settings(interval, integer, interval, double precision, interval, boolean, interval, interval, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._check_settings(interval, integer, interval, double precision, interval, boolean, interval, interval, boolean) TO mq_owner;
+
+CREATE FUNCTION mq._purge_messages(queue_name text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_purge_messages' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._purge_messages(text) IS 'mq internal: deletes every message of a work queue, with every key locked first and reading with the latest snapshot; returns how many';
+REVOKE ALL ON FUNCTION mq._purge_messages(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._purge_messages(text) TO mq_owner;
+
+CREATE FUNCTION mq._forget_queue(queue_id bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'mq_forget_queue' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._forget_queue(bigint) IS 'mq internal: frees the shared memory of a queue being dropped';
+REVOKE ALL ON FUNCTION mq._forget_queue(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._forget_queue(bigint) TO mq_owner;
 
 -- The tables of queues are owned by the superuser who installed mq and
 -- created by the functions below, which alone run with that superuser's
 -- rights (SECURITY DEFINER, only mq_owner may execute them, and they check
--- that what they are given names one queue's objects and nothing else).  mq_owner may read and write the
--- tables and empty them, no more: it cannot add triggers, indexes or
--- functions anywhere (docs/concepts.md#privileges).
+-- that what they are given names one queue's objects and nothing else).
+-- mq_owner may read and write the tables and empty them, no more: it
+-- cannot add triggers, indexes or functions anywhere
+-- (docs/concepts.md#privileges).
 CREATE FUNCTION mq._grant_to_owner(p_prefix text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
@@ -212,6 +538,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._grant_to_owner(text) IS 'mq internal: lets mq_owner use the tables and sequences of one queue';
+REVOKE ALL ON FUNCTION mq._grant_to_owner(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._grant_to_owner(text) TO mq_owner;
 
 CREATE FUNCTION mq._drop_queue_tables(p_queue_id bigint, p_partitions integer) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -240,32 +568,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._drop_queue_tables(bigint, integer) IS 'mq internal: drops the tables and sequences of one queue';
-
--- Per-queue rights are table privileges on the queue's empty table
--- mq.q_<id>_rights (p_<id>_rights): SELECT = consume, REFERENCES = send,
--- TRUNCATE = admin (src/rights.c).  PostgreSQL then keeps them: role
--- membership, renames, pg_dump's GRANTs, DROP ROLE refused while they
--- exist, DROP OWNED revoking them.
-CREATE FUNCTION mq._set_right(p_rights regclass, p_role regrole, p_privilege text, p_grant boolean)
-RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    -- it runs as the installer: nothing but the three privileges that are
-    -- rights, on nothing but a queue's rights table
-    IF p_privilege IS NULL OR p_privilege OPERATOR(pg_catalog.<>) ALL (ARRAY['SELECT', 'REFERENCES', 'TRUNCATE'])
-       OR p_grant IS NULL OR p_role IS NULL
-       OR NOT EXISTS (SELECT FROM pg_catalog.pg_class c
-                       WHERE c.oid OPERATOR(pg_catalog.=) p_rights
-                         AND c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
-                         AND c.relname OPERATOR(pg_catalog.~) '^[qp]_[0-9]+_rights$') THEN
-        RAISE EXCEPTION 'invalid right' USING ERRCODE = '22023';
-    END IF;
-    EXECUTE format(CASE WHEN p_grant THEN 'GRANT %s ON %s TO %s' ELSE 'REVOKE %s ON %s FROM %s' END,
-                   p_privilege, p_rights, p_role);
-END
-$$;
-COMMENT ON FUNCTION mq._set_right(regclass, regrole, text, boolean) IS 'mq internal: grants or revokes one privilege on a queue''s rights table';
+REVOKE ALL ON FUNCTION mq._drop_queue_tables(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._drop_queue_tables(bigint, integer) TO mq_owner;
 
 -- A work queue: four segment tables of the same shape, one taking new
 -- messages, that maintenance empties with TRUNCATE once every message in
@@ -333,395 +637,8 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._create_queue_tables(bigint, boolean) IS 'mq internal: creates the tables of one work queue';
-
-CREATE FUNCTION mq._purge_messages(queue_name text) RETURNS bigint
-    AS 'MODULE_PATHNAME', 'mq_purge_messages' LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq._purge_messages(text) IS 'mq internal: deletes every message of a work queue, with every key locked first and reading with the latest snapshot; returns how many';
-
-CREATE FUNCTION mq._forget_queue(queue_id bigint) RETURNS void
-    AS 'MODULE_PATHNAME', 'mq_forget_queue' LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq._forget_queue(bigint) IS 'mq internal: frees the shared memory of a queue being dropped';
-
-CREATE FUNCTION mq._require_preload(what text) RETURNS void
-    AS 'MODULE_PATHNAME', 'mq_require_preload' LANGUAGE C VOLATILE PARALLEL SAFE;
-COMMENT ON FUNCTION mq._require_preload(text) IS 'mq internal: raises 55000 unless mq is in shared_preload_libraries';
-
--- '25/min' -> 0.4666: messages per second.  The rate must lie between one
--- message a day and 1000000/s: below that the time of the next token
--- (src/ratelimit.c) is beyond what a timestamp holds.  It is computed in
--- numeric, which does not overflow or underflow, from at most 10 integer
--- digits (more is above the limit in any unit) and 20 decimals (a rate
--- whose first significant digit comes later is below it).
-CREATE FUNCTION mq._parse_rate(p_rate text) RETURNS double precision
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_m text[] := regexp_match(p_rate, '^\s*([0-9]+)(\.[0-9]+)?\s*/\s*(s|sec|second|min|minute|h|hour)\s*$');
-    v_int text;
-    v_rate numeric;
-BEGIN
-    IF v_m IS NULL THEN
-        RAISE EXCEPTION 'invalid rate_limit "%"', pg_catalog.left(p_rate, 64)
-            USING ERRCODE = '22023', HINT = 'Write a number of messages per s, min or h, like ''25/min''.';
-    END IF;
-    v_int := pg_catalog.ltrim(v_m[1], '0');
-    IF pg_catalog.length(v_int) <= 10 THEN
-        v_rate := ('0' || v_int || pg_catalog.left(coalesce(v_m[2], ''), 21))::numeric
-                  / CASE WHEN v_m[3] IN ('min', 'minute') THEN 60
-                         WHEN v_m[3] IN ('h', 'hour') THEN 3600 ELSE 1 END;
-    END IF;
-    IF v_rate IS NULL OR v_rate < 1::numeric / 86400 OR v_rate > 1000000 THEN
-        RAISE EXCEPTION 'rate_limit "%" is out of range', pg_catalog.left(pg_catalog.btrim(p_rate), 64)
-            USING ERRCODE = '22023',
-                  DETAIL = 'A rate limit must be at least one message a day (0.0417/h) and at most 1000000/s.';
-    END IF;
-    RETURN v_rate::double precision;
-END
-$$;
-COMMENT ON FUNCTION mq._parse_rate(text) IS 'mq internal: a rate limit such as ''25/min'' in messages per second; 22023 when malformed';
-
--- Offsets of partitioned queues are assigned where a row is stored, by a
--- trigger on the queue's tables (src/offsets.c).
-CREATE FUNCTION mq._assign_offset() RETURNS trigger
-    AS 'MODULE_PATHNAME', 'mq_assign_offset' LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq._assign_offset() IS
-'mq internal: BEFORE INSERT FOR EACH ROW trigger of a partitioned queue (argument: the queue id); gives a row without an offset the next offset of its partition on this node, after recording the hold that keeps readers below it (39P01 when not used so, 55000 without preload)';
-
--- A partitioned queue is a log: the parent mq.p_<id>, partitioned by
--- segment into three segment tables mq.p_<id>_0..2 (one takes new
--- messages; maintenance truncates the oldest and moves on, so retention
--- leaves no dead tuples; readers read the parent), the head table
--- mq.p_<id>_head (a row per partition: its high-water mark), one offset
--- sequence per partition (CACHE 1, src/offsets.c) and the trigger that
--- takes offsets from them.
-CREATE FUNCTION mq._create_log_tables(p_queue_id bigint, p_partitions integer) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    EXECUTE format($ddl$
-        CREATE TABLE mq.%1$I (
-            segment smallint NOT NULL,
-            partition integer NOT NULL,
-            "offset" bigint NOT NULL,
-            key text,
-            payload jsonb NOT NULL,
-            headers jsonb,
-            enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
-            PRIMARY KEY (partition, "offset", segment)
-        ) PARTITION BY LIST (segment)$ddl$, 'p_' || p_queue_id);
-    FOR v_segment IN 0..2 LOOP
-        EXECUTE format('CREATE TABLE mq.%I PARTITION OF mq.%I FOR VALUES IN (%s)',
-                       'p_' || p_queue_id || '_' || v_segment, 'p_' || p_queue_id, v_segment);
-        INSERT INTO mq.segment (queue_id, segment, state)
-        VALUES (p_queue_id, v_segment, CASE WHEN v_segment = 0 THEN 'current' ELSE 'free' END);
-    END LOOP;
-    EXECUTE format('CREATE TRIGGER assign_offset BEFORE INSERT ON mq.%I FOR EACH ROW'
-                   ' EXECUTE FUNCTION mq._assign_offset(%s)', 'p_' || p_queue_id, p_queue_id);
-    EXECUTE format('CREATE TABLE mq.%I (partition integer PRIMARY KEY, hwm bigint NOT NULL DEFAULT 0)',
-                   'p_' || p_queue_id || '_head');
-    EXECUTE format('INSERT INTO mq.%I (partition) SELECT pg_catalog.generate_series(0, $1 - 1)',
-                   'p_' || p_queue_id || '_head') USING p_partitions;
-    FOR v_partition IN 0..p_partitions - 1 LOOP
-        EXECUTE format('CREATE SEQUENCE mq.%I AS bigint CACHE 1', 'p_' || p_queue_id || '_o' || v_partition);
-    END LOOP;
-    EXECUTE format('CREATE TABLE mq.%I ()', 'p_' || p_queue_id || '_rights');
-    PERFORM mq._grant_to_owner('p_' || p_queue_id);
-    -- on a Citus coordinator after mq.citus_distribute(): by partition
-    IF mq._citus_enabled() THEN
-        PERFORM mq._citus_distribute_queue(p_queue_id, p_partitions);
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION mq._create_log_tables(bigint, integer) IS 'mq internal: creates the tables, offset sequences and offset trigger of one partitioned queue';
-
--- ---- Citus (docs/scale-out.md) ---------------------------------------------
--- On a Citus cluster the catalog stays on the coordinator, a partitioned
--- queue is distributed by partition (its offsets are taken on the worker
--- holding each partition, by the trigger above, from that worker's copy of
--- the partition's sequence), and work queues stay on the coordinator.
-
-CREATE FUNCTION mq._local_end(queue_id bigint, partition integer, visible boolean) RETURNS bigint
-    AS 'MODULE_PATHNAME', 'mq_local_end' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq._local_end(bigint, integer, boolean) IS
-'mq internal: the end of a partition from this node''s offset sequence and, when visible, its running sends'' holds (run on the partition''s worker by a router query); 42704 when this node has no such sequence, 55000 visible without preload';
-
-CREATE FUNCTION mq._scram_secret(password text) RETURNS text
-    AS 'MODULE_PATHNAME', 'mq_scram_secret' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
-COMMENT ON FUNCTION mq._scram_secret(text) IS
-'mq internal: the SCRAM-SHA-256 verifier of a password (random salt), for ALTER ROLE ... PASSWORD';
-
--- Whether mq.citus_distribute() has run: Citus is installed, this is its
--- coordinator and mq_owner has its credential in pg_dist_authinfo.
-CREATE FUNCTION mq._citus_enabled() RETURNS boolean
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_enabled boolean;
-BEGIN
-    IF pg_catalog.to_regclass('pg_catalog.pg_dist_authinfo') IS NULL THEN
-        RETURN false;
-    END IF;
-    EXECUTE 'SELECT pg_catalog.citus_is_coordinator() AND EXISTS (SELECT FROM pg_catalog.pg_dist_authinfo a'
-            ' WHERE a.rolename OPERATOR(pg_catalog.=) ''mq_owner'')' INTO v_enabled;
-    RETURN v_enabled;
-END
-$$;
-COMMENT ON FUNCTION mq._citus_enabled() IS 'mq internal: whether mq.citus_distribute() has run on this Citus coordinator';
-
-CREATE FUNCTION mq._raise_offsets(queue_id bigint, partition integer, at_least bigint) RETURNS bigint
-    AS 'MODULE_PATHNAME', 'mq_raise_offsets' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq._raise_offsets(bigint, integer, bigint) IS
-'mq internal: raises this node''s offset sequence of a partition above at_least (never lowers it) and returns its end; 42704 when this node has no such sequence';
-
--- The offset sequences of one log on every worker: created when missing,
--- raised (never lowered) above every offset the coordinator's sequence
--- handed out, the partition's rows hold, its high-water mark records or a
--- group committed, so that offsets continue where they were, on whichever
--- worker the partition is or is moved to.
-CREATE FUNCTION mq._citus_worker_sequences(p_queue_id bigint, p_partitions integer) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_seq text;
-    v_used bigint;
-    v_rows bigint;
-    v_hwm bigint;
-    v_err text;
-BEGIN
-    FOR v_partition IN 0..p_partitions - 1 LOOP
-        v_seq := 'p_' || p_queue_id || '_o' || v_partition;
-        EXECUTE format('SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM mq.%I s', v_seq) INTO v_used;
-        EXECUTE format('SELECT max("offset") FROM mq.%I WHERE partition = $1', 'p_' || p_queue_id)
-            INTO v_rows USING v_partition;
-        EXECUTE format('SELECT hwm FROM mq.%I WHERE partition = $1', 'p_' || p_queue_id || '_head')
-            INTO v_hwm USING v_partition;
-        v_used := GREATEST(v_used, v_rows, v_hwm,
-                           (SELECT max(o.committed) FROM mq.group_offset o
-                             WHERE o.queue_id = p_queue_id AND o.partition = v_partition));
-        SELECT r.nodename || ':' || r.nodeport || ': ' || r.result INTO v_err
-          FROM pg_catalog.run_command_on_workers(format(
-            'CREATE SEQUENCE IF NOT EXISTS mq.%1$I AS bigint CACHE 1;'
-            ' GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.%1$I TO mq_owner;'
-            ' SELECT mq._raise_offsets(%2$s, %3$s, %4$s)',
-            v_seq, p_queue_id, v_partition, v_used)) r
-         WHERE NOT r.success LIMIT 1;
-        IF v_err IS NOT NULL THEN
-            RAISE EXCEPTION 'could not create offset sequence mq.% on a worker', v_seq
-                USING ERRCODE = '55000', DETAIL = v_err;
-        END IF;
-    END LOOP;
-END
-$$;
-COMMENT ON FUNCTION mq._citus_worker_sequences(bigint, integer) IS
-'mq internal: creates the offset sequences of one partitioned queue on every Citus worker, or raises them above every offset handed out, stored, recorded or committed';
-
--- Distributes one partitioned queue by partition (its rows move to the
--- workers).  Work queues are left on the coordinator.
-CREATE FUNCTION mq._citus_distribute_queue(p_queue_id bigint, p_partitions integer) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
--- not Citus's notices about copying the rows
-SET client_min_messages = warning
-AS $$
-DECLARE
-    v_parent text := 'mq.p_' || p_queue_id;
-BEGIN
-    IF p_partitions IS NULL OR pg_catalog.to_regclass(v_parent) IS NULL
-       OR EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
-                   WHERE d.logicalrelid OPERATOR(pg_catalog.=) v_parent::regclass) THEN
-        RETURN false;
-    END IF;
-    PERFORM mq._citus_worker_sequences(p_queue_id, p_partitions);
-    -- the offset trigger only touches this node's shared memory and sequence
-    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
-    PERFORM pg_catalog.create_distributed_table(v_parent, 'partition', colocate_with => 'none',
-                                                shard_count => p_partitions);
-    PERFORM pg_catalog.create_distributed_table(v_parent || '_head', 'partition', colocate_with => v_parent);
-    PERFORM pg_catalog.truncate_local_data_after_distributing_table(v_parent);
-    PERFORM pg_catalog.truncate_local_data_after_distributing_table(v_parent || '_head');
-    RETURN true;
-END
-$$;
-COMMENT ON FUNCTION mq._citus_distribute_queue(bigint, integer) IS
-'mq internal: distributes one partitioned queue by partition over the Citus workers; false when there is nothing to do';
-
--- Distributes one work queue by queue: its segments, delayed table and
--- archive become colocated Citus single-shard tables, on one worker that
--- Citus picks for the queue (its rows move there).  Its msg_id sequence,
--- acked count and rights table stay on the coordinator, and so do the key
--- locks of a keyed queue (advisory locks of the coordinator's sessions).
-CREATE FUNCTION mq._citus_distribute_work_queue(p_queue_id bigint) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-SET client_min_messages = warning
-AS $$
-DECLARE
-    v_first text := 'mq.q_' || p_queue_id || '_0';
-    v_table text;
-BEGIN
-    IF pg_catalog.to_regclass(v_first) IS NULL
-       OR EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
-                   WHERE d.logicalrelid OPERATOR(pg_catalog.=) v_first::regclass) THEN
-        RETURN false;
-    END IF;
-    FOREACH v_table IN ARRAY ARRAY['q_' || p_queue_id || '_0', 'q_' || p_queue_id || '_1',
-                                   'q_' || p_queue_id || '_2', 'q_' || p_queue_id || '_3',
-                                   'q_' || p_queue_id || '_d', 'a_' || p_queue_id] LOOP
-        PERFORM pg_catalog.create_distributed_table('mq.' || v_table, NULL,
-            colocate_with => CASE WHEN v_table OPERATOR(pg_catalog.=) ('q_' || p_queue_id || '_0')
-                                  THEN 'none' ELSE v_first END);
-        PERFORM pg_catalog.truncate_local_data_after_distributing_table('mq.' || v_table);
-    END LOOP;
-    RETURN true;
-END
-$$;
-COMMENT ON FUNCTION mq._citus_distribute_work_queue(bigint) IS
-'mq internal: distributes one work queue by queue (colocated single-shard tables on one Citus worker); false when there is nothing to do';
-
--- Drops a dropped log's offset sequences on the workers.
-CREATE FUNCTION mq._citus_drop_worker_sequences(p_queue_id bigint, p_partitions integer) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    FOR v_partition IN 0..p_partitions - 1 LOOP
-        PERFORM pg_catalog.run_command_on_workers(format('DROP SEQUENCE IF EXISTS mq.%I',
-                                                          'p_' || p_queue_id || '_o' || v_partition));
-    END LOOP;
-END
-$$;
-COMMENT ON FUNCTION mq._citus_drop_worker_sequences(bigint, integer) IS
-'mq internal: drops the offset sequences of one partitioned queue on every Citus worker';
-
-CREATE FUNCTION mq.citus_distribute() RETURNS integer
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_password text;
-    v_err text;
-    v_count integer := 0;
-    v_queue record;
-BEGIN
-    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER) THEN
-        RAISE EXCEPTION 'permission denied to distribute mq' USING ERRCODE = '42501',
-            DETAIL = 'Only a superuser may run mq.citus_distribute().';
-    END IF;
-    IF pg_catalog.to_regclass('pg_catalog.pg_dist_authinfo') IS NULL THEN
-        RAISE EXCEPTION 'Citus is not installed in this database' USING ERRCODE = '55000',
-            HINT = 'mq.citus_distribute() is for a Citus coordinator; on one server there is nothing to distribute.';
-    END IF;
-    IF NOT pg_catalog.citus_is_coordinator() THEN
-        RAISE EXCEPTION 'this node is not the Citus coordinator' USING ERRCODE = '55000';
-    END IF;
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_node n
-                    WHERE n.groupid OPERATOR(pg_catalog.<>) 0 AND n.noderole OPERATOR(pg_catalog.=) 'primary'
-                      AND n.isactive) THEN
-        RAISE EXCEPTION 'the Citus cluster has no worker' USING ERRCODE = '55000',
-            HINT = 'Add the workers with citus_add_node first.';
-    END IF;
-    -- mq_owner logs in to the workers with a password only pg_dist_authinfo
-    -- holds; the nodes are sent its verifier, never the password
-    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_authinfo a WHERE a.rolename OPERATOR(pg_catalog.=) 'mq_owner') THEN
-        v_password := pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
-                          pg_catalog.gen_random_uuid()::text OPERATOR(pg_catalog.||) pg_catalog.gen_random_uuid()::text,
-                          'UTF8')), 'hex');
-        EXECUTE format('ALTER ROLE mq_owner LOGIN PASSWORD %L', mq._scram_secret(v_password));
-            SELECT r.nodename || ':' || r.nodeport || ': ' || r.result INTO v_err
-          FROM pg_catalog.run_command_on_workers(format('ALTER ROLE mq_owner LOGIN PASSWORD %L',
-                                                        mq._scram_secret(v_password))) r
-         WHERE NOT r.success LIMIT 1;
-        IF v_err IS NOT NULL THEN
-            RAISE EXCEPTION 'could not let mq_owner log in on a worker' USING ERRCODE = '55000', DETAIL = v_err;
-        END IF;
-        INSERT INTO pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo)
-        VALUES (0, 'mq_owner', 'password=' OPERATOR(pg_catalog.||) v_password);
-    END IF;
-    FOR v_queue IN SELECT q.queue_id, q.partitions FROM mq.queue q ORDER BY q.queue_id LOOP
-        IF v_queue.partitions IS NULL THEN
-            IF mq._citus_distribute_work_queue(v_queue.queue_id) THEN
-                v_count := v_count OPERATOR(pg_catalog.+) 1;
-            END IF;
-        ELSIF mq._citus_distribute_queue(v_queue.queue_id, v_queue.partitions) THEN
-            v_count := v_count OPERATOR(pg_catalog.+) 1;
-        ELSE
-            -- already distributed: a worker added since needs the sequences
-            PERFORM mq._citus_worker_sequences(v_queue.queue_id, v_queue.partitions);
-        END IF;
-    END LOOP;
-    PERFORM mq._invalidate();
-    RETURN v_count;
-END
-$$;
-COMMENT ON FUNCTION mq.citus_distribute() IS
-'Distributes mq over a Citus cluster (docs/scale-out.md); run once on the coordinator, as a superuser, after citus_add_node of the workers, and again after adding workers or moving shards. Gives mq_owner LOGIN with a random password kept only in pg_dist_authinfo (its SCRAM verifier is set on every node; pg_hba.conf must allow mq_owner only from the nodes), creates each partitioned queue''s offset sequences on every worker and raises them above every offset handed out, stored, recorded as high-water mark or committed by a group, distributes every partitioned queue not yet distributed by partition and every work queue not yet distributed by queue (their rows move to the workers). From then on mq.create_queue distributes new queues itself. The catalog, msg_id sequences and key locks stay on the coordinator. Returns the number of queues distributed by this call. Errors: 42501 not a superuser; 55000 Citus not installed, not the coordinator, or no worker.';
-
-CREATE FUNCTION mq._interval_check(p_name text, p_value interval, p_min interval, p_max interval)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF p_value IS NULL THEN
-        RAISE EXCEPTION '% must not be NULL', p_name USING ERRCODE = '22004';
-    END IF;
-    IF p_value < p_min OR p_value > p_max THEN
-        RAISE EXCEPTION '% must be between % and %', p_name, p_min, p_max
-            USING ERRCODE = '22023', DETAIL = format('The value given was %s.', p_value);
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION mq._interval_check(text, interval, interval, interval) IS
-'mq internal: raises 22004 when the interval is NULL and 22023 when it is outside [p_min, p_max]';
-
-CREATE FUNCTION mq._rate_settings(p_rate_limit text, p_burst integer)
-RETURNS TABLE (rate double precision, burst integer)
-LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF p_rate_limit IS NULL OR p_rate_limit = 'none' THEN
-        IF p_burst IS NOT NULL THEN
-            RAISE EXCEPTION 'rate_limit_burst needs a rate_limit' USING ERRCODE = '22023';
-        END IF;
-        rate := NULL;
-        burst := NULL;
-        RETURN NEXT;
-        RETURN;
-    END IF;
-    PERFORM mq._require_preload('rate limits');
-    rate := mq._parse_rate(p_rate_limit);
-    burst := coalesce(p_burst, greatest(1, ceil(rate)::integer));
-    IF burst NOT BETWEEN 1 AND 1000000 THEN
-        RAISE EXCEPTION 'rate_limit_burst must be between 1 and 1000000' USING ERRCODE = '22023';
-    END IF;
-    RETURN NEXT;
-END
-$$;
-COMMENT ON FUNCTION mq._rate_settings(text, integer) IS 'mq internal: checks a rate limit and its burst (22023, 55000)';
-
-CREATE FUNCTION mq._check_settings(
-    p_visibility_timeout interval, p_max_attempts integer, p_retry_delay interval,
-    p_retry_backoff double precision, p_retry_delay_max interval, p_notify boolean,
-    p_retention interval, p_session_timeout interval, p_partitioned boolean)
-RETURNS void
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    PERFORM mq._interval_check('visibility_timeout', p_visibility_timeout, '0', '12 hours');
-    PERFORM mq._interval_check('retry_delay', p_retry_delay, '0', '7 days');
-    PERFORM mq._interval_check('retry_delay_max', p_retry_delay_max, p_retry_delay, '7 days');
-    IF p_max_attempts IS NULL OR p_retry_backoff IS NULL OR p_notify IS NULL THEN
-        RAISE EXCEPTION 'max_attempts, retry_backoff and notify must not be NULL' USING ERRCODE = '22004';
-    END IF;
-    IF p_max_attempts NOT BETWEEN 1 AND 1000 THEN
-        RAISE EXCEPTION 'max_attempts must be between 1 and 1000' USING ERRCODE = '22023';
-    END IF;
-    IF NOT p_retry_backoff BETWEEN 1.0 AND 10.0 THEN
-        RAISE EXCEPTION 'retry_backoff must be between 1 and 10' USING ERRCODE = '22023';
-    END IF;
-    IF p_partitioned THEN
-        PERFORM mq._interval_check('retention', p_retention, '1 minute', '3650 days');
-        PERFORM mq._interval_check('session_timeout', p_session_timeout, '1 second', '1 hour');
-    END IF;
-END
-$$;
-COMMENT ON FUNCTION mq._check_settings(interval, integer, interval, double precision, interval, boolean, interval, interval, boolean) IS
-'mq internal: the range checks shared by create_queue and alter_queue (22004, 22023)';
+REVOKE ALL ON FUNCTION mq._create_queue_tables(bigint, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._create_queue_tables(bigint, boolean) TO mq_owner;
 
 CREATE FUNCTION mq._create_queue(
     queue_name text,
@@ -825,6 +742,9 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) IS 'mq internal: body of mq.create_queue, reached through mq_checked (src/rights.c)';
+REVOKE ALL ON FUNCTION mq._create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) TO mq_owner;
+ALTER FUNCTION mq._create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) OWNER TO mq_owner;
 
 CREATE FUNCTION mq.create_queue(
     queue_name text,
@@ -844,7 +764,9 @@ CREATE FUNCTION mq.create_queue(
 RETURNS void
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) IS
-'Creates a work queue (as SQS CreateQueue with a redrive policy). queue_name: 1-48 bytes of A-Z a-z 0-9 _ . - starting with a letter or digit; visibility_timeout: default claim duration, 0 to 12 hours; max_attempts: deliveries before dead-lettering, 1 to 1000; dead_letter_queue: existing queue that receives exhausted messages (NULL: they are discarded); retry_delay, retry_backoff, retry_delay_max: nack backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max; ordering: ''none'' or ''key'' (per-key FIFO like SQS FIFO message groups: a key''s next message is not handed out while an earlier one of the same key is queued, in flight or waiting to retry; a dead-lettered message lets its key proceed); partitions: NULL for a work queue, or 1 to 256 for a partitioned queue (a log like a Kafka topic, read by consumer groups with mq.poll; fixed at creation; needs mq preloaded), with retention (1 minute to 3650 days: messages are kept at least this long whether consumed or not, and at most 1.5 times as long) and session_timeout (1 second to 1 hour: a group member that neither polls nor heartbeats for this long loses its partitions); notify: whether a transaction that sends to the queue gets NOTIFY "mq.<queue_name>" after it commits (once per queue per transaction, never on rollback; with mq preloaded sent by the relay worker, not by the producer); rate_limit: at most this many messages handed out by mq.read/mq.poll across all consumers, written ''N/s'', ''N/min'' or ''N/h'', from one a day to 1000000/s (NULL: no limit; needs mq preloaded), with rate_limit_burst messages of burst (1 to 1000000; default the rate per second rounded up, at least 1): over any T seconds at most rate * T + burst. Errors: 22004 NULL, 22023 bad value, 42622 name too long, 42704 unknown dead-letter queue, 42710 queue exists, 55000 partitions or rate_limit without mq preloaded, 42501 not mq_admin.';
+'Creates a work queue or, with partitions, a partitioned queue (docs/reference.md#mqcreate_queue).';
+REVOKE ALL ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq._alter_queue(
     queue_name text,
@@ -897,6 +819,9 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) IS 'mq internal: body of mq.alter_queue, reached through mq_checked (src/rights.c)';
+REVOKE ALL ON FUNCTION mq._alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) TO mq_owner;
+ALTER FUNCTION mq._alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) OWNER TO mq_owner;
 
 CREATE FUNCTION mq.alter_queue(
     queue_name text,
@@ -913,25 +838,9 @@ CREATE FUNCTION mq.alter_queue(
 RETURNS void
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) IS
-'Changes settings of a queue (as SQS SetQueueAttributes); a NULL argument leaves that setting as it is, rate_limit => ''none'' removes a rate limit. Units and ranges as mq.create_queue. New values apply to the next operation of every session (messages already claimed keep their visibility). Errors: 22004 NULL queue_name; 22023 bad value, or retention/session_timeout for a work queue; 42704 no such queue; 55000 rate_limit without mq preloaded; 42501 no admin right on the queue.';
-
-CREATE FUNCTION mq._queue_id(p_queue_name text) RETURNS bigint
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_queue_id bigint;
-BEGIN
-    IF p_queue_name IS NULL THEN
-        RAISE EXCEPTION 'queue_name must not be NULL' USING ERRCODE = '22004';
-    END IF;
-    SELECT q.queue_id INTO v_queue_id FROM mq.queue q WHERE q.queue_name = p_queue_name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'queue "%" does not exist', p_queue_name USING ERRCODE = '42704';
-    END IF;
-    RETURN v_queue_id;
-END
-$$;
-COMMENT ON FUNCTION mq._queue_id(text) IS 'mq internal: the id of a queue; 22004 for NULL, 42704 when there is no such queue';
+'Changes settings of a queue; a NULL argument leaves that setting as it is (docs/reference.md#mqalter_queue).';
+REVOKE ALL ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq._drop_queue(queue_name text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -967,11 +876,16 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._drop_queue(text) IS 'mq internal: body of mq.drop_queue, reached through mq_checked (src/rights.c)';
+REVOKE ALL ON FUNCTION mq._drop_queue(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._drop_queue(text) TO mq_owner;
+ALTER FUNCTION mq._drop_queue(text) OWNER TO mq_owner;
 
 CREATE FUNCTION mq.drop_queue(queue_name text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.drop_queue(text) IS
-'Drops a queue with its messages, archive and counters (as SQS DeleteQueue). Returns false when there is no such queue. Takes the queue''s lock before anything else: waits for the transactions that used the queue, ends the waits of its waiting readers (they return no rows), and later calls on the queue wait for it, then get 42704. Errors: 22004 NULL, 2BP01 the queue is another queue''s dead-letter queue, 40P01 several queues dropped in one transaction deadlocked with a transaction using them in another order, 42501 no admin right on the queue.';
+'Drops a queue with everything it holds; false when there is no such queue (docs/reference.md#mqdrop_queue).';
+REVOKE ALL ON FUNCTION mq.drop_queue(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.drop_queue(text) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq._purge(queue_name text) RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1002,25 +916,16 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._purge(text) IS 'mq internal: body of mq.purge, reached through mq_checked (src/rights.c)';
+REVOKE ALL ON FUNCTION mq._purge(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._purge(text) TO mq_owner;
+ALTER FUNCTION mq._purge(text) OWNER TO mq_owner;
 
 CREATE FUNCTION mq.purge(queue_name text) RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.purge(text) IS
-'Deletes every message of a queue, visible, in flight or delayed (as SQS PurgeQueue); the archive is kept. For a partitioned queue it empties the log (offsets keep increasing, consumer groups keep their offsets). Returns the number deleted. Errors: 22004 NULL, 42704 no such queue, 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction, 42501 no admin right on the queue.';
-
-CREATE FUNCTION mq.metrics(queue_name text)
-RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
-               oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
-    AS 'MODULE_PATHNAME', 'mq_metrics' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
-COMMENT ON FUNCTION mq.metrics(text) IS
-'Approximate queue metrics (as SQS GetQueueAttributes ApproximateNumberOfMessages*), kept as counts so that a call costs the same on any queue when mq is preloaded (src/metrics.c): depth = visible messages, in_flight = claimed (a claim whose visibility timeout lapsed counts until the message is read again), delayed = waiting out a send delay or a retry backoff, dead_lettered = messages moved to the dead-letter queue or discarded after their last attempt, oldest_age_s = age in seconds of the oldest visible message (0 when none), total_sent = msg_ids issued, total_acked = messages acked or archived (both counters are sequences, so they also count operations whose transaction rolled back), blocked = messages of a keyed queue waiting behind an earlier message of their key. For a partitioned queue: depth = offsets retained (rolled-back sends included), oldest_age_s = age of the oldest retained one, total_sent = offsets issued over all partitions, the rest 0 (see mq.consumer_groups for lag). Errors: 22004 NULL, 42704 no such queue, 42501 neither a consume right on the queue nor mq_monitor.';
-
-CREATE FUNCTION mq.metrics_all()
-RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
-               oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
-    AS 'MODULE_PATHNAME', 'mq_metrics_all' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
-COMMENT ON FUNCTION mq.metrics_all() IS
-'mq.metrics of every queue the caller may monitor (mq_monitor, pg_monitor and mq_consumer: every queue; a consume right: that queue), one row per queue in name order, columns and units as mq.metrics: depth, in_flight, delayed, dead_lettered, blocked in messages, oldest_age_s in seconds, total_sent and total_acked counters that only grow. Each row costs what mq.metrics costs (no scan when mq is preloaded), so it is meant to be scraped every few seconds; per consumer group lag of partitioned queues is in mq.consumer_groups. Queues the caller may not monitor, and queues dropped during the call, are left out. Holds a share lock on each queue until the transaction ends, as mq.metrics does. Errors: none of its own (no right on any queue gives no rows).';
+'Deletes every message of a queue and returns how many (docs/reference.md#mqpurge).';
+REVOKE ALL ON FUNCTION mq.purge(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.purge(text) TO PUBLIC, mq_owner;
 
 CREATE VIEW mq.queues WITH (security_barrier) AS
 SELECT q.queue_name, q.visibility_timeout, q.max_attempts,
@@ -1030,156 +935,82 @@ SELECT q.queue_name, q.visibility_timeout, q.max_attempts,
        q.rate_limit AS rate_limit_per_second, q.rate_limit_burst, q.created_at
   FROM mq.queue q LEFT JOIN mq.queue d ON d.queue_id OPERATOR(pg_catalog.=) q.dead_letter_queue_id
  WHERE mq._can(q.queue_id, 'any');
-COMMENT ON VIEW mq.queues IS 'One row per queue the caller has a right on (send, consume, admin, or monitor through mq_monitor), with its settings (as SQS ListQueues + GetQueueAttributes)';
+COMMENT ON VIEW mq.queues IS
+'One row per queue the caller has a right on, with its settings (docs/reference.md#view-mqqueues).';
+GRANT SELECT ON mq.queues TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- Rights (src/rights.c).
-
-
--- The table privilege that stands for a right, and the queue's rights table.
-CREATE FUNCTION mq._right_privilege(p_privilege text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF p_privilege IS NULL THEN
-        RAISE EXCEPTION 'privilege must not be NULL' USING ERRCODE = '22004';
-    ELSIF p_privilege = 'consume' THEN
-        RETURN 'SELECT';
-    ELSIF p_privilege = 'send' THEN
-        RETURN 'REFERENCES';
-    ELSIF p_privilege = 'admin' THEN
-        RETURN 'TRUNCATE';
-    END IF;
-    RAISE EXCEPTION 'invalid privilege "%"', p_privilege
-        USING ERRCODE = '22023', HINT = 'Use ''send'', ''consume'' or ''admin''.';
-END
-$$;
-COMMENT ON FUNCTION mq._right_privilege(text) IS 'mq internal: the table privilege that stands for send, consume or admin; 22004 NULL, 22023 unknown';
-
-CREATE FUNCTION mq._rights_table(p_queue_name text) RETURNS regclass
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    RETURN (SELECT format('mq.%I', CASE WHEN q.partitions IS NULL THEN 'q_' ELSE 'p_' END
-                                   || q.queue_id || '_rights')::regclass
-              FROM mq.queue q WHERE q.queue_id = mq._queue_id(p_queue_name));
-END
-$$;
-COMMENT ON FUNCTION mq._rights_table(text) IS 'mq internal: the empty table whose privileges are a queue''s per-queue rights; 42704 no such queue';
-
-CREATE FUNCTION mq._grant(queue_name text, role regrole, privilege text) RETURNS void
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_privilege text := mq._right_privilege(_grant.privilege);
-    v_rights regclass := mq._rights_table(_grant.queue_name);
-BEGIN
-    IF _grant.role IS NULL THEN
-        RAISE EXCEPTION 'role must not be NULL' USING ERRCODE = '22004';
-    END IF;
-    PERFORM mq._set_right(v_rights, _grant.role, v_privilege, true);
-END
-$$;
-COMMENT ON FUNCTION mq._grant(text, regrole, text) IS 'mq internal: body of mq.grant, reached through mq_checked (src/rights.c)';
-
-CREATE FUNCTION mq.grant(queue_name text, role regrole, privilege text) RETURNS void
-    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq.grant(text, regrole, text) IS
-'Grants role a right on one queue: ''send'' (send, send_batch), ''consume'' (read, ack, nack, extend, archive, metrics, poll, commit, seek, heartbeat, leave, listen, unlisten) or ''admin'' (both, and alter_queue, drop_queue, purge, grant, revoke), as SQS queue policies do. Members of role get it too. Errors: 22004 NULL, 22023 bad privilege, 42704 no such queue or role, 42501 no admin right on the queue.';
-
-CREATE FUNCTION mq._revoke(queue_name text, role regrole, privilege text) RETURNS boolean
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_privilege text := mq._right_privilege(_revoke.privilege);
-    v_rights regclass := mq._rights_table(_revoke.queue_name);
-    v_had boolean;
-BEGIN
-    IF _revoke.role IS NULL THEN
-        RAISE EXCEPTION 'role must not be NULL' USING ERRCODE = '22004';
-    END IF;
-    SELECT EXISTS (SELECT FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) e
-                    WHERE c.oid = v_rights AND e.grantee = _revoke.role AND e.privilege_type = v_privilege)
-      INTO v_had;
-    IF v_had THEN
-        PERFORM mq._set_right(v_rights, _revoke.role, v_privilege, false);
-    END IF;
-    RETURN v_had;
-END
-$$;
-COMMENT ON FUNCTION mq._revoke(text, regrole, text) IS 'mq internal: body of mq.revoke, reached through mq_checked (src/rights.c)';
-
-CREATE FUNCTION mq.revoke(queue_name text, role regrole, privilege text) RETURNS boolean
-    AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq.revoke(text, regrole, text) IS
-'Revokes a right granted with mq.grant; returns whether role had it. Rights held through mq_producer, mq_consumer or mq_admin are not affected. Errors: as mq.grant.';
-
-CREATE VIEW mq.queue_privileges WITH (security_barrier) AS
-SELECT q.queue_name, a.grantee::pg_catalog.regrole::pg_catalog.text AS grantee,
-       CASE a.privilege_type WHEN 'REFERENCES' THEN 'send' WHEN 'SELECT' THEN 'consume' ELSE 'admin' END AS privilege
-  FROM mq.queue q
-  JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
-   AND c.relname OPERATOR(pg_catalog.=) (CASE WHEN q.partitions IS NULL THEN 'q_' ELSE 'p_' END
-                                         OPERATOR(pg_catalog.||) q.queue_id OPERATOR(pg_catalog.||) '_rights')
- CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
- WHERE a.grantee OPERATOR(pg_catalog.<>) c.relowner
-   AND (mq._can(q.queue_id, 'admin') OR pg_catalog.pg_has_role(a.grantee, 'MEMBER'));
-COMMENT ON VIEW mq.queue_privileges IS
-'Per-queue grants made with mq.grant: all of a queue''s for those who may administer it, and one''s own elsewhere.';
-
--- Hot paths: C functions with plans prepared once per queue and kept.  They
--- are not STRICT so that a NULL argument raises 22004 instead of silently
--- returning NULL.  They check the caller's right on the queue, then run
--- their statements as mq_owner (src/queue.c).
+-- Work queues, the hot paths: C functions with plans prepared once per
+-- queue and kept.  They are not STRICT so that a NULL argument raises
+-- 22004 instead of silently returning NULL.  They check the caller's
+-- right on the queue, then run their statements as mq_owner (src/queue.c).
 
 CREATE FUNCTION mq.send(queue_name text, payload jsonb, key text DEFAULT NULL,
                         headers jsonb DEFAULT NULL, delay interval DEFAULT '0')
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_send' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.send(text, jsonb, text, jsonb, interval) IS
-'Sends one message (as SQS SendMessage with DelaySeconds); returns its msg_id. It becomes visible when the sending transaction commits and not before delay (0 to 365 days, server clock) has passed. In a keyed queue it waits behind earlier messages of its key. In a partitioned queue (as a Kafka produce) it goes to partition hash(key) mod partitions (keyless: round robin per session), returns its offset in that partition, and takes no delay. Errors: 22004 NULL queue_name, payload or delay; 22023 delay out of range, or any delay on a partitioned queue; 42704 no such queue; 54000 more than 256 partitions written in one transaction, more than 256 keys of a keyed queue locked in one transaction while other transactions use its keys, or a partition that has handed out its last offset (9223372036854775806); 55000 partitioned queue without mq preloaded; 0A000 PREPARE TRANSACTION after sending to a partitioned queue, or a keyed work queue distributed on a Citus cluster in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no send right on the queue.';
+'Sends one message, visible once the transaction commits; returns its msg_id or offset (docs/reference.md#mqsend).';
+REVOKE ALL ON FUNCTION mq.send(text, jsonb, text, jsonb, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.send(text, jsonb, text, jsonb, interval) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.send_batch(queue_name text, payloads jsonb[], keys text[] DEFAULT NULL,
                               headers jsonb[] DEFAULT NULL, delay interval DEFAULT '0')
 RETURNS SETOF bigint AS 'MODULE_PATHNAME', 'mq_send_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
 COMMENT ON FUNCTION mq.send_batch(text, jsonb[], text[], jsonb[], interval) IS
-'Sends many messages in one statement, all or nothing (as SQS SendMessageBatch, without its 10-message cap: at most 100000); returns the msg_ids in array order. keys and headers, when given, must have as many elements as payloads. For a partitioned queue it returns the offsets, each in its key''s partition. Errors: 22004 NULL queue_name, payloads, delay or a NULL payload element; 22023 arrays of different lengths, multidimensional arrays, too many messages or delay out of range (any delay on a partitioned queue); 42704 no such queue; 54000, 55000, 0A000 as mq.send; 42501 no send right on the queue.';
+'Sends many messages in one statement, all or nothing; returns their msg_ids or offsets in array order (docs/reference.md#mqsend_batch).';
+REVOKE ALL ON FUNCTION mq.send_batch(text, jsonb[], text[], jsonb[], interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.send_batch(text, jsonb[], text[], jsonb[], interval) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.read(queue_name text, qty integer DEFAULT 1, visibility_timeout interval DEFAULT NULL,
                         wait interval DEFAULT '0')
 RETURNS SETOF mq.message AS 'MODULE_PATHNAME', 'mq_read' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 10;
 COMMENT ON FUNCTION mq.read(text, integer, interval, interval) IS
-'Claims up to qty (1 to 10000) visible messages, oldest first, with FOR UPDATE SKIP LOCKED so concurrent readers never get the same message (as SQS ReceiveMessage). Each becomes invisible for visibility_timeout (0 to 12 hours; NULL: the queue default) and its attempts grows by one. A visible message that already used its last attempt is moved to the dead-letter queue instead of being returned. wait (0 to 15 minutes) is long polling, as SQS WaitTimeSeconds: when nothing is visible the read sleeps until a send commits or wait passes, and returns as soon as it has at least one message; it is woken at once when mq is in shared_preload_libraries, and otherwise re-checks every 10 ms backing off to 200 ms. Query cancel and statement_timeout end a wait, and a cancelled read claims nothing; a drop_queue of the queue ends it (no rows). Errors: 22004 NULL queue_name, qty or wait; 22023 qty, visibility_timeout or wait out of range; 42704 no such queue; 42809 a partitioned queue; 53400 or 55000 rate limit table full or mq not preloaded (rate-limited queues); 57014 wait cancelled; 0A000 a work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Claims up to qty visible messages of a work queue, waiting up to wait for them (docs/reference.md#mqread).';
+REVOKE ALL ON FUNCTION mq.read(text, integer, interval, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.read(text, integer, interval, interval) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.ack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_ack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.ack(text, bigint, bigint) IS
-'Deletes a processed message (as SQS DeleteMessage). With a receipt, only the delivery it names may ack: if the message was delivered again since, nothing changes and the result is false. Returns false when there is no such message. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Deletes a processed message; false when there is none or the receipt is stale (docs/reference.md#mqack).';
+REVOKE ALL ON FUNCTION mq.ack(text, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.ack(text, bigint, bigint) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.ack(queue_name text, msg_ids bigint[])
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_ack_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.ack(text, bigint[]) IS
-'Deletes many processed messages (as SQS DeleteMessageBatch); returns how many existed and were deleted. Two batches lock their messages in the same order whatever order the ids are given in, so they never deadlock. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Deletes many processed messages; returns how many existed (docs/reference.md#mqack-batch).';
+REVOKE ALL ON FUNCTION mq.ack(text, bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.ack(text, bigint[]) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.nack(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL,
                         delay interval DEFAULT NULL, error text DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_nack' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.nack(text, bigint, bigint, interval, text) IS
-'Releases a claimed message (one that was read and not since released) for another attempt after delay (0 to 365 days; NULL: the queue backoff retry_delay * retry_backoff^(attempts-1) capped at retry_delay_max), keeping error as last_error (as SQS ChangeMessageVisibility with a retry policy). At its last attempt the message goes to the dead-letter queue (or is discarded when the queue has none). Returns false when there is no such claimed message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 22023 delay out of range; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Releases a claimed message for another attempt after a delay, or dead-letters it at its last attempt (docs/reference.md#mqnack).';
+REVOKE ALL ON FUNCTION mq.nack(text, bigint, bigint, interval, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.nack(text, bigint, bigint, interval, text) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.extend(queue_name text, msg_id bigint, visibility_timeout interval, receipt bigint DEFAULT NULL)
 RETURNS timestamptz AS 'MODULE_PATHNAME', 'mq_extend' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.extend(text, bigint, interval, bigint) IS
-'Heartbeat for long work: sets a claimed message''s visibility to now + visibility_timeout (0 to 12 hours), as SQS ChangeMessageVisibility; 0 releases the claim, so that the message is visible and no longer in flight at once (the receipt still acks it until the message is read again). Returns the new visible_at, or NULL when the message does not exist, is not claimed, or the receipt is stale. Errors: 22004 NULL queue_name, msg_id or visibility_timeout; 22023 visibility_timeout out of range; 42704 no such queue; 42809 a partitioned queue; 42501 no consume right on the queue.';
+'Sets a claimed message''s visibility to now + visibility_timeout; returns the new visible_at (docs/reference.md#mqextend).';
+REVOKE ALL ON FUNCTION mq.extend(text, bigint, interval, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.extend(text, bigint, interval, bigint) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.archive(queue_name text, msg_id bigint, receipt bigint DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_archive' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.archive(text, bigint, bigint) IS
-'Acks a message by moving it to the queue''s archive instead of deleting it (as pgmq archive). Receipt rules as mq.ack. Returns false when there is no such message or the receipt is stale. Errors: 22004 NULL queue_name or msg_id; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Acks a message by moving it to the queue''s archive (docs/reference.md#mqarchive).';
+REVOKE ALL ON FUNCTION mq.archive(text, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.archive(text, bigint, bigint) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.archive(queue_name text, msg_ids bigint[])
 RETURNS bigint AS 'MODULE_PATHNAME', 'mq_archive_batch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.archive(text, bigint[]) IS
-'Moves many processed messages to the queue''s archive (the batch form of mq.archive, as mq.ack with bigint[]); returns how many existed and were archived. Two batches lock their messages in the same order whatever order the ids are given in, so they never deadlock. Errors: 22004 NULL queue_name, msg_ids or element; 22023 multidimensional array; 42704 no such queue; 42809 a partitioned queue; 0A000 a keyed work queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Moves many processed messages to the queue''s archive; returns how many existed (docs/reference.md#mqarchive-batch).';
+REVOKE ALL ON FUNCTION mq.archive(text, bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.archive(text, bigint[]) TO PUBLIC, mq_owner;
 
 -- ---------------------------------------------------------------------------
 -- Dead letters: browse and redrive (as SQS's dead-letter queue redrive).
@@ -1217,6 +1048,9 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._dead_letters(text, text, integer) IS 'mq internal: body of mq.dead_letters, reached through mq_checked (src/rights.c)';
+REVOKE ALL ON FUNCTION mq._dead_letters(text, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._dead_letters(text, text, integer) TO mq_owner;
+ALTER FUNCTION mq._dead_letters(text, text, integer) OWNER TO mq_owner;
 
 CREATE FUNCTION mq.dead_letters(queue_name text, origin_queue text DEFAULT NULL, max_messages integer DEFAULT 100)
 RETURNS TABLE (msg_id bigint, attempts integer, origin text, key text, payload jsonb,
@@ -1224,6 +1058,8 @@ RETURNS TABLE (msg_id bigint, attempts integer, origin text, key text, payload j
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
 COMMENT ON FUNCTION mq.dead_letters(text, text, integer) IS
 'Lists visible dead letters of a dead-letter queue without claiming them (docs/reference.md#mqdead_letters).';
+REVOKE ALL ON FUNCTION mq.dead_letters(text, text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.dead_letters(text, text, integer) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.redrive(dead_letter_queue text, origin_queue text DEFAULT NULL,
                            msg_ids bigint[] DEFAULT NULL, max_messages integer DEFAULT 1000)
@@ -1268,15 +1104,76 @@ END
 $$;
 COMMENT ON FUNCTION mq.redrive(text, text, bigint[], integer) IS
 'Moves dead letters back to the queues they came from (docs/reference.md#mqredrive).';
-
+REVOKE ALL ON FUNCTION mq.redrive(text, text, bigint[], integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.redrive(text, text, bigint[], integer) TO PUBLIC, mq_owner;
 
 -- ---------------------------------------------------------------------------
--- Partitioned queues: consumer groups, offsets, replay.
+-- Partitioned queues: their tables, consumer groups, offsets, replay.
+
+-- Offsets of partitioned queues are assigned where a row is stored, by a
+-- trigger on the queue's tables (src/offsets.c).
+CREATE FUNCTION mq._assign_offset() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'mq_assign_offset' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._assign_offset() IS
+'mq internal: BEFORE INSERT FOR EACH ROW trigger of a partitioned queue (argument: the queue id); gives a row without an offset the next offset of its partition on this node, after recording the hold that keeps readers below it (39P01 when not used so, 55000 without preload)';
+REVOKE ALL ON FUNCTION mq._assign_offset() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._assign_offset() TO mq_owner;
+
+-- A partitioned queue is a log: the parent mq.p_<id>, partitioned by
+-- segment into three segment tables mq.p_<id>_0..2 (one takes new
+-- messages; maintenance truncates the oldest and moves on, so retention
+-- leaves no dead tuples; readers read the parent), the head table
+-- mq.p_<id>_head (a row per partition: its high-water mark), one offset
+-- sequence per partition (CACHE 1, src/offsets.c) and the trigger that
+-- takes offsets from them.
+CREATE FUNCTION mq._create_log_tables(p_queue_id bigint, p_partitions integer) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    EXECUTE format($ddl$
+        CREATE TABLE mq.%1$I (
+            segment smallint NOT NULL,
+            partition integer NOT NULL,
+            "offset" bigint NOT NULL,
+            key text,
+            payload jsonb NOT NULL,
+            headers jsonb,
+            enqueued_at timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+            PRIMARY KEY (partition, "offset", segment)
+        ) PARTITION BY LIST (segment)$ddl$, 'p_' || p_queue_id);
+    FOR v_segment IN 0..2 LOOP
+        EXECUTE format('CREATE TABLE mq.%I PARTITION OF mq.%I FOR VALUES IN (%s)',
+                       'p_' || p_queue_id || '_' || v_segment, 'p_' || p_queue_id, v_segment);
+        INSERT INTO mq.segment (queue_id, segment, state)
+        VALUES (p_queue_id, v_segment, CASE WHEN v_segment = 0 THEN 'current' ELSE 'free' END);
+    END LOOP;
+    EXECUTE format('CREATE TRIGGER assign_offset BEFORE INSERT ON mq.%I FOR EACH ROW'
+                   ' EXECUTE FUNCTION mq._assign_offset(%s)', 'p_' || p_queue_id, p_queue_id);
+    EXECUTE format('CREATE TABLE mq.%I (partition integer PRIMARY KEY, hwm bigint NOT NULL DEFAULT 0)',
+                   'p_' || p_queue_id || '_head');
+    EXECUTE format('INSERT INTO mq.%I (partition) SELECT pg_catalog.generate_series(0, $1 - 1)',
+                   'p_' || p_queue_id || '_head') USING p_partitions;
+    FOR v_partition IN 0..p_partitions - 1 LOOP
+        EXECUTE format('CREATE SEQUENCE mq.%I AS bigint CACHE 1', 'p_' || p_queue_id || '_o' || v_partition);
+    END LOOP;
+    EXECUTE format('CREATE TABLE mq.%I ()', 'p_' || p_queue_id || '_rights');
+    PERFORM mq._grant_to_owner('p_' || p_queue_id);
+    -- on a Citus coordinator after mq.citus_distribute(): by partition
+    IF mq._citus_enabled() THEN
+        PERFORM mq._citus_distribute_queue(p_queue_id, p_partitions);
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION mq._create_log_tables(bigint, integer) IS 'mq internal: creates the tables, offset sequences and offset trigger of one partitioned queue';
+REVOKE ALL ON FUNCTION mq._create_log_tables(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._create_log_tables(bigint, integer) TO mq_owner;
 
 CREATE FUNCTION mq._partition_end(queue_name text, partition integer) RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_partition_end' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq._partition_end(text, integer) IS
 'mq internal: the visible end of a partition: every offset below it belongs to a transaction that has ended';
+REVOKE ALL ON FUNCTION mq._partition_end(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._partition_end(text, integer) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.poll(queue_name text, consumer_group text, member text,
                         max_messages integer DEFAULT 100, wait interval DEFAULT '0',
@@ -1284,7 +1181,9 @@ CREATE FUNCTION mq.poll(queue_name text, consumer_group text, member text,
 RETURNS TABLE (partition integer, "offset" bigint, key text, payload jsonb, headers jsonb, enqueued_at timestamptz)
     AS 'MODULE_PATHNAME', 'mq_poll' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
 COMMENT ON FUNCTION mq.poll(text, text, text, integer, interval, integer[]) IS
-'Reads the next messages of a partitioned queue for one member of a consumer group (as a Kafka consumer poll). Joins the group and heartbeats; the group leases each partition to one live member at a time and rebalances to a fair share when members come and go. Returns up to max_messages (1 to 10000) messages of the member''s partitions after its position, in offset order per partition, never past an offset whose sending transaction is still open. wait (0 to 15 minutes) is long polling; a drop_queue of the queue ends it (no rows). Nothing is written per message; the position moves per partition per poll; use mq.commit to record progress. busy_partitions: partitions the member is still processing (polled, not yet all committed); a rebalance does not take them from it: a partition it must give back stays its own, and returns no new messages, until a poll or heartbeat no longer lists it (NULL elements and partitions it does not hold are ignored; NULL: none). consumer_group and member: 1 to 200 bytes. Errors: 22004 NULL argument other than busy_partitions; 22023 bad max_messages, wait, group or member; 42704 no such queue; 42809 not a partitioned queue; 53400 or 55000 rate limit table full or mq not preloaded; 57014 wait cancelled; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Reads the next messages of a partitioned queue for one member of a consumer group (docs/reference.md#mqpoll).';
+REVOKE ALL ON FUNCTION mq.poll(text, text, text, integer, interval, integer[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.poll(text, text, text, integer, interval, integer[]) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq._log_id(p_queue_name text, p_group text) RETURNS bigint
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1305,6 +1204,9 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._log_id(text, text) IS 'mq internal: the id of a partitioned queue, checking the group name';
+REVOKE ALL ON FUNCTION mq._log_id(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._log_id(text, text) TO mq_owner;
+ALTER FUNCTION mq._log_id(text, text) OWNER TO mq_owner;
 
 CREATE FUNCTION mq._group_init(p_queue_id bigint, p_group text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1324,6 +1226,9 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._group_init(bigint, text) IS 'mq internal: creates a consumer group''s rows on first use';
+REVOKE ALL ON FUNCTION mq._group_init(bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._group_init(bigint, text) TO mq_owner;
+ALTER FUNCTION mq._group_init(bigint, text) OWNER TO mq_owner;
 
 -- Membership and leases of one consumer group member: the heartbeat, the
 -- renewal of its leases, and giving back partitions beyond a fair share or
@@ -1337,6 +1242,8 @@ RETURNS TABLE (partition integer, lease_epoch bigint, committed bigint)
     AS 'MODULE_PATHNAME', 'mq_group_sync'
     LANGUAGE C VOLATILE SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION mq._group_sync(bigint, text, text, bigint, integer, interval, integer[]) IS 'mq internal: heartbeat and rebalance of one consumer group member; returns the partitions to poll (held, less those it must give back once no longer busy)';
+REVOKE ALL ON FUNCTION mq._group_sync(bigint, text, text, bigint, integer, interval, integer[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._group_sync(bigint, text, text, bigint, integer, interval, integer[]) TO mq_owner;
 
 CREATE FUNCTION mq._heartbeat(queue_name text, consumer_group text, member text, busy_partitions integer[]) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1349,18 +1256,25 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._heartbeat(text, text, text, integer[]) IS 'mq internal: body of mq.heartbeat, reached through mq_checked (src/rights.c)';
+REVOKE ALL ON FUNCTION mq._heartbeat(text, text, text, integer[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._heartbeat(text, text, text, integer[]) TO mq_owner;
+ALTER FUNCTION mq._heartbeat(text, text, text, integer[]) OWNER TO mq_owner;
 
 CREATE FUNCTION mq.heartbeat(queue_name text, consumer_group text, member text,
                              busy_partitions integer[] DEFAULT NULL) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.heartbeat(text, text, text, integer[]) IS
-'Keeps a consumer group member alive between polls (as a Kafka consumer heartbeat) and rebalances like mq.poll, busy_partitions included (partitions still being processed are not taken from the member: see mq.poll); returns how many partitions the member now holds and may poll (a busy one it must give back is not counted). Errors: as mq.poll.';
+'Keeps a consumer group member alive between polls and rebalances; returns how many partitions it may poll (docs/reference.md#mqheartbeat).';
+REVOKE ALL ON FUNCTION mq.heartbeat(text, text, text, integer[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.heartbeat(text, text, text, integer[]) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.commit(queue_name text, consumer_group text, partition integer, "offset" bigint,
                           member text DEFAULT NULL)
 RETURNS boolean AS 'MODULE_PATHNAME', 'mq_commit' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.commit(text, text, integer, bigint, text) IS
-'Records that a consumer group has processed a partition through offset (as a Kafka offset commit, except that the offset given is the last one processed, not the next to read); after a rebalance or crash the partition''s next owner resumes after it. One small row inserted. With member, the commit applies only while that member holds the partition''s lease (a member that lost its lease is fenced) and returns false otherwise. Errors: 22004 NULL; 22023 partition out of range, negative offset, offset beyond the partition''s last visible offset, or bad member; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 0A000 a queue distributed on a Citus cluster, in a REPEATABLE READ or SERIALIZABLE transaction; 42501 no consume right on the queue.';
+'Records that a consumer group has processed a partition through offset (docs/reference.md#mqcommit).';
+REVOKE ALL ON FUNCTION mq.commit(text, text, integer, bigint, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.commit(text, text, integer, bigint, text) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq._seek_to(p_queue_name text, p_group text, p_partition integer, p_how text,
                          p_offset bigint, p_at timestamptz)
@@ -1413,6 +1327,9 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._seek_to(text, text, integer, text, bigint, timestamptz) IS 'mq internal: body of mq.seek';
+REVOKE ALL ON FUNCTION mq._seek_to(text, text, integer, text, bigint, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._seek_to(text, text, integer, text, bigint, timestamptz) TO mq_owner;
+ALTER FUNCTION mq._seek_to(text, text, integer, text, bigint, timestamptz) OWNER TO mq_owner;
 
 CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, "offset" bigint) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1428,11 +1345,16 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._seek(text, text, integer, bigint) IS 'mq internal: body of mq.seek, reached through mq_checked (src/rights.c)';
+REVOKE ALL ON FUNCTION mq._seek(text, text, integer, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._seek(text, text, integer, bigint) TO mq_owner;
+ALTER FUNCTION mq._seek(text, text, integer, bigint) OWNER TO mq_owner;
 
 CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, "offset" bigint) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, bigint) IS
-'Replay or skip (as Kafka seek): the group next reads partition (NULL: every partition) from offset, at most one past the partition''s last visible offset. Returns the number of partitions moved. Errors: 22004 NULL offset; 22023 offset below 1 or beyond the end (as mq.commit), or partition out of range; 42704 no such queue; 42809 not partitioned; 55000 mq not preloaded; 42501 no consume right on the queue.';
+'Moves a consumer group to an offset of a partition (NULL: of every partition); returns how many partitions moved (docs/reference.md#mqseek).';
+REVOKE ALL ON FUNCTION mq.seek(text, text, integer, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.seek(text, text, integer, bigint) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1445,11 +1367,16 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._seek(text, text, integer, text) IS 'mq internal: body of mq.seek, reached through mq_checked (src/rights.c)';
+REVOKE ALL ON FUNCTION mq._seek(text, text, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._seek(text, text, integer, text) TO mq_owner;
+ALTER FUNCTION mq._seek(text, text, integer, text) OWNER TO mq_owner;
 
 CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, seek_to text) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, text) IS
-'seek_to ''earliest'' or ''latest'': moves the group to the earliest retained message or to the latest end (as Kafka seekToBeginning / seekToEnd) of partition (NULL: every partition). Returns the number of partitions moved. Errors: 22004 NULL; 22023 other seek_to or partition out of range; 42704; 42809; 55000 mq not preloaded; 42501.';
+'Moves a consumer group to the earliest retained message or to the latest end; returns how many partitions moved (docs/reference.md#mqseek).';
+REVOKE ALL ON FUNCTION mq.seek(text, text, integer, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.seek(text, text, integer, text) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq._seek(queue_name text, consumer_group text, partition integer, at timestamptz) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1462,11 +1389,16 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._seek(text, text, integer, timestamptz) IS 'mq internal: body of mq.seek, reached through mq_checked (src/rights.c)';
+REVOKE ALL ON FUNCTION mq._seek(text, text, integer, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._seek(text, text, integer, timestamptz) TO mq_owner;
+ALTER FUNCTION mq._seek(text, text, integer, timestamptz) OWNER TO mq_owner;
 
 CREATE FUNCTION mq.seek(queue_name text, consumer_group text, partition integer, at timestamptz) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.seek(text, text, integer, timestamptz) IS
-'Moves the group to the first retained message sent at or after at (as Kafka offsetsForTimes + seek), or to the end when there is none, on partition (NULL: every partition). Returns the number of partitions moved. Errors: 22004 NULL at; 22023 partition out of range; 42704; 42809; 55000 mq not preloaded; 42501.';
+'Moves a consumer group to the first retained message sent at or after at; returns how many partitions moved (docs/reference.md#mqseek).';
+REVOKE ALL ON FUNCTION mq.seek(text, text, integer, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.seek(text, text, integer, timestamptz) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq._leave(queue_name text, consumer_group text, member text) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1487,11 +1419,16 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._leave(text, text, text) IS 'mq internal: body of mq.leave, reached through mq_checked (src/rights.c)';
+REVOKE ALL ON FUNCTION mq._leave(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._leave(text, text, text) TO mq_owner;
+ALTER FUNCTION mq._leave(text, text, text) OWNER TO mq_owner;
 
 CREATE FUNCTION mq.leave(queue_name text, consumer_group text, member text) RETURNS integer
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.leave(text, text, text) IS
-'A member leaves its consumer group at once (as a Kafka LeaveGroup) instead of after its session timeout: its partitions are free for the others, who resume after the committed offsets. Returns the number of partitions released. Errors: 22004 NULL; 42704; 42809; 42501.';
+'A member leaves its consumer group at once; returns how many partitions it released (docs/reference.md#mqleave).';
+REVOKE ALL ON FUNCTION mq.leave(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.leave(text, text, text) TO PUBLIC, mq_owner;
 
 -- Rows of queues the caller may monitor (consume, or mq_monitor); OFFSET 0 keeps the filter
 -- below the end-offset lookup, which checks the right again.
@@ -1510,51 +1447,25 @@ SELECT gq.queue_name, gq.consumer_group, gq.partition, gq.member, gq.lease_until
          WHERE mq._can(q.queue_id, 'monitor') OFFSET 0) gq
   CROSS JOIN LATERAL (SELECT mq._partition_end(gq.queue_name, gq.partition) OPERATOR(pg_catalog.-) 1 AS end_offset) e;
 COMMENT ON VIEW mq.consumer_groups IS
-'One row per consumer group and partition of the queues the caller may monitor (consume right, mq_monitor): the member holding the lease and until when, the committed offset, the last visible offset of the partition (end_offset) and lag = end_offset - committed_offset (offsets of rolled-back sends count in it).';
+'One row per consumer group and partition of the queues the caller may monitor, with offsets and lag (docs/reference.md#view-mqconsumer_groups).';
+GRANT SELECT ON mq.consumer_groups TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- Maintenance.
-
-CREATE FUNCTION mq._maintain_queue(queue_name text) RETURNS bigint
-    AS 'MODULE_PATHNAME', 'mq_maintain_queue' LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION mq._maintain_queue(text) IS 'mq internal: the upkeep of one work queue for mq.maintain';
-
--- Each queue in its own subtransaction: a queue dropped meanwhile is
--- skipped, and one whose upkeep fails is logged with its name and
--- skipped, instead of failing the whole pass and so every other queue's
--- upkeep (a cancel is not caught: OTHERS excludes it).
-CREATE FUNCTION mq._maintain_queues() RETURNS bigint
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_name text;
-    v_total bigint := 0;
-BEGIN
-    FOR v_name IN SELECT q.queue_name FROM mq.queue q ORDER BY q.queue_id LOOP
-        BEGIN
-            v_total := v_total + mq._maintain_queue(v_name);
-        EXCEPTION
-            WHEN undefined_object OR undefined_table THEN
-                NULL;
-            WHEN OTHERS THEN
-                RAISE WARNING 'skipping maintenance of queue "%": %', v_name, SQLERRM
-                    USING ERRCODE = SQLSTATE;
-        END;
-    END LOOP;
-    RETURN v_total;
-END
-$$;
-COMMENT ON FUNCTION mq._maintain_queues() IS 'mq internal: the per-queue part of mq.maintain';
+-- LISTEN/NOTIFY (docs/reference.md#notify-channels).
 
 CREATE FUNCTION mq.listen(queue_name text) RETURNS text
     AS 'MODULE_PATHNAME', 'mq_listen' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.listen(text) IS
-'LISTENs (at commit) to the queue''s channel "mq.<queue_name>" and returns the channel name, as LISTEN "mq.<queue_name>" does. A transaction that sent to the queue gets it notified once after its commit, never on rollback; with mq preloaded the relay worker of the database sends the NOTIFY, so that producers never take the commit-time NOTIFY lock. After listening, read once: a send that committed just before may not notify. Errors: 22004 NULL; 42704 no such queue; 42501 no consume right on the queue.';
+'LISTENs to the queue''s channel "mq.<queue_name>" and returns its name (docs/reference.md#mqlisten-and-mqunlisten).';
+REVOKE ALL ON FUNCTION mq.listen(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.listen(text) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.unlisten(queue_name text) RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_unlisten' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.unlisten(text) IS
-'UNLISTENs (at commit) from the queue''s channel; returns whether this session was listening to it (pg_listening_channels(): a LISTEN of the current transaction does not count yet). Errors: 22004; 42704; 42501.';
+'UNLISTENs from the queue''s channel; returns whether this session was listening (docs/reference.md#mqlisten-and-mqunlisten).';
+REVOKE ALL ON FUNCTION mq.unlisten(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.unlisten(text) TO PUBLIC, mq_owner;
 
 -- ---------------------------------------------------------------------------
 -- Registered consumers and liveness (needs mq preloaded).
@@ -1562,28 +1473,38 @@ COMMENT ON FUNCTION mq.unlisten(text) IS
 CREATE FUNCTION mq.register_consumer(consumer_id text, heartbeat_timeout interval DEFAULT '30 seconds')
 RETURNS void AS 'MODULE_PATHNAME', 'mq_register_consumer' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.register_consumer(text, interval) IS
-'Registers this session as a consumer named consumer_id (1 to 127 bytes; calling again renames it or changes its timeout), listed in mq.consumers. The messages it reads and the partitions it holds are released at once when the session ends (as for every session while mq.release_on_session_end is on; for a registered one whatever that setting) and also when it neither reads, polls nor calls mq.consumer_heartbeat for heartbeat_timeout (1 second to 1 hour, checked every mq.maintenance_interval); each such delivery still counts as an attempt. Do not register a session that reads messages which another session acks. Errors: 22004 NULL; 22023 bad consumer_id or timeout; 53400 too many consumers; 55000 mq not preloaded; 42501 no consume right on any queue.';
+'Registers this session as a consumer whose claims are released when it ends or stops heartbeating (docs/reference.md#mqregister_consumer).';
+REVOKE ALL ON FUNCTION mq.register_consumer(text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.register_consumer(text, interval) TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.consumer_heartbeat() RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_consumer_heartbeat' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.consumer_heartbeat() IS
-'Tells mq that this registered consumer is alive (reads and polls do so too); a consumer whose claims were released for a lapsed heartbeat is tracked again. Returns false when the session is not registered. Errors: 55000 mq not preloaded.';
+'Tells mq that this registered consumer is alive; false when the session is not registered (docs/reference.md#mqconsumer_heartbeat).';
+REVOKE ALL ON FUNCTION mq.consumer_heartbeat() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.consumer_heartbeat() TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.unregister_consumer() RETURNS boolean
     AS 'MODULE_PATHNAME', 'mq_unregister_consumer' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.unregister_consumer() IS
-'Stops tracking this session by heartbeat and removes it from mq.consumers; the claims it made are still released when the session ends. Returns false when it was not registered. Errors: 55000 mq not preloaded.';
+'Stops tracking this session by heartbeat; false when it was not registered (docs/reference.md#mqunregister_consumer).';
+REVOKE ALL ON FUNCTION mq.unregister_consumer() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.unregister_consumer() TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq._consumers()
 RETURNS TABLE (consumer_id text, pid integer, token bigint, registered_at timestamptz,
                last_heartbeat timestamptz, heartbeat_timeout_ms bigint, state text, queue_ids bigint[])
     AS 'MODULE_PATHNAME', 'mq_consumers' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq._consumers() IS 'mq internal: the registered consumers of this database, from shared memory';
+REVOKE ALL ON FUNCTION mq._consumers() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._consumers() TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq._consumer_in_flight(p_token bigint, p_queue_ids bigint[])
 RETURNS TABLE (queue_name text, in_flight bigint)
     AS 'MODULE_PATHNAME', 'mq_consumer_in_flight' LANGUAGE C STABLE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq._consumer_in_flight(bigint, bigint[]) IS 'mq internal: messages one registered consumer holds, per work queue (NULL: all) the caller may consume from';
+REVOKE ALL ON FUNCTION mq._consumer_in_flight(bigint, bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._consumer_in_flight(bigint, bigint[]) TO PUBLIC, mq_owner;
 
 -- A consumer shows with the queues the caller may monitor; one that holds
 -- none of them only to holders of mq_consumer or mq_monitor and to itself.
@@ -1595,16 +1516,37 @@ SELECT c.consumer_id, c.pid, f.queue_name, c.state, c.registered_at, c.last_hear
  WHERE f.queue_name IS NOT NULL OR c.pid OPERATOR(pg_catalog.=) pg_catalog.pg_backend_pid()
     OR pg_catalog.pg_has_role('mq_consumer', 'USAGE') OR pg_catalog.pg_has_role('mq_monitor', 'USAGE');
 COMMENT ON VIEW mq.consumers IS
-'Registered consumers of this database, one row per queue they read: state (alive; lapsed = heartbeat timed out, claims released; dead = session ended, release pending), last heartbeat, and messages in flight (claimed and within their visibility timeout).';
+'Registered consumers of this database, one row per queue they read, with state and messages in flight (docs/reference.md#view-mqconsumers).';
+GRANT SELECT ON mq.consumers TO PUBLIC;
 
 -- ---------------------------------------------------------------------------
--- Warnings a person acts on (docs/monitoring.md).
+-- Monitoring: metrics and the warnings a person acts on (docs/monitoring.md).
+
+CREATE FUNCTION mq.metrics(queue_name text)
+RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
+               oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
+    AS 'MODULE_PATHNAME', 'mq_metrics' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1;
+COMMENT ON FUNCTION mq.metrics(text) IS
+'Approximate counts of one queue: depth, in flight, delayed, dead-lettered, oldest age, totals (docs/reference.md#mqmetrics).';
+REVOKE ALL ON FUNCTION mq.metrics(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.metrics(text) TO PUBLIC, mq_owner;
+
+CREATE FUNCTION mq.metrics_all()
+RETURNS TABLE (queue_name text, depth bigint, in_flight bigint, delayed bigint, dead_lettered bigint,
+               oldest_age_s double precision, total_sent bigint, total_acked bigint, blocked bigint)
+    AS 'MODULE_PATHNAME', 'mq_metrics_all' LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
+COMMENT ON FUNCTION mq.metrics_all() IS
+'mq.metrics of every queue the caller may monitor, one row per queue (docs/reference.md#mqmetrics_all).';
+REVOKE ALL ON FUNCTION mq.metrics_all() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.metrics_all() TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq._xmin_horizon(OUT pid integer, OUT backend_type text, OUT state text, OUT database text,
                                  OUT xact_age_s double precision, OUT xmin_age bigint)
 RETURNS record AS 'MODULE_PATHNAME', 'mq_xmin_horizon' LANGUAGE C VOLATILE PARALLEL SAFE;
 COMMENT ON FUNCTION mq._xmin_horizon() IS
 'mq internal: the backend other than the caller holding the oldest xmin (src/health.c); all NULL when none';
+REVOKE ALL ON FUNCTION mq._xmin_horizon() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._xmin_horizon() TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.warnings(horizon_age interval DEFAULT '5 minutes')
 RETURNS TABLE (warning text, queue_name text, pid integer, age_s double precision, detail text)
@@ -1644,15 +1586,60 @@ AS $$
 $$;
 COMMENT ON FUNCTION mq.warnings(interval) IS
 'What slows or stalls queues now, one row per finding (docs/reference.md#mqwarnings).';
+REVOKE ALL ON FUNCTION mq.warnings(interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.warnings(interval) TO PUBLIC, mq_owner;
+
+-- ---------------------------------------------------------------------------
+-- Maintenance.
 
 CREATE FUNCTION mq._release_consumers() RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_release_consumers' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq._release_consumers() IS
 'mq internal: makes the claims of sessions that ended and of lapsed registered consumers visible again and frees their partition leases';
+REVOKE ALL ON FUNCTION mq._release_consumers() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._release_consumers() TO mq_owner;
 
 CREATE FUNCTION mq._compact_offsets() RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_compact_offsets' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq._compact_offsets() IS 'mq internal: deletes committed offsets superseded by a later commit (src/partition.c)';
+REVOKE ALL ON FUNCTION mq._compact_offsets() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._compact_offsets() TO mq_owner;
+
+CREATE FUNCTION mq._maintain_queue(queue_name text) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_maintain_queue' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._maintain_queue(text) IS 'mq internal: the upkeep of one work queue for mq.maintain';
+REVOKE ALL ON FUNCTION mq._maintain_queue(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._maintain_queue(text) TO mq_owner;
+
+-- Each queue in its own subtransaction: a queue dropped meanwhile is
+-- skipped, and one whose upkeep fails is logged with its name and
+-- skipped, instead of failing the whole pass and so every other queue's
+-- upkeep (a cancel is not caught: OTHERS excludes it).
+CREATE FUNCTION mq._maintain_queues() RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_name text;
+    v_total bigint := 0;
+BEGIN
+    FOR v_name IN SELECT q.queue_name FROM mq.queue q ORDER BY q.queue_id LOOP
+        BEGIN
+            v_total := v_total + mq._maintain_queue(v_name);
+        EXCEPTION
+            WHEN undefined_object OR undefined_table THEN
+                NULL;
+            WHEN OTHERS THEN
+                RAISE WARNING 'skipping maintenance of queue "%": %', v_name, SQLERRM
+                    USING ERRCODE = SQLSTATE;
+        END;
+    END LOOP;
+    RETURN v_total;
+END
+$$;
+COMMENT ON FUNCTION mq._maintain_queues() IS 'mq internal: the per-queue part of mq.maintain';
+REVOKE ALL ON FUNCTION mq._maintain_queues() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._maintain_queues() TO mq_owner;
+ALTER FUNCTION mq._maintain_queues() OWNER TO mq_owner;
 
 CREATE FUNCTION mq._maintain() RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -1663,81 +1650,275 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION mq._maintain() IS 'mq internal: body of mq.maintain, reached through mq_checked (src/rights.c)';
+REVOKE ALL ON FUNCTION mq._maintain() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._maintain() TO mq_owner;
+ALTER FUNCTION mq._maintain() OWNER TO mq_owner;
 
 CREATE FUNCTION mq.maintain() RETURNS bigint
     AS 'MODULE_PATHNAME', 'mq_checked' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION mq.maintain() IS
-'Periodic maintenance of the current database, run by mq''s background workers every mq.maintenance_interval in every database with mq (mq.database) when mq is preloaded. Returns how many messages it released or removed: releases the claims and partition leases of sessions that ended and of registered consumers that stopped heartbeating; in work queues, moves every message whose last attempt''s visibility timeout has lapsed to its dead-letter queue (or discards it), looking at the oldest 10000 visible messages of each (mq.read does the same for the messages it meets); in partitioned queues, applies retention by truncating whole segments. A queue whose upkeep fails is skipped with a WARNING naming it; the others are maintained. Without preloading, call it every few seconds from a scheduler (pg_cron). Errors: 42501 not mq_admin.';
+'Periodic maintenance of the current database; returns how many messages it released or removed (docs/reference.md#mqmaintain).';
+REVOKE ALL ON FUNCTION mq.maintain() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.maintain() TO PUBLIC, mq_owner;
 
--- Privileges.  The public functions and views may be used by anyone and
--- check the caller's rights themselves (src/rights.c); everything else is
--- for mq_owner only.  mq_owner owns just the SECURITY DEFINER bodies, so
--- that they run as mq_owner, never as the superuser who installed mq; it
--- may use mq's tables but owns none, has no CREATE on schema mq, and so can
--- neither replace a function nor plant a trigger, an index or a look-alike
--- that a superuser would run.  The few bodies that must create, drop or
--- grant on tables stay the installer's and take only numbers and oids.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA mq FROM PUBLIC;
-REVOKE ALL ON ALL TABLES IN SCHEMA mq FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION
-    mq.create_queue(text, interval, integer, text, interval, double precision, interval, text, integer, interval, interval, boolean, text, integer),
-    mq.alter_queue(text, interval, integer, interval, double precision, interval, boolean, interval, interval, text, integer),
-    mq.drop_queue(text),
-    mq.purge(text),
-    mq.grant(text, regrole, text),
-    mq.revoke(text, regrole, text),
-    mq.maintain(),
-    mq.send(text, jsonb, text, jsonb, interval),
-    mq.send_batch(text, jsonb[], text[], jsonb[], interval),
-    mq.read(text, integer, interval, interval),
-    mq.ack(text, bigint, bigint),
-    mq.ack(text, bigint[]),
-    mq.nack(text, bigint, bigint, interval, text),
-    mq.extend(text, bigint, interval, bigint),
-    mq.archive(text, bigint, bigint),
-    mq.archive(text, bigint[]),
-    mq.dead_letters(text, text, integer),
-    mq.redrive(text, text, bigint[], integer),
-    mq.warnings(interval),
-    mq._xmin_horizon(),
-    mq.metrics(text),
-    mq.metrics_all(),
-    mq.poll(text, text, text, integer, interval, integer[]),
-    mq.heartbeat(text, text, text, integer[]),
-    mq.commit(text, text, integer, bigint, text),
-    mq.seek(text, text, integer, bigint),
-    mq.seek(text, text, integer, text),
-    mq.seek(text, text, integer, timestamptz),
-    mq.leave(text, text, text),
-    mq.listen(text),
-    mq.unlisten(text),
-    mq.register_consumer(text, interval),
-    mq.consumer_heartbeat(),
-    mq.unregister_consumer(),
-    -- used by the views, which run functions as their user
-    mq._can(bigint, text),
-    mq._partition_end(text, integer),
-    mq._consumers(),
-    mq._consumer_in_flight(bigint, bigint[])
-    TO PUBLIC;
-GRANT SELECT ON mq.queues, mq.consumer_groups, mq.consumers, mq.queue_privileges TO PUBLIC;
-GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA mq TO mq_owner;
-GRANT SELECT, INSERT, UPDATE, DELETE ON mq.queue, mq.segment, mq.group_partition, mq.group_offset,
-    mq.group_member, mq.dead_letter_tally TO mq_owner;
-GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.queue_queue_id_seq TO mq_owner;
-GRANT USAGE ON SEQUENCE mq.group_offset_seq TO mq_owner;
+-- ---------------------------------------------------------------------------
+-- Citus (docs/scale-out.md).  On a Citus cluster the catalog stays on the
+-- coordinator, a partitioned queue is distributed by partition (its
+-- offsets are taken on the worker holding each partition, by the offset
+-- trigger, from that worker's copy of the partition's sequence), and work
+-- queues stay on the coordinator.
 
+CREATE FUNCTION mq._local_end(queue_id bigint, partition integer, visible boolean) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_local_end' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._local_end(bigint, integer, boolean) IS
+'mq internal: the end of a partition from this node''s offset sequence and, when visible, its running sends'' holds (run on the partition''s worker by a router query); 42704 when this node has no such sequence, 55000 visible without preload';
+REVOKE ALL ON FUNCTION mq._local_end(bigint, integer, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._local_end(bigint, integer, boolean) TO mq_owner;
+
+CREATE FUNCTION mq._scram_secret(password text) RETURNS text
+    AS 'MODULE_PATHNAME', 'mq_scram_secret' LANGUAGE C VOLATILE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION mq._scram_secret(text) IS
+'mq internal: the SCRAM-SHA-256 verifier of a password (random salt), for ALTER ROLE ... PASSWORD';
+REVOKE ALL ON FUNCTION mq._scram_secret(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._scram_secret(text) TO mq_owner;
+
+-- Whether mq.citus_distribute() has run: Citus is installed, this is its
+-- coordinator and mq_owner has its credential in pg_dist_authinfo.
+CREATE FUNCTION mq._citus_enabled() RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_enabled boolean;
+BEGIN
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_authinfo') IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE 'SELECT pg_catalog.citus_is_coordinator() AND EXISTS (SELECT FROM pg_catalog.pg_dist_authinfo a'
+            ' WHERE a.rolename OPERATOR(pg_catalog.=) ''mq_owner'')' INTO v_enabled;
+    RETURN v_enabled;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_enabled() IS 'mq internal: whether mq.citus_distribute() has run on this Citus coordinator';
+REVOKE ALL ON FUNCTION mq._citus_enabled() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._citus_enabled() TO mq_owner;
+
+CREATE FUNCTION mq._raise_offsets(queue_id bigint, partition integer, at_least bigint) RETURNS bigint
+    AS 'MODULE_PATHNAME', 'mq_raise_offsets' LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION mq._raise_offsets(bigint, integer, bigint) IS
+'mq internal: raises this node''s offset sequence of a partition above at_least (never lowers it) and returns its end; 42704 when this node has no such sequence';
+REVOKE ALL ON FUNCTION mq._raise_offsets(bigint, integer, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._raise_offsets(bigint, integer, bigint) TO mq_owner;
+
+-- The offset sequences of one log on every worker: created when missing,
+-- raised (never lowered) above every offset the coordinator's sequence
+-- handed out, the partition's rows hold, its high-water mark records or a
+-- group committed, so that offsets continue where they were, on whichever
+-- worker the partition is or is moved to.
+CREATE FUNCTION mq._citus_worker_sequences(p_queue_id bigint, p_partitions integer) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_seq text;
+    v_used bigint;
+    v_rows bigint;
+    v_hwm bigint;
+    v_err text;
+BEGIN
+    FOR v_partition IN 0..p_partitions - 1 LOOP
+        v_seq := 'p_' || p_queue_id || '_o' || v_partition;
+        EXECUTE format('SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END FROM mq.%I s', v_seq) INTO v_used;
+        EXECUTE format('SELECT max("offset") FROM mq.%I WHERE partition = $1', 'p_' || p_queue_id)
+            INTO v_rows USING v_partition;
+        EXECUTE format('SELECT hwm FROM mq.%I WHERE partition = $1', 'p_' || p_queue_id || '_head')
+            INTO v_hwm USING v_partition;
+        v_used := GREATEST(v_used, v_rows, v_hwm,
+                           (SELECT max(o.committed) FROM mq.group_offset o
+                             WHERE o.queue_id = p_queue_id AND o.partition = v_partition));
+        SELECT r.nodename || ':' || r.nodeport || ': ' || r.result INTO v_err
+          FROM pg_catalog.run_command_on_workers(format(
+            'CREATE SEQUENCE IF NOT EXISTS mq.%1$I AS bigint CACHE 1;'
+            ' GRANT USAGE, SELECT, UPDATE ON SEQUENCE mq.%1$I TO mq_owner;'
+            ' SELECT mq._raise_offsets(%2$s, %3$s, %4$s)',
+            v_seq, p_queue_id, v_partition, v_used)) r
+         WHERE NOT r.success LIMIT 1;
+        IF v_err IS NOT NULL THEN
+            RAISE EXCEPTION 'could not create offset sequence mq.% on a worker', v_seq
+                USING ERRCODE = '55000', DETAIL = v_err;
+        END IF;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_worker_sequences(bigint, integer) IS
+'mq internal: creates the offset sequences of one partitioned queue on every Citus worker, or raises them above every offset handed out, stored, recorded or committed';
+REVOKE ALL ON FUNCTION mq._citus_worker_sequences(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._citus_worker_sequences(bigint, integer) TO mq_owner;
+
+-- Distributes one partitioned queue by partition (its rows move to the
+-- workers).  Work queues are left on the coordinator.
+CREATE FUNCTION mq._citus_distribute_queue(p_queue_id bigint, p_partitions integer) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- not Citus's notices about copying the rows
+SET client_min_messages = warning
+AS $$
+DECLARE
+    v_parent text := 'mq.p_' || p_queue_id;
+BEGIN
+    IF p_partitions IS NULL OR pg_catalog.to_regclass(v_parent) IS NULL
+       OR EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                   WHERE d.logicalrelid OPERATOR(pg_catalog.=) v_parent::regclass) THEN
+        RETURN false;
+    END IF;
+    PERFORM mq._citus_worker_sequences(p_queue_id, p_partitions);
+    -- the offset trigger only touches this node's shared memory and sequence
+    PERFORM pg_catalog.set_config('citus.enable_unsafe_triggers', 'on', true);
+    PERFORM pg_catalog.create_distributed_table(v_parent, 'partition', colocate_with => 'none',
+                                                shard_count => p_partitions);
+    PERFORM pg_catalog.create_distributed_table(v_parent || '_head', 'partition', colocate_with => v_parent);
+    PERFORM pg_catalog.truncate_local_data_after_distributing_table(v_parent);
+    PERFORM pg_catalog.truncate_local_data_after_distributing_table(v_parent || '_head');
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_distribute_queue(bigint, integer) IS
+'mq internal: distributes one partitioned queue by partition over the Citus workers; false when there is nothing to do';
+REVOKE ALL ON FUNCTION mq._citus_distribute_queue(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._citus_distribute_queue(bigint, integer) TO mq_owner;
+
+-- Distributes one work queue by queue: its segments, delayed table and
+-- archive become colocated Citus single-shard tables, on one worker that
+-- Citus picks for the queue (its rows move there).  Its msg_id sequence,
+-- acked count and rights table stay on the coordinator, and so do the key
+-- locks of a keyed queue (advisory locks of the coordinator's sessions).
+CREATE FUNCTION mq._citus_distribute_work_queue(p_queue_id bigint) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
+AS $$
+DECLARE
+    v_first text := 'mq.q_' || p_queue_id || '_0';
+    v_table text;
+BEGIN
+    IF pg_catalog.to_regclass(v_first) IS NULL
+       OR EXISTS (SELECT FROM pg_catalog.pg_dist_partition d
+                   WHERE d.logicalrelid OPERATOR(pg_catalog.=) v_first::regclass) THEN
+        RETURN false;
+    END IF;
+    FOREACH v_table IN ARRAY ARRAY['q_' || p_queue_id || '_0', 'q_' || p_queue_id || '_1',
+                                   'q_' || p_queue_id || '_2', 'q_' || p_queue_id || '_3',
+                                   'q_' || p_queue_id || '_d', 'a_' || p_queue_id] LOOP
+        PERFORM pg_catalog.create_distributed_table('mq.' || v_table, NULL,
+            colocate_with => CASE WHEN v_table OPERATOR(pg_catalog.=) ('q_' || p_queue_id || '_0')
+                                  THEN 'none' ELSE v_first END);
+        PERFORM pg_catalog.truncate_local_data_after_distributing_table('mq.' || v_table);
+    END LOOP;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_distribute_work_queue(bigint) IS
+'mq internal: distributes one work queue by queue (colocated single-shard tables on one Citus worker); false when there is nothing to do';
+REVOKE ALL ON FUNCTION mq._citus_distribute_work_queue(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._citus_distribute_work_queue(bigint) TO mq_owner;
+
+-- Drops a dropped log's offset sequences on the workers.
+CREATE FUNCTION mq._citus_drop_worker_sequences(p_queue_id bigint, p_partitions integer) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    FOR v_partition IN 0..p_partitions - 1 LOOP
+        PERFORM pg_catalog.run_command_on_workers(format('DROP SEQUENCE IF EXISTS mq.%I',
+                                                          'p_' || p_queue_id || '_o' || v_partition));
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION mq._citus_drop_worker_sequences(bigint, integer) IS
+'mq internal: drops the offset sequences of one partitioned queue on every Citus worker';
+REVOKE ALL ON FUNCTION mq._citus_drop_worker_sequences(bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._citus_drop_worker_sequences(bigint, integer) TO mq_owner;
+
+CREATE FUNCTION mq.citus_distribute() RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_password text;
+    v_err text;
+    v_count integer := 0;
+    v_queue record;
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER) THEN
+        RAISE EXCEPTION 'permission denied to distribute mq' USING ERRCODE = '42501',
+            DETAIL = 'Only a superuser may run mq.citus_distribute().';
+    END IF;
+    IF pg_catalog.to_regclass('pg_catalog.pg_dist_authinfo') IS NULL THEN
+        RAISE EXCEPTION 'Citus is not installed in this database' USING ERRCODE = '55000',
+            HINT = 'mq.citus_distribute() is for a Citus coordinator; on one server there is nothing to distribute.';
+    END IF;
+    IF NOT pg_catalog.citus_is_coordinator() THEN
+        RAISE EXCEPTION 'this node is not the Citus coordinator' USING ERRCODE = '55000';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_node n
+                    WHERE n.groupid OPERATOR(pg_catalog.<>) 0 AND n.noderole OPERATOR(pg_catalog.=) 'primary'
+                      AND n.isactive) THEN
+        RAISE EXCEPTION 'the Citus cluster has no worker' USING ERRCODE = '55000',
+            HINT = 'Add the workers with citus_add_node first.';
+    END IF;
+    -- mq_owner logs in to the workers with a password only pg_dist_authinfo
+    -- holds; the nodes are sent its verifier, never the password
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_dist_authinfo a WHERE a.rolename OPERATOR(pg_catalog.=) 'mq_owner') THEN
+        v_password := pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+                          pg_catalog.gen_random_uuid()::text OPERATOR(pg_catalog.||) pg_catalog.gen_random_uuid()::text,
+                          'UTF8')), 'hex');
+        EXECUTE format('ALTER ROLE mq_owner LOGIN PASSWORD %L', mq._scram_secret(v_password));
+            SELECT r.nodename || ':' || r.nodeport || ': ' || r.result INTO v_err
+          FROM pg_catalog.run_command_on_workers(format('ALTER ROLE mq_owner LOGIN PASSWORD %L',
+                                                        mq._scram_secret(v_password))) r
+         WHERE NOT r.success LIMIT 1;
+        IF v_err IS NOT NULL THEN
+            RAISE EXCEPTION 'could not let mq_owner log in on a worker' USING ERRCODE = '55000', DETAIL = v_err;
+        END IF;
+        INSERT INTO pg_catalog.pg_dist_authinfo (nodeid, rolename, authinfo)
+        VALUES (0, 'mq_owner', 'password=' OPERATOR(pg_catalog.||) v_password);
+    END IF;
+    FOR v_queue IN SELECT q.queue_id, q.partitions FROM mq.queue q ORDER BY q.queue_id LOOP
+        IF v_queue.partitions IS NULL THEN
+            IF mq._citus_distribute_work_queue(v_queue.queue_id) THEN
+                v_count := v_count OPERATOR(pg_catalog.+) 1;
+            END IF;
+        ELSIF mq._citus_distribute_queue(v_queue.queue_id, v_queue.partitions) THEN
+            v_count := v_count OPERATOR(pg_catalog.+) 1;
+        ELSE
+            -- already distributed: a worker added since needs the sequences
+            PERFORM mq._citus_worker_sequences(v_queue.queue_id, v_queue.partitions);
+        END IF;
+    END LOOP;
+    PERFORM mq._invalidate();
+    RETURN v_count;
+END
+$$;
+COMMENT ON FUNCTION mq.citus_distribute() IS
+'Distributes mq over a Citus cluster; returns how many queues this call distributed (docs/reference.md#mqcitus_distribute).';
+REVOKE ALL ON FUNCTION mq.citus_distribute() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq.citus_distribute() TO mq_owner;
+
+-- ---------------------------------------------------------------------------
+-- The check on the privileges above: every function of mq must have had
+-- its REVOKE (without it PUBLIC keeps its default EXECUTE, which comes
+-- first in the ACL) and its GRANT to mq_owner.  Which functions PUBLIC
+-- may execute is checked by test/sql/privileges.sql.
 DO $$
 DECLARE
-    v_fn regprocedure;
+    v_missing text;
 BEGIN
-    FOR v_fn IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-                 WHERE p.pronamespace OPERATOR(pg_catalog.=) 'mq'::regnamespace AND p.prosecdef
-                   AND p.proname OPERATOR(pg_catalog.<>) ALL (ARRAY['_create_queue_tables', '_create_log_tables',
-                       '_drop_queue_tables', '_grant_to_owner', '_set_right', '_citus_enabled',
-                       '_citus_worker_sequences', '_citus_distribute_queue', '_citus_distribute_work_queue',
-                       '_citus_drop_worker_sequences']::name[]) LOOP
-        EXECUTE pg_catalog.format('ALTER FUNCTION %s OWNER TO mq_owner', v_fn);
-    END LOOP;
+    SELECT pg_catalog.string_agg(p.oid::pg_catalog.regprocedure::text, ', ' ORDER BY p.oid) INTO v_missing
+      FROM pg_catalog.pg_proc p
+     WHERE p.pronamespace OPERATOR(pg_catalog.=) 'mq'::pg_catalog.regnamespace
+       AND (p.proacl IS NULL
+            OR (SELECT a.grantee FROM pg_catalog.aclexplode(p.proacl) WITH ORDINALITY a
+                 ORDER BY a.ordinality LIMIT 1) OPERATOR(pg_catalog.=) 0
+            OR NOT EXISTS (SELECT FROM pg_catalog.aclexplode(p.proacl) a
+                            WHERE a.grantee OPERATOR(pg_catalog.=) 'mq_owner'::pg_catalog.regrole
+                              AND a.privilege_type OPERATOR(pg_catalog.=) 'EXECUTE'));
+    IF v_missing IS NOT NULL THEN
+        RAISE EXCEPTION 'mq functions without their privileges: %', v_missing
+            USING HINT = 'Follow each CREATE FUNCTION with its REVOKE ALL ... FROM PUBLIC and GRANT EXECUTE.';
+    END IF;
 END
 $$;

@@ -1064,7 +1064,7 @@ required_text(FunctionCallInfo fcinfo, int argno, const char *name)
  * processes: a rebalance leaves them with it, and hands one over only once
  * a later poll or heartbeat no longer lists it, as Kafka's cooperative
  * rebalancing lets a consumer finish and commit revoked partitions first.
- * Errors: see sql/mq.sql's COMMENT ON FUNCTION mq.poll.
+ * Errors: see docs/reference.md#mqpoll.
  */
 Datum
 mq_poll(PG_FUNCTION_ARGS)
