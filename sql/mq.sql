@@ -1548,6 +1548,14 @@ COMMENT ON FUNCTION mq._xmin_horizon() IS
 REVOKE ALL ON FUNCTION mq._xmin_horizon() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION mq._xmin_horizon() TO PUBLIC, mq_owner;
 
+CREATE FUNCTION mq._open_claims()
+RETURNS TABLE (pid integer, queue_name text, lapsed_s double precision, xact_age_s double precision)
+    AS 'MODULE_PATHNAME', 'mq_open_claims' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION mq._open_claims() IS
+'mq internal: transactions still holding claims past their visibility timeout (src/health.c)';
+REVOKE ALL ON FUNCTION mq._open_claims() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION mq._open_claims() TO PUBLIC, mq_owner;
+
 CREATE FUNCTION mq.warnings(horizon_age interval DEFAULT '5 minutes')
 RETURNS TABLE (warning text, queue_name text, pid integer, age_s double precision, detail text)
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
@@ -1573,6 +1581,14 @@ AS $$
                   CASE WHEN s.active THEN 'active' ELSE 'inactive' END)
       FROM pg_replication_slots s
      WHERE (s.xmin IS NOT NULL OR s.catalog_xmin IS NOT NULL) AND NOT s.active
+    UNION ALL
+    -- claims whose transaction is still open past their visibility
+    -- timeout: their rows stay locked, so every other reader skips them
+    SELECT 'claim_stuck', c.queue_name, c.pid, c.lapsed_s,
+           format('a transaction open for %s s holds claims whose visibility timeout ended %s s ago;'
+                  ' other readers skip them until it commits or rolls back',
+                  round(c.xact_age_s::numeric, 1), round(c.lapsed_s::numeric, 1))
+      FROM mq._open_claims() c
     UNION ALL
     -- registered consumers whose heartbeat is overdue (lapsed: maintenance
     -- has released their claims; alive: it has not run since)

@@ -8,7 +8,8 @@
  *
  * Users: wait.c (long-polling wake-ups), state.c (per-queue read hints),
  * offsets.c (holds of running sends), consumer.c (registered consumers),
- * relay.c (marks for the NOTIFY relay), ratelimit.c (token buckets).  Each module's file banner gives its own
+ * relay.c (marks for the NOTIFY relay), ratelimit.c (token buckets),
+ * health.c (claims held in open transactions).  Each module's file banner gives its own
  * locking rules.  Without shared_preload_libraries = 'mq' none of this
  * exists: plain work queues still work, and the features that need it
  * raise 55000 through MqRequirePreload().
@@ -43,6 +44,7 @@ mq_shmem_request(void)
 	MqConsumerShmemRequest();
 	MqRelayShmemRequest();
 	MqRateShmemRequest();
+	MqHealthShmemRequest();
 }
 
 static void
@@ -57,6 +59,7 @@ mq_shmem_startup(void)
 	MqConsumerShmemStartup();
 	MqRelayShmemStartup();
 	MqRateShmemStartup();
+	MqHealthShmemStartup();
 	LWLockRelease(AddinShmemInitLock);
 	attached = true;
 }

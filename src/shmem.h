@@ -25,5 +25,7 @@ extern void MqRelayShmemRequest(void);
 extern void MqRelayShmemStartup(void);
 extern void MqRateShmemRequest(void);
 extern void MqRateShmemStartup(void);
+extern void MqHealthShmemRequest(void);
+extern void MqHealthShmemStartup(void);
 
 #endif							/* MQ_SHMEM_H */

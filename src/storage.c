@@ -68,6 +68,7 @@
 #include "utils/snapmgr.h"
 
 #include "consumer.h"
+#include "health.h"
 #include "keylocks.h"
 #include "notify.h"
 #include "offsets.h"
@@ -1249,6 +1250,9 @@ MqStorageClaim(MqQueue *q, int qty, Interval *vt, ReturnSetInfo *rsinfo)
 	qsort(c.rows, c.got, sizeof(ClaimedRow), claimed_row_cmp);
 	for (int i = 0; i < c.got; i++)
 		put_message(rsinfo, c.rows[i].tuple, c.rows[i].desc);
+	/* the rows stay locked past their timeout if the transaction does */
+	if (c.got > 0)
+		MqHealthNoteClaim(q->queue_id, plus_interval(c.began, vt));
 	return c.got;
 }
 

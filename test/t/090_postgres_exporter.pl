@@ -15,6 +15,8 @@
 #      partition, as mq.consumer_groups has them;
 #   5. a transaction holding a snapshot shows in mq_xmin_horizon_age_seconds
 #      and mq.warnings names its pid to the exporter's role, until it ends;
+#      (5b: a claim held open past its visibility timeout shows in
+#      mq_claim_stuck_age_seconds, and goes);
 #   6. the exporter's role can read the metrics but no message;
 #   7. the example alert rules in docs/monitoring.md pass
 #      monitoring/alerts_test.yml, when promtool (Debian package
@@ -221,6 +223,29 @@ for (1 .. 300)
 }
 ok(!$held, 'and falls back once it ends');
 
+# ---- 5b. a claim held open past its visibility timeout shows, and goes ------
+$node->safe_psql('postgres', q{SELECT mq.create_queue('held'); SELECT mq.send('held', '{"n": 1}')});
+my $reader = $node->background_psql('postgres');
+$reader->query_safe('BEGIN');
+$reader->query_safe(q{SELECT msg_id FROM mq.read('held', 1, '0 seconds')});
+my $reader_pid = $reader->query_safe('SELECT pg_backend_pid()');
+my $stuck = 0;
+for (1 .. 300)
+{
+	$last = scrape();
+	$stuck = 1, last if $last && (one('mq_claim_stuck_age_seconds', queue => 'held') // 0) > 0;
+	select(undef, undef, undef, 0.1);
+}
+ok($stuck, 'mq_claim_stuck_age_seconds grows while a claim is held open past its timeout');
+is(one('mq_claim_stuck_age_seconds', queue => 'jobs'), 0, '... and is 0 for a queue with none');
+($ret, $out, $err) = $node->psql('postgres',
+	q{SELECT pid, queue_name FROM mq.warnings() WHERE warning = 'claim_stuck'},
+	extra_params => [ '-U', 'regress_exporter' ]);
+is($out, "$reader_pid|held", 'mq.warnings names the session holding it to the exporter role');
+$reader->query_safe('COMMIT');
+$reader->quit;
+ok(scrape_until(0, 'mq_claim_stuck_age_seconds', queue => 'held'), 'and falls back to 0 once it commits');
+
 # ---- 6. the exporter's role reads no message ---------------------------------
 ($ret, $out, $err) = $node->psql('postgres', q{SELECT * FROM mq.read('jobs')},
 	extra_params => [ '-U', 'regress_exporter' ]);
@@ -247,7 +272,7 @@ SKIP:
 		slurp_file("$repo/monitoring/alerts_test.yml"));
 	my ($out, $err) = ('', '');
 	IPC::Run::run([ $promtool, 'check', 'rules', "$dir/alerts.yml" ], '>', \$out, '2>', \$err);
-	like($out, qr/SUCCESS: 8 rules found/, 'promtool check rules: the 8 example rules are valid')
+	like($out, qr/SUCCESS: 9 rules found/, 'promtool check rules: the 9 example rules are valid')
 	  or diag($out . $err);
 	($out, $err) = ('', '');
 	IPC::Run::run([ $promtool, 'test', 'rules', "$dir/alerts_test.yml" ], '>', \$out, '2>', \$err);
