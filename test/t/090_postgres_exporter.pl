@@ -245,6 +245,7 @@ is($out, "$reader_pid|held", 'mq.warnings names the session holding it to the ex
 $reader->query_safe('COMMIT');
 $reader->quit;
 ok(scrape_until(0, 'mq_claim_stuck_age_seconds', queue => 'held'), 'and falls back to 0 once it commits');
+$node->safe_psql('postgres', q{SELECT mq.drop_queue('held')});
 
 # ---- 6. the exporter's role reads no message ---------------------------------
 ($ret, $out, $err) = $node->psql('postgres', q{SELECT * FROM mq.read('jobs')},
