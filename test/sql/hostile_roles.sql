@@ -921,6 +921,8 @@ INSERT INTO hostile.steps (suite, ord, name, needs, sql, ok, denied) VALUES
  $s$SELECT pg_catalog.count(*) FROM mq.redrive('{q}_dlq')$s$, 'ok=1', '42501'),
 ('matrix', 105, 'warnings', 'view_consume',
  $s$SELECT pg_catalog.count(*) OPERATOR(pg_catalog.>=) 0 FROM mq.warnings()$s$, 'ok=true', '42501'),
+('matrix', 106, 'warnings: claims held open (internal, executable by PUBLIC)', 'view_consume',
+ $s$SELECT pg_catalog.count(*) OPERATOR(pg_catalog.>=) 0 FROM mq._open_claims()$s$, 'ok=true', '42501'),
 -- maintenance and the end of the queues
 ('matrix', 110, 'maintain', 'mq_admin',
  $s$SELECT mq.maintain() IS NOT NULL$s$, 'ok=true', '42501'),
