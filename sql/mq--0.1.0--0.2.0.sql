@@ -1616,7 +1616,7 @@ GRANT EXECUTE ON FUNCTION mq._xmin_horizon() TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq._open_claims()
 RETURNS TABLE (pid integer, queue_name text, lapsed_s double precision, xact_age_s double precision)
-    AS 'MODULE_PATHNAME', 'mq_open_claims' LANGUAGE C VOLATILE PARALLEL SAFE;
+    AS 'MODULE_PATHNAME', 'mq_open_claims' LANGUAGE C VOLATILE PARALLEL RESTRICTED;
 COMMENT ON FUNCTION mq._open_claims() IS
 'mq internal: transactions still holding claims past their visibility timeout (src/health.c)';
 REVOKE ALL ON FUNCTION mq._open_claims() FROM PUBLIC;
@@ -1624,7 +1624,7 @@ GRANT EXECUTE ON FUNCTION mq._open_claims() TO PUBLIC, mq_owner;
 
 CREATE FUNCTION mq.warnings(horizon_age interval DEFAULT '5 minutes')
 RETURNS TABLE (warning text, queue_name text, pid integer, age_s double precision, detail text)
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+LANGUAGE sql STABLE PARALLEL RESTRICTED SET search_path = pg_catalog, pg_temp
 AS $$
     -- the horizon: a backend's transaction, a prepared transaction, a slot
     SELECT 'xmin_horizon', NULL::text, h.pid, h.xact_age_s,
