@@ -97,3 +97,11 @@ mq-not-root:
 		exit 1; \
 	fi
 .PHONY: installcheck installcheck-regress installcheck-isolation installcheck-tap mq-not-root
+
+# `make dist`: the release's source archive for PGXN, mq-EXTVERSION.zip,
+# made by git from the committed tree of DIST_REF (the release's tag, or
+# HEAD before it is tagged); docs/packaging.md lists what a release is.
+DIST_REF ?= HEAD
+dist:
+	git archive --format=zip --prefix=mq-$(EXTVERSION)/ --output=mq-$(EXTVERSION).zip $(DIST_REF)
+.PHONY: dist
