@@ -1,20 +1,13 @@
 -- mq: update from 0.1.0 to 0.2.0.
 --
--- UNTIL 0.2.0 IS RELEASED THIS SCRIPT MUST BE RE-SYNCED WITH sql/mq.sql
--- whenever that file changes.  test/t/040_upgrade.pl fails when the
--- result of this update differs from a fresh install of 0.2.0 in any
--- object, definition, comment, owner, grant, membership or config-dump mark,
--- and says which.  To re-sync:
---   1. replace the block between "BEGIN copy of sql/mq.sql: functions and
---      views" and its END line with the lines of sql/mq.sql from
---      "-- Functions and views, by feature." to the end (the functions and
---      views with their privileges): test/resync-upgrade.sh does it;
---   2. carry changes to the catalog tables (mq.queue, mq.segment,
---      mq.group_partition, mq.group_offset, mq.group_member,
---      mq.dead_letter_tally) and their grants, the roles and the per-queue
---      tables over by hand (sections 2, 4 and 7 below);
---   3. run test/t/040_upgrade.pl.
--- Once 0.2.0 is released this file is frozen like sql/mq--0.1.0.sql.
+-- Frozen at the release of 0.2.0 (tag v0.2.0), like sql/mq--0.1.0.sql:
+-- installations update with it, so it never changes; what a later
+-- sql/mq.sql changes goes into that version's own update script
+-- (docs/packaging.md, "The next version").  Section 5 is 0.2.0's
+-- sql/mq.sql from "-- Functions and views, by feature." to its end, as it
+-- was released; test/t/040_upgrade.pl checks that a database updated with
+-- this script equals a fresh install of 0.2.0 in every object,
+-- definition, comment, owner, grant, membership and config-dump mark.
 --
 -- What the update does, in order:
 --   1. refuses to run as anyone but the extension's owner, who installed
@@ -235,9 +228,9 @@ ALTER EXTENSION mq ADD TABLE mq.group_partition;
 -- ---------------------------------------------------------------------------
 -- 5. Functions and views, each with its privileges.
 
--- BEGIN copy of sql/mq.sql: functions and views
--- Functions and views, by feature.  sql/mq--0.1.0--0.2.0.sql holds a copy
--- of this file from this line to its end (test/resync-upgrade.sh).
+-- BEGIN copy of sql/mq.sql 0.2.0: functions and views
+-- Functions and views, by feature.  sql/mq--0.1.0--0.2.0.sql holds 0.2.0's
+-- copy of this file from this line to its end.
 --
 -- Privileges.  Each function is followed by its privileges: REVOKE ALL
 -- FROM PUBLIC (PostgreSQL lets PUBLIC execute a new function), then GRANT
@@ -2004,7 +1997,7 @@ BEGIN
     END IF;
 END
 $$;
--- END copy of sql/mq.sql: functions and views
+-- END copy of sql/mq.sql 0.2.0: functions and views
 
 -- ---------------------------------------------------------------------------
 -- 6. The schema's privileges.

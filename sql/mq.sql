@@ -170,8 +170,8 @@ CREATE TYPE mq.message AS (
 COMMENT ON TYPE mq.message IS
 'A delivered message, as mq.read returns it (docs/reference.md#type-mqmessage).';
 
--- Functions and views, by feature.  sql/mq--0.1.0--0.2.0.sql holds a copy
--- of this file from this line to its end (test/resync-upgrade.sh).
+-- Functions and views, by feature.  sql/mq--0.1.0--0.2.0.sql holds 0.2.0's
+-- copy of this file from this line to its end.
 --
 -- Privileges.  Each function is followed by its privileges: REVOKE ALL
 -- FROM PUBLIC (PostgreSQL lets PUBLIC execute a new function), then GRANT

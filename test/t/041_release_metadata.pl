@@ -46,6 +46,14 @@ like(slurp('LICENSE'), qr/PROVIDED HEREUNDER IS ON AN "AS IS" BASIS/,
 my ($newest) = slurp('docs/changelog.md') =~ /^##\s+\[?v?(\d+\.\d+\.\d+)/m;
 is($newest, $version, "docs/changelog.md: the newest section is $version");
 
+# every earlier version is frozen: its script committed, and an update
+# script leaving it (docs/packaging.md, "The next version")
+for my $old (grep { $_ ne $version } slurp('docs/changelog.md') =~ /^##\s+\[?v?(\d+\.\d+\.\d+)/mg)
+{
+	ok(-f "$src/sql/mq--$old.sql", "$old: its script sql/mq--$old.sql is committed");
+	ok(scalar(glob("$src/sql/mq--$old--*.sql")), "$old: an update script leaves it");
+}
+
 # the Debian package (debian/, docs/packaging.md): its upstream version and
 # its licence
 my ($debversion) = slurp('debian/changelog') =~ /^mq \(([^)]+)\)/;
