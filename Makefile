@@ -20,7 +20,8 @@ DATA = $(filter-out $(DATA_built),$(wildcard sql/mq--*.sql)) $(wildcard sql/mq_p
 # runs on temporary instances (pg_regress --temp-instance/--temp-config,
 # PostgreSQL::Test::Cluster nodes with TEMP_CONFIG), as contrib modules that
 # need shared_preload_libraries do in `make check`:
-#   installcheck-regress    pg_regress: test/sql/NAME.sql, expected/NAME.out
+#   installcheck-regress    pg_regress: test/sql/NAME.sql, expected/NAME.out,
+#                           and docs/reference.md's examples (reference_examples)
 #   installcheck-isolation  isolationtester: test/specs/NAME.spec,
 #                           expected/NAME.out
 #   installcheck-tap        prove test/t/*.pl (TAP_TESTS, PROVE_TESTS)
@@ -33,7 +34,11 @@ DATA = $(filter-out $(DATA_built),$(wildcard sql/mq--*.sql)) $(wildcard sql/mq_p
 # TAP files share set-up through test/perl/MqTest.pm, which they find
 # with FindBin (PGXS's prove puts only . and src/test/perl on @INC).
 # initdb refuses root: as root, test/run.sh runs them as `postgres`.
-REGRESS = $(sort $(basename $(notdir $(wildcard test/sql/*.sql))))
+# REGRESS: test/sql/*.sql, and reference_examples, made from
+# docs/reference.md's examples by test/reference-examples.py whenever the
+# doc (or the script) is newer (never committed: the doc is their only copy).
+MQ_REF_EXAMPLES = test/sql/reference_examples.sql expected/reference_examples.out
+REGRESS = $(sort $(basename $(notdir $(wildcard test/sql/*.sql))) reference_examples)
 REGRESS_OPTS = --inputdir=test
 ISOLATION = $(sort $(basename $(notdir $(wildcard test/specs/*.spec))))
 ISOLATION_OPTS = --inputdir=test --outputdir=.
@@ -47,7 +52,7 @@ MQ_TEST_CONF = $(abspath test/mq.conf)
 MQ_TEMP_INSTANCE = --temp-config='$(MQ_TEST_CONF)' --temp-instance=./tmp_check_$(patsubst installcheck-%,%,$@) \
 	--encoding=UTF8 --no-locale
 
-EXTRA_CLEAN = $(DATA_built) results tmp_check_regress tmp_check_isolation
+EXTRA_CLEAN = $(DATA_built) results tmp_check_regress tmp_check_isolation $(MQ_REF_EXAMPLES)
 
 # mq-worker's sub-make gets CFLAGS and CPPFLAGS as the caller gave them
 # (dpkg-buildpackage's hardening flags, say), captured before PGXS appends
@@ -83,13 +88,15 @@ installcheck:
 		$(MAKE) --no-print-directory installcheck-$$kind || rc=1; \
 	done; exit $$rc
 installcheck installcheck-regress installcheck-isolation installcheck-tap: mq-not-root
-installcheck-regress:
+installcheck-regress: $(MQ_REF_EXAMPLES)
 	$(if $(REGRESS),$(pg_regress_installcheck) $(MQ_TEMP_INSTANCE) $(REGRESS_OPTS) $(REGRESS))
 installcheck-isolation:
 	$(if $(ISOLATION),$(pg_isolation_regress_installcheck) $(MQ_TEMP_INSTANCE) $(ISOLATION_OPTS) $(ISOLATION))
 installcheck-tap: export TEMP_CONFIG = $(MQ_TEST_CONF)
 installcheck-tap:
 	$(if $(PROVE_TESTS),$(prove_installcheck))
+$(MQ_REF_EXAMPLES) &: docs/reference.md test/reference-examples.py
+	python3 test/reference-examples.py
 # initdb's own refusal comes after a screen of pg_regress output
 mq-not-root:
 	@if [ "$$(id -u)" = 0 ]; then \

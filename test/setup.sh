@@ -40,6 +40,7 @@ PACKAGES=(
 	debhelper
 	git                             # package.sh's file list, t/040's v0.1.0 sources
 	postgresql-server-dev-all
+	python3                         # test/reference-examples.py (make installcheck-regress)
 	python3-psycopg                 # clients/python and its tests
 	python3-pytest
 )
