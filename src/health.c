@@ -32,8 +32,8 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "executor/spi.h"
 #include "commands/dbcommands.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -56,6 +56,7 @@ typedef struct OpenClaim
 {
 	pg_atomic_uint32 xid;		/* their top transaction; invalid: none */
 	int			pid;
+	Oid			database;		/* queue ids are per database */
 	int64		queue_id;		/* the queue of the earliest to lapse */
 	TimestampTz lapse;			/* when the earliest visibility timeout ends */
 	TimestampTz xact_start;
@@ -116,6 +117,7 @@ MqHealthNoteClaim(int64 queue_id, TimestampTz lapse)
 	pg_atomic_write_u32(&e->xid, InvalidTransactionId);
 	pg_write_barrier();
 	e->pid = MyProcPid;
+	e->database = MyDatabaseId;
 	e->queue_id = queue_id;
 	e->lapse = lapse;
 	e->xact_start = GetCurrentTransactionStartTimestamp();
@@ -278,11 +280,12 @@ mq_open_claims(PG_FUNCTION_ARGS)
 			continue;
 		pg_read_barrier();
 		c.pid = open_claims[i].pid;
+		c.database = open_claims[i].database;
 		c.queue_id = open_claims[i].queue_id;
 		c.lapse = open_claims[i].lapse;
 		c.xact_start = open_claims[i].xact_start;
 		pg_read_barrier();
-		if (pg_atomic_read_u32(&open_claims[i].xid) != xid || c.lapse > now ||
+		if (pg_atomic_read_u32(&open_claims[i].xid) != xid || c.database != MyDatabaseId || c.lapse > now ||
 			!TransactionIdIsInProgress(xid) || (name = queue_name_of(c.queue_id)) == NULL)
 			continue;
 		values[0] = Int32GetDatum(c.pid);

@@ -242,6 +242,12 @@ is(one('mq_claim_stuck_age_seconds', queue => 'jobs'), 0, '... and is 0 for a qu
 	q{SELECT pid, queue_name FROM mq.warnings() WHERE warning = 'claim_stuck'},
 	extra_params => [ '-U', 'regress_exporter' ]);
 is($out, "$reader_pid|held", 'mq.warnings names the session holding it to the exporter role');
+# queue ids are per database: another database's queue with held's id is not named
+my $held_id = $node->safe_psql('postgres', q{SELECT queue_id FROM mq.queue WHERE queue_name = 'held'});
+$node->safe_psql('postgres', 'CREATE DATABASE other');
+$node->safe_psql('other', "CREATE EXTENSION mq; SELECT mq.create_queue('other_' || g) FROM generate_series(1, $held_id) g");
+is($node->safe_psql('other', q{SELECT count(*) FROM mq.warnings() WHERE warning = 'claim_stuck'}), 0,
+	"... and not in another database, to a queue there with the same id ($held_id)");
 $reader->query_safe('COMMIT');
 $reader->quit;
 ok(scrape_until(0, 'mq_claim_stuck_age_seconds', queue => 'held'), 'and falls back to 0 once it commits');
